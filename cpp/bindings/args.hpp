@@ -1,0 +1,77 @@
+// Argument handling at the binding boundary, shared by every kernel family.
+//
+// The contract (documented for users in fastnn.ops):
+// - float32 / float64 C-contiguous ndarrays pass through without a copy;
+// - other array-likes (lists, integer or bool arrays, float16, non-contiguous views,
+//   non-native byte order) are converted once to a C-contiguous array of the call's
+//   compute dtype;
+// - the compute dtype is that of the float32/float64 ndarrays among the arguments, which
+//   must agree (mixing them is a TypeError, never a silent cast); float32 when none decides;
+// - every rejection is a TypeError or ValueError naming the function, the argument, what
+//   was expected and what came.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <initializer_list>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "fastnn/parallel.hpp"
+
+namespace fastnn::bindings {
+
+namespace py = pybind11;
+
+enum class DType { Float32, Float64 };
+
+/// A named argument of a binding; value None means "not given".
+struct Arg {
+  const char* name;
+  py::handle value;
+};
+
+/// Concatenates anything printable: error messages.
+template <typename... Parts>
+std::string cat(const Parts&... parts) {
+  std::ostringstream s;
+  (s << ... << parts);
+  return s.str();
+}
+
+std::string shape_str(const std::vector<Index>& shape);  // "(2, 3)"
+std::vector<Index> shape_of(const py::array& a);
+/// What a value is, for error messages: "float64 array of shape (2, 3)", "list", "None".
+std::string describe(py::handle value);
+
+/// The compute dtype of a call (see the contract above).
+DType resolve_dtype(const char* func, std::initializer_list<Arg> args);
+
+/// arg.value as a C-contiguous ndarray of T (no copy when it already is one).
+template <typename T>
+py::array_t<T> input_array(const char* func, const Arg& arg);
+
+/// arg.value as an ndarray the kernel may write: exactly dtype T, `shape`, C-contiguous,
+/// writeable. Never copied (a copy would hide the result from the caller).
+template <typename T>
+py::array_t<T> output_array(const char* func, const Arg& arg, const std::vector<Index>& shape);
+
+/// ValueError unless min_ndim <= a.ndim() <= max_ndim (max_ndim < 0: no upper bound).
+void require_ndim(const char* func, const char* name, const py::array& a, int min_ndim,
+                  int max_ndim = -1);
+
+/// ValueError when an output shares memory with an input (the kernel would read what it
+/// has already overwritten).
+void require_no_overlap(const char* func, const char* out_name, const py::array& out,
+                        const char* in_name, const py::array& in);
+
+/// Calls f(T{}) with T the C++ type of dtype.
+template <typename F>
+decltype(auto) dispatch(DType dtype, F&& f) {
+  if (dtype == DType::Float32) return f(float{});
+  return f(double{});
+}
+
+}  // namespace fastnn::bindings

@@ -1,0 +1,46 @@
+// Python bindings of the build description and the thread count.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "args.hpp"
+#include "fastnn/build_info.hpp"
+#include "fastnn/parallel.hpp"
+
+namespace fastnn::bindings {
+
+void register_config(py::module_& m) {
+  m.def(
+      "build_info",
+      [] {
+        const BuildInfo info = fastnn::build_info();
+        py::dict d;
+        d["version"] = info.version;
+        d["compiler"] = info.compiler;
+        d["flags"] = info.flags;
+        d["arch"] = info.arch;
+        d["simd"] = info.simd;
+        d["eigen"] = info.eigen_version;
+        d["openmp"] = info.openmp;
+        return d;
+      },
+      "What the kernels were compiled with (a dict).");
+  m.def(
+      "set_num_threads",
+      [](py::handle n) {
+        // Reject bool and float explicitly: both would otherwise convert to int.
+        if (!PyLong_Check(n.ptr()) || PyBool_Check(n.ptr()))
+          throw py::type_error(cat("set_num_threads: 'n' must be an int >= 1, got ", describe(n),
+                                   " ", std::string(py::repr(n))));
+        const long long value = n.cast<long long>();
+        if (value < 1 || value > 1 << 16)
+          throw py::value_error(cat("set_num_threads: 'n' must be an int >= 1, got ", value));
+        fastnn::set_num_threads(static_cast<int>(value));
+      },
+      py::arg("n"), "Sets the number of threads fastnn's kernels use.");
+  m.def("get_num_threads", &fastnn::num_threads, "Number of threads fastnn's kernels use.");
+  m.def("num_processors", &fastnn::num_processors, "Processors available to OpenMP.");
+  m.def("have_openmp", &fastnn::have_openmp, "Whether this build runs kernels on several threads.");
+  m.attr("parallel_min_flops") = kParallelMinFlops;
+}
+
+}  // namespace fastnn::bindings

@@ -1,0 +1,58 @@
+// The extension module fastnn._core: checks that this CPU runs what the kernels were
+// compiled for, then registers each kernel family's bindings.
+//
+// This file is compiled for the baseline instruction set (see CMakeLists.txt), so the
+// check below runs before any AVX/AVX-512 instruction could fault.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "fastnn/build_info.hpp"
+
+namespace py = pybind11;
+
+namespace fastnn::bindings {
+void register_config(py::module_& m);
+void register_gemm(py::module_& m);
+
+namespace {
+// Names of the features the build needs but this CPU lacks ("" when all are present).
+std::string missing_isa() {
+  std::string missing;
+#if defined(__x86_64__) || defined(__i386__)
+  const unsigned need = required_isa();
+  __builtin_cpu_init();
+  const struct {
+    unsigned bit;
+    const char* name;
+    bool present;
+  } features[] = {
+      {kIsaSse42, "sse4.2", bool(__builtin_cpu_supports("sse4.2"))},
+      {kIsaAvx, "avx", bool(__builtin_cpu_supports("avx"))},
+      {kIsaAvx2, "avx2", bool(__builtin_cpu_supports("avx2"))},
+      {kIsaFma, "fma", bool(__builtin_cpu_supports("fma"))},
+      {kIsaAvx512f, "avx512f", bool(__builtin_cpu_supports("avx512f"))},
+      {kIsaAvx512dq, "avx512dq", bool(__builtin_cpu_supports("avx512dq"))},
+      {kIsaAvx512bw, "avx512bw", bool(__builtin_cpu_supports("avx512bw"))},
+      {kIsaAvx512vl, "avx512vl", bool(__builtin_cpu_supports("avx512vl"))},
+  };
+  for (const auto& f : features)
+    if ((need & f.bit) && !f.present) missing += std::string(missing.empty() ? "" : ", ") + f.name;
+#endif
+  return missing;
+}
+}  // namespace
+}  // namespace fastnn::bindings
+
+PYBIND11_MODULE(_core, m) {
+  using namespace fastnn::bindings;
+  const std::string missing = missing_isa();
+  if (!missing.empty())
+    throw py::import_error(
+        "fastnn was compiled for a CPU with " + missing +
+        ", which this CPU lacks. Reinstall it on this machine (pip install --force-reinstall "
+        "--no-cache-dir fastnn), or build a portable copy with FASTNN_ARCH=x86-64-v3 or generic.");
+  m.doc() = "fastnn's C++ kernels (Eigen + OpenMP). Use fastnn.ops for the documented interface.";
+  register_config(m);
+  register_gemm(m);
+}

@@ -1,0 +1,56 @@
+#include "fastnn/parallel.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <stdexcept>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fastnn {
+namespace {
+// 0 = not yet read from OpenMP (which honours OMP_NUM_THREADS).
+std::atomic<int> g_num_threads{0};
+}  // namespace
+
+int num_processors() {
+#ifdef _OPENMP
+  return omp_get_num_procs();
+#else
+  return 1;
+#endif
+}
+
+bool have_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+int num_threads() {
+  int n = g_num_threads.load(std::memory_order_relaxed);
+  if (n > 0) return n;
+#ifdef _OPENMP
+  n = std::max(1, omp_get_max_threads());
+#else
+  n = 1;
+#endif
+  int expected = 0;
+  g_num_threads.compare_exchange_strong(expected, n);
+  return g_num_threads.load(std::memory_order_relaxed);
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1");
+  g_num_threads.store(have_openmp() ? n : 1, std::memory_order_relaxed);
+}
+
+int threads_for(Index tasks, double flops) {
+  if (tasks <= 1 || flops < kParallelMinFlops) return 1;
+  return static_cast<int>(std::min<Index>(num_threads(), tasks));
+}
+
+}  // namespace fastnn
