@@ -15,6 +15,10 @@
 #include <exception>
 #include <mutex>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
 #define FASTNN_HAVE_MXCSR 1
@@ -89,6 +93,66 @@ void parallel_for(Index tasks, int threads, Body&& body) {
     }
   }
   if (error) std::rethrow_exception(error);
+}
+
+/// A team of threads inside run_team: its loops split work among the team's threads and
+/// end with a barrier. With one thread they are plain loops, so a team of one may run
+/// inside another parallel region (an orphaned `omp for` there would bind to the outer
+/// team and mix unrelated work).
+class Team {
+ public:
+  explicit Team(int size) : size_(size) {}
+  int size() const { return size_; }
+  /// This thread's number in the team, 0 <= rank < size.
+  int rank() const {
+#ifdef _OPENMP
+    return size_ > 1 ? omp_get_thread_num() : 0;
+#else
+    return 0;
+#endif
+  }
+
+  /// body(i) for i in [0, count), i handed out one at a time.
+  template <typename Body>
+  void for_dynamic(Index count, Body&& body) const {
+    if (size_ <= 1) {
+      for (Index i = 0; i < count; ++i) body(i);
+      return;
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (Index i = 0; i < count; ++i) body(i);
+  }
+
+  /// body(i) for i in [0, count), in equal contiguous shares.
+  template <typename Body>
+  void for_static(Index count, Body&& body) const {
+    if (size_ <= 1) {
+      for (Index i = 0; i < count; ++i) body(i);
+      return;
+    }
+#pragma omp for schedule(static)
+    for (Index i = 0; i < count; ++i) body(i);
+  }
+
+ private:
+  int size_;
+};
+
+/// Runs body(team) on `threads` threads (on the calling thread alone when threads <= 1),
+/// with denormals flushed in each. The body must not throw: a thread leaving early would
+/// leave the others waiting at the team's next barrier.
+template <typename Body>
+void run_team(int threads, Body&& body) {
+  if (threads <= 1) {
+    FlushDenormals ftz;
+    body(Team(1));
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    FlushDenormals ftz;
+    body(Team(threads));
+  }
 }
 
 }  // namespace fastnn
