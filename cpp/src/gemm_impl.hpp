@@ -4,27 +4,29 @@
 // A blocked GEMM in the style of GotoBLAS/BLIS, written on Eigen's portable packet
 // primitives (pset1 / ploadu / pmadd: AVX-512, AVX2+FMA, SSE, NEON):
 //
-//   for pc in k, step kc:                       k-blocks, sizes from k alone
-//     pack op(B)[pc:pc+kc, :] in panels of NR columns        (shared by the threads)
-//     for each work item (a block of MC rows × a range of B panels):   (parallel loop)
-//       pack op(A)[rows, pc:pc+kc] in panels of MR rows      (per thread)
-//       for each B panel, for each A panel: micro-kernel on one MR×NR tile of C
+//   for each pass over <= NC columns of C:
+//     pack op(B) in panels of NR columns, per k-block  (only when transposed or when its
+//                                                       rows alias in cache; else in place)
+//     for each work item (a block of rows × a group of panels):        (parallel loop)
+//       for each k-block (kc steps, sizes from k alone):
+//         pack op(A)[rows, k-block] in panels of MR rows               (per thread)
+//         for each B panel, for each A panel: a register tile of MR×NR elements of C
 //
-// The micro-kernel keeps its tile of C in registers, adds the kc rank-1 updates of the
-// k-block in order, and writes the tile once. Every element of C thus sees the same
-// operations in the same order whatever the partition into items, threads or tile
-// shapes: results are identical bit for bit on any number of threads.
+// The register tile keeps its part of C in registers, adds the kc rank-1 updates of the
+// k-block in order, and writes C once. Every element of C thus sees the same operations
+// in the same order whatever the partition into items, threads or tile shapes: results
+// are identical bit for bit on any number of threads.
 //
 // Edge tiles (m % MR rows, n % NR columns) run smaller register tiles instead of padding,
 // so batch sizes that are multiples of 4 and widths that are multiples of the vector
-// length waste no arithmetic.
+// length waste no arithmetic. Narrow float32 products (n <= 12) use dot products instead.
 #pragma once
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <type_traits>
 #include <cstdlib>
 #include <new>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -39,7 +41,7 @@ namespace ei = Eigen::internal;
 
 inline Index ceil_div(Index a, Index b) { return (a + b - 1) / b; }
 
-#if defined(__AVX512F__) || defined(__aarch64__)
+#if defined(EIGEN_VECTORIZE_AVX512) || defined(__aarch64__)
 constexpr int kVectorRegisters = 32;
 #else
 constexpr int kVectorRegisters = 16;
@@ -50,8 +52,8 @@ constexpr int kVectorRegisters = 16;
 // (AVX-512), 4×3 with 16 (AVX2). Measured on a Zen 4 core, an 8×3 float tile runs at
 // 97 % of the FMA peak with its panels in L1.
 //
-// Products of one or two rows (predicting a sample, a GEMV) use panels twice as wide,
-// 1-2×8 vectors (AVX-512): B is then read in longer runs and more FMA chains are in flight.
+// Products of one or two rows (predicting a sample, a GEMV) use wider panels, 1-2×8
+// vectors with AVX-512: B is then read in longer runs and more FMA chains are in flight.
 template <typename T>
 struct Blocking {
   using Packet = typename ei::packet_traits<T>::type;
@@ -68,7 +70,8 @@ struct Blocking {
 };
 
 // Scratch memory of the calling thread, kept between calls: allocating (and page-faulting)
-// a few hundred KB per product cost ~10 % at n = 256.
+// a few hundred KB per product cost ~10 % at n = 256. It grows to the largest product's
+// need (packed B is bounded by kMaxPackedB elements).
 template <typename T>
 T* thread_scratch(int slot, Index n) {
   struct Slot {
@@ -164,7 +167,7 @@ struct APanel {
 // Partial vectors: the first `lanes` lanes of a vector, zero (load) or untouched (store)
 // elsewhere. AVX-512 has masked moves, so ragged edges of B and C are read and written in
 // place; other instruction sets pack B's ragged panel and store through a buffer.
-#ifdef __AVX512F__
+#ifdef EIGEN_VECTORIZE_AVX512
 constexpr bool kMaskedMoves = true;
 inline __m512 load_lanes(const float* p, int lanes) {
   return _mm512_maskz_loadu_ps(__mmask16((1u << lanes) - 1), p);
@@ -207,7 +210,7 @@ void tile_kernel(Index kc, const APanel<T>& a, const T* __restrict b, Index ldb,
     P bv[NVC];
 #pragma GCC unroll 8
     for (int j = 0; j < NVC; ++j) {
-#ifdef __AVX512F__
+#ifdef EIGEN_VECTORIZE_AVX512
       // B's ragged edge is read in place (masked), never past the row's end.
       bv[j] = j == NVC - 1 ? load_lanes(b + t * ldb + j * W, last) : ei::ploadu<P>(b + t * ldb + j * W);
 #else
@@ -237,7 +240,7 @@ void tile_kernel(Index kc, const APanel<T>& a, const T* __restrict b, Index ldb,
       }
     return;
   }
-#ifdef __AVX512F__
+#ifdef EIGEN_VECTORIZE_AVX512
   // Ragged tile: the same additions on the used lanes, with masked moves.
   if (bias)
     for (int j = 0; j < NVC; ++j) bias_v[j] = load_lanes(bias + j * W, j == NVC - 1 ? last : W);
@@ -317,7 +320,7 @@ void empty_product(const GemmArgs<T>& p, T* c) {
 // instead, vectorised along k: op(B)ᵀ is packed as n rows of k, A's rows are read in place,
 // and a 4×4 block of dot products shares its loads. The 16 lane-wise sums are then reduced
 // by a fixed shuffle tree: the same bits on any thread count.
-#ifdef __AVX512F__
+#ifdef EIGEN_VECTORIZE_AVX512
 constexpr bool kHaveDotKernel = true;
 
 // [v0..v15] -> one vector whose lane i is the sum of v_i's lanes.
@@ -533,7 +536,7 @@ void gemm_batched(const GemmArgs<T>& p, Index batch, const Index* a_offsets,
   using gemm_detail::gemm_one;
   if (batch <= 0 || p.m == 0 || p.n == 0) return;
   const double flops = 2.0 * double(batch) * double(p.m) * double(p.n) * double(p.k);
-  const int threads = flops < kParallelMinFlops ? 1 : num_threads();
+  const int threads = threads_for(flops);
   if (batch > 1 && batch >= threads) {  // many products: one thread each
     parallel_for(batch, threads, [&](Index i) {
       gemm_one(p, p.a + a_offsets[i], p.b + b_offsets[i], p.c + i * c_stride, 1);

@@ -48,9 +48,4 @@ void set_num_threads(int n) {
   g_num_threads.store(have_openmp() ? n : 1, std::memory_order_relaxed);
 }
 
-int threads_for(Index tasks, double flops) {
-  if (tasks <= 1 || flops < kParallelMinFlops) return 1;
-  return static_cast<int>(std::min<Index>(num_threads(), tasks));
-}
-
 }  // namespace fastnn

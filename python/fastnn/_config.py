@@ -9,9 +9,10 @@ from . import _core
 def set_num_threads(n):
     """Sets the number of threads fastnn's kernels use.
 
-    One setting drives both OpenMP and Eigen: fastnn partitions the work itself and runs
-    Eigen single-threaded inside each part. Results are identical bit for bit for any
-    thread count. Small operations run on one thread whatever this says.
+    One setting for all kernels: fastnn runs its own OpenMP threads (Eigen, used for its
+    SIMD primitives, never starts threads of its own). Results are identical bit for bit
+    for any thread count. Operations under ~1.5 MFLOP run on one thread whatever this
+    says: waking a second thread would cost more than it saves.
 
     Args:
         n: int >= 1.

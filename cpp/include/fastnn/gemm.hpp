@@ -7,9 +7,10 @@
 // dimension: op(A) is m×k, op(B) is k×n, C is m×n, bias has n entries.
 // Cost: 2·m·n·k flops; reads m·k + k·n (+ m·n when accumulating), writes m·n.
 //
-// Threads: C is cut into tiles whose sizes depend only on (m, n, k); each tile is one
-// single-threaded Eigen product, so the result is the same bit for bit on any number
-// of threads. Products under kParallelMinFlops run on the calling thread.
+// Threads: every element of C is computed by the same operations in the same order
+// whatever the partition of the work (see cpp/src/gemm_impl.hpp), so the result is the
+// same bit for bit on any number of threads. Products under kParallelMinFlops run on the
+// calling thread.
 #pragma once
 
 #include "fastnn/parallel.hpp"

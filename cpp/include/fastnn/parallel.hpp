@@ -43,8 +43,8 @@ bool have_openmp();
 /// even, 80³ (1 MFLOP) 1.2x faster, 96³ (1.8 MFLOP) 1.45x faster.
 constexpr double kParallelMinFlops = 1.5e6;
 
-/// Threads to use for `tasks` independent tasks that together cost `flops`.
-int threads_for(Index tasks, double flops);
+/// Threads to use for work that costs `flops`: 1 under kParallelMinFlops, else all.
+inline int threads_for(double flops) { return flops < kParallelMinFlops ? 1 : num_threads(); }
 
 /// Sets flush-to-zero and denormals-are-zero for this thread while alive.
 class FlushDenormals {
