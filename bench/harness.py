@@ -80,6 +80,9 @@ def set_threads(n, torch=None):
 
 
 def _time_batch(fn, calls):
+    # One untimed call first: after the pause between peers, thread pools are asleep, and
+    # waking a virtual machine's idle core has been seen to take up to ~10 ms.
+    fn()
     start = time.perf_counter()
     for _ in range(calls):
         fn()
@@ -88,8 +91,8 @@ def _time_batch(fn, calls):
 
 def _calls_for(fn, target_seconds):
     """Calls per batch so that a batch lasts about target_seconds."""
-    once = _time_batch(fn, 1)
-    return max(1, int(target_seconds / max(once, 1e-7)))
+    per_call = _time_batch(fn, 3)
+    return max(1, int(target_seconds / max(per_call, 1e-7)))
 
 
 def run_cases(cases, thread_counts, torch=None, rounds=11, batch_seconds=0.03, log=print):

@@ -139,9 +139,28 @@ template <typename T>
 void pack_b_panel(const GemmArgs<T>& p, const T* b, Index pc, Index kc, Index c0, Index cols,
                   Index NR, T* out) {
   if (p.trans_b) {
-    for (Index j = 0; j < cols; ++j) {
-      const T* src = at_b(p, b, pc, c0 + j);  // a row of B: contiguous over steps
-      for (Index t = 0; t < kc; ++t) out[t * NR + j] = src[t];
+    // A transpose (B's rows are contiguous over steps), in W×W blocks through registers.
+    using P = typename Blocking<T>::Packet;
+    constexpr int W = Blocking<T>::W;
+    Index t0 = 0;
+    if constexpr (W > 1) {
+      for (; t0 + W <= kc; t0 += W) {
+        Index j = 0;
+        for (; j + W <= cols; j += W) {
+          ei::PacketBlock<P, W> block;
+          for (int r = 0; r < W; ++r) block.packet[r] = ei::ploadu<P>(at_b(p, b, pc + t0, c0 + j + r));
+          ei::ptranspose(block);
+          for (int r = 0; r < W; ++r) ei::pstoreu(out + (t0 + r) * NR + j, block.packet[r]);
+        }
+        for (; j < cols; ++j) {
+          const T* src = at_b(p, b, pc + t0, c0 + j);
+          for (Index t = 0; t < W; ++t) out[(t0 + t) * NR + j] = src[t];
+        }
+      }
+    }
+    for (Index j = 0; j < cols; ++j) {  // the last kc % W steps
+      const T* src = at_b(p, b, pc, c0 + j);
+      for (Index t = t0; t < kc; ++t) out[t * NR + j] = src[t];
     }
     for (Index t = 0; t < kc; ++t)
       for (Index j = cols; j < NR; ++j) out[t * NR + j] = T(0);
