@@ -155,7 +155,7 @@ def machine_description(torch=None):
     blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')} kernel, "
             f"{i.get('threading_layer')})" for i in threadpoolctl.threadpool_info()
             if i.get("user_api") == "blas"]
-    config = fastnn._config.config()
+    config = fastnn.config.build_config()
     lines = [
         f"- date: {datetime.datetime.now().isoformat(timespec='minutes')}",
         f"- CPU: {cpu}, {os.cpu_count()} logical processors",

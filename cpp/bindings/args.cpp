@@ -114,6 +114,32 @@ py::array_t<T> output_array(const char* func, const Arg& arg, const std::vector<
   return py::reinterpret_borrow<py::array_t<T>>(array);
 }
 
+template <typename T>
+py::array_t<T> inout_array(const char* func, const Arg& arg, Index size) {
+  const char* want = sizeof(T) == 4 ? "float32" : "float64";
+  if (!py::isinstance<py::array>(arg.value))
+    throw py::type_error(cat(func, ": '", arg.name, "' must be a numpy.ndarray of ", want,
+                             ", got ", describe(arg.value)));
+  auto array = py::reinterpret_borrow<py::array>(arg.value);
+  if (!py::array_t<T>::check_(array))
+    throw py::type_error(cat(func, ": '", arg.name, "' must have dtype ", want, ", got ",
+                             describe(array)));
+  if (array.size() != size)
+    throw py::value_error(cat(func, ": '", arg.name, "' must hold ", size, " values, got ",
+                              array.size(), " (shape ", shape_str(shape_of(array)), ")"));
+  if (!(array.flags() & py::array::c_style))
+    throw py::value_error(cat(func, ": '", arg.name, "' must be C-contiguous (updated in place)"));
+  if (!array.writeable()) throw py::value_error(cat(func, ": '", arg.name, "' is read-only"));
+  return py::reinterpret_borrow<py::array_t<T>>(array);
+}
+
+void require_shape(const char* func, const char* name, const py::array& a,
+                   const std::vector<Index>& shape) {
+  if (shape_of(a) != shape)
+    throw py::value_error(cat(func, ": '", name, "' must have shape ", shape_str(shape), ", got ",
+                              shape_str(shape_of(a))));
+}
+
 void require_ndim(const char* func, const char* name, const py::array& a, int min_ndim,
                   int max_ndim) {
   const int nd = static_cast<int>(a.ndim());
@@ -139,6 +165,8 @@ void require_no_overlap(const char* func, const char* out_name, const py::array&
                               "'; pass a separate output array"));
 }
 
+template py::array_t<float> inout_array<float>(const char*, const Arg&, Index);
+template py::array_t<double> inout_array<double>(const char*, const Arg&, Index);
 template py::array_t<float> input_array<float>(const char*, const Arg&);
 template py::array_t<double> input_array<double>(const char*, const Arg&);
 template py::array_t<float> output_array<float>(const char*, const Arg&, const std::vector<Index>&);

@@ -58,6 +58,21 @@ py::array_t<T> input_array(const char* func, const Arg& arg);
 template <typename T>
 py::array_t<T> output_array(const char* func, const Arg& arg, const std::vector<Index>& shape);
 
+/// arg.value as an ndarray the kernel updates in place (parameters, optimizer state,
+/// gradient buffers): exactly dtype T, C-contiguous, writeable, `size` values (any shape).
+template <typename T>
+py::array_t<T> inout_array(const char* func, const Arg& arg, Index size);
+
+/// A new C-contiguous array of T with `shape`.
+template <typename T>
+py::array_t<T> new_array(const std::vector<Index>& shape) {
+  return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+/// ValueError unless a's shape is `shape`.
+void require_shape(const char* func, const char* name, const py::array& a,
+                   const std::vector<Index>& shape);
+
 /// ValueError unless min_ndim <= a.ndim() <= max_ndim (max_ndim < 0: no upper bound).
 void require_ndim(const char* func, const char* name, const py::array& a, int min_ndim,
                   int max_ndim = -1);

@@ -12,8 +12,13 @@
 namespace py = pybind11;
 
 namespace fastnn::bindings {
+void register_activation(py::module_& m);
 void register_config(py::module_& m);
+void register_dense(py::module_& m);
+void register_dropout(py::module_& m);
 void register_gemm(py::module_& m);
+void register_loss(py::module_& m);
+void register_optim(py::module_& m);
 
 namespace {
 // Names of the features the build needs but this CPU lacks ("" when all are present).
@@ -55,4 +60,9 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastnn's C++ kernels (Eigen + OpenMP). Use fastnn.ops for the documented interface.";
   register_config(m);
   register_gemm(m);
+  register_activation(m);
+  register_dense(m);
+  register_loss(m);
+  register_optim(m);
+  register_dropout(m);
 }

@@ -33,6 +33,7 @@
 #endif
 
 #include "fastnn/gemm.hpp"
+#include "fastnn/scratch.hpp"
 
 namespace fastnn {
 namespace gemm_detail {
@@ -68,30 +69,6 @@ struct Blocking {
   static_assert(MR * NV + NV + 1 <= kVectorRegisters, "register tile too large");
   static_assert(2 * NV_WIDE + NV_WIDE + 1 <= kVectorRegisters, "wide tile too large");
 };
-
-// Scratch memory of the calling thread, kept between calls: allocating (and page-faulting)
-// a few hundred KB per product cost ~10 % at n = 256. It grows to the largest product's
-// need (packed B is bounded by kMaxPackedB elements).
-template <typename T>
-T* thread_scratch(int slot, Index n) {
-  struct Slot {
-    T* ptr = nullptr;
-    Index size = 0;
-    ~Slot() { std::free(ptr); }
-  };
-  thread_local Slot slots[2];
-  Slot& s = slots[slot];
-  if (s.size < n) {
-    const Index grown = std::max(n, s.size + s.size / 2);
-    const size_t bytes = ((size_t(grown) * sizeof(T) + 63) / 64) * 64;
-    T* fresh = static_cast<T*>(std::aligned_alloc(64, bytes));
-    if (!fresh) throw std::bad_alloc();
-    std::free(s.ptr);
-    s.ptr = fresh;
-    s.size = grown;
-  }
-  return s.ptr;
-}
 
 // Address of op(A)[r, c] and op(B)[r, c] as stored.
 template <typename T>
@@ -411,7 +388,7 @@ inline void gemm_dot(const GemmArgs<float>& p, const float* a, const float* b, f
   // op(B)ᵀ as n contiguous rows of k: B itself when stored transposed and contiguous.
   const float* bt = b;
   if (!p.trans_b || p.ldb != k) {
-    float* packed = thread_scratch<float>(0, n * k);
+    float* packed = thread_scratch<float>(ScratchSlot::GemmPackedB, n * k);
     for (Index j = 0; j < n; ++j)  // sequential writes; reads are n apart
       for (Index t = 0; t < k; ++t) packed[j * k + t] = *at_b(p, b, t, j);
     bt = packed;
@@ -478,12 +455,12 @@ void gemm_one(const GemmArgs<T>& p, const T* a, const T* b, T* c, int threads) {
   const Index items = row_blocks * groups;
   threads = static_cast<int>(std::min<Index>(threads, items));
 
-  T* b_packed = pack_b ? thread_scratch<T>(0, k_blocks * panels_max * kc_max * NR) : nullptr;
+  T* b_packed = pack_b ? thread_scratch<T>(ScratchSlot::GemmPackedB, k_blocks * panels_max * kc_max * NR) : nullptr;
   const Index a_size = pack_a ? mc * kc_max : 0;
   const Index edge_size = kc_max * NR;  // one B panel with a ragged edge, packed
 
   // Per-thread scratch, allocated before the team starts: nothing may throw inside it.
-  T* scratch = thread_scratch<T>(1, threads * (a_size + edge_size));
+  T* scratch = thread_scratch<T>(ScratchSlot::GemmThread, threads * (a_size + edge_size));
   run_team(threads, [&](const Team& team) {
     T* my_a = scratch + team.rank() * (a_size + edge_size);
     T* my_b_edge = my_a + a_size;

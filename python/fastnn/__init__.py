@@ -1,17 +1,27 @@
 """fastnn: a CPU-first neural-network library with a Keras-style API.
 
+Keras programs run with ``import fastnn as keras``:
+
+    >>> import fastnn as keras
+    >>> model = keras.Sequential([
+    ...     keras.layers.Dense(64, activation="relu", input_shape=(64,)),
+    ...     keras.layers.Dense(10, activation="softmax"),
+    ... ])
+    >>> model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
 The hot paths are C++ kernels (Eigen + OpenMP) in the extension ``fastnn._core``;
 ``fastnn.ops`` is their documented Python face.
-
-Example:
-    >>> import numpy as np, fastnn
-    >>> fastnn.ops.matmul(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)).shape
-    (2, 4)
 """
 
 from ._version import __version__
 from . import _core
-from ._config import get_num_threads, set_num_threads, show_config
-from . import ops
+from . import config
+from .config import get_num_threads, set_num_threads, show_config
+from . import (activations, autodiff, callbacks, datasets, initializers, layers, losses, metrics, models,
+               ops, optimizers, regularizers, utils)
+from .layers import Input
+from .models import Model, Sequential
 
-__all__ = ["__version__", "get_num_threads", "set_num_threads", "show_config", "ops"]
+__all__ = ["__version__", "Sequential", "Model", "Input", "layers", "losses", "optimizers", "metrics",
+           "initializers", "activations", "regularizers", "callbacks", "utils", "datasets", "models", "ops",
+           "autodiff", "config", "get_num_threads", "set_num_threads", "show_config"]

@@ -95,6 +95,20 @@ void parallel_for(Index tasks, int threads, Body&& body) {
   if (error) std::rethrow_exception(error);
 }
 
+/// Elementwise work over n values: body(begin, count) on contiguous chunks of a fixed size,
+/// on several threads when n·cost_per_element flops are worth it. Chunk boundaries do not
+/// depend on the thread count.
+template <typename Body>
+void parallel_chunks(Index n, double cost_per_element, Body&& body) {
+  constexpr Index kChunk = Index(1) << 14;
+  if (n <= 0) return;
+  const Index tasks = (n + kChunk - 1) / kChunk;
+  parallel_for(tasks, threads_for(cost_per_element * double(n)), [&](Index t) {
+    const Index begin = t * kChunk;
+    body(begin, n - begin < kChunk ? n - begin : kChunk);
+  });
+}
+
 /// A team of threads inside run_team: its loops split work among the team's threads and
 /// end with a barrier. With one thread they are plain loops, so a team of one may run
 /// inside another parallel region (an orphaned `omp for` there would bind to the outer

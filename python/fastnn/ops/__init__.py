@@ -1,7 +1,7 @@
-"""The Python face of fastnn's C++ kernels.
+"""The Python face of fastnn's C++ kernels, and array maths with Keras 3 names.
 
-Every function here makes one call into ``fastnn._core`` and releases the GIL while the
-kernel runs. Inputs follow one contract:
+Kernel functions make one call into ``fastnn._core`` and release the GIL while it runs.
+Inputs follow one contract:
 
 * float32 and float64 C-contiguous NumPy arrays pass through without a copy;
 * other array-likes (lists, integer or bool arrays, float16, non-contiguous views) are
@@ -11,8 +11,20 @@ kernel runs. Inputs follow one contract:
   float32 when no argument is such an array;
 * bad input raises ``TypeError`` or ``ValueError`` naming the argument, what was
   expected and what came. NaN and inf propagate as in NumPy.
+
+The maths functions (``mean``, ``square``, ``log``, ``clip``, ``where``...) compute with
+NumPy and are differentiable: custom losses written with them train without a
+hand-written gradient (see ``fastnn.autodiff``).
 """
 
 from .gemm import linear, matmul
+from .math import (abs, absolute, add, argmax, cast, clip, convert_to_numpy, convert_to_tensor, divide,
+                   equal, exp, expand_dims, expm1, greater, greater_equal, less, less_equal, log, log1p,
+                   log_softmax, logsumexp, max, maximum, mean, min, minimum, multiply, negative,
+                   not_equal, one_hot, power, relu, reshape, sigmoid, softmax, softplus, sqrt, square,
+                   squeeze, stop_gradient, subtract, sum, take_index, tanh, transpose, where)
+from .nn import (activation_backward, activation_forward, adadelta_update, adagrad_update, adam_update,
+                 dense, dense_backward, dropout, dropout_backward, nadam_update, rmsprop_update,
+                 sgd_update)
 
-__all__ = ["matmul", "linear"]
+__all__ = [name for name in dir() if not name.startswith("_")]

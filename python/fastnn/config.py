@@ -1,9 +1,40 @@
-"""Thread count and build description."""
+"""Global settings: default float type, thread count, build description."""
 
 import os
 import platform
 
+import numpy as np
+
 from . import _core
+
+_FLOATX = "float32"
+_EPSILON = 1e-7
+
+
+def floatx():
+    """Returns the default float type of new layers and models, as a string ("float32")."""
+    return _FLOATX
+
+
+def set_floatx(value):
+    """Sets the default float type of layers built afterwards.
+
+    Args:
+        value: "float32" (the default) or "float64" (used by gradient checks).
+
+    Raises:
+        ValueError: any other value.
+    """
+    global _FLOATX
+    name = np.dtype(value).name if value in ("float32", "float64", np.float32, np.float64) else None
+    if name is None:
+        raise ValueError(f"set_floatx: expected 'float32' or 'float64', got {value!r}")
+    _FLOATX = name
+
+
+def epsilon():
+    """The fuzz factor of the losses' clipping, 1e-7 as in Keras."""
+    return _EPSILON
 
 
 def set_num_threads(n):
@@ -37,7 +68,7 @@ def get_num_threads():
     return _core.get_num_threads()
 
 
-def config():
+def build_config():
     """Returns the build and runtime configuration as a dict (what ``show_config`` prints)."""
     import numpy
 
@@ -60,7 +91,7 @@ def show_config():
     actually compiled in (read from its ``EIGEN_VECTORIZE_*`` macros), the Eigen and
     OpenMP versions, and the thread count.
     """
-    c = config()
+    c = build_config()
     rows = [
         ("fastnn", c["version"]),
         ("compiler", c["compiler"]),

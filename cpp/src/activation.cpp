@@ -1,0 +1,262 @@
+// Activation kernels (see fastnn/activation.hpp), on Eigen's vectorised array functions.
+#include "fastnn/activation.hpp"
+
+#include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>
+#include <algorithm>
+#include <cmath>
+
+namespace fastnn {
+namespace {
+
+template <typename T>
+using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <typename T>
+using ConstVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+constexpr double kSeluScale = 1.0507009873554804934193349852946;
+constexpr Index kChunk = 1 << 14;  // values per softmax task: whole rows up to this many
+
+// Cost of one element in flops-equivalents, for the threading threshold.
+double cost_per_element(ActivationKind kind) {
+  switch (kind) {
+    case ActivationKind::Linear:
+    case ActivationKind::Relu:
+    case ActivationKind::LeakyRelu:
+      return 1;
+    default:
+      return 20;
+  }
+}
+
+template <typename T>
+void forward_chunk(const Activation& act, const T* xp, T* yp, Index n) {
+  ConstVec<T> x(xp, n);
+  Vec<T> y(yp, n);
+  const T alpha = static_cast<T>(act.alpha);
+  switch (act.kind) {
+    case ActivationKind::Linear:
+      if (yp != xp) y = x;
+      break;
+    case ActivationKind::Relu:
+      y = x.max(T(0));
+      break;
+    case ActivationKind::Sigmoid:
+      y = x.logistic();
+      break;
+    case ActivationKind::Tanh:
+      y = x.tanh();
+      break;
+    case ActivationKind::LeakyRelu:
+      y = (x > T(0)).select(x, alpha * x);
+      break;
+    case ActivationKind::Elu:
+      y = (x > T(0)).select(x, alpha * x.expm1());
+      break;
+    case ActivationKind::Selu:
+      y = T(kSeluScale) * (x > T(0)).select(x, T(kSeluAlpha) * x.expm1());
+      break;
+    case ActivationKind::Gelu:
+      y = T(0.5) * x * (T(1) + (x * T(M_SQRT1_2)).erf());
+      break;
+    case ActivationKind::GeluTanh:
+      y = T(0.5) * x * (T(1) + (T(0.7978845608028654) * (x + T(0.044715) * x.cube())).tanh());
+      break;
+    case ActivationKind::Softplus:  // log(1 + e^x) without overflow
+      y = x.max(T(0)) + (-x.abs()).exp().log1p();
+      break;
+    case ActivationKind::Swish:
+      y = x * x.logistic();
+      break;
+    case ActivationKind::Softmax:
+      break;  // handled per row
+  }
+}
+
+template <typename T>
+void backward_chunk(const Activation& act, const T* xp, const T* yp, const T* dyp, T* dxp,
+                    Index n) {
+  ConstVec<T> y(yp, n), dy(dyp, n);
+  Vec<T> dx(dxp, n);
+  const T alpha = static_cast<T>(act.alpha);
+  switch (act.kind) {
+    case ActivationKind::Linear:
+      if (dxp != dyp) dx = dy;
+      break;
+    case ActivationKind::Relu:
+      dx = (y > T(0)).select(dy, T(0));
+      break;
+    case ActivationKind::Sigmoid:
+      dx = dy * y * (T(1) - y);
+      break;
+    case ActivationKind::Tanh:
+      dx = dy * (T(1) - y.square());
+      break;
+    case ActivationKind::LeakyRelu: {
+      ConstVec<T> x(xp, n);
+      dx = (x > T(0)).select(dy, alpha * dy);
+      break;
+    }
+    case ActivationKind::Elu: {  // f'(x) = f(x) + alpha for x <= 0
+      ConstVec<T> x(xp, n);
+      dx = (x > T(0)).select(dy, dy * (y + alpha));
+      break;
+    }
+    case ActivationKind::Selu: {  // f'(x) = f(x) + scale·alpha for x <= 0
+      ConstVec<T> x(xp, n);
+      dx = (x > T(0)).select(T(kSeluScale) * dy, dy * (y + T(kSeluScale * kSeluAlpha)));
+      break;
+    }
+    case ActivationKind::Gelu: {  // Φ(x) + x·φ(x)
+      ConstVec<T> x(xp, n);
+      dx = dy * (T(0.5) * (T(1) + (x * T(M_SQRT1_2)).erf()) +
+                 x * T(0.3989422804014327) * (T(-0.5) * x.square()).exp());
+      break;
+    }
+    case ActivationKind::GeluTanh: {
+      ConstVec<T> x(xp, n);
+      const T c = T(0.7978845608028654);
+      const auto t = (c * (x + T(0.044715) * x.cube())).tanh().eval();
+      dx = dy * (T(0.5) * (T(1) + t) +
+                 T(0.5) * x * (T(1) - t.square()) * c * (T(1) + T(3 * 0.044715) * x.square()));
+      break;
+    }
+    case ActivationKind::Softplus: {  // sigmoid(x)
+      ConstVec<T> x(xp, n);
+      dx = dy * x.logistic();
+      break;
+    }
+    case ActivationKind::Swish: {  // s + x·s·(1 - s)
+      ConstVec<T> x(xp, n);
+      const auto s = x.logistic().eval();
+      dx = dy * (s + x * s * (T(1) - s));
+      break;
+    }
+    case ActivationKind::Softmax:
+      break;  // handled per row
+  }
+}
+
+template <typename T>
+void softmax_rows(const T* x, T* y, Index rows, Index cols) {
+  for (Index r = 0; r < rows; ++r) {
+    ConstVec<T> xr(x + r * cols, cols);
+    Vec<T> yr(y + r * cols, cols);
+    const T top = xr.maxCoeff();
+    yr = (xr - top).exp();
+    yr /= yr.sum();
+  }
+}
+
+template <typename T>
+void softmax_backward_rows(const T* y, const T* dy, T* dx, Index rows, Index cols) {
+  for (Index r = 0; r < rows; ++r) {
+    ConstVec<T> yr(y + r * cols, cols), dyr(dy + r * cols, cols);
+    Vec<T> dxr(dx + r * cols, cols);
+    const T dot = (yr * dyr).sum();
+    dxr = yr * (dyr - dot);
+  }
+}
+
+}  // namespace
+
+bool activation_backward_needs_input(ActivationKind kind) {
+  switch (kind) {
+    case ActivationKind::LeakyRelu:
+    case ActivationKind::Elu:
+    case ActivationKind::Selu:
+    case ActivationKind::Gelu:
+    case ActivationKind::GeluTanh:
+    case ActivationKind::Softplus:
+    case ActivationKind::Swish:
+      return true;
+    default:
+      return false;
+  }
+}
+
+template <typename T>
+void activation_forward(const Activation& act, const T* x, T* y, Index n, Index cols) {
+  if (n <= 0) return;
+  if (act.kind == ActivationKind::Softmax) {
+    const Index rows = n / cols, rows_per_task = std::max<Index>(1, kChunk / cols);
+    const Index tasks = (rows + rows_per_task - 1) / rows_per_task;
+    parallel_for(tasks, threads_for(20.0 * double(n)), [&](Index t) {
+      const Index r0 = t * rows_per_task, count = std::min(rows_per_task, rows - r0);
+      softmax_rows(x + r0 * cols, y + r0 * cols, count, cols);
+    });
+    return;
+  }
+  parallel_chunks(n, cost_per_element(act.kind), [&](Index begin, Index count) {
+    forward_chunk(act, x + begin, y + begin, count);
+  });
+}
+
+template <typename T>
+void activation_backward(const Activation& act, const T* x, const T* y, const T* dy, T* dx,
+                         Index n, Index cols) {
+  if (n <= 0) return;
+  if (act.kind == ActivationKind::Softmax) {
+    const Index rows = n / cols, rows_per_task = std::max<Index>(1, kChunk / cols);
+    const Index tasks = (rows + rows_per_task - 1) / rows_per_task;
+    parallel_for(tasks, threads_for(4.0 * double(n)), [&](Index t) {
+      const Index r0 = t * rows_per_task, count = std::min(rows_per_task, rows - r0);
+      softmax_backward_rows(y + r0 * cols, dy + r0 * cols, dx + r0 * cols, count, cols);
+    });
+    return;
+  }
+  parallel_chunks(n, cost_per_element(act.kind), [&](Index begin, Index count) {
+    backward_chunk(act, x ? x + begin : nullptr, y + begin, dy + begin, dx + begin, count);
+  });
+}
+
+template <typename T>
+void prelu_forward(const T* x, const T* alpha, T* y, Index rows, Index cols) {
+  parallel_for(rows, threads_for(double(rows) * double(cols)), [&](Index r) {
+    const T* xr = x + r * cols;
+    T* yr = y + r * cols;
+    for (Index j = 0; j < cols; ++j) yr[j] = xr[j] > T(0) ? xr[j] : alpha[j] * xr[j];
+  });
+}
+
+template <typename T>
+void prelu_backward(const T* x, const T* alpha, const T* dy, T* dx, T* dalpha, Index rows,
+                    Index cols, bool accumulate) {
+  parallel_for(rows, threads_for(double(rows) * double(cols)), [&](Index r) {
+    const T* xr = x + r * cols;
+    const T* dyr = dy + r * cols;
+    T* dxr = dx + r * cols;
+    for (Index j = 0; j < cols; ++j) dxr[j] = xr[j] > T(0) ? dyr[j] : alpha[j] * dyr[j];
+  });
+  // dalpha: blocks of columns, rows in order (deterministic).
+  constexpr Index kBlock = 512;
+  const Index tasks = (cols + kBlock - 1) / kBlock;
+  parallel_for(tasks, threads_for(double(rows) * double(cols)), [&](Index t) {
+    const Index c0 = t * kBlock, count = std::min(kBlock, cols - c0);
+    T* acc = dalpha + c0;
+    if (!accumulate)
+      for (Index j = 0; j < count; ++j) acc[j] = T(0);
+    for (Index r = 0; r < rows; ++r) {
+      const T* xr = x + r * cols + c0;
+      const T* dyr = dy + r * cols + c0;
+      for (Index j = 0; j < count; ++j) acc[j] += xr[j] > T(0) ? T(0) : dyr[j] * xr[j];
+    }
+  });
+}
+
+template void prelu_forward<float>(const float*, const float*, float*, Index, Index);
+template void prelu_forward<double>(const double*, const double*, double*, Index, Index);
+template void prelu_backward<float>(const float*, const float*, const float*, float*, float*,
+                                    Index, Index, bool);
+template void prelu_backward<double>(const double*, const double*, const double*, double*,
+                                     double*, Index, Index, bool);
+
+template void activation_forward<float>(const Activation&, const float*, float*, Index, Index);
+template void activation_forward<double>(const Activation&, const double*, double*, Index, Index);
+template void activation_backward<float>(const Activation&, const float*, const float*,
+                                         const float*, float*, Index, Index);
+template void activation_backward<double>(const Activation&, const double*, const double*,
+                                          const double*, double*, Index, Index);
+
+}  // namespace fastnn

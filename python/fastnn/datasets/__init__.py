@@ -1,0 +1,5 @@
+"""Datasets: small real data for demos and tests."""
+
+from . import digits
+
+__all__ = ["digits"]

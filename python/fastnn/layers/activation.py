@@ -1,0 +1,179 @@
+"""Activation layers with arguments: ReLU, LeakyReLU, PReLU, ELU, Softmax."""
+
+import numpy as np
+
+from .. import _core, activations, initializers, regularizers
+from .base import Layer
+from .core import Activation, _OutputActivation
+
+
+class ReLU(Layer):
+    """``max(x, 0)``, optionally leaky below `threshold` and capped at `max_value`.
+
+    Args:
+        max_value: float >= 0 or None (default).
+        negative_slope: float >= 0, default 0.
+        threshold: float >= 0, default 0.
+    """
+
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
+        super().__init__(**kwargs)
+        for arg, value in (("max_value", max_value), ("negative_slope", negative_slope), ("threshold", threshold)):
+            if value is not None and (not np.isfinite(value) or value < 0):
+                raise ValueError(f"ReLU: '{arg}' must be >= 0, got {value}")
+        self.max_value, self.negative_slope, self.threshold = max_value, float(negative_slope), float(threshold)
+        # The common case is one kernel call; max_value and threshold use NumPy.
+        self._simple = max_value is None and threshold == 0.0
+        base = activations.get("leaky_relu" if negative_slope else "relu")
+        self._spec = activations.ActivationSpec(base.name, base.kind, negative_slope)
+
+    def forward(self, x, training=False):
+        y = (self._spec.forward(x) if self._simple else
+             activations.relu(x, self.negative_slope, self.max_value, self.threshold).astype(x.dtype))
+        if training:
+            self._cache = (x, y)
+        return y
+
+    def backward(self, dy):
+        x, y = self._check_cache()
+        dy = np.ascontiguousarray(dy, dtype=x.dtype)
+        if self._simple:
+            return self._spec.backward(x, y, dy)
+        slope = np.where(x >= self.threshold, 1.0, self.negative_slope)
+        if self.max_value is not None:
+            slope = np.where(x > self.max_value, 0.0, slope)
+        return (dy * slope).astype(x.dtype)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(max_value=self.max_value, negative_slope=self.negative_slope, threshold=self.threshold)
+        return cfg
+
+
+class LeakyReLU(Activation):
+    """``x`` for x > 0, ``negative_slope * x`` otherwise (layer default 0.3, as Keras)."""
+
+    def __init__(self, negative_slope=0.3, **kwargs):
+        if "alpha" in kwargs:  # Keras 2 name
+            negative_slope = kwargs.pop("alpha")
+        if not np.isfinite(negative_slope) or negative_slope < 0:
+            raise ValueError(f"LeakyReLU: 'negative_slope' must be >= 0, got {negative_slope}")
+        super().__init__("leaky_relu", **kwargs)
+        self.negative_slope = float(negative_slope)
+        self._act = activations.ActivationSpec("leaky_relu", self._act.kind, negative_slope)
+
+    def get_config(self):
+        cfg = Layer.get_config(self)
+        cfg["negative_slope"] = self.negative_slope
+        return cfg
+
+
+class ELU(Activation):
+    """``x`` for x > 0, ``alpha * (exp(x) - 1)`` otherwise (default alpha 1.0)."""
+
+    def __init__(self, alpha=1.0, **kwargs):
+        super().__init__("elu", **kwargs)
+        self.alpha = float(alpha)
+        self._act = activations.ActivationSpec("elu", self._act.kind, alpha)
+
+    def get_config(self):
+        cfg = Layer.get_config(self)
+        cfg["alpha"] = self.alpha
+        return cfg
+
+
+class Softmax(_OutputActivation, Layer):
+    """Softmax over `axis` (default the last)."""
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+        self._act = activations.get("softmax")
+
+    def forward(self, x, training=False):
+        if self._emit_logits:
+            if training:
+                self._cache = None
+            return x
+        y = activations.softmax(x, self.axis)
+        if training:
+            self._cache = y
+        return y
+
+    def backward(self, dy):
+        if self._emit_logits and self._cache is None:
+            return dy
+        y = self._check_cache()
+        dy = np.ascontiguousarray(dy, dtype=y.dtype)
+        if self.axis in (-1, y.ndim - 1):
+            return _core.activation_backward(self._act.kind, 0.0, None, y, dy)
+        yt, dyt = (np.ascontiguousarray(np.moveaxis(a, self.axis, -1)) for a in (y, dy))
+        return np.moveaxis(_core.activation_backward(self._act.kind, 0.0, None, yt, dyt), -1, self.axis)
+
+    def output_activation(self):
+        return "softmax" if self.axis in (-1,) else None
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["axis"] = self.axis
+        return cfg
+
+
+class PReLU(Layer):
+    """Leaky ReLU with a learned slope per input position: ``x`` or ``alpha * x``.
+
+    Args:
+        alpha_initializer: default "zeros".
+        alpha_regularizer: default None.
+        shared_axes: optional list of axes (1-based, batch excluded) sharing one slope,
+            e.g. ``[1, 2]`` for one slope per channel of an image.
+    """
+
+    def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, shared_axes=None, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha_initializer = initializers.get(alpha_initializer)
+        self.alpha_regularizer = regularizers.get(alpha_regularizer)
+        if shared_axes is not None and not isinstance(shared_axes, (list, tuple)):
+            shared_axes = [shared_axes]
+        self.shared_axes = None if shared_axes is None else [int(a) for a in shared_axes]
+        self.alpha = None
+
+    def build(self, input_shape):
+        shape = list(input_shape[1:])
+        for axis in self.shared_axes or []:
+            if not 1 <= axis <= len(shape):
+                raise ValueError(f"PReLU '{self.name}': shared axis {axis} is outside 1..{len(shape)}")
+            shape[axis - 1] = 1
+        if any(d is None for d in shape):
+            raise ValueError(f"PReLU '{self.name}': input shape {input_shape} must be known after the batch axis")
+        self.alpha = self.add_weight("alpha", tuple(shape), self.alpha_initializer, self.alpha_regularizer)
+        return tuple(input_shape)
+
+    def _full_alpha(self, x):
+        # The kernel takes one slope per position of a sample: expand the shared axes.
+        alpha = self.alpha.value
+        if alpha.shape == x.shape[1:]:
+            return alpha
+        return np.ascontiguousarray(np.broadcast_to(alpha, x.shape[1:]))
+
+    def forward(self, x, training=False):
+        alpha = self._full_alpha(x)
+        if training:
+            self._cache = (x, alpha)
+        return _core.prelu_forward(x, alpha)
+
+    def backward(self, dy):
+        x, alpha = self._check_cache()
+        dalpha = np.zeros_like(alpha)
+        dx = _core.prelu_backward(x, alpha, np.ascontiguousarray(dy, dtype=x.dtype), dalpha, False)
+        if self.trainable and self.alpha.trainable:
+            shared = tuple(a for a in range(alpha.ndim) if self.alpha.shape[a] == 1 and alpha.shape[a] != 1)
+            self.alpha.grad[...] = dalpha.sum(axis=shared, keepdims=True) if shared else dalpha
+        return dx
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(alpha_initializer=initializers.serialize(self.alpha_initializer),
+                   alpha_regularizer=regularizers.serialize(self.alpha_regularizer),
+                   shared_axes=self.shared_axes)
+        return cfg

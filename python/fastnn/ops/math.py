@@ -1,0 +1,319 @@
+"""Array maths with Keras 3 names (``fastnn.ops.mean``, ``ops.square``...).
+
+Each function computes with NumPy; given an ``autodiff.Tensor`` it also records its
+derivative, so that custom losses written with these functions train without a
+hand-written gradient. These are small per-batch computations, not hot kernels.
+"""
+
+import numpy as np
+
+from ..autodiff import Tensor, is_traced, unbroadcast, value_of
+
+
+def _node(value, *parents):
+    """A Tensor with (input, local derivative) pairs, keeping only the traced inputs."""
+    return Tensor(value, tuple((p, fn) for p, fn in parents if isinstance(p, Tensor)))
+
+
+def _binary(a, b, value, da, db):
+    if not is_traced(a, b):
+        return value
+    av, bv = value_of(a), value_of(b)
+    return _node(value, (a, lambda g: unbroadcast(da(g), np.shape(av))),
+                 (b, lambda g: unbroadcast(db(g), np.shape(bv))))
+
+
+def _unary(x, value, local):
+    if not is_traced(x):
+        return value
+    return _node(value, (x, local))
+
+
+# ---- elementwise --------------------------------------------------------------------------
+def add(a, b):
+    """a + b (broadcasting)."""
+    return _binary(a, b, np.add(value_of(a), value_of(b)), lambda g: g, lambda g: g)
+
+
+def subtract(a, b):
+    """a - b."""
+    return _binary(a, b, np.subtract(value_of(a), value_of(b)), lambda g: g, lambda g: -g)
+
+
+def multiply(a, b):
+    """a * b."""
+    av, bv = value_of(a), value_of(b)
+    return _binary(a, b, np.multiply(av, bv), lambda g: g * bv, lambda g: g * av)
+
+
+def divide(a, b):
+    """a / b."""
+    av, bv = value_of(a), value_of(b)
+    return _binary(a, b, np.divide(av, bv), lambda g: g / bv, lambda g: -g * av / np.square(bv))
+
+
+def power(a, b):
+    """a ** b."""
+    av, bv = value_of(a), value_of(b)
+    out = np.power(av, bv)
+    return _binary(a, b, out, lambda g: g * bv * np.power(av, np.subtract(bv, 1)),
+                   lambda g: g * out * np.log(np.where(np.asarray(av) > 0, av, 1)))
+
+
+def negative(x):
+    """-x."""
+    return _unary(x, np.negative(value_of(x)), lambda g: -g)
+
+
+def abs(x):  # noqa: A001 - Keras' name
+    """|x| (derivative 0 at 0)."""
+    v = value_of(x)
+    return _unary(x, np.abs(v), lambda g: g * np.sign(v))
+
+
+absolute = abs
+
+
+def square(x):
+    """x²."""
+    v = value_of(x)
+    return _unary(x, np.square(v), lambda g: 2 * g * v)
+
+
+def sqrt(x):
+    """√x."""
+    out = np.sqrt(value_of(x))
+    return _unary(x, out, lambda g: g / (2 * out))
+
+
+def exp(x):
+    """eˣ."""
+    out = np.exp(value_of(x))
+    return _unary(x, out, lambda g: g * out)
+
+
+def log(x):
+    """Natural logarithm."""
+    v = value_of(x)
+    return _unary(x, np.log(v), lambda g: g / v)
+
+
+def log1p(x):
+    """log(1 + x)."""
+    v = value_of(x)
+    return _unary(x, np.log1p(v), lambda g: g / (1 + v))
+
+
+def expm1(x):
+    """eˣ - 1."""
+    v = value_of(x)
+    return _unary(x, np.expm1(v), lambda g: g * np.exp(v))
+
+
+def tanh(x):
+    """Hyperbolic tangent."""
+    out = np.tanh(value_of(x))
+    return _unary(x, out, lambda g: g * (1 - out * out))
+
+
+def sigmoid(x):
+    """1 / (1 + e⁻ˣ)."""
+    v = value_of(x)
+    out = np.where(v >= 0, 1 / (1 + np.exp(-np.abs(v))), np.exp(-np.abs(v)) / (1 + np.exp(-np.abs(v))))
+    return _unary(x, out, lambda g: g * out * (1 - out))
+
+
+def relu(x):
+    """max(x, 0)."""
+    v = value_of(x)
+    return _unary(x, np.maximum(v, 0), lambda g: g * (v > 0))
+
+
+def softplus(x):
+    """log(1 + eˣ), stable."""
+    v = value_of(x)
+    out = np.maximum(v, 0) + np.log1p(np.exp(-np.abs(v)))
+    return _unary(x, out, lambda g: g / (1 + np.exp(-v)))
+
+
+def clip(x, x_min, x_max):
+    """x limited to [x_min, x_max] (derivative 1 inside, 0 outside)."""
+    v = value_of(x)
+    inside = (v >= x_min) & (v <= x_max)
+    return _unary(x, np.clip(v, x_min, x_max), lambda g: g * inside)
+
+
+def maximum(a, b):
+    """Elementwise maximum (ties send the gradient to a)."""
+    av, bv = value_of(a), value_of(b)
+    pick_a = np.asarray(av) >= np.asarray(bv)
+    return _binary(a, b, np.maximum(av, bv), lambda g: g * pick_a, lambda g: g * ~pick_a)
+
+
+def minimum(a, b):
+    """Elementwise minimum (ties send the gradient to a)."""
+    av, bv = value_of(a), value_of(b)
+    pick_a = np.asarray(av) <= np.asarray(bv)
+    return _binary(a, b, np.minimum(av, bv), lambda g: g * pick_a, lambda g: g * ~pick_a)
+
+
+def where(condition, x1, x2):
+    """x1 where condition holds, else x2."""
+    cond = np.asarray(value_of(condition), dtype=bool)
+    return _binary(x1, x2, np.where(cond, value_of(x1), value_of(x2)),
+                   lambda g: g * cond, lambda g: g * ~cond)
+
+
+def stop_gradient(x):
+    """x's value, with no derivative."""
+    return np.array(value_of(x))
+
+
+# ---- reductions -------------------------------------------------------------------------------
+def _expand(g, shape, axis, keepdims):
+    if axis is None or keepdims:
+        return np.broadcast_to(np.reshape(g, [1] * len(shape)) if axis is None else g, shape)
+    axes = (axis,) if np.isscalar(axis) else tuple(axis)
+    axes = tuple(a % len(shape) for a in axes)
+    return np.broadcast_to(np.expand_dims(g, axes), shape)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
+    """Sum over `axis` (default all)."""
+    v = value_of(x)
+    return _unary(x, np.sum(v, axis=axis, keepdims=keepdims), lambda g: _expand(g, v.shape, axis, keepdims))
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean over `axis` (default all)."""
+    v = np.asarray(value_of(x))
+    count = v.size if axis is None else int(np.prod([v.shape[a] for a in np.atleast_1d(axis)]))
+    return _unary(x, np.mean(v, axis=axis, keepdims=keepdims),
+                  lambda g: _expand(g, v.shape, axis, keepdims) / max(count, 1))
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
+    """Maximum over `axis` (the gradient goes to the maxima)."""
+    v = np.asarray(value_of(x))
+    out = np.max(v, axis=axis, keepdims=keepdims)
+    top = v == _expand(out, v.shape, axis, keepdims)
+    return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * top)
+
+
+def min(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
+    """Minimum over `axis` (the gradient goes to the minima)."""
+    v = np.asarray(value_of(x))
+    out = np.min(v, axis=axis, keepdims=keepdims)
+    low = v == _expand(out, v.shape, axis, keepdims)
+    return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * low)
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log Σ eˣ over `axis`, computed stably."""
+    v = np.asarray(value_of(x))
+    top = np.max(v, axis=axis, keepdims=True)
+    out_keep = top + np.log(np.sum(np.exp(v - top), axis=axis, keepdims=True))
+    out = out_keep if keepdims else np.squeeze(out_keep, axis=axis)
+    soft = np.exp(v - out_keep)
+    return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * soft)
+
+
+def softmax(x, axis=-1):
+    """eˣ / Σ eˣ along `axis`."""
+    return exp(log_softmax(x, axis))
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along `axis`."""
+    return subtract(x, logsumexp(x, axis=axis, keepdims=True))
+
+
+# ---- shapes and types -------------------------------------------------------------------------
+def reshape(x, new_shape):
+    """x with a new shape."""
+    v = np.asarray(value_of(x))
+    return _unary(x, np.reshape(v, new_shape), lambda g: np.reshape(g, v.shape))
+
+
+def expand_dims(x, axis):
+    """x with a new axis of size 1 at `axis`."""
+    v = np.asarray(value_of(x))
+    return _unary(x, np.expand_dims(v, axis), lambda g: np.reshape(g, v.shape))
+
+
+def squeeze(x, axis=None):
+    """x without axes of size 1."""
+    v = np.asarray(value_of(x))
+    return _unary(x, np.squeeze(v, axis=axis), lambda g: np.reshape(g, v.shape))
+
+
+def transpose(x, axes=None):
+    """x with its axes permuted (reversed by default)."""
+    v = np.asarray(value_of(x))
+    inverse = None if axes is None else np.argsort(axes)
+    return _unary(x, np.transpose(v, axes), lambda g: np.transpose(g, inverse))
+
+
+def take_index(x, index):
+    """x[index] (basic and integer-array indexing)."""
+    v = np.asarray(value_of(x))
+
+    def local(g):
+        out = np.zeros_like(v, dtype=np.result_type(v.dtype, np.asarray(g).dtype))
+        np.add.at(out, index, g)
+        return out
+
+    return _unary(x, v[index], local)
+
+
+def cast(x, dtype):
+    """x converted to `dtype` (the derivative passes through for float types)."""
+    v = np.asarray(value_of(x))
+    return _unary(x, v.astype(dtype), lambda g: g)
+
+
+def convert_to_tensor(x, dtype=None):
+    """x as an array (Tensors pass through)."""
+    if isinstance(x, Tensor):
+        return x
+    return np.asarray(x, dtype=dtype)
+
+
+def convert_to_numpy(x):
+    """The value of x as a NumPy array."""
+    return np.asarray(value_of(x))
+
+
+def one_hot(x, num_classes, dtype="float32"):
+    """Integer labels to one-hot rows (no derivative)."""
+    labels = np.asarray(value_of(x)).astype(np.int64)
+    return np.eye(num_classes, dtype=dtype)[labels]
+
+
+def argmax(x, axis=-1):
+    """Index of the maximum along `axis` (no derivative)."""
+    return np.argmax(value_of(x), axis=axis)
+
+
+def equal(a, b):
+    return np.equal(value_of(a), value_of(b))
+
+
+def not_equal(a, b):
+    return np.not_equal(value_of(a), value_of(b))
+
+
+def greater(a, b):
+    return np.greater(value_of(a), value_of(b))
+
+
+def greater_equal(a, b):
+    return np.greater_equal(value_of(a), value_of(b))
+
+
+def less(a, b):
+    return np.less(value_of(a), value_of(b))
+
+
+def less_equal(a, b):
+    return np.less_equal(value_of(a), value_of(b))

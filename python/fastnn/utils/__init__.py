@@ -1,0 +1,45 @@
+"""Utilities: seeding, label encoding."""
+
+import numpy as np
+
+from .rng import set_random_seed
+
+
+def to_categorical(x, num_classes=None):
+    """Converts integer class labels to one-hot rows (Keras' ``to_categorical``).
+
+    Args:
+        x: array-like of non-negative integer labels, any shape.
+        num_classes: int, default None: ``max(x) + 1``.
+
+    Returns:
+        float32 array of shape ``x.shape + (num_classes,)`` (a trailing axis of size 1 in
+        ``x`` is replaced).
+
+    Raises:
+        ValueError: labels that are negative, not integers, or >= num_classes.
+
+    Example:
+        >>> to_categorical([0, 2], 3)
+        array([[1., 0., 0.],
+               [0., 0., 1.]], dtype=float32)
+    """
+    labels = np.asarray(x)
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.equal(np.floor(labels), labels)):
+            raise ValueError("to_categorical: 'x' must hold integer class labels")
+    labels = labels.astype(np.int64)
+    if labels.ndim and labels.shape[-1] == 1 and labels.ndim > 1:
+        labels = labels[..., 0]
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"to_categorical: labels must be >= 0, got {labels.min()}")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    if labels.size and labels.max() >= num_classes:
+        raise ValueError(f"to_categorical: label {labels.max()} is not < num_classes={num_classes}")
+    out = np.zeros(labels.shape + (num_classes,), np.float32)
+    np.put_along_axis(out, labels[..., None], 1.0, axis=-1)
+    return out
+
+
+__all__ = ["set_random_seed", "to_categorical"]
