@@ -49,9 +49,3 @@ def test_show_config_reports_the_compiled_simd(capsys):
     if info["arch"] != "generic":
         assert f"-march={info['arch']}" in info["flags"]
     assert info["eigen"].startswith("3.4")
-
-
-def test_main_module_runs_the_demo():
-    out = subprocess.run([sys.executable, "-m", "fastnn"], capture_output=True, text=True, check=True)
-    assert "SIMD (Eigen)" in out.stdout
-    assert "max |fastnn - numpy|" in out.stdout

@@ -35,17 +35,19 @@ py::object backward_impl(const Activation& act, py::handle x_obj, py::handle y_o
   auto y = input_array<T>(fn, {"y", y_obj});
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_shape(fn, "dy", dy, shape_of(y));
-  py::array_t<T> x;
+  py::array_t<T> x;  // (a default array_t is an empty array, not null: keep a pointer)
+  const T* x_ptr = nullptr;
   if (activation_backward_needs_input(act.kind)) {
     if (x_obj.is_none())
       throw py::value_error(cat(fn, ": this activation's derivative needs its input 'x'"));
     x = input_array<T>(fn, {"x", x_obj});
     require_shape(fn, "x", x, shape_of(y));
+    x_ptr = x.data();
   }
   auto dx = new_array<T>(shape_of(y));
   {
     py::gil_scoped_release nogil;
-    activation_backward<T>(act, x ? x.data() : nullptr, y.data(), dy.data(), dx.mutable_data(),
+    activation_backward<T>(act, x_ptr, y.data(), dy.data(), dx.mutable_data(),
                            y.size(), last_axis(y));
   }
   return std::move(dx);

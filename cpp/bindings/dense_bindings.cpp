@@ -83,17 +83,26 @@ py::object backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handl
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_shape(fn, "y", y, c.out_shape);
   require_shape(fn, "dy", dy, c.out_shape);
-  py::array_t<T> z;
+  // Optional arrays: a default array_t is an empty array, not null, so keep pointers.
+  py::array_t<T> z, dw, db;
+  const T* z_ptr = nullptr;
+  T* dw_ptr = nullptr;
+  T* db_ptr = nullptr;
   if (activation_backward_needs_input(act.kind)) {
     if (z_obj.is_none())
       throw py::value_error(cat(fn, ": this activation's derivative needs 'z' (pre-activation)"));
     z = input_array<T>(fn, {"z", z_obj});
     require_shape(fn, "z", z, c.out_shape);
+    z_ptr = z.data();
   }
-  py::array_t<T> dw;
-  if (!dw_obj.is_none()) dw = output_array<T>(fn, {"dw", dw_obj}, shape_of(c.w));
-  py::array_t<T> db;
-  if (!db_obj.is_none()) db = output_array<T>(fn, {"db", db_obj}, {c.args.n});
+  if (!dw_obj.is_none()) {
+    dw = output_array<T>(fn, {"dw", dw_obj}, shape_of(c.w));
+    dw_ptr = dw.mutable_data();
+  }
+  if (!db_obj.is_none()) {
+    db = output_array<T>(fn, {"db", db_obj}, {c.args.n});
+    db_ptr = db.mutable_data();
+  }
   py::object dx_out = py::none();
   T* dx = nullptr;
   if (need_dx) {
@@ -103,9 +112,7 @@ py::object backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handl
   }
   {
     py::gil_scoped_release nogil;
-    dense_backward<T>(c.args, z ? z.data() : nullptr, y.data(), dy.data(),
-                      dw ? dw.mutable_data() : nullptr,
-                      db ? db.mutable_data() : nullptr, accumulate, dx);
+    dense_backward<T>(c.args, z_ptr, y.data(), dy.data(), dw_ptr, db_ptr, accumulate, dx);
   }
   return dx_out;
 }
