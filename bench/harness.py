@@ -38,6 +38,7 @@ class Case:
         run: peer name -> zero-argument callable. "fastnn" is required.
         check: optional (fastnn result, peer result) -> None, raising when they disagree;
             run once per peer before timing.
+        rounds: optional number of rounds for slow cases (default: run_cases' rounds).
     """
 
     family: str
@@ -45,6 +46,7 @@ class Case:
     flops: float
     run: dict
     check: object = None
+    rounds: int = None
 
 
 @dataclasses.dataclass
@@ -108,7 +110,7 @@ def run_cases(cases, thread_counts, torch=None, rounds=11, batch_seconds=0.03, l
                     case.check(reference, case.run[peer]())
             calls = {p: _calls_for(case.run[p], batch_seconds) for p in peers}
             samples = {p: [] for p in peers}
-            for r in range(rounds):
+            for r in range(case.rounds or rounds):
                 order = peers[r % len(peers):] + peers[:r % len(peers)]  # rotate who goes first
                 for peer in order:
                     samples[peer].append(_time_batch(case.run[peer], calls[peer]))

@@ -11,150 +11,167 @@ namespace {
 constexpr double kCost = 8.0;  // flops-equivalents per value, for the threading threshold
 }
 
+// Each update's loop lives in a function of its own taking the scalars by value: inside a
+// lambda capturing them by reference, the compiler must assume the stores to w may change
+// them and leaves the loop scalar (6x slower).
 template <typename T>
-void sgd_update(T* w, const T* g, T* m, Index n, double lr_, double momentum_, bool nesterov) {
-  const T lr = T(lr_), mu = T(momentum_);
+void sgd_chunk(T* __restrict w, const T* __restrict g, T* __restrict m, Index c, T lr, T mu,
+               bool nesterov) {
+  if (!m) {
+    for (Index i = 0; i < c; ++i) w[i] -= lr * g[i];
+    return;
+  }
+  for (Index i = 0; i < c; ++i) {
+    const T mi = mu * m[i] - lr * g[i];
+    m[i] = mi;
+    w[i] += nesterov ? mu * mi - lr * g[i] : mi;
+  }
+}
+
+template <typename T>
+void sgd_update(T* w, const T* g, T* m, Index n, double lr, double momentum, bool nesterov) {
   parallel_chunks(n, kCost, [&](Index b, Index c) {
-    T* __restrict wp = w + b;
-    const T* __restrict gp = g + b;
-    if (!m) {
-      for (Index i = 0; i < c; ++i) wp[i] -= lr * gp[i];
-      return;
-    }
-    T* __restrict mp = m + b;
-    for (Index i = 0; i < c; ++i) {
-      const T mi = mu * mp[i] - lr * gp[i];
-      mp[i] = mi;
-      wp[i] += nesterov ? mu * mi - lr * gp[i] : mi;
-    }
+    sgd_chunk(w + b, g + b, m ? m + b : nullptr, c, T(lr), T(momentum), nesterov);
   });
 }
 
 template <typename T>
-void adagrad_update(T* w, const T* g, T* acc, Index n, double lr_, double eps_) {
-  const T lr = T(lr_), eps = T(eps_);
+void adagrad_chunk(T* __restrict w, const T* __restrict g, T* __restrict acc, Index c, T lr,
+                   T eps) {
+  for (Index i = 0; i < c; ++i) {
+    const T a = acc[i] + g[i] * g[i];
+    acc[i] = a;
+    w[i] -= lr * g[i] / std::sqrt(a + eps);
+  }
+}
+
+template <typename T>
+void adagrad_update(T* w, const T* g, T* acc, Index n, double lr, double eps) {
   parallel_chunks(n, kCost, [&](Index b, Index c) {
-    T* __restrict wp = w + b;
-    T* __restrict ap = acc + b;
-    const T* __restrict gp = g + b;
-    for (Index i = 0; i < c; ++i) {
-      const T a = ap[i] + gp[i] * gp[i];
-      ap[i] = a;
-      wp[i] -= lr * gp[i] / std::sqrt(a + eps);
-    }
+    adagrad_chunk(w + b, g + b, acc + b, c, T(lr), T(eps));
   });
 }
 
 template <typename T>
-void rmsprop_update(T* w, const T* g, T* v, T* mean_g, T* m, Index n, double lr_, double rho_,
-                    double momentum_, double eps_) {
-  const T lr = T(lr_), rho = T(rho_), mu = T(momentum_), eps = T(eps_);
+void rmsprop_chunk(T* __restrict w, const T* __restrict g, T* __restrict v, T* __restrict mean_g,
+                   T* __restrict m, Index c, T lr, T rho, T mu, T eps) {
+  for (Index i = 0; i < c; ++i) {
+    const T gi = g[i];
+    const T vi = rho * v[i] + (T(1) - rho) * gi * gi;
+    v[i] = vi;
+    T denom = vi;
+    if (mean_g) {
+      const T ci = rho * mean_g[i] + (T(1) - rho) * gi;
+      mean_g[i] = ci;
+      denom = vi - ci * ci;
+    }
+    const T step = lr * gi / std::sqrt(denom + eps);
+    if (m) {
+      const T mi = mu * m[i] + step;
+      m[i] = mi;
+      w[i] -= mi;
+    } else {
+      w[i] -= step;
+    }
+  }
+}
+
+template <typename T>
+void rmsprop_update(T* w, const T* g, T* v, T* mean_g, T* m, Index n, double lr, double rho,
+                    double momentum, double eps) {
   parallel_chunks(n, kCost, [&](Index b, Index c) {
-    for (Index i = b; i < b + c; ++i) {
+    rmsprop_chunk(w + b, g + b, v + b, mean_g ? mean_g + b : nullptr, m ? m + b : nullptr, c,
+                  T(lr), T(rho), T(momentum), T(eps));
+  });
+}
+
+template <typename T>
+void adadelta_chunk(T* __restrict w, const T* __restrict g, T* __restrict acc_g,
+                    T* __restrict acc_d, Index c, T lr, T rho, T eps) {
+  for (Index i = 0; i < c; ++i) {
+    const T gi = g[i];
+    const T ag = rho * acc_g[i] + (T(1) - rho) * gi * gi;
+    acc_g[i] = ag;
+    const T d = -std::sqrt(acc_d[i] + eps) / std::sqrt(ag + eps) * gi;
+    acc_d[i] = rho * acc_d[i] + (T(1) - rho) * d * d;
+    w[i] += lr * d;
+  }
+}
+
+template <typename T>
+void adadelta_update(T* w, const T* g, T* acc_g, T* acc_d, Index n, double lr, double rho,
+                     double eps) {
+  parallel_chunks(n, kCost, [&](Index b, Index c) {
+    adadelta_chunk(w + b, g + b, acc_g + b, acc_d + b, c, T(lr), T(rho), T(eps));
+  });
+}
+
+// Adam (and AdamW's decay factor, 1 when none); v_max for AMSGrad.
+template <typename T>
+void adam_chunk(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v,
+                T* __restrict v_max, Index c, T alpha, T b1, T b2, T eps, T decay) {
+  if (v_max) {
+    for (Index i = 0; i < c; ++i) {
       const T gi = g[i];
-      const T vi = rho * v[i] + (T(1) - rho) * gi * gi;
+      const T mi = m[i] + (gi - m[i]) * (T(1) - b1);
+      const T vi = v[i] + (gi * gi - v[i]) * (T(1) - b2);
+      const T hi = std::max(v_max[i], vi);
+      m[i] = mi;
       v[i] = vi;
-      T denom = vi;
-      if (mean_g) {
-        const T ci = rho * mean_g[i] + (T(1) - rho) * gi;
-        mean_g[i] = ci;
-        denom = vi - ci * ci;
-      }
-      const T step = lr * gi / std::sqrt(denom + eps);
-      if (m) {
-        const T mi = mu * m[i] + step;
-        m[i] = mi;
-        w[i] -= mi;
-      } else {
-        w[i] -= step;
-      }
+      v_max[i] = hi;
+      w[i] = w[i] * decay - alpha * mi / (std::sqrt(hi) + eps);
     }
-  });
+    return;
+  }
+  for (Index i = 0; i < c; ++i) {
+    const T gi = g[i];
+    const T mi = m[i] + (gi - m[i]) * (T(1) - b1);
+    const T vi = v[i] + (gi * gi - v[i]) * (T(1) - b2);
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] * decay - alpha * mi / (std::sqrt(vi) + eps);
+  }
 }
 
 template <typename T>
-void adadelta_update(T* w, const T* g, T* acc_g, T* acc_d, Index n, double lr_, double rho_,
-                     double eps_) {
-  const T lr = T(lr_), rho = T(rho_), eps = T(eps_);
+void adam_update(T* w, const T* g, T* m, T* v, T* v_max, Index n, double lr, double beta1,
+                 double beta2, double eps, double t, double weight_decay) {
+  const T alpha = T(lr * std::sqrt(1.0 - std::pow(beta2, t)) / (1.0 - std::pow(beta1, t)));
+  const T decay = T(1.0 - lr * weight_decay);  // AdamW: w -= lr·λ·w before the step
   parallel_chunks(n, kCost, [&](Index b, Index c) {
-    for (Index i = b; i < b + c; ++i) {
-      const T gi = g[i];
-      const T ag = rho * acc_g[i] + (T(1) - rho) * gi * gi;
-      acc_g[i] = ag;
-      const T d = -std::sqrt(acc_d[i] + eps) / std::sqrt(ag + eps) * gi;
-      acc_d[i] = rho * acc_d[i] + (T(1) - rho) * d * d;
-      w[i] += lr * d;
-    }
+    adam_chunk(w + b, g + b, m + b, v + b, v_max ? v_max + b : nullptr, c, alpha, T(beta1),
+               T(beta2), T(eps), decay);
   });
 }
 
 template <typename T>
-void adam_update(T* w, const T* g, T* m, T* v, T* v_max, Index n, double lr_, double beta1_,
-                 double beta2_, double eps_, double t, double weight_decay) {
-  const T b1 = T(beta1_), b2 = T(beta2_), eps = T(eps_);
-  const T alpha = T(lr_ * std::sqrt(1.0 - std::pow(beta2_, t)) / (1.0 - std::pow(beta1_, t)));
-  const T decay = T(1.0 - lr_ * weight_decay);  // AdamW: w -= lr·λ·w before the step
-  const bool decayed = weight_decay != 0.0;
-  parallel_chunks(n, kCost, [&](Index b, Index c) {
-    T* __restrict wp = w + b;
-    T* __restrict mp = m + b;
-    T* __restrict vp = v + b;
-    const T* __restrict gp = g + b;
-    if (v_max) {
-      T* __restrict hp = v_max + b;
-      for (Index i = 0; i < c; ++i) {
-        const T gi = gp[i];
-        const T mi = mp[i] + (gi - mp[i]) * (T(1) - b1);
-        const T vi = vp[i] + (gi * gi - vp[i]) * (T(1) - b2);
-        const T hi = std::max(hp[i], vi);
-        mp[i] = mi;
-        vp[i] = vi;
-        hp[i] = hi;
-        const T wi = decayed ? wp[i] * decay : wp[i];
-        wp[i] = wi - alpha * mi / (std::sqrt(hi) + eps);
-      }
-      return;
-    }
-    for (Index i = 0; i < c; ++i) {
-      const T gi = gp[i];
-      const T mi = mp[i] + (gi - mp[i]) * (T(1) - b1);
-      const T vi = vp[i] + (gi * gi - vp[i]) * (T(1) - b2);
-      mp[i] = mi;
-      vp[i] = vi;
-      const T wi = decayed ? wp[i] * decay : wp[i];
-      wp[i] = wi - alpha * mi / (std::sqrt(vi) + eps);
-    }
-  });
+void nadam_chunk(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v,
+                 Index c, T lr, T b1, T b2, T eps, T c_m, T c_g, T c_v, T decay) {
+  for (Index i = 0; i < c; ++i) {
+    const T gi = g[i];
+    const T mi = m[i] + (gi - m[i]) * (T(1) - b1);
+    const T vi = v[i] + (gi * gi - v[i]) * (T(1) - b2);
+    m[i] = mi;
+    v[i] = vi;
+    const T m_hat = c_m * mi + c_g * gi;
+    const T v_hat = c_v * vi;
+    w[i] = w[i] * decay - lr * m_hat / (std::sqrt(v_hat) + eps);
+  }
 }
 
 template <typename T>
-void nadam_update(T* w, const T* g, T* m, T* v, Index n, double lr_, double beta1_,
-                  double beta2_, double eps_, double t, double u_product_t, double u_product_t1,
+void nadam_update(T* w, const T* g, T* m, T* v, Index n, double lr, double beta1, double beta2,
+                  double eps, double t, double u_product_t, double u_product_t1,
                   double weight_decay) {
-  const double u_t = beta1_ * (1.0 - 0.5 * std::pow(0.96, 0.004 * t));
-  const double u_t1 = beta1_ * (1.0 - 0.5 * std::pow(0.96, 0.004 * (t + 1)));
-  const T b1 = T(beta1_), b2 = T(beta2_), eps = T(eps_), lr = T(lr_);
+  const double u_t = beta1 * (1.0 - 0.5 * std::pow(0.96, 0.004 * t));
+  const double u_t1 = beta1 * (1.0 - 0.5 * std::pow(0.96, 0.004 * (t + 1)));
   const T c_m = T(u_t1 / (1.0 - u_product_t1));
   const T c_g = T((1.0 - u_t) / (1.0 - u_product_t));
-  const T c_v = T(1.0 / (1.0 - std::pow(beta2_, t)));
-  const T decay = T(1.0 - lr_ * weight_decay);
-  const bool decayed = weight_decay != 0.0;
+  const T c_v = T(1.0 / (1.0 - std::pow(beta2, t)));
+  const T decay = T(1.0 - lr * weight_decay);
   parallel_chunks(n, kCost, [&](Index b, Index c) {
-    T* __restrict wp = w + b;
-    T* __restrict mp = m + b;
-    T* __restrict vp = v + b;
-    const T* __restrict gp = g + b;
-    for (Index i = 0; i < c; ++i) {
-      const T gi = gp[i];
-      const T mi = mp[i] + (gi - mp[i]) * (T(1) - b1);
-      const T vi = vp[i] + (gi * gi - vp[i]) * (T(1) - b2);
-      mp[i] = mi;
-      vp[i] = vi;
-      const T m_hat = c_m * mi + c_g * gi;
-      const T v_hat = c_v * vi;
-      const T wi = decayed ? wp[i] * decay : wp[i];
-      wp[i] = wi - lr * m_hat / (std::sqrt(v_hat) + eps);
-    }
+    nadam_chunk(w + b, g + b, m + b, v + b, c, T(lr), T(beta1), T(beta2), T(eps), c_m, c_g, c_v,
+                decay);
   });
 }
 
@@ -186,22 +203,28 @@ void sum_squares(const T* g, const Index* offsets, Index segments, double* out) 
 }
 
 template <typename T>
-void clip_by_value(T* g, Index n, double c_) {
-  const T c = T(c_);
-  parallel_chunks(n, 1.0, [&](Index b, Index cnt) {
-    for (Index i = b; i < b + cnt; ++i) g[i] = std::min(std::max(g[i], -c), c);
-  });
+void clip_chunk(T* __restrict g, Index c, T limit) {
+  for (Index i = 0; i < c; ++i) g[i] = std::min(std::max(g[i], -limit), limit);
+}
+
+template <typename T>
+void scale_chunk(T* __restrict g, Index c, T f) {
+  for (Index i = 0; i < c; ++i) g[i] *= f;
+}
+
+template <typename T>
+void clip_by_value(T* g, Index n, double c) {
+  parallel_chunks(n, 1.0, [&](Index b, Index cnt) { clip_chunk(g + b, cnt, T(c)); });
 }
 
 template <typename T>
 void scale_segments(T* g, const Index* offsets, Index segments, const double* factors) {
   for (Index s = 0; s < segments; ++s) {
     if (factors[s] == 1.0) continue;
-    const T f = T(factors[s]);
     T* base = g + offsets[s];
-    parallel_chunks(offsets[s + 1] - offsets[s], 1.0, [&](Index b, Index c) {
-      for (Index i = b; i < b + c; ++i) base[i] *= f;
-    });
+    const T f = T(factors[s]);
+    parallel_chunks(offsets[s + 1] - offsets[s], 1.0,
+                    [&](Index b, Index c) { scale_chunk(base + b, c, f); });
   }
 }
 
