@@ -11,7 +11,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optimizers as optimizers_module
 from . import trainer
-from .layers.base import Layer, _as_input
+from .layers.base import Layer
 from .layers.core import InputLayer
 
 
@@ -117,11 +117,7 @@ class Model:
 
     def __call__(self, x, training=False):
         """The model's output for x (no batching, no callbacks)."""
-        x = _as_input(x, self._input_dtype(), self.name)
-        if not self.built:
-            self.build(x.shape)
-        trainer.check_features(self, x, "x")
-        return self.forward(x, training=training)
+        return self.forward(trainer.prepare_x(self, x, self.name, finite=False), training=training)
 
     # ---- weights ---------------------------------------------------------------------------
     @property

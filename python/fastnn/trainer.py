@@ -32,12 +32,17 @@ def _as_array(data, name, who):
     return arr
 
 
-def prepare_x(model, x, who):
-    x = _as_array(x, "x", who)
+def prepare_x(model, x, who, finite=True):
+    """x as the model's float type, checked; `finite`: refuse NaN/inf (training data)."""
+    dtype = model._input_dtype()
+    if not (isinstance(x, np.ndarray) and x.dtype == dtype and x.flags.c_contiguous):
+        x = np.ascontiguousarray(_as_array(x, "x", who), dtype=dtype)
+    if x.ndim == 0:
+        raise ValueError(f"{who}: 'x' must have a batch axis, got a scalar")
     if len(x) == 0:
         raise ValueError(f"{who}: 'x' is empty")
-    x = np.ascontiguousarray(x, dtype=model._input_dtype())
-    check_finite(x, who, "x")
+    if finite:
+        check_finite(x, who, "x")
     if not model.built:
         model.build(x.shape)
     check_features(model, x, "x", who)
@@ -346,7 +351,7 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     batch_size = _batch_size(batch_size, who)
     if verbose not in ("auto", 0, 1, 2):
         raise ValueError(f"predict: 'verbose' must be 'auto', 0, 1 or 2, got {verbose!r}")
-    x = prepare_x(model, x, who)
+    x = prepare_x(model, x, who, finite=False)  # NaN propagates to the outputs, as in NumPy
     if steps is not None:
         x = x[:int(steps) * batch_size]
     n = len(x)
