@@ -31,6 +31,7 @@ struct Buffers {
   Buffers(const char* fn_, py::handle w_obj, py::handle g_obj) : fn(fn_) {
     w = inout_array<T>(fn, {"w", w_obj}, py::reinterpret_borrow<py::array>(w_obj).size());
     n = w.size();
+    resolve_dtype(fn, {{"w", w_obj}, {"g", g_obj}});  // float32 with float64: TypeError
     g = input_array<T>(fn, {"g", g_obj});
     if (g.size() != n)
       throw py::value_error(cat(fn, ": 'g' must hold ", n, " values like 'w', got ", g.size()));

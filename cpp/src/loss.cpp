@@ -91,13 +91,14 @@ T row_loss(const LossSpec& s, const LossArgs<T>& a, Index r, T* t, T* g, T* p) {
       T total_t = 0;
       for (Index j = 0; j < C; ++j) total_t += t[j];
       if (s.from_logits) {  // Σ_j t_j·(lse - z_j), gradient softmax·Σt - t
+        // In terms of z - max (exact however large z is): lse - z_j = log Σ - (z_j - max).
         const T top = *std::max_element(x, x + C);
         T sum = 0;
         for (Index j = 0; j < C; ++j) sum += std::exp(x[j] - top);
-        const T lse = top + std::log(sum);
+        const T log_sum = std::log(sum);
         for (Index j = 0; j < C; ++j) {
-          loss += t[j] * (lse - x[j]);
-          const T prob = std::exp(x[j] - lse);
+          loss += t[j] * (log_sum - (x[j] - top));
+          const T prob = std::exp(x[j] - top) / sum;
           if (p) p[j] = prob;
           if (g) g[j] = prob * total_t - t[j];
         }

@@ -119,7 +119,8 @@ void adam_chunk(T* __restrict w, const T* __restrict g, T* __restrict m, T* __re
       m[i] = mi;
       v[i] = vi;
       v_max[i] = hi;
-      w[i] = w[i] * decay - alpha * mi / (std::sqrt(hi) + eps);
+      const T decayed = w[i] * decay;  // rounded on its own, as a separate scaling would be
+      w[i] = decayed - alpha * mi / (std::sqrt(hi) + eps);
     }
     return;
   }
@@ -129,7 +130,8 @@ void adam_chunk(T* __restrict w, const T* __restrict g, T* __restrict m, T* __re
     const T vi = v[i] + (gi * gi - v[i]) * (T(1) - b2);
     m[i] = mi;
     v[i] = vi;
-    w[i] = w[i] * decay - alpha * mi / (std::sqrt(vi) + eps);
+    const T decayed = w[i] * decay;
+    w[i] = decayed - alpha * mi / (std::sqrt(vi) + eps);
   }
 }
 
@@ -155,7 +157,8 @@ void nadam_chunk(T* __restrict w, const T* __restrict g, T* __restrict m, T* __r
     v[i] = vi;
     const T m_hat = c_m * mi + c_g * gi;
     const T v_hat = c_v * vi;
-    w[i] = w[i] * decay - lr * m_hat / (std::sqrt(v_hat) + eps);
+    const T decayed = w[i] * decay;
+    w[i] = decayed - lr * m_hat / (std::sqrt(v_hat) + eps);
   }
 }
 
@@ -163,8 +166,8 @@ template <typename T>
 void nadam_update(T* w, const T* g, T* m, T* v, Index n, double lr, double beta1, double beta2,
                   double eps, double t, double u_product_t, double u_product_t1,
                   double weight_decay) {
-  const double u_t = beta1 * (1.0 - 0.5 * std::pow(0.96, 0.004 * t));
-  const double u_t1 = beta1 * (1.0 - 0.5 * std::pow(0.96, 0.004 * (t + 1)));
+  const double u_t = beta1 * (1.0 - 0.5 * std::pow(0.96, t));
+  const double u_t1 = beta1 * (1.0 - 0.5 * std::pow(0.96, t + 1));
   const T c_m = T(u_t1 / (1.0 - u_product_t1));
   const T c_g = T((1.0 - u_t) / (1.0 - u_product_t));
   const T c_v = T(1.0 / (1.0 - std::pow(beta2, t)));

@@ -30,7 +30,10 @@ class Initializer(abc.ABC):
 def _dtype(dtype):
     from . import config
 
-    return np.dtype(dtype or config.floatx())
+    resolved = np.dtype(dtype or config.floatx())
+    if resolved.kind != "f":
+        raise ValueError(f"initializer: 'dtype' must be a float type, got {resolved}")
+    return resolved
 
 
 class Zeros(Initializer):
@@ -61,12 +64,16 @@ class Constant(Initializer):
 
 
 class _Random(Initializer):
+    """A seeded initializer gives the same values on every call (as Keras 3 documents);
+    an unseeded one draws from fastnn's global generator."""
+
     def __init__(self, seed=None):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"{type(self).__name__}: 'seed' must be an int or None, got {seed!r}")
         self.seed = seed
-        self._generator = rng.generator_for(seed) if seed is not None else None
 
     def _rng(self):
-        return self._generator if self._generator is not None else rng.global_generator()
+        return rng.generator_for(self.seed) if self.seed is not None else rng.global_generator()
 
     def get_config(self):
         return {"seed": self.seed}

@@ -70,6 +70,18 @@ class Loss:
         leaf = autodiff.Tensor(y_pred)
         per_row = self.call(y_true, leaf)
         values = np.asarray(autodiff.value_of(per_row), dtype=np.float64)
+        if values.ndim == 0:
+            # A loss that is already one number is not divided again (Keras returns it
+            # as is); sample weights scale it by their mean (their sum for "sum").
+            factor = 1.0
+            if weights is not None:
+                factor = float(weights.mean() if self.reduction == "sum_over_batch_size" else weights.sum())
+            grad = None
+            if want_grad:
+                grad = autodiff.backward(per_row, np.asarray(factor)).get(id(leaf)) if isinstance(per_row, autodiff.Tensor) else None
+                grad = np.zeros_like(y_pred) if grad is None else np.asarray(grad, dtype=y_pred.dtype)
+            value = float(values) * factor
+            return (np.asarray(value) if self.reduction in (None, "none") else value), grad
         if values.shape != tuple(rows_shape) and values.size == int(np.prod(rows_shape, dtype=np.int64)):
             values = values.reshape(rows_shape)
         grad = None
@@ -378,7 +390,10 @@ def _row_weights(sample_weight, rows_shape, dtype):
     """Per-row weights (flattened), from a sample_weight of shape (N,), (N, 1) or rows_shape."""
     if sample_weight is None:
         return None
-    w = np.asarray(sample_weight, dtype=dtype)
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"loss: 'sample_weight' must be numeric, got dtype {w.dtype}")
+    w = w.astype(dtype)
     if w.ndim == len(rows_shape) + 1 and w.shape[-1] == 1:
         w = w[..., 0]
     if w.ndim < len(rows_shape):

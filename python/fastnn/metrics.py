@@ -110,6 +110,8 @@ def binary_accuracy(y_true, y_pred, threshold=0.5):
     y_true, y_pred = _arrays(y_true, y_pred)
     if y_true.ndim == y_pred.ndim - 1:
         y_true = y_true[..., None]
+    elif y_true.ndim == y_pred.ndim + 1 and y_true.shape[-1] == 1:
+        y_true = y_true[..., 0]
     return np.mean(y_true == (y_pred > threshold), axis=-1)
 
 
@@ -245,9 +247,11 @@ class _Confusion(Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = _arrays(y_true, y_pred)
         y_true = y_true.reshape(y_pred.shape) if y_true.size == y_pred.size else y_true
-        if self.top_k is not None:  # only the k best of each row can be positive
-            kth = -np.sort(-y_pred, axis=-1)[..., self.top_k - 1:self.top_k]
-            y_pred = np.where(y_pred >= kth, y_pred, -np.inf)
+        if self.top_k is not None:  # only the k best of each row (lowest index on ties)
+            best = np.argsort(-y_pred, axis=-1, kind="stable")[..., :self.top_k]
+            keep = np.zeros(y_pred.shape, bool)
+            np.put_along_axis(keep, best, True, axis=-1)
+            y_pred = np.where(keep, y_pred, -np.inf)
         if self.class_id is not None:
             y_true, y_pred = y_true[..., self.class_id], y_pred[..., self.class_id]
         truth = y_true.astype(bool).reshape(-1)

@@ -414,10 +414,10 @@ class Nadam(Optimizer):
 
     def _begin_step(self):
         t = self.iterations
-        self.u_product *= self.beta_1 * (1.0 - 0.5 * 0.96 ** (0.004 * t))
+        self.u_product *= self.beta_1 * (1.0 - 0.5 * 0.96 ** t)
 
     def _update(self, w, g, state, lr, step, weight_decay):
-        u_next = self.beta_1 * (1.0 - 0.5 * 0.96 ** (0.004 * (step + 1)))
+        u_next = self.beta_1 * (1.0 - 0.5 * 0.96 ** (step + 1))
         _core.nadam_update(w, g, state["momentum"], state["velocity"], lr, self.beta_1, self.beta_2,
                            self.epsilon, step, self.u_product, self.u_product * u_next, weight_decay)
 

@@ -11,7 +11,7 @@
 //   Adadelta  a = ρ·a + (1-ρ)·g²;  d = -sqrt(u + ε)/sqrt(a + ε)·g;  u = ρ·u + (1-ρ)·d²;  w += lr·d
 //   Adam      m += (g - m)(1-β1);  v += (g² - v)(1-β2);  [v̂ = max(v̂, v)]
 //             w -= lr·sqrt(1-β2ᵗ)/(1-β1ᵗ) · m / (sqrt(v̂) + ε);  AdamW first w -= lr·λ·w
-//   Nadam     as Keras: momentum schedule u_t = β1(1 - ½·0.96^(0.004·t))
+//   Nadam     as Keras 3: momentum schedule u_t = β1(1 - ½·0.96ᵗ)
 #pragma once
 
 #include "fastnn/parallel.hpp"

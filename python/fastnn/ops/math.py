@@ -5,6 +5,8 @@ derivative, so that custom losses written with these functions train without a
 hand-written gradient. These are small per-batch computations, not hot kernels.
 """
 
+import builtins
+
 import numpy as np
 
 from ..autodiff import Tensor, is_traced, unbroadcast, value_of
@@ -189,7 +191,7 @@ def mean(x, axis=None, keepdims=False):
     v = np.asarray(value_of(x))
     count = v.size if axis is None else int(np.prod([v.shape[a] for a in np.atleast_1d(axis)]))
     return _unary(x, np.mean(v, axis=axis, keepdims=keepdims),
-                  lambda g: _expand(g, v.shape, axis, keepdims) / max(count, 1))
+                  lambda g: _expand(g, v.shape, axis, keepdims) / builtins.max(count, 1))
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
@@ -208,24 +210,38 @@ def min(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
     return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * low)
 
 
+def _shifted(v, axis):
+    """(x - max, Σ exp(x - max)): the shifted values stay exact however large x is."""
+    top = np.max(v, axis=axis, keepdims=True)
+    shifted = v - top
+    return top, shifted, np.sum(np.exp(shifted), axis=axis, keepdims=True)
+
+
 def logsumexp(x, axis=None, keepdims=False):
     """log Σ eˣ over `axis`, computed stably."""
     v = np.asarray(value_of(x))
-    top = np.max(v, axis=axis, keepdims=True)
-    out_keep = top + np.log(np.sum(np.exp(v - top), axis=axis, keepdims=True))
+    top, shifted, total = _shifted(v, axis)
+    out_keep = top + np.log(total)
     out = out_keep if keepdims else np.squeeze(out_keep, axis=axis)
-    soft = np.exp(v - out_keep)
+    soft = np.exp(shifted) / total
     return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * soft)
 
 
 def softmax(x, axis=-1):
     """eˣ / Σ eˣ along `axis`."""
-    return exp(log_softmax(x, axis))
+    v = np.asarray(value_of(x))
+    _, shifted, total = _shifted(v, axis)
+    out = np.exp(shifted) / total
+    return _unary(x, out, lambda g: out * (g - np.sum(g * out, axis=axis, keepdims=True)))
 
 
 def log_softmax(x, axis=-1):
     """x - logsumexp(x) along `axis`."""
-    return subtract(x, logsumexp(x, axis=axis, keepdims=True))
+    v = np.asarray(value_of(x))
+    _, shifted, total = _shifted(v, axis)
+    out = shifted - np.log(total)
+    soft = np.exp(shifted) / total
+    return _unary(x, out, lambda g: g - soft * np.sum(g, axis=axis, keepdims=True))
 
 
 # ---- shapes and types -------------------------------------------------------------------------
