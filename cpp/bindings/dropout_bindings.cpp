@@ -11,7 +11,7 @@ template <typename T, bool kForward>
 py::object apply(const char* fn, py::handle x_obj, double rate, uint64_t seed) {
   if (!(rate >= 0.0 && rate <= 1.0))
     throw py::value_error(cat(fn, ": 'rate' must be in [0, 1], got ", rate));
-  auto x = input_array<T>(fn, {"x", x_obj});
+  auto x = input_array<T>(fn, {kForward ? "x" : "dy", x_obj});
   auto y = new_array<T>(shape_of(x));
   {
     py::gil_scoped_release nogil;

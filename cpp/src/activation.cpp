@@ -5,14 +5,30 @@
 #include <unsupported/Eigen/SpecialFunctions>
 #include <algorithm>
 #include <cmath>
+#include <limits>
+
+#include "fastnn/scratch.hpp"
 
 namespace fastnn {
 namespace {
 
+// Eigen evaluates a Map of unknown alignment with scalar code up to the first aligned
+// address and after the last full vector, and its scalar exp/log differ from the vector
+// ones in the last bit: results would depend on where NumPy placed the array. So the
+// transcendental functions run on aligned, padded blocks: every value takes the vector
+// path, and the result depends on the value only.
+constexpr Index kBlock = 256;  // values per block: a multiple of every vector width
+
+template <typename T>
+using Block = Eigen::Map<Eigen::Array<T, kBlock, 1>, Eigen::Aligned64>;
+template <typename T>
+using ConstBlock = Eigen::Map<const Eigen::Array<T, kBlock, 1>, Eigen::Aligned64>;
 template <typename T>
 using Vec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <typename T>
 using ConstVec = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <typename T>
+using AlignedVec = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>, Eigen::Aligned64>;
 
 constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
 constexpr double kSeluScale = 1.0507009873554804934193349852946;
@@ -30,20 +46,34 @@ double cost_per_element(ActivationKind kind) {
   }
 }
 
-template <typename T>
-void forward_chunk(const Activation& act, const T* xp, T* yp, Index n) {
-  ConstVec<T> x(xp, n);
-  Vec<T> y(yp, n);
+// Comparisons, selects and products round the same way on every path.
+bool exact_everywhere(ActivationKind kind) {
+  return kind == ActivationKind::Linear || kind == ActivationKind::Relu ||
+         kind == ActivationKind::LeakyRelu;
+}
+
+// 1/(1 + e^-x) from e^-|x|: accurate in relative terms on both sides (Eigen's logistic
+// is accurate only absolutely: 4e-4 relative error near x = -8 in float32).
+template <typename X>
+auto sigmoid(const X& x) {
+  using T = typename X::Scalar;
+  const auto e = (-x.abs()).exp();
+  return (x >= T(0)).select(T(1) / (T(1) + e), e / (T(1) + e));
+}
+
+template <typename X, typename Y>
+void forward_values(const Activation& act, const X& x, Y&& y) {
+  using T = typename X::Scalar;
   const T alpha = static_cast<T>(act.alpha);
   switch (act.kind) {
     case ActivationKind::Linear:
-      if (yp != xp) y = x;
+      y = x;
       break;
     case ActivationKind::Relu:
       y = x.max(T(0));
       break;
     case ActivationKind::Sigmoid:
-      y = x.logistic();
+      y = sigmoid(x);
       break;
     case ActivationKind::Tanh:
       y = x.tanh();
@@ -67,22 +97,20 @@ void forward_chunk(const Activation& act, const T* xp, T* yp, Index n) {
       y = x.max(T(0)) + (-x.abs()).exp().log1p();
       break;
     case ActivationKind::Swish:
-      y = x * x.logistic();
+      y = x * sigmoid(x);
       break;
     case ActivationKind::Softmax:
       break;  // handled per row
   }
 }
 
-template <typename T>
-void backward_chunk(const Activation& act, const T* xp, const T* yp, const T* dyp, T* dxp,
-                    Index n) {
-  ConstVec<T> y(yp, n), dy(dyp, n);
-  Vec<T> dx(dxp, n);
+template <typename X, typename Y, typename D, typename DX>
+void backward_values(const Activation& act, const X& x, const Y& y, const D& dy, DX&& dx) {
+  using T = typename Y::Scalar;
   const T alpha = static_cast<T>(act.alpha);
   switch (act.kind) {
     case ActivationKind::Linear:
-      if (dxp != dyp) dx = dy;
+      dx = dy;
       break;
     case ActivationKind::Relu:
       dx = (y > T(0)).select(dy, T(0));
@@ -93,43 +121,31 @@ void backward_chunk(const Activation& act, const T* xp, const T* yp, const T* dy
     case ActivationKind::Tanh:
       dx = dy * (T(1) - y.square());
       break;
-    case ActivationKind::LeakyRelu: {
-      ConstVec<T> x(xp, n);
+    case ActivationKind::LeakyRelu:
       dx = (x > T(0)).select(dy, alpha * dy);
       break;
-    }
-    case ActivationKind::Elu: {  // f'(x) = f(x) + alpha for x <= 0
-      ConstVec<T> x(xp, n);
+    case ActivationKind::Elu:  // f'(x) = f(x) + alpha for x <= 0
       dx = (x > T(0)).select(dy, dy * (y + alpha));
       break;
-    }
-    case ActivationKind::Selu: {  // f'(x) = f(x) + scale·alpha for x <= 0
-      ConstVec<T> x(xp, n);
+    case ActivationKind::Selu:  // f'(x) = f(x) + scale·alpha for x <= 0
       dx = (x > T(0)).select(T(kSeluScale) * dy, dy * (y + T(kSeluScale * kSeluAlpha)));
       break;
-    }
-    case ActivationKind::Gelu: {  // Φ(x) + x·φ(x)
-      ConstVec<T> x(xp, n);
+    case ActivationKind::Gelu:  // Φ(x) + x·φ(x)
       dx = dy * (T(0.5) * (T(1) + (x * T(M_SQRT1_2)).erf()) +
                  x * T(0.3989422804014327) * (T(-0.5) * x.square()).exp());
       break;
-    }
     case ActivationKind::GeluTanh: {
-      ConstVec<T> x(xp, n);
       const T c = T(0.7978845608028654);
       const auto t = (c * (x + T(0.044715) * x.cube())).tanh().eval();
       dx = dy * (T(0.5) * (T(1) + t) +
                  T(0.5) * x * (T(1) - t.square()) * c * (T(1) + T(3 * 0.044715) * x.square()));
       break;
     }
-    case ActivationKind::Softplus: {  // sigmoid(x)
-      ConstVec<T> x(xp, n);
-      dx = dy * x.logistic();
+    case ActivationKind::Softplus:  // sigmoid(x)
+      dx = dy * sigmoid(x);
       break;
-    }
     case ActivationKind::Swish: {  // s + x·s·(1 - s)
-      ConstVec<T> x(xp, n);
-      const auto s = x.logistic().eval();
+      const auto s = sigmoid(x).eval();
       dx = dy * (s + x * s * (T(1) - s));
       break;
     }
@@ -138,24 +154,88 @@ void backward_chunk(const Activation& act, const T* xp, const T* yp, const T* dy
   }
 }
 
+// Copies `count` values into an aligned block, zero-padded.
+template <typename T>
+void load_block(T* block, const T* src, Index count) {
+  std::copy(src, src + count, block);
+  std::fill(block + count, block + kBlock, T(0));
+}
+
+template <typename T>
+void forward_chunk(const Activation& act, const T* x, T* y, Index n) {
+  if (exact_everywhere(act.kind)) {
+    if (act.kind == ActivationKind::Linear && x == y) return;
+    forward_values(act, ConstVec<T>(x, n), Vec<T>(y, n));
+    return;
+  }
+  alignas(64) T in[kBlock];
+  alignas(64) T out[kBlock];
+  for (Index b = 0; b < n; b += kBlock) {
+    const Index count = std::min(kBlock, n - b);
+    load_block(in, x + b, count);
+    forward_values(act, ConstBlock<T>(in), Block<T>(out));
+    std::copy(out, out + count, y + b);
+  }
+}
+
+template <typename T>
+void backward_chunk(const Activation& act, const T* x, const T* y, const T* dy, T* dx, Index n) {
+  if (exact_everywhere(act.kind)) {
+    if (act.kind == ActivationKind::Linear && dx == dy) return;
+    // (x is only read by LeakyRelu, which always receives it.)
+    backward_values(act, ConstVec<T>(x ? x : y, n), ConstVec<T>(y, n), ConstVec<T>(dy, n),
+                    Vec<T>(dx, n));
+    return;
+  }
+  alignas(64) T xb[kBlock];
+  alignas(64) T yb[kBlock];
+  alignas(64) T db[kBlock];
+  alignas(64) T out[kBlock];
+  for (Index b = 0; b < n; b += kBlock) {
+    const Index count = std::min(kBlock, n - b);
+    load_block(xb, x ? x + b : y + b, count);
+    load_block(yb, y + b, count);
+    load_block(db, dy + b, count);
+    backward_values(act, ConstBlock<T>(xb), ConstBlock<T>(yb), ConstBlock<T>(db), Block<T>(out));
+    std::copy(out, out + count, dx + b);
+  }
+}
+
+// Softmax of rows, each copied into an aligned buffer padded to whole vectors (with -inf,
+// whose exp adds 0 to the sum), so that the sum's order does not depend on the address.
+template <typename T>
+Index padded(Index cols) {
+  return (cols + 15) / 16 * 16;
+}
+
 template <typename T>
 void softmax_rows(const T* x, T* y, Index rows, Index cols) {
+  const Index width = padded<T>(cols);
+  T* buffer = thread_scratch<T>(ScratchSlot::ActivationRows, width);
+  AlignedVec<T> row(buffer, width);
   for (Index r = 0; r < rows; ++r) {
-    ConstVec<T> xr(x + r * cols, cols);
-    Vec<T> yr(y + r * cols, cols);
-    const T top = xr.maxCoeff();
-    yr = (xr - top).exp();
-    yr /= yr.sum();
+    std::copy(x + r * cols, x + (r + 1) * cols, buffer);
+    std::fill(buffer + cols, buffer + width, -std::numeric_limits<T>::infinity());
+    const T top = row.maxCoeff();
+    row = (row - top).exp();
+    row /= row.sum();
+    std::copy(buffer, buffer + cols, y + r * cols);
   }
 }
 
 template <typename T>
 void softmax_backward_rows(const T* y, const T* dy, T* dx, Index rows, Index cols) {
+  const Index width = padded<T>(cols);
+  T* buffer = thread_scratch<T>(ScratchSlot::ActivationRows, 2 * width);
+  AlignedVec<T> yr(buffer, width), dyr(buffer + width, width);
   for (Index r = 0; r < rows; ++r) {
-    ConstVec<T> yr(y + r * cols, cols), dyr(dy + r * cols, cols);
-    Vec<T> dxr(dx + r * cols, cols);
+    std::copy(y + r * cols, y + (r + 1) * cols, buffer);
+    std::fill(buffer + cols, buffer + width, T(0));
+    std::copy(dy + r * cols, dy + (r + 1) * cols, buffer + width);
+    std::fill(buffer + width + cols, buffer + 2 * width, T(0));
     const T dot = (yr * dyr).sum();
-    dxr = yr * (dyr - dot);
+    dyr = yr * (dyr - dot);
+    std::copy(buffer + width, buffer + width + cols, dx + r * cols);
   }
 }
 

@@ -37,8 +37,9 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     """
     if max_value is None and threshold == 0.0:
         return _apply(x, "leaky_relu", negative_slope) if negative_slope else _apply(x, "relu")
-    x = np.asarray(x, dtype=np.result_type(np.asarray(x).dtype, np.float32))
-    y = np.where(x >= threshold, x, negative_slope * (x - threshold))
+    x = np.asarray(x)
+    x = x.astype(x.dtype if x.dtype in (np.float32, np.float64) else np.float32)
+    y = np.where(x > threshold, x, negative_slope * (x - threshold))  # strict, as Keras
     return y if max_value is None else np.minimum(y, max_value)
 
 

@@ -12,7 +12,14 @@
 namespace fastnn {
 
 /// Independent buffers of one thread: a kernel may hold one of each at a time.
-enum class ScratchSlot : int { GemmPackedB = 0, GemmThread, LayerTemp, LayerTemp2, kCount };
+enum class ScratchSlot : int {
+  GemmPackedB = 0,
+  GemmThread,
+  LayerTemp,
+  LayerTemp2,
+  ActivationRows,
+  kCount
+};
 
 /// 64-byte aligned, uninitialised storage for n values of T, owned by the calling thread
 /// and valid until its next request for the same slot. Grows, never shrinks.

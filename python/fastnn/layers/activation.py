@@ -39,7 +39,7 @@ class ReLU(Layer):
         dy = np.ascontiguousarray(dy, dtype=x.dtype)
         if self._simple:
             return self._spec.backward(x, y, dy)
-        slope = np.where(x >= self.threshold, 1.0, self.negative_slope)
+        slope = np.where(x > self.threshold, 1.0, self.negative_slope)
         if self.max_value is not None:
             slope = np.where(x > self.max_value, 0.0, slope)
         return (dy * slope).astype(x.dtype)

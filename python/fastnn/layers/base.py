@@ -23,7 +23,10 @@ def _unique_name(prefix):
 
 
 def _snake_case(name):
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """Keras' naming: ReLU -> re_lu, PReLU -> p_re_lu, LeakyReLU -> leaky_re_lu, Dense -> dense."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class Variable:

@@ -242,7 +242,8 @@ class Flatten(Layer):
     def forward(self, x, training=False):
         if training:
             self._cache = x.shape
-        return x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
+        size = int(np.prod(x.shape[1:], dtype=np.int64)) if x.ndim > 1 else 1
+        return x.reshape(x.shape[0], size)  # explicit size: an empty batch cannot infer -1
 
     def backward(self, dy):
         return dy.reshape(self._check_cache())
@@ -275,7 +276,8 @@ class Reshape(Layer):
     def forward(self, x, training=False):
         if training:
             self._cache = x.shape
-        return x.reshape((x.shape[0],) + self.target_shape)
+        target = self.build((None,) + x.shape[1:])[1:]  # -1 resolved from the sample shape
+        return x.reshape((x.shape[0],) + target)
 
     def backward(self, dy):
         return dy.reshape(self._check_cache())
