@@ -427,3 +427,16 @@ def test_progbar_writes_to_a_stream_without_carriage_returns():
     text = stream.getvalue()
     assert text.startswith("3/3 [==============================] - ") and "\r" not in text
     assert "- loss: 0.5000 - tiny: 1.0000e-05" in text
+
+
+def test_loss_weights_scale_the_loss_and_its_gradient(digits):
+    (x, y), _ = digits
+    x, y = x[:64], y[:64]
+    plain, scaled = small_model(dropout=0.0), small_model(dropout=0.0)
+    plain.compile(keras.optimizers.SGD(0.2), "sparse_categorical_crossentropy")
+    scaled.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy", loss_weights=2.0)
+    assert scaled.evaluate(x, y, verbose=0) == pytest.approx(2 * plain.evaluate(x, y, verbose=0), rel=1e-6)
+    plain.fit(x, y, batch_size=64, shuffle=False, verbose=0)
+    scaled.fit(x, y, batch_size=64, shuffle=False, verbose=0)
+    for a, b in zip(plain.get_weights(), scaled.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

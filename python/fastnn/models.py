@@ -43,8 +43,8 @@ class Model:
             optimizer: name ("adam") or Optimizer instance, default "rmsprop".
             loss: name, Loss instance or function ``loss(y_true, y_pred)``.
             metrics: list of names ("accuracy", "mae"...), Metric instances or functions.
-            loss_weights: accepted for Keras compatibility; one output, so unused unless
-                a single float, which scales the loss.
+            loss_weights: a float scaling the loss (a model with one output has one
+                loss; a list or dict of one value is accepted too).
             weighted_metrics: metrics that also receive sample_weight.
         """
         if kwargs:
@@ -53,7 +53,13 @@ class Model:
             raise ValueError("compile: 'loss' is required (e.g. loss='sparse_categorical_crossentropy')")
         self.optimizer = optimizers_module.get(optimizer)
         self.loss = losses_module.get(loss)
-        self._loss_weight = float(loss_weights) if isinstance(loss_weights, (int, float)) else 1.0
+        if isinstance(loss_weights, dict):
+            loss_weights = list(loss_weights.values())
+        if isinstance(loss_weights, (list, tuple)):
+            if len(loss_weights) != 1:
+                raise ValueError(f"compile: one output, so 'loss_weights' needs one value, got {loss_weights}")
+            loss_weights = loss_weights[0]
+        self._loss_weight = 1.0 if loss_weights is None else float(loss_weights)
         if isinstance(metrics, (str, metrics_module.Metric)) or callable(metrics):
             metrics = [metrics]
         self.compiled_metrics = [metrics_module.get(m) for m in (metrics or [])]

@@ -134,6 +134,7 @@ class _Step:
             elif activation == "sigmoid" and isinstance(loss, losses_module.BinaryCrossentropy):
                 self.loss, self.fused = loss.with_logits(), True
         self.last = last
+        self.weight = getattr(model, "_loss_weight", 1.0)
         self.regularized = [v for v in model.trainable_weights if v.regularizer is not None]
 
     def __enter__(self):
@@ -148,11 +149,14 @@ class _Step:
     def loss_and_predictions(self, y_out, y, sample_weight, want_grad):
         """(loss value, gradient, predictions for the metrics)."""
         if self.fused:
-            value, grad, probs = self.loss.value_and_grad(y, y_out, sample_weight, want_grad=want_grad,
-                                                          want_probs=True)
-            return value, grad, probs
-        value, grad = self.loss.value_and_grad(y, y_out, sample_weight, want_grad=want_grad)
-        return value, grad, y_out
+            value, grad, predictions = self.loss.value_and_grad(y, y_out, sample_weight, want_grad=want_grad,
+                                                                want_probs=True)
+        else:
+            (value, grad), predictions = self.loss.value_and_grad(y, y_out, sample_weight, want_grad=want_grad), y_out
+        if self.weight != 1.0:
+            value = value * self.weight
+            grad = None if grad is None else grad * grad.dtype.type(self.weight)
+        return value, grad, predictions
 
     def penalty(self):
         return sum(v.regularizer.penalty(v.value) for v in self.regularized)
