@@ -5,7 +5,8 @@ callable per peer computing the same thing. ``run_cases`` times the peers altern
 one process, at each thread count, takes medians, and returns rows for the table.
 
 Fair play: every peer runs at its best. NumPy runs with ``OPENBLAS_CORETYPE`` and
-``OPENBLAS_L2_SIZE`` unset (run.py restarts itself without them), PyTorch with
+``OPENBLAS_L2_SIZE`` unset (run.py restarts itself without them, and with
+``OMP_PROC_BIND=true`` so that the two OpenMP runtimes' threads keep to their cores), PyTorch with
 ``torch.set_flush_denormal(True)`` (and ``channels_last`` where a family says so). Each
 peer's threads are limited to the same count; with more than one thread the harness pauses
 after each peer's batch, so that its idle workers (OpenBLAS and OpenMP spin for a while after
@@ -166,7 +167,8 @@ def machine_description(torch=None):
         f"- fastnn {config['version']}: {config['compiler']}, FASTNN_ARCH={config['arch']}, "
         f"SIMD {' '.join(config['simd'])}",
         f"- PyTorch: {torch.__version__ if torch is not None else 'not installed'}",
-        "- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: unset for this run",
+        "- OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: unset for this run; "
+        f"OMP_PROC_BIND={os.environ.get('OMP_PROC_BIND', 'unset')} (fastnn's and PyTorch's OpenMP threads)",
     ]
     return lines
 

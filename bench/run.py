@@ -15,11 +15,16 @@ HERE = pathlib.Path(__file__).resolve().parent
 OPENBLAS_TUNING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-def _restart_without_openblas_tuning():
-    # These variables pin OpenBLAS to a slower kernel or cache model than it would pick
-    # itself; benchmark NumPy as a user has it. They act at load time, so restart.
-    if any(v in os.environ for v in OPENBLAS_TUNING):
-        env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_TUNING}
+def _restart_with_fair_environment():
+    # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE pin OpenBLAS to a slower kernel or cache model
+    # than it would pick itself: benchmark NumPy as a user has it. OMP_PROC_BIND: with two
+    # OpenMP runtimes in one process (fastnn's and PyTorch's), an idle worker was seen to
+    # land on the main thread's core, and every parallel region of either library then
+    # waited for the scheduler (~4 ms a call); binding keeps each on its own core. Both act
+    # when the libraries load, so restart.
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_TUNING}
+    env.setdefault("OMP_PROC_BIND", "true")
+    if env != dict(os.environ):
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
@@ -28,7 +33,7 @@ def _families():
 
 
 def main(argv=None):
-    _restart_without_openblas_tuning()
+    _restart_with_fair_environment()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("families", nargs="*", default=_families(),
                         help=f"families to run (default: all of {', '.join(_families())})")

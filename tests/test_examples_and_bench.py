@@ -22,3 +22,4 @@ def test_bench_runs_and_prints_a_table():
     assert "| family | case | threads |" in out.stdout
     assert "| gemm | matmul 16×32 @ 32×8 f32 | 1 |" in out.stdout
     assert "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: unset" in out.stdout
+    assert "OMP_PROC_BIND=true" in out.stdout
