@@ -16,7 +16,8 @@ import re
 
 import numpy as np
 
-from . import _core
+from .. import _core
+from . import schedules
 
 
 class Optimizer:
@@ -217,6 +218,38 @@ class Optimizer:
         if self.ema_overwrite_frequency and self.iterations % self.ema_overwrite_frequency == 0:
             self.finalize_variable_values()
 
+    # ---- state, for saving and resuming ------------------------------------------------------
+    def get_state(self):
+        """Everything a resumed run needs: {'iterations', 'slots': {name: flat array}, 'scalars'}.
+
+        Slot arrays follow the order of the variables given to build (one slot per variable
+        position), so they reload into any model with the same architecture.
+        """
+        return {"iterations": int(self.iterations),
+                "slots": {k: v.copy() for k, v in self._state.items()},
+                "scalars": self._scalar_state()}
+
+    def set_state(self, state):
+        """Restores get_state()'s output (after build); shapes must match."""
+        if not self.built:
+            raise RuntimeError(f"{self.name}: build the optimizer (compile and build the model) before set_state")
+        slots = state.get("slots", {})
+        for name, current in self._state.items():
+            if name not in slots:
+                raise ValueError(f"{self.name}: the saved state has no slot '{name}'")
+            value = np.asarray(slots[name])
+            if value.shape != current.shape:
+                raise ValueError(f"{self.name}: slot '{name}' has {current.size} values, the saved one {value.size}")
+        for name, current in self._state.items():
+            current[...] = slots[name]
+        self.iterations = int(state.get("iterations", 0))
+        for key, value in state.get("scalars", {}).items():
+            setattr(self, key, float(value))
+
+    def _scalar_state(self):
+        """Scalar state of an algorithm (attribute name -> float)."""
+        return {}
+
     def finalize_variable_values(self, variables=None):
         """Copies the moving average into the weights (when use_ema)."""
         if not self.use_ema or not self.built:
@@ -235,13 +268,18 @@ class Optimizer:
 
     def get_config(self):
         lr = self._learning_rate
-        return {"name": self.name, "learning_rate": lr if not callable(lr) else getattr(lr, "get_config", lambda: repr(lr))(),
+        if callable(lr):
+            lr = schedules.serialize(lr)
+        return {"name": self.name, "learning_rate": lr,
                 "weight_decay": self.weight_decay, "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
                 "global_clipnorm": self.global_clipnorm, "use_ema": self.use_ema,
                 "ema_momentum": self.ema_momentum, "ema_overwrite_frequency": self.ema_overwrite_frequency}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if isinstance(config.get("learning_rate"), dict):
+            config["learning_rate"] = schedules.deserialize(config["learning_rate"], custom_objects)
         return cls(**config)
 
 
@@ -411,6 +449,9 @@ class Nadam(Optimizer):
 
     def _extra_state_init(self):
         self.u_product = 1.0
+
+    def _scalar_state(self):
+        return {"u_product": self.u_product}
 
     def _begin_step(self):
         t = self.iterations
