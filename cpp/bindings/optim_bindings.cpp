@@ -167,6 +167,54 @@ void register_optim(py::module_& m) {
       },
       py::arg("g"), py::arg("offsets"), "Σ g² per segment [offsets[s], offsets[s+1]), in double.");
   m.def(
+      "regularize",
+      [](py::handle w_obj, py::handle g_obj, py::handle offsets_obj, py::handle l1_obj,
+         py::handle l2_obj) {
+        auto offsets = py::array_t<Index, py::array::c_style | py::array::forcecast>::ensure(offsets_obj);
+        auto l1 = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(l1_obj);
+        auto l2 = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(l2_obj);
+        if (!offsets || !l1 || !l2 || offsets.ndim() != 1 || l1.size() + 1 != offsets.size() ||
+            l2.size() != l1.size())
+          throw py::value_error("regularize: need 1-D offsets with len(l1) + 1 = len(l2) + 1 entries");
+        return with_params("regularize", w_obj, [&](auto t) {
+          using T = decltype(t);
+          auto w = input_array<T>("regularize", {"w", w_obj});
+          resolve_dtype("regularize", {{"w", w_obj}, {"g", g_obj}});
+          const Index* off = offsets.data();
+          const Index segments = l1.size();
+          for (Index s = 0; s < segments; ++s)
+            if (off[s] < 0 || off[s] > off[s + 1] || off[s + 1] > w.size())
+              throw py::value_error("regularize: 'offsets' must be increasing within w");
+          auto g = inout_array<T>("regularize", {"g", g_obj}, w.size());
+          double total;
+          {
+            py::gil_scoped_release nogil;
+            total = regularize<T>(w.data(), g.mutable_data(), off, segments, l1.data(), l2.data());
+          }
+          return total;
+        });
+      },
+      py::arg("w"), py::arg("g"), py::arg("offsets"), py::arg("l1"), py::arg("l2"),
+      "g += l1·sign(w) + 2·l2·w per segment, in place; returns the penalty Σ l1|w| + l2·w².");
+  m.def(
+      "ema_update",
+      [](py::handle ema_obj, py::handle w_obj, double momentum) {
+        if (!(momentum >= 0.0 && momentum <= 1.0))
+          throw py::value_error(cat("ema_update: 'momentum' must be in [0, 1], got ", momentum));
+        with_params("ema_update", ema_obj, [&](auto t) {
+          using T = decltype(t);
+          auto ema = inout_array<T>("ema_update", {"ema", ema_obj},
+                                    py::reinterpret_borrow<py::array>(ema_obj).size());
+          resolve_dtype("ema_update", {{"ema", ema_obj}, {"w", w_obj}});
+          auto w = input_array<T>("ema_update", {"w", w_obj});
+          if (w.size() != ema.size())
+            throw py::value_error(cat("ema_update: 'w' must hold ", ema.size(), " values like 'ema', got ", w.size()));
+          py::gil_scoped_release nogil;
+          ema_update<T>(ema.mutable_data(), w.data(), ema.size(), momentum);
+        });
+      },
+      py::arg("ema"), py::arg("w"), py::arg("momentum"), "ema = m·ema + (1 - m)·w, in place.");
+  m.def(
       "clip_by_value",
       [](py::handle g_obj, double c) {
         with_params("clip_by_value", g_obj, [&](auto t) {

@@ -206,6 +206,56 @@ void sum_squares(const T* g, const Index* offsets, Index segments, double* out) 
 }
 
 template <typename T>
+double regularize_chunk(const T* __restrict w, T* __restrict g, Index c, T l1, T two_l2) {
+  double penalty_l1 = 0, penalty_l2 = 0;
+  for (Index i = 0; i < c; ++i) {
+    const T wi = w[i];
+    const T sign = wi > T(0) ? T(1) : (wi < T(0) ? T(-1) : T(0));
+    g[i] += l1 * sign + two_l2 * wi;
+  }
+  for (Index i = 0; i < c; ++i) {
+    penalty_l1 += std::abs(double(w[i]));
+    penalty_l2 += double(w[i]) * double(w[i]);
+  }
+  return double(l1) * penalty_l1 + 0.5 * double(two_l2) * penalty_l2;
+}
+
+template <typename T>
+double regularize(const T* w, T* g, const Index* offsets, Index segments, const double* l1,
+                  const double* l2) {
+  constexpr Index kBlock = Index(1) << 14;
+  // Fixed blocks, each segment's blocks summed in order, then the segments in order.
+  std::vector<Index> first(static_cast<size_t>(segments) + 1, 0);
+  for (Index s = 0; s < segments; ++s)
+    first[s + 1] = first[s] + (offsets[s + 1] - offsets[s] + kBlock - 1) / kBlock;
+  const Index blocks = first[segments];
+  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+  std::vector<Index> owner(static_cast<size_t>(blocks));
+  for (Index s = 0; s < segments; ++s)
+    for (Index b = first[s]; b < first[s + 1]; ++b) owner[b] = s;
+  parallel_for(blocks, threads_for(4.0 * double(offsets[segments] - offsets[0])), [&](Index b) {
+    const Index s = owner[b];
+    if (l1[s] == 0.0 && l2[s] == 0.0) return;  // a gap between regularised weights
+    const Index begin = offsets[s] + (b - first[s]) * kBlock;
+    const Index count = std::min(kBlock, offsets[s + 1] - begin);
+    partial[b] = regularize_chunk(w + begin, g + begin, count, T(l1[s]), T(2.0 * l2[s]));
+  });
+  double total = 0;
+  for (Index b = 0; b < blocks; ++b) total += partial[b];
+  return total;
+}
+
+template <typename T>
+void ema_chunk(T* __restrict ema, const T* __restrict w, Index c, T m) {
+  for (Index i = 0; i < c; ++i) ema[i] = m * ema[i] + (T(1) - m) * w[i];
+}
+
+template <typename T>
+void ema_update(T* ema, const T* w, Index n, double momentum) {
+  parallel_chunks(n, 3.0, [&](Index b, Index c) { ema_chunk(ema + b, w + b, c, T(momentum)); });
+}
+
+template <typename T>
 void clip_chunk(T* __restrict g, Index c, T limit) {
   for (Index i = 0; i < c; ++i) g[i] = std::min(std::max(g[i], -limit), limit);
 }
@@ -242,6 +292,9 @@ void scale_segments(T* g, const Index* offsets, Index segments, const double* fa
   template void nadam_update<T>(T*, const T*, T*, T*, Index, double, double, double, double,  \
                                 double, double, double, double);                              \
   template void sum_squares<T>(const T*, const Index*, Index, double*);                       \
+  template double regularize<T>(const T*, T*, const Index*, Index, const double*,             \
+                                const double*);                                               \
+  template void ema_update<T>(T*, const T*, Index, double);                                   \
   template void clip_by_value<T>(T*, Index, double);                                          \
   template void scale_segments<T>(T*, const Index*, Index, const double*);
 FASTNN_INSTANTIATE(float)

@@ -11,8 +11,10 @@ import time
 
 import numpy as np
 
+from . import _core
 from . import callbacks as callbacks_module
 from . import losses as losses_module
+from . import regularizers as regularizers_module
 from .layers.base import check_finite
 
 DEFAULT_BATCH_SIZE = 32
@@ -136,6 +138,35 @@ class _Step:
         self.last = last
         self.weight = getattr(model, "_loss_weight", 1.0)
         self.regularized = [v for v in model.trainable_weights if v.regularizer is not None]
+        self._plan_regularization(model)
+
+    def _plan_regularization(self, model):
+        """L1/L2 penalties of weights in the flat buffer run as one fused kernel call
+        (penalty and gradient in one pass); other regularizers run in Python."""
+        self.fused_regularized, self.python_regularized = [], []
+        params = getattr(model, "_params", None)
+        segments = []
+        for v in self.regularized:
+            if type(v.regularizer) in (regularizers_module.L1, regularizers_module.L2, regularizers_module.L1L2) \
+                    and params is not None and np.shares_memory(v.value, params):
+                start = (v.value.__array_interface__["data"][0] - params.__array_interface__["data"][0]) // params.itemsize
+                segments.append((start, start + v.value.size, v.regularizer.l1, v.regularizer.l2))
+                self.fused_regularized.append(v)
+            else:
+                self.python_regularized.append(v)
+        offsets, l1, l2 = [], [], []
+        for start, end, a, b in sorted(segments):
+            if not offsets:
+                offsets.append(start)
+            elif offsets[-1] != start:  # a gap: weights without a penalty
+                offsets.append(start)
+                l1.append(0.0)
+                l2.append(0.0)
+            offsets.append(end)
+            l1.append(a)
+            l2.append(b)
+        self._reg_offsets = np.array(offsets, np.int64)
+        self._reg_l1, self._reg_l2 = np.array(l1), np.array(l2)
 
     def __enter__(self):
         if self.fused:
@@ -159,11 +190,19 @@ class _Step:
         return value, grad, predictions
 
     def penalty(self):
+        """The weight penalties (for evaluation: no gradient)."""
         return sum(v.regularizer.penalty(v.value) for v in self.regularized)
 
-    def add_penalty_gradients(self):
-        for v in self.regularized:
+    def regularize(self):
+        """Adds the penalties' gradients to the weights' gradients; returns the penalty."""
+        total = 0.0
+        if self.fused_regularized:
+            params, grads = self.model._params, self.model._grads
+            total += _core.regularize(params[:grads.size], grads, self._reg_offsets, self._reg_l1, self._reg_l2)
+        for v in self.python_regularized:
+            total += v.regularizer.penalty(v.value)
             v.grad += v.regularizer.gradient(v.value).astype(v.grad.dtype, copy=False)
+        return total
 
 
 def _update_metrics(model, y, predictions, sample_weight):
@@ -269,7 +308,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
                     break
             epoch_logs = dict(logs)
             if val is not None and (epoch + 1 - initial_epoch) % validation_freq == 0:
-                val_logs = _evaluate_arrays(model, step, *val, validation_batch_size or batch_size)
+                val_logs = _evaluate_arrays(model, step, *val, validation_batch_size or batch_size, callback_list)
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
             callback_list.on_epoch_end(epoch, epoch_logs)
             if model.stop_training:
@@ -287,8 +326,7 @@ def _train_step(model, step, xb, yb, wb):
     grad = np.ascontiguousarray(grad, dtype=y_out.dtype)
     model.backward(grad)
     if step.regularized:
-        value += step.penalty()
-        step.add_penalty_gradients()
+        value += step.regularize()
     model.optimizer.apply_flat()
     _update_metrics(model, yb, predictions, wb)
     return float(value)

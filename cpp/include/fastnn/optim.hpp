@@ -46,6 +46,17 @@ void nadam_update(T* w, const T* g, T* m, T* v, Index n, double lr, double beta1
 template <typename T>
 void sum_squares(const T* g, const Index* offsets, Index segments, double* out);
 
+/// Weight penalties, fused: for each segment s of w (offsets has segments+1 entries),
+/// g += l1[s]·sign(w) + 2·l2[s]·w, and returns Σ_s l1[s]·Σ|w| + l2[s]·Σw² (in double, in a
+/// fixed order). One pass over the regularised weights and their gradients.
+template <typename T>
+double regularize(const T* w, T* g, const Index* offsets, Index segments, const double* l1,
+                  const double* l2);
+
+/// Exponential moving average of the weights: ema = m·ema + (1 - m)·w.
+template <typename T>
+void ema_update(T* ema, const T* w, Index n, double momentum);
+
 /// g[i] = clip(g[i], -c, c).
 template <typename T>
 void clip_by_value(T* g, Index n, double c);

@@ -211,10 +211,8 @@ class Optimizer:
         if not self.use_ema:
             return
         params = self._flat[0] if self._flat is not None else np.concatenate([v.value.ravel() for v in self._variables])
-        momentum = self.ema_momentum if self.iterations > 1 else 0.0
-        ema = self._state["ema"]
-        ema *= momentum
-        ema += (1 - momentum) * params
+        # Keras: the first step copies the weights, later ones average (one fused pass).
+        _core.ema_update(self._state["ema"], params, self.ema_momentum if self.iterations > 1 else 0.0)
         if self.ema_overwrite_frequency and self.iterations % self.ema_overwrite_frequency == 0:
             self.finalize_variable_values()
 
@@ -251,11 +249,21 @@ class Optimizer:
         return {}
 
     def finalize_variable_values(self, variables=None):
-        """Copies the moving average into the weights (when use_ema)."""
+        """Copies the moving average into the weights (when use_ema; fit does it at the end)."""
         if not self.use_ema or not self.built:
             return
         for i, var in enumerate(self._variables):
             var.value.reshape(-1)[...] = self._state["ema"][self._offsets[i]:self._offsets[i + 1]]
+
+    def swap_ema_weights(self):
+        """Exchanges the weights and their moving average (twice restores both)."""
+        if not self.use_ema or not self.built:
+            return
+        for i, var in enumerate(self._variables):
+            part = self._state["ema"][self._offsets[i]:self._offsets[i + 1]]
+            current = var.value.reshape(-1).copy()
+            var.value.reshape(-1)[...] = part
+            part[...] = current
 
     def _update(self, w, g, state, lr, step, weight_decay):
         """The algorithm: updates flat w (and state) in place from flat g."""
