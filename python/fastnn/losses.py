@@ -292,7 +292,24 @@ class LossFunctionWrapper(Loss):
         return self.fn(y_true, y_pred, **self.fn_kwargs)
 
     def get_config(self):
-        return {**super().get_config(), "fn": getattr(self.fn, "__name__", repr(self.fn))}
+        """{'name', 'reduction', 'fn': the function's name, and the function's extra keyword arguments}."""
+        return {**super().get_config(), "fn": getattr(self.fn, "__name__", repr(self.fn)), **self.fn_kwargs}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds from get_config(); a function given by name must be one of fastnn.losses'.
+
+        (``fastnn.saving.load_model`` also finds registered and custom functions.)
+        """
+        config = dict(config)
+        fn = config.get("fn")
+        if isinstance(fn, str):
+            found = globals().get(fn)
+            if fn.startswith("_") or not callable(found) or isinstance(found, type):
+                raise ValueError(f"LossFunctionWrapper: unknown loss function {fn!r}; pass the function itself "
+                                 "(or load the model with custom_objects={...})")
+            config["fn"] = found
+        return cls(**config)
 
 
 # ---- function forms (per-sample values), as keras.losses.<name> ------------------------------

@@ -96,6 +96,38 @@ class MeanMetricWrapper(Mean):
         rows = values.reshape(values.shape[0], -1).mean(axis=1) if values.ndim > 1 else values.reshape(-1)
         super().update_state(rows, sample_weight)
 
+    def get_config(self):
+        """{'name', 'dtype', 'fn': the function's name, and the function's extra keyword arguments}."""
+        return {"name": self.name, "dtype": self.dtype, "fn": getattr(self._fn, "__name__", repr(self._fn)),
+                **self._fn_kwargs}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuilds from get_config(); a function given by name must be one of fastnn.metrics'.
+
+        (``fastnn.saving.load_model`` also finds registered and custom functions.)
+        """
+        config = dict(config)
+        fn = config.get("fn")
+        if isinstance(fn, str):
+            found = globals().get(fn)
+            if fn.startswith("_") or not callable(found) or isinstance(found, type):
+                raise ValueError(f"MeanMetricWrapper: unknown metric function {fn!r}; pass the function itself "
+                                 "(or load the model with custom_objects={...})")
+            config["fn"] = found
+        return cls(**config)
+
+
+class _FixedFunctionMetric(MeanMetricWrapper):
+    """A MeanMetricWrapper subclass whose function is fixed: its config is name and dtype."""
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
 
 # ---- per-sample functions -----------------------------------------------------------------
 def _squeeze_labels(y_true, y_pred):
@@ -159,14 +191,14 @@ def mean_absolute_error(y_true, y_pred):
 
 
 # ---- classes --------------------------------------------------------------------------------
-class Accuracy(MeanMetricWrapper):
+class Accuracy(_FixedFunctionMetric):
     """Fraction of predictions exactly equal to the targets."""
 
     def __init__(self, name="accuracy", dtype=None):
         super().__init__(lambda t, p: (np.asarray(t) == np.asarray(p)).astype(np.float64), name, dtype)
 
 
-class BinaryAccuracy(MeanMetricWrapper):
+class BinaryAccuracy(_FixedFunctionMetric):
     """Fraction of (y_pred > threshold) equal to y_true (default threshold 0.5)."""
 
     def __init__(self, name="binary_accuracy", dtype=None, threshold=0.5):
@@ -175,52 +207,61 @@ class BinaryAccuracy(MeanMetricWrapper):
         self.threshold = threshold
         super().__init__(binary_accuracy, name, dtype, threshold=threshold)
 
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.threshold}
 
-class CategoricalAccuracy(MeanMetricWrapper):
+
+class CategoricalAccuracy(_FixedFunctionMetric):
     """Fraction where argmax(y_true) == argmax(y_pred)."""
 
     def __init__(self, name="categorical_accuracy", dtype=None):
         super().__init__(categorical_accuracy, name, dtype)
 
 
-class SparseCategoricalAccuracy(MeanMetricWrapper):
+class SparseCategoricalAccuracy(_FixedFunctionMetric):
     """Fraction where the integer label == argmax(y_pred)."""
 
     def __init__(self, name="sparse_categorical_accuracy", dtype=None):
         super().__init__(sparse_categorical_accuracy, name, dtype)
 
 
-class TopKCategoricalAccuracy(MeanMetricWrapper):
+class TopKCategoricalAccuracy(_FixedFunctionMetric):
     """Fraction where the target class is among the k best (default k=5)."""
 
     def __init__(self, k=5, name="top_k_categorical_accuracy", dtype=None):
         self.k = k
         super().__init__(top_k_categorical_accuracy, name, dtype, k=k)
 
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
 
-class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
+
+class SparseTopKCategoricalAccuracy(_FixedFunctionMetric):
     """Fraction where the integer label is among the k best (default k=5)."""
 
     def __init__(self, k=5, name="sparse_top_k_categorical_accuracy", dtype=None):
         self.k = k
         super().__init__(sparse_top_k_categorical_accuracy, name, dtype, k=k)
 
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
 
-class MeanSquaredError(MeanMetricWrapper):
+
+class MeanSquaredError(_FixedFunctionMetric):
     """Running mean of the per-sample mean squared error."""
 
     def __init__(self, name="mean_squared_error", dtype=None):
         super().__init__(mean_squared_error, name, dtype)
 
 
-class MeanAbsoluteError(MeanMetricWrapper):
+class MeanAbsoluteError(_FixedFunctionMetric):
     """Running mean of the per-sample mean absolute error."""
 
     def __init__(self, name="mean_absolute_error", dtype=None):
         super().__init__(mean_absolute_error, name, dtype)
 
 
-class RootMeanSquaredError(MeanMetricWrapper):
+class RootMeanSquaredError(_FixedFunctionMetric):
     """sqrt of the running mean of the per-sample mean squared error."""
 
     def __init__(self, name="root_mean_squared_error", dtype=None):
@@ -272,8 +313,13 @@ class _Confusion(Metric):
         return float(values[0]) if self._single else values
 
     def get_config(self):
-        return {"thresholds": None if self._single and self.thresholds[0] in (0.5, -np.inf) else self.thresholds.tolist(),
-                "top_k": self.top_k, "class_id": self.class_id, "name": self.name}
+        default = 0.5 if self.top_k is None else -np.inf
+        if self._single:  # a single threshold stays a float (result() then returns a float)
+            thresholds = None if self.thresholds[0] == default else float(self.thresholds[0])
+        else:
+            thresholds = self.thresholds.tolist()
+        return {"thresholds": thresholds, "top_k": self.top_k, "class_id": self.class_id, "name": self.name,
+                "dtype": self.dtype}
 
 
 def _divide(a, b):
@@ -359,7 +405,7 @@ class F1Score(Metric):
         return f
 
     def get_config(self):
-        return {"average": self.average, "threshold": self.threshold, "name": self.name}
+        return {"average": self.average, "threshold": self.threshold, "name": self.name, "dtype": self.dtype}
 
 
 class AUC(Metric):
@@ -378,6 +424,7 @@ class AUC(Metric):
             raise ValueError(f"AUC: 'curve' must be ROC or PR, got {curve!r}")
         if summation_method not in ("interpolation", "minoring", "majoring"):
             raise ValueError(f"AUC: unknown summation_method {summation_method!r}")
+        self._init_from_thresholds = thresholds is not None
         if thresholds is not None:
             inner = sorted(float(t) for t in thresholds)
         else:
@@ -437,8 +484,12 @@ class AUC(Metric):
         return float(np.sum((x[:-1] - x[1:]) * heights))
 
     def get_config(self):
-        return {"num_thresholds": self.num_thresholds, "curve": self.curve,
-                "summation_method": self.summation_method, "name": self.name, "from_logits": self.from_logits}
+        config = {"num_thresholds": self.num_thresholds, "curve": self.curve,
+                  "summation_method": self.summation_method, "name": self.name, "dtype": self.dtype,
+                  "from_logits": self.from_logits}
+        if self._init_from_thresholds:  # the given thresholds, without the ends added around them
+            config["thresholds"] = self.thresholds[1:-1].tolist()
+        return config
 
 
 class _AccuracyByShape(MeanMetricWrapper):
@@ -448,6 +499,13 @@ class _AccuracyByShape(MeanMetricWrapper):
     def __init__(self, name="accuracy"):
         self._chosen = None
         super().__init__(None, name=name)
+
+    def get_config(self):
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if self._chosen is None:

@@ -1,4 +1,4 @@
-"""Models: the Sequential container (the training loops live in trainer.py).
+"""Models: the Sequential container (training loops in trainer.py, saving in saving.py).
 
 A built model keeps every weight in one flat parameter buffer and every gradient in
 another; each layer's Variables are views into them. One optimizer kernel call then
@@ -165,6 +165,50 @@ class Model:
 
     def count_params(self):
         return int(sum(layer.count_params() for layer in self.layers))
+
+    # ---- saving ------------------------------------------------------------------------------
+    def save(self, filepath, overwrite=True):
+        """Saves the model to one file: architecture, weights, compile settings, optimizer state.
+
+        ``fastnn.models.load_model(filepath)`` rebuilds it, ready to predict or to resume
+        training exactly where it stopped. The write is atomic: a crash leaves any previous
+        file intact. See ``fastnn.saving`` for the format (a zip of JSON and .npy arrays,
+        never pickle).
+
+        Args:
+            filepath: str or path-like; ".fastnn" is suggested (".keras" works too).
+            overwrite: bool, default True: replace an existing file (False: FileExistsError).
+        """
+        from . import saving
+
+        saving.save_model(self, filepath, overwrite=overwrite)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Saves the weights alone (no architecture, no optimizer state) to one file.
+
+        Args:
+            filepath: str or path-like (".weights.fastnn" is suggested).
+            overwrite: bool, default True.
+        """
+        from . import saving
+
+        saving.save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath, skip_mismatch=False):
+        """Loads weights written by ``save_weights`` (or ``save``) into this model.
+
+        Args:
+            filepath: str or path-like.
+            skip_mismatch: bool, default False: leave layers whose weights do not match
+                as they are (with a warning) instead of raising.
+
+        Raises:
+            ValueError: a different architecture (the message names the first weight that
+                does not match), or a file that is not a fastnn file, truncated or corrupted.
+        """
+        from . import saving
+
+        saving.load_weights(self, filepath, skip_mismatch=skip_mismatch)
 
     def _pack_weights(self):
         """Moves every Variable into the flat buffers (trainable ones first, in layer order)."""
@@ -345,8 +389,54 @@ class Sequential(Model):
         return dy
 
     def get_config(self):
-        from .layers import serialize
+        """{'name', 'layers': [layer descriptions], 'build_input_shape' (when built)}."""
+        from .saving import serialize_keras_object
 
-        return {"name": self.name,
-                "layers": ([{"class_name": "InputLayer", "config": self._input_layer.get_config()}]
-                           if self._input_layer is not None else []) + [serialize(l) for l in self._layers]}
+        layers = ([self._input_layer] if self._input_layer is not None else []) + self._layers
+        config = {"name": self.name, "layers": [serialize_keras_object(layer) for layer in layers]}
+        if self.built:
+            config["build_input_shape"] = self.input_shape
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """A new (untrained) model from ``get_config()``'s output.
+
+        Args:
+            config: dict from get_config().
+            custom_objects: dict, default None: name -> custom layer class or function.
+        """
+        from .saving import deserialize_keras_object
+
+        layers = [deserialize_keras_object(layer, custom_objects, kind="layer") for layer in config.get("layers", [])]
+        model = cls(layers=layers, name=config.get("name"))
+        shape = config.get("build_input_shape")
+        if shape is not None and not model.built and model.layers:
+            model.build(tuple(shape))
+        return model
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
+    """Loads a model saved with ``model.save``.
+
+    Args:
+        filepath: str or path-like.
+        custom_objects: dict, default None: name -> class or function, for custom layers,
+            losses, metrics or activations not registered with
+            ``fastnn.saving.register_keras_serializable``.
+        compile: bool, default True: compile as saved (optimizer with its state, loss,
+            metrics, loss weights), so that training resumes exactly. False: uncompiled.
+        safe_mode: bool, default True: accepted for Keras compatibility; fastnn files never
+            carry code, so loading is always safe.
+
+    Returns:
+        The model.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a fastnn model file, truncated or corrupted, arrays that would need
+            unpickling, or an unknown custom class or function (named, with the fix).
+    """
+    from . import saving
+
+    return saving.load_model(filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
