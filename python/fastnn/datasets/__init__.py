@@ -1,5 +1,5 @@
-"""Datasets: small real data for demos and tests."""
+"""Datasets: small real data for demos and tests, and MNIST (read locally or downloaded once)."""
 
-from . import digits
+from . import digits, mnist
 
-__all__ = ["digits"]
+__all__ = ["digits", "mnist"]

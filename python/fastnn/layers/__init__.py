@@ -3,9 +3,10 @@
 from .activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from .base import Layer, Variable
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .preprocessing import Normalization, Rescaling
 
 _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, InputLayer, Reshape, ELU,
-                                          LeakyReLU, PReLU, ReLU, Softmax)}
+                                          LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling)}
 
 
 def serialize(layer):
@@ -23,4 +24,5 @@ def deserialize(config, custom_objects=None):
 
 
 __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape",
-           "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "serialize", "deserialize"]
+           "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "serialize",
+           "deserialize"]
