@@ -18,10 +18,11 @@ from . import _core
 from . import config
 from .config import get_num_threads, set_num_threads, show_config
 from . import (activations, autodiff, callbacks, datasets, initializers, layers, losses, metrics, models,
-               ops, optimizers, regularizers, utils)
+               ops, optimizers, preprocessing, regularizers, utils, wrappers)
 from .layers import Input
 from .models import Model, Sequential
 
 __all__ = ["__version__", "Sequential", "Model", "Input", "layers", "losses", "optimizers", "metrics",
            "initializers", "activations", "regularizers", "callbacks", "utils", "datasets", "models", "ops",
+           "preprocessing", "wrappers",
            "autodiff", "config", "get_num_threads", "set_num_threads", "show_config"]

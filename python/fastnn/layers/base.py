@@ -94,12 +94,14 @@ class Layer:
         input_shape: tuple, optional: the input shape without the batch axis, for the
             first layer of a Sequential model.
         input_dim: int, optional: shorthand for ``input_shape=(input_dim,)``.
+        activity_regularizer: optional regularizer of the layer's output: its penalty is
+            added to the loss (and its gradient to the output's) during training.
 
     Subclasses override ``build``, ``forward``, ``backward`` and ``get_config``.
     """
 
     def __init__(self, name=None, dtype=None, trainable=True, input_shape=None, input_dim=None,
-                 batch_size=None, **kwargs):
+                 batch_size=None, activity_regularizer=None, **kwargs):
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(kwargs)}")
         self.name = name if name is not None else _unique_name(_snake_case(type(self).__name__))
@@ -115,6 +117,7 @@ class Layer:
         if input_shape is not None:
             self._declared_input_shape = _as_shape(input_shape, type(self).__name__)
         self._batch_size = batch_size
+        self.activity_regularizer = regularizers.get(activity_regularizer)
         self._variables = []
         self.built = False
         self.input_shape = None
@@ -130,7 +133,7 @@ class Layer:
     def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, trainable=True):
         """Creates a Variable (during build) and returns it."""
         init = initializers.get(initializer)
-        value = np.ascontiguousarray(np.asarray(init(tuple(shape), self._dtype), dtype=self._dtype))
+        value = np.array(init(tuple(shape), self._dtype), dtype=self._dtype, order="C")  # keeps 0-d shapes
         if value.shape != tuple(shape):
             raise ValueError(f"{self.name}: initializer for '{name}' returned shape {value.shape}, expected {tuple(shape)}")
         var = Variable(f"{self.name}/{name}", value, trainable=trainable,
@@ -195,6 +198,8 @@ class Layer:
         cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
         if self._declared_input_shape is not None:
             cfg["input_shape"] = self._declared_input_shape
+        if self.activity_regularizer is not None:
+            cfg["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
         return cfg
 
     @classmethod

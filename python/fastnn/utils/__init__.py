@@ -1,7 +1,8 @@
-"""Utilities: seeding, label encoding."""
+"""Utilities: seeding, label encoding, training curves."""
 
 import numpy as np
 
+from .plotting import plot_history
 from .rng import set_random_seed
 
 
@@ -42,4 +43,4 @@ def to_categorical(x, num_classes=None):
     return out
 
 
-__all__ = ["set_random_seed", "to_categorical"]
+__all__ = ["plot_history", "set_random_seed", "to_categorical"]
