@@ -276,7 +276,6 @@ def test_probabilities_are_clipped_at_1e_7(dtype):
     if dtype == np.float64:
         np.testing.assert_allclose(value, 4 * -np.log(EPS) / 6, rtol=1e-8)
     assert np.all(grad == 0)
-    f = np.float64
     # categorical: a zero probability on the true class costs -log(1e-7)
     y_true = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype)
     y_pred = np.array([[0.0, 0.5, 0.5], [0.0, 2.0, 2.0]], dtype)

@@ -440,3 +440,23 @@ def test_loss_weights_scale_the_loss_and_its_gradient(digits):
     scaled.fit(x, y, batch_size=64, shuffle=False, verbose=0)
     for a, b in zip(plain.get_weights(), scaled.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_copies_and_pickles_of_a_model_still_train(digits):
+    import copy
+    import pickle
+
+    (x, y), _ = digits
+    model = small_model(dropout=0.0)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x[:256], y[:256], epochs=1, verbose=0)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        np.testing.assert_array_equal(clone.predict(x[:10]), model.predict(x[:10]))
+        assert clone.optimizer.iterations == model.optimizer.iterations
+        before = clone.get_weights()
+        clone.fit(x[:256], y[:256], epochs=1, verbose=0)
+        assert not np.array_equal(clone.get_weights()[0], before[0])  # it learns
+        for var in clone.weights:
+            assert np.shares_memory(var.value, clone._params)
+    # the copies are independent of the original
+    np.testing.assert_array_equal(model.predict(x[:10]), model.predict(x[:10]))

@@ -5,7 +5,6 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import fastnn
 from fastnn import ops
 
 DTYPES = [np.float32, np.float64]

@@ -82,3 +82,40 @@ def test_fused_kernel_matches_python_and_rejects_bad_segments(rng):
 def test_bad_factors_are_refused(bad):
     with pytest.raises(ValueError, match="'l2' must be a finite float >= 0"):
         regularizers.L2(bad)
+
+
+def test_activity_regularizer_adds_its_penalty_and_gradient():
+    """L1 on a layer's output: the reported loss grows by l1·Σ|output| and the
+    gradient equals finite differences of (mse + penalty) in float64."""
+    fastnn.config.set_floatx("float64")
+    try:
+        fastnn.utils.set_random_seed(0)
+        model = fastnn.Sequential([layers.Dense(3, activation="tanh", input_shape=(4,),
+                                                activity_regularizer=regularizers.L1(0.05)),
+                                   layers.Dense(2)])
+    finally:
+        fastnn.config.set_floatx("float32")
+    model.compile(fastnn.optimizers.SGD(0.0), "mse")
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((6, 4)), rng.standard_normal((6, 2))
+    hidden = np.tanh(x @ model.get_weights()[0] + model.get_weights()[1])
+    mse = model.loss(y, model.predict(x))
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(mse + 0.05 * np.abs(hidden).sum(), rel=1e-10)
+    model.fit(x, y, batch_size=6, epochs=1, verbose=0)
+    analytic = [g.copy() for g in model.layers[0].grads]
+
+    def objective():
+        out = model.forward(x, training=False, penalties=True)
+        return model.loss(y, out) + model.activity_penalty
+
+    for var, grad in zip(model.layers[0].weights, analytic):
+        numeric = np.zeros_like(var.value)
+        for i in np.ndindex(var.shape):
+            old = var.value[i]
+            var.value[i] = old + 1e-6
+            up = objective()
+            var.value[i] = old - 1e-6
+            down = objective()
+            var.value[i] = old
+            numeric[i] = (up - down) / 2e-6
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)

@@ -12,7 +12,7 @@ import random
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
     from sklearn.utils.validation import check_is_fitted, check_random_state
@@ -77,32 +77,9 @@ def _seeded(random_state):
         np.random.set_state(saved[2])
 
 
-def _relink(model, optimizer_state=None):
-    """Rebinds a copied or unpickled model's weights to its flat parameter buffer.
-
-    A model's weights are views into one flat buffer. ``copy.deepcopy`` and pickle copy
-    each view into an array of its own, so the copy would train a buffer that no layer
-    reads; repacking restores the views (and the optimizer state, which repacking resets).
-    """
-    if getattr(model, "_params", None) is None:
-        return  # never built: nothing is shared yet
-    model._pack_weights()
-    optimizer = model.optimizer
-    if optimizer_state is not None and optimizer is not None and optimizer.built:
-        optimizer.set_state(optimizer_state)
-
-
-def _optimizer_state(model):
-    optimizer = model.optimizer
-    return optimizer.get_state() if optimizer is not None and optimizer.built else None
-
-
 def _copy_model(model):
     """An independent copy of a model: architecture, weights, compile settings, optimizer state."""
-    state = _optimizer_state(model)
-    new = copy.deepcopy(model)
-    _relink(new, state)
-    return new
+    return copy.deepcopy(model)  # Model re-links a copy's weights to its own flat buffer
 
 
 def _call_builder(builder, X, y, kwargs):
@@ -196,36 +173,6 @@ class SKLBase(BaseEstimator):
                                  f"'{name}__...' cannot be set")
             setattr(self, name, {**(current or {}), **updates})
         return self
-
-    def __sklearn_clone__(self):
-        """An unfitted estimator with the same parameters (used by ``sklearn.base.clone``).
-
-        A model instance given as ``model`` is copied with its weights (a plain deep copy of
-        a fastnn model would not train); every other parameter is cloned as scikit-learn does.
-        """
-        params = self.get_params(deep=False)
-        for name, value in params.items():
-            params[name] = _copy_model(value) if isinstance(value, Model) else clone(value, safe=False)
-        new = type(self)(**params)
-        for attr in ("_metadata_request", "_sklearn_output_config"):  # as sklearn.base.clone keeps them
-            if attr in self.__dict__:
-                setattr(new, attr, copy.deepcopy(self.__dict__[attr]))
-        return new
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        state["_fastnn_optimizer_states"] = {key: _optimizer_state(value) for key, value in state.items()
-                                             if isinstance(value, Model)}
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        optimizer_states = state.pop("_fastnn_optimizer_states", {})
-        super().__setstate__(state)
-        for key, optimizer_state in optimizer_states.items():
-            model = self.__dict__.get(key)
-            if isinstance(model, Model):
-                _relink(model, optimizer_state)
 
     # ---- tags --------------------------------------------------------------------------------
     def __sklearn_tags__(self):

@@ -236,6 +236,23 @@ class Model:
         if self.optimizer is not None:
             self._attach_optimizer()
 
+    # ---- copies and pickles ------------------------------------------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if self.optimizer is not None and self.optimizer.built:
+            state["_optimizer_state"] = self.optimizer.get_state()
+        return state
+
+    def __setstate__(self, state):
+        # A copy gets its variables as separate arrays: move them back into flat buffers
+        # (otherwise the optimizer would update buffers the layers no longer read).
+        optimizer_state = state.pop("_optimizer_state", None)
+        self.__dict__.update(state)
+        if self.built:
+            self._pack_weights()
+            if optimizer_state is not None:
+                self.optimizer.set_state(optimizer_state)
+
     def _attach_optimizer(self):
         self.optimizer.build(self._packed, flat=(self._params[:self._grads.size], self._grads))
 
@@ -374,15 +391,26 @@ class Sequential(Model):
             return self._input_layer.dtype
         return self._layers[0].dtype if self._layers else "float32"
 
-    def forward(self, x, training=False):
-        """Runs every layer; with training=True each keeps what backward needs."""
+    def forward(self, x, training=False, penalties=False):
+        """Runs every layer; with training=True each keeps what backward needs.
+
+        With training (or `penalties`), the activity regularizers' penalties of this pass
+        are summed in ``self.activity_penalty``.
+        """
+        self.activity_penalty = 0.0
         for layer in self._layers:
             x = layer.forward(x, training=training)
+            if layer.activity_regularizer is not None and (training or penalties):
+                self.activity_penalty += layer.activity_regularizer.penalty(x)
+                layer._activity_output = x if training else None
         return x
 
     def backward(self, dy):
         """Backpropagates dy through the layers, filling every gradient."""
         for layer in reversed(self._layers):
+            output = getattr(layer, "_activity_output", None)
+            if layer.activity_regularizer is not None and output is not None:
+                dy = dy + layer.activity_regularizer.gradient(output).astype(dy.dtype, copy=False)
             dy = layer.backward(dy)
             if dy is None:
                 break

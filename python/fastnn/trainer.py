@@ -7,7 +7,6 @@ through the layers (each writing into the flat gradient buffer), one optimizer c
 the flat parameter buffer, metrics.
 """
 
-import time
 
 import numpy as np
 
@@ -128,6 +127,8 @@ class _Step:
         self.fused = False
         last = model.layers[-1] if model.layers else None
         activation = last.output_activation() if hasattr(last, "output_activation") else None
+        if last is not None and last.activity_regularizer is not None:
+            activation = None  # its penalty applies to the activation's output: no fusion
         loss = model.loss
         if isinstance(loss, losses_module._KernelLoss) and not loss.from_logits and loss.reduction is not None:
             if activation == "softmax" and isinstance(loss, (losses_module.CategoricalCrossentropy,
@@ -327,6 +328,7 @@ def _train_step(model, step, xb, yb, wb):
     model.backward(grad)
     if step.regularized:
         value += step.regularize()
+    value += model.activity_penalty
     model.optimizer.apply_flat()
     _update_metrics(model, yb, predictions, wb)
     return float(value)
@@ -350,9 +352,9 @@ def _evaluate_arrays(model, step, x, y, weights, batch_size, callback_list=None)
             callback_list.on_test_batch_begin(b)
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         wb = None if weights is None else weights[start:start + batch_size]
-        y_out = model.forward(xb, training=False)
+        y_out = model.forward(xb, training=False, penalties=True)
         value, _, predictions = step.loss_and_predictions(y_out, yb, wb, want_grad=False)
-        total += float(value) * len(xb)
+        total += (float(value) + model.activity_penalty) * len(xb)
         _update_metrics(model, yb, predictions, wb)
         if callback_list is not None:
             callback_list.on_test_batch_end(b, {"loss": total / min(n, start + batch_size), **_metric_logs(model)})

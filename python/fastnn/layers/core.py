@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import _core, activations, initializers, regularizers
 from ..utils import rng
-from .base import Layer, _as_shape
+from .base import Layer
 
 _LINEAR = activations.get("linear").kind
 

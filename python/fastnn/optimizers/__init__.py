@@ -240,6 +240,10 @@ class Optimizer:
                 raise ValueError(f"{self.name}: slot '{name}' has {current.size} values, the saved one {value.size}")
         for name, current in self._state.items():
             current[...] = slots[name]
+        declared = self._scalar_state()
+        unknown = set(state.get("scalars", {})) - set(declared)
+        if unknown:
+            raise ValueError(f"{self.name}: the saved state has unknown scalars {sorted(unknown)}")
         self.iterations = int(state.get("iterations", 0))
         for key, value in state.get("scalars", {}).items():
             setattr(self, key, float(value))
