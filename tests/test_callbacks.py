@@ -266,3 +266,40 @@ def test_ema_overwrite_frequency_copies_the_average_in(data):
         np.array_equal(model.get_weights()[0], model.optimizer.variables_state(0)["ema"])))
     model.fit(x, y, batch_size=20, epochs=1, callbacks=[record], verbose=0)
     assert copies == [i == 0 or i % 5 == 4 for i in range(10)]  # the first step copies the weights
+
+
+# ---- ModelCheckpoint ----------------------------------------------------------------------------------
+def test_model_checkpoint_names_files_from_epoch_and_logs(data, tmp_path):
+    x, y, xv, yv = data
+    model = make_model()
+    pattern = str(tmp_path / "ckpt-{epoch:02d}-{val_loss:.3f}.fastnn")
+    history = model.fit(x, y, epochs=3, validation_data=(xv, yv), verbose=0,
+                        callbacks=[callbacks.ModelCheckpoint(pattern)])
+    expected = {f"ckpt-{e + 1:02d}-{v:.3f}.fastnn" for e, v in enumerate(history.history["val_loss"])}
+    assert {p.name for p in tmp_path.iterdir()} == expected
+    last = fastnn.models.load_model(tmp_path / sorted(expected)[-1])
+    np.testing.assert_array_equal(last.predict(xv), model.predict(xv))
+
+
+def test_model_checkpoint_save_best_only_and_weights_only(data, tmp_path):
+    x, y, xv, yv = data
+    model = make_model()
+    path = tmp_path / "best.weights.fastnn"
+    saved = []
+    check = callbacks.ModelCheckpoint(path, monitor="val_loss", save_best_only=True, save_weights_only=True)
+    probe = callbacks.LambdaCallback(on_epoch_end=lambda e, logs: saved.append(path.exists() and path.stat().st_mtime_ns))
+    model.fit(x, y, epochs=4, validation_data=(xv, yv), verbose=0,
+              callbacks=[Scripted([0.5, 0.4, 0.6, 0.45]), check, probe])
+    assert saved[0] and saved[1] != saved[0] and saved[2] == saved[1] == saved[3]  # epochs 0 and 1 improved
+    fresh = make_model(seed=5)
+    fresh.load_weights(path)
+    assert check.best == pytest.approx(0.4)
+
+
+def test_model_checkpoint_every_n_batches(data, tmp_path):
+    x, y, _, _ = data
+    model = make_model()
+    model.fit(x, y, epochs=2, batch_size=20, verbose=0,
+              callbacks=[callbacks.ModelCheckpoint(str(tmp_path / "e{epoch}-b{batch}.fastnn"), save_freq=4)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["e1-b4.fastnn", "e1-b8.fastnn", "e2-b2.fastnn", "e2-b6.fastnn", "e2-b10.fastnn"])
