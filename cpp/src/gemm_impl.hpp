@@ -70,9 +70,10 @@ struct Blocking {
   static_assert(2 * NV_WIDE + NV_WIDE + 1 <= kVectorRegisters, "wide tile too large");
 };
 
-// Address of op(A)[r, c] and op(B)[r, c] as stored.
+// Address of op(A)[r, c] and op(B)[r, c] as stored (A possibly gathered).
 template <typename T>
 inline const T* at_a(const GemmArgs<T>& p, const T* a, Index r, Index c) {
+  if (p.a_row_offsets) return a + p.a_row_offsets[r] + p.a_step_offsets[c];
   return p.trans_a ? a + c * p.lda + r : a + r * p.lda + c;
 }
 template <typename T>
@@ -89,7 +90,15 @@ void pack_a_block(const GemmArgs<T>& p, const T* a, Index r0, Index rows, Index 
   for (Index q = 0; q < rows; q += MR) {
     const Index mr = std::min<Index>(MR, rows - q);
     T* dst = out + q * kc;
-    if (p.trans_a) {  // each step's values are contiguous in A
+    if (p.a_row_offsets) {  // gathered: each row's base, then the steps' offsets
+      const T* src[MR];
+      for (int i = 0; i < MR; ++i)
+        src[i] = a + p.a_row_offsets[r0 + q + std::min<Index>(i, mr - 1)];
+      const Index* steps = p.a_step_offsets + pc;
+      for (Index t = 0; t < kc; ++t)
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) dst[t * MR + i] = i < mr ? src[i][steps[t]] : T(0);
+    } else if (p.trans_a) {  // each step's values are contiguous in A
       for (Index t = 0; t < kc; ++t) {
         const T* src = at_a(p, a, r0 + q, pc + t);
         for (Index i = 0; i < mr; ++i) dst[t * MR + i] = src[i];
@@ -151,13 +160,14 @@ void pack_b_panel(const GemmArgs<T>& p, const T* b, Index pc, Index kc, Index c0
 }
 
 // Where a micro-kernel reads its tile's A values: a packed panel (step t, row i at
-// packed[t·MR + i]), or A in place (row i at rows[i], steps `step` apart). In place saves
-// the packing pass when each A value serves only one or two B panels (narrow n).
+// packed[t·MR + i]), or A in place (row i's step t at rows[i][steps[t]]: strided rows, or
+// gathered ones such as a convolution's patches). In place saves the packing pass when
+// each A value serves only one or two B panels (narrow n).
 template <typename T>
 struct APanel {
   const T* packed = nullptr;
   const T* rows[Blocking<T>::MR];
-  Index step = 1;
+  const Index* steps = nullptr;
 };
 
 // Partial vectors: the first `lanes` lanes of a vector, zero (load) or untouched (store)
@@ -200,7 +210,7 @@ void tile_kernel(Index kc, const APanel<T>& a, const T* __restrict b, Index ldb,
   const T* __restrict ap = a.packed;
   const T* rows[RM];
   for (int i = 0; i < RM; ++i) rows[i] = a.rows[i];
-  const Index step = a.step;
+  const Index* __restrict steps = a.steps;
 #pragma GCC unroll 2
   for (Index t = 0; t < kc; ++t) {
     P bv[NVC];
@@ -215,7 +225,7 @@ void tile_kernel(Index kc, const APanel<T>& a, const T* __restrict b, Index ldb,
     }
 #pragma GCC unroll 8
     for (int i = 0; i < RM; ++i) {
-      const P av = ei::pset1<P>(kPackedA ? ap[t * MR + i] : rows[i][t * step]);
+      const P av = ei::pset1<P>(kPackedA ? ap[t * MR + i] : rows[i][steps[t]]);
 #pragma GCC unroll 8
       for (int j = 0; j < NVC; ++j) acc[i][j] = ei::pmadd(av, bv[j], acc[i][j]);
     }
@@ -379,7 +389,8 @@ void dot_block(const GemmArgs<float>& p, const float* a, const float* bt, float*
 
 template <typename T>
 bool use_dot_kernel(const GemmArgs<T>& p) {
-  return std::is_same<T, float>::value && !p.trans_a && p.n <= 12 && p.k >= 16 && p.m >= 16;
+  return std::is_same<T, float>::value && !p.trans_a && !p.a_row_offsets && p.n <= 12 &&
+         p.k >= 16 && p.m >= 16;
 }
 
 inline void gemm_dot(const GemmArgs<float>& p, const float* a, const float* b, float* c,
@@ -461,6 +472,14 @@ void gemm_one(const GemmArgs<T>& p, const T* a, const T* b, T* c, int threads) {
 
   // Per-thread scratch, allocated before the team starts: nothing may throw inside it.
   T* scratch = thread_scratch<T>(ScratchSlot::GemmThread, threads * (a_size + edge_size));
+  // A read in place: step t of a row at rows[i][steps[t]] (strided A: a fixed table).
+  const bool gathered = p.a_row_offsets != nullptr;
+  Index* strided_steps = nullptr;
+  if (!pack_a && !gathered) {
+    strided_steps = thread_scratch<Index>(ScratchSlot::GemmSteps, kc_max);
+    const Index step = p.trans_a ? p.lda : 1;
+    for (Index t = 0; t < kc_max; ++t) strided_steps[t] = t * step;
+  }
   run_team(threads, [&](const Team& team) {
     T* my_a = scratch + team.rank() * (a_size + edge_size);
     T* my_b_edge = my_a + a_size;
@@ -511,9 +530,11 @@ void gemm_one(const GemmArgs<T>& p, const T* a, const T* b, T* c, int threads) {
                 tile_for<T, true>(mr, nr)(kc, ap, bp, ldb, ct, p.ldc, mr, nr, bias, overwrite);
               } else {
                 // Rows past the end repeat the last row; their results are dropped.
-                for (int r = 0; r < MR; ++r)
-                  ap.rows[r] = at_a(p, a, r0 + i + std::min<Index>(r, mr - 1), pc);
-                ap.step = p.trans_a ? p.lda : 1;
+                for (int r = 0; r < MR; ++r) {
+                  const Index row = r0 + i + std::min<Index>(r, mr - 1);
+                  ap.rows[r] = gathered ? a + p.a_row_offsets[row] : at_a(p, a, row, pc);
+                }
+                ap.steps = gathered ? p.a_step_offsets + pc : strided_steps;
                 tile_for<T, false>(mr, nr)(kc, ap, bp, ldb, ct, p.ldc, mr, nr, bias, overwrite);
               }
             }
@@ -532,7 +553,8 @@ void gemm_batched(const GemmArgs<T>& p, Index batch, const Index* a_offsets,
   using gemm_detail::gemm_one;
   if (batch <= 0 || p.m == 0 || p.n == 0) return;
   const double flops = 2.0 * double(batch) * double(p.m) * double(p.n) * double(p.k);
-  const int threads = threads_for(flops);
+  int threads = threads_for(flops);
+  if (p.max_threads > 0) threads = std::min(threads, p.max_threads);
   if (batch > 1 && batch >= threads) {  // many products: one thread each
     parallel_for(batch, threads, [&](Index i) {
       gemm_one(p, p.a + a_offsets[i], p.b + b_offsets[i], p.c + i * c_stride, 1);

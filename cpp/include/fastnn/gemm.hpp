@@ -30,6 +30,12 @@ struct GemmArgs {
   Index ldc = 0;
   const T* bias = nullptr;  // optional, n entries, added to every row of C
   bool accumulate = false;  // C += ... instead of C = ...
+  int max_threads = 0;      // 0: as many as worthwhile; 1: the calling thread only (a caller
+                            // already running in parallel, e.g. one product per image chunk)
+  // A gathered rather than strided (a convolution's patch matrix, never formed): element
+  // (r, c) of op(A) is a[a_row_offsets[r] + a_step_offsets[c]]; lda and trans_a are unused.
+  const Index* a_row_offsets = nullptr;   // m entries
+  const Index* a_step_offsets = nullptr;  // k entries
 };
 
 /// One product described by `args`.

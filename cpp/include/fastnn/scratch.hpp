@@ -15,9 +15,15 @@ namespace fastnn {
 enum class ScratchSlot : int {
   GemmPackedB = 0,
   GemmThread,
+  GemmSteps,
   LayerTemp,
   LayerTemp2,
   ActivationRows,
+  ConvColumns,
+  ConvGradient,
+  ConvPadded,
+  ConvRowOffsets,
+  ConvStepOffsets,
   kCount
 };
 

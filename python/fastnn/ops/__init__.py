@@ -17,6 +17,7 @@ NumPy and are differentiable: custom losses written with them train without a
 hand-written gradient (see ``fastnn.autodiff``).
 """
 
+from .conv import conv, conv_backward
 from .gemm import linear, matmul
 from .math import (abs, absolute, add, argmax, cast, clip, convert_to_numpy, convert_to_tensor, divide,
                    equal, exp, expand_dims, expm1, greater, greater_equal, less, less_equal, log, log1p,

@@ -1,0 +1,206 @@
+// Python bindings of the convolution kernels: padding and output sizes follow TensorFlow
+// ("valid"; "same": output ceil(in / stride), padding split with the extra one after;
+// "causal": all padding before, for 1-D convolutions over time).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+
+#include "args.hpp"
+#include "fastnn/conv.hpp"
+
+namespace fastnn::bindings {
+namespace {
+
+Activation make_activation(int kind, double alpha) {
+  if (kind < 0 || kind > static_cast<int>(ActivationKind::Softmax))
+    throw py::value_error(cat("conv: unknown activation kind ", kind));
+  return Activation{static_cast<ActivationKind>(kind), alpha};
+}
+
+// Output size and padding before, along one axis.
+std::pair<Index, Index> out_and_pad(const char* fn, const char* axis, Index in, Index k,
+                                    Index stride, Index dilation, const std::string& padding) {
+  const Index span = (k - 1) * dilation + 1;
+  if (padding == "valid") {
+    if (span > in)
+      throw py::value_error(cat(fn, ": the kernel spans ", span, " ", axis,
+                                " positions (size ", k, ", dilation ", dilation,
+                                ") but the input has only ", in, " with padding='valid'"));
+    return {(in - span) / stride + 1, 0};
+  }
+  if (padding == "same") {
+    const Index out = (in + stride - 1) / stride;
+    const Index total = std::max<Index>((out - 1) * stride + span - in, 0);
+    return {out, total / 2};
+  }
+  if (padding == "causal") {
+    const Index pad = span - 1;
+    return {(in + pad - span) / stride + 1, pad};
+  }
+  throw py::value_error(cat(fn, ": 'padding' must be 'valid', 'same' or 'causal', got '", padding, "'"));
+}
+
+template <typename T>
+struct Checked {
+  py::array_t<T> x, w, b;
+  ConvArgs<T> args;
+  std::vector<Index> out_shape;
+};
+
+template <typename T>
+Checked<T> check(const char* fn, py::handle x_obj, py::handle w_obj, py::handle b_obj,
+                 std::pair<Index, Index> strides, std::pair<Index, Index> dilation,
+                 const std::string& padding, const Activation& act) {
+  Checked<T> c;
+  c.x = input_array<T>(fn, {"x", x_obj});
+  c.w = input_array<T>(fn, {"w", w_obj});
+  require_ndim(fn, "x", c.x, 4, 4);
+  require_ndim(fn, "w", c.w, 4, 4);
+  ConvShape& s = c.args.s;
+  s.n = c.x.shape(0);
+  s.h = c.x.shape(1);
+  s.w = c.x.shape(2);
+  s.c = c.x.shape(3);
+  s.kh = c.w.shape(0);
+  s.kw = c.w.shape(1);
+  s.f = c.w.shape(3);
+  if (c.w.shape(2) != s.c)
+    throw py::value_error(cat(fn, ": 'x' has ", s.c, " channels (last axis of shape ",
+                              shape_str(shape_of(c.x)), ") but 'w' expects ", c.w.shape(2),
+                              " (w.shape=", shape_str(shape_of(c.w)), ", layout (kh, kw, in, out))"));
+  if (s.kh < 1 || s.kw < 1)
+    throw py::value_error(cat(fn, ": 'w' must have a kernel of at least 1×1, got shape ",
+                              shape_str(shape_of(c.w))));
+  s.sh = strides.first;
+  s.sw = strides.second;
+  s.dh = dilation.first;
+  s.dw = dilation.second;
+  if (s.sh < 1 || s.sw < 1)
+    throw py::value_error(cat(fn, ": 'strides' must be >= 1, got (", s.sh, ", ", s.sw, ")"));
+  if (s.dh < 1 || s.dw < 1)
+    throw py::value_error(cat(fn, ": 'dilation_rate' must be >= 1, got (", s.dh, ", ", s.dw, ")"));
+  // "causal" pads the time axis (the width of a 1-D convolution); the height stays "valid".
+  const std::string vertical = padding == "causal" ? std::string("valid") : padding;
+  const auto [oh, pt] = out_and_pad(fn, "rows", s.h, s.kh, s.sh, s.dh, vertical);
+  const auto [ow, pl] = out_and_pad(fn, "columns", s.w, s.kw, s.sw, s.dw, padding);
+  s.oh = oh;
+  s.ow = ow;
+  s.pad_top = pt;
+  s.pad_left = pl;
+  if (!b_obj.is_none()) {
+    c.b = input_array<T>(fn, {"b", b_obj});
+    require_shape(fn, "b", c.b, {s.f});
+  }
+  c.args.x = c.x.data();
+  c.args.w = c.w.data();
+  c.args.b = b_obj.is_none() ? nullptr : c.b.data();
+  c.args.act = act;
+  c.out_shape = {s.n, s.oh, s.ow, s.f};
+  return c;
+}
+
+template <typename T>
+py::tuple forward_impl(py::handle x, py::handle w, py::handle b, std::pair<Index, Index> strides,
+                       std::pair<Index, Index> dilation, const std::string& padding,
+                       const Activation& act, bool keep_z) {
+  auto c = check<T>("conv", x, w, b, strides, dilation, padding, act);
+  auto y = new_array<T>(c.out_shape);
+  py::object z_out = py::none();
+  T* z = nullptr;
+  if (keep_z && act.kind != ActivationKind::Linear) {
+    auto za = new_array<T>(c.out_shape);
+    z = za.mutable_data();
+    z_out = std::move(za);
+  }
+  {
+    py::gil_scoped_release nogil;
+    conv2d_forward<T>(c.args, z, y.mutable_data());
+  }
+  return py::make_tuple(std::move(y), z_out);
+}
+
+template <typename T>
+py::object backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handle y_obj,
+                         py::handle dy_obj, std::pair<Index, Index> strides,
+                         std::pair<Index, Index> dilation, const std::string& padding,
+                         const Activation& act, py::handle dw_obj, py::handle db_obj,
+                         bool accumulate, bool need_dx) {
+  const char* fn = "conv_backward";
+  auto c = check<T>(fn, x, w, py::none(), strides, dilation, padding, act);
+  auto y = input_array<T>(fn, {"y", y_obj});
+  auto dy = input_array<T>(fn, {"dy", dy_obj});
+  require_shape(fn, "y", y, c.out_shape);
+  require_shape(fn, "dy", dy, c.out_shape);
+  // Optional arrays: a default array_t is an empty array, not null, so keep pointers.
+  py::array_t<T> z, dw, db;
+  const T* z_ptr = nullptr;
+  T* dw_ptr = nullptr;
+  T* db_ptr = nullptr;
+  if (activation_backward_needs_input(act.kind)) {
+    if (z_obj.is_none())
+      throw py::value_error(cat(fn, ": this activation's derivative needs 'z' (pre-activation)"));
+    z = input_array<T>(fn, {"z", z_obj});
+    require_shape(fn, "z", z, c.out_shape);
+    z_ptr = z.data();
+  }
+  if (!dw_obj.is_none()) {
+    dw = output_array<T>(fn, {"dw", dw_obj}, shape_of(c.w));
+    dw_ptr = dw.mutable_data();
+  }
+  if (!db_obj.is_none()) {
+    db = output_array<T>(fn, {"db", db_obj}, {c.args.s.f});
+    db_ptr = db.mutable_data();
+  }
+  py::object dx_out = py::none();
+  T* dx = nullptr;
+  if (need_dx) {
+    auto dxa = new_array<T>(shape_of(c.x));
+    dx = dxa.mutable_data();
+    dx_out = std::move(dxa);
+  }
+  {
+    py::gil_scoped_release nogil;
+    conv2d_backward<T>(c.args, z_ptr, y.data(), dy.data(), dw_ptr, db_ptr, accumulate, dx);
+  }
+  return dx_out;
+}
+
+}  // namespace
+
+void register_conv(py::module_& m) {
+  m.def(
+      "conv2d_forward",
+      [](py::handle x, py::handle w, py::handle b, std::pair<Index, Index> strides,
+         std::pair<Index, Index> dilation, const std::string& padding, int kind, double alpha,
+         bool keep_z) {
+        const Activation act = make_activation(kind, alpha);
+        return dispatch(resolve_dtype("conv", {{"x", x}, {"w", w}, {"b", b}}), [&](auto t) {
+          return forward_impl<decltype(t)>(x, w, b, strides, dilation, padding, act, keep_z);
+        });
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("strides"), py::arg("dilation"),
+      py::arg("padding"), py::arg("kind") = 0, py::arg("alpha") = 0.0, py::arg("keep_z") = false,
+      "(y, z): y = act(conv(x, w) + b), NHWC / HWIO; z the pre-activation when keep_z.");
+  m.def(
+      "conv2d_backward",
+      [](py::handle x, py::handle w, py::handle z, py::handle y, py::handle dy,
+         std::pair<Index, Index> strides, std::pair<Index, Index> dilation,
+         const std::string& padding, int kind, double alpha, py::handle dw, py::handle db,
+         bool accumulate, bool need_dx) {
+        const Activation act = make_activation(kind, alpha);
+        const DType dt = resolve_dtype(
+            "conv_backward",
+            {{"x", x}, {"w", w}, {"z", z}, {"y", y}, {"dy", dy}, {"dw", dw}, {"db", db}});
+        return dispatch(dt, [&](auto t) {
+          return backward_impl<decltype(t)>(x, w, z, y, dy, strides, dilation, padding, act, dw,
+                                            db, accumulate, need_dx);
+        });
+      },
+      py::arg("x"), py::arg("w"), py::arg("z"), py::arg("y"), py::arg("dy"), py::arg("strides"),
+      py::arg("dilation"), py::arg("padding"), py::arg("kind"), py::arg("alpha"), py::arg("dw"),
+      py::arg("db"), py::arg("accumulate") = false, py::arg("need_dx") = true,
+      "Writes dw (and db) for dy = dL/dy; returns dx (None unless need_dx).");
+}
+
+}  // namespace fastnn::bindings

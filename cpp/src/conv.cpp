@@ -1,0 +1,311 @@
+// Convolution kernels (see fastnn/conv.hpp): implicit GEMM per chunk of images.
+#include "fastnn/conv.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "fastnn/dense.hpp"
+#include "fastnn/gemm.hpp"
+#include "fastnn/scratch.hpp"
+
+namespace fastnn {
+namespace {
+
+// A fixed partition of the batch into chunks of whole images, from the shapes alone: about
+// kTargetRows output pixels per chunk (its patch matrix stays in L2/L3), at most kMaxChunks
+// chunks (each keeps a partial weight gradient).
+constexpr Index kTargetRows = 2048;
+constexpr Index kMaxColumnElements = Index(1) << 20;  // 4 MB of float32 patches
+constexpr Index kMaxChunks = 32;
+
+struct Chunks {
+  Index per, count;
+};
+
+Chunks plan_chunks(const ConvShape& s) {
+  const Index pixels = std::max<Index>(1, s.out_pixels());
+  Index per = std::max<Index>(1, kTargetRows / pixels);
+  per = std::max<Index>(1, std::min(per, kMaxColumnElements / std::max<Index>(1, pixels * s.patch())));
+  per = std::max(per, (s.n + kMaxChunks - 1) / kMaxChunks);
+  per = std::min(per, std::max<Index>(1, s.n));
+  return {per, s.n ? (s.n + per - 1) / per : 0};
+}
+
+// A 1×1, stride-1, unpadded convolution: the input itself is the patch matrix.
+bool is_pointwise(const ConvShape& s) {
+  return s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_top == 0 && s.pad_left == 0 &&
+         s.oh == s.h && s.ow == s.w;
+}
+
+// dx of `images` images (overwritten) from the patch-matrix gradient: each patch value adds
+// into the input position it was read from, in a fixed order.
+template <typename T>
+void col2im(const ConvShape& s, const T* dcol, Index images, T* dx) {
+  const Index K = s.patch(), image_size = s.h * s.w * s.c;
+  std::fill(dx, dx + images * image_size, T(0));
+  for (Index img = 0; img < images; ++img) {
+    T* dxi = dx + img * image_size;
+    for (Index i = 0; i < s.oh; ++i)
+      for (Index j = 0; j < s.ow; ++j) {
+        const T* src = dcol + ((img * s.oh + i) * s.ow + j) * K;
+        for (Index p = 0; p < s.kh; ++p) {
+          const Index row = i * s.sh + p * s.dh - s.pad_top;
+          if (row < 0 || row >= s.h) continue;
+          for (Index q = 0; q < s.kw; ++q) {
+            const Index c0 = j * s.sw - s.pad_left + q * s.dw;
+            if (c0 < 0 || c0 >= s.w) continue;
+            T* d = dxi + (row * s.w + c0) * s.c;
+            const T* g = src + (p * s.kw + q) * s.c;
+            for (Index c = 0; c < s.c; ++c) d[c] += g[c];
+          }
+        }
+      }
+  }
+}
+
+// Implicit GEMM: the patch matrix is never formed. The GEMM reads patch value (r, t) at
+// base[row_offset[r] + step_offset[t]] in a copy of the input with zero borders wide enough
+// that every read lands inside it (no bounds checks in the inner loop). An explicit patch
+// matrix (im2col) wrote kh·kw times the input per pass, half of a 28×28 forward pass's time;
+// the bordered copy writes it once.
+struct Bordered {
+  Index h, w;  // height and width with borders
+  bool copy;   // false: the input itself serves (no padding read)
+};
+
+Bordered bordered_layout(const ConvShape& s) {
+  const Index reach_h = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;  // rows read, from -pad_top
+  const Index reach_w = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+  Bordered b;
+  b.h = std::max(s.h + s.pad_top, reach_h);
+  b.w = std::max(s.w + s.pad_left, reach_w);
+  b.copy = b.h != s.h || b.w != s.w;
+  return b;
+}
+
+// `images` images from x, with borders, into dst (b.h × b.w × c each).
+template <typename T>
+void add_borders(const ConvShape& s, const Bordered& b, const T* x, Index images, T* dst) {
+  const Index c = s.c, right = (b.w - s.pad_left - s.w) * c;
+  for (Index img = 0; img < images; ++img) {
+    const T* xi = x + img * s.h * s.w * c;
+    for (Index r = 0; r < b.h; ++r, dst += b.w * c) {
+      const Index src_row = r - s.pad_top;
+      if (src_row < 0 || src_row >= s.h) {
+        std::fill(dst, dst + b.w * c, T(0));
+        continue;
+      }
+      std::fill(dst, dst + s.pad_left * c, T(0));
+      std::memcpy(dst + s.pad_left * c, xi + src_row * s.w * c, size_t(s.w * c) * sizeof(T));
+      std::fill(dst + (s.pad_left + s.w) * c, dst + (s.pad_left + s.w) * c + right, T(0));
+    }
+  }
+}
+
+// Offsets of patch value (p, q, ch) from its patch's corner, in kernel order (kh, kw, c).
+void patch_offsets(const ConvShape& s, const Bordered& b, Index* out) {
+  for (Index p = 0; p < s.kh; ++p)
+    for (Index q = 0; q < s.kw; ++q)
+      for (Index ch = 0; ch < s.c; ++ch) *out++ = (p * s.dh * b.w + q * s.dw) * s.c + ch;
+}
+
+// Offsets of each output pixel's patch corner, for `images` images.
+void pixel_offsets(const ConvShape& s, const Bordered& b, Index images, Index* out) {
+  for (Index img = 0; img < images; ++img)
+    for (Index i = 0; i < s.oh; ++i)
+      for (Index j = 0; j < s.ow; ++j) *out++ = img * b.h * b.w * s.c + (i * s.sh * b.w + j * s.sw) * s.c;
+}
+
+// The patch-matrix side of each chunk's product: the input itself (pointwise), or a bordered
+// chunk read at the pixel offsets (the same for every chunk, relative to its first image;
+// computed once per call) and patch offsets.
+template <typename T>
+struct Patches {
+  const ConvShape& s;
+  Bordered b;
+  bool pointwise;
+  const Index* pixel = nullptr;
+  const Index* patch = nullptr;
+
+  Patches(const ConvShape& shape, Index images_per_chunk)
+      : s(shape), b(bordered_layout(shape)), pointwise(is_pointwise(shape)) {
+    if (pointwise) return;
+    Index* offsets = thread_scratch<Index>(ScratchSlot::ConvStepOffsets,
+                                           s.patch() + images_per_chunk * s.out_pixels());
+    patch_offsets(s, b, offsets);
+    pixel_offsets(s, b, images_per_chunk, offsets + s.patch());
+    patch = offsets;
+    pixel = offsets + s.patch();
+  }
+
+  // The chunk's base: x itself, or its bordered copy in the calling thread's buffer.
+  const T* base(const T* x, Index images) const {
+    if (pointwise || !b.copy) return x;
+    T* buffer = thread_scratch<T>(ScratchSlot::ConvPadded, images * b.h * b.w * s.c);
+    add_borders(s, b, x, images, buffer);
+    return buffer;
+  }
+};
+
+// z (or y) = conv(x, w) + bias, then the activation, over a fixed partition into chunks.
+template <typename T>
+void forward_chunks(const ConvShape& s, const T* x, const T* w, const T* bias,
+                    const Activation& act, T* z, T* y) {
+  const Index K = s.patch(), pixels = s.out_pixels();
+  const Chunks chunks = plan_chunks(s);
+  const double flops = 2.0 * double(s.n) * double(pixels) * double(s.f) * double(K);
+  const int threads = std::min<int>(threads_for(flops), int(chunks.count));
+  const Patches<T> patches(s, chunks.per);
+  T* out = z ? z : y;
+  parallel_for(chunks.count, threads, [&](Index ch) {
+    const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
+    const Index rows = images * pixels;
+    GemmArgs<T> g;
+    g.m = rows;
+    g.n = s.f;
+    g.k = K;
+    g.a = patches.base(x + first * s.h * s.w * s.c, images);
+    g.lda = K;
+    g.a_row_offsets = patches.pixel;
+    g.a_step_offsets = patches.patch;
+    g.b = w;
+    g.ldb = s.f;
+    g.c = out + first * pixels * s.f;
+    g.ldc = s.f;
+    g.bias = bias;
+    g.max_threads = threads > 1 ? 1 : 0;  // chunks already run in parallel
+    gemm(g);
+    if (act.kind != ActivationKind::Linear || (z && z != y))
+      activation_forward(act, g.c, y + first * pixels * s.f, rows * s.f, s.f);
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const ConvArgs<T>& a, T* z, T* y) {
+  const ConvShape& s = a.s;
+  if (s.n == 0 || s.out_pixels() == 0 || s.f == 0) return;
+  forward_chunks(s, a.x, a.w, a.b, a.act, z, y);
+}
+
+template <typename T>
+void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, T* dw, T* db,
+                     bool accumulate, T* dx) {
+  const ConvShape& s = a.s;
+  const Index K = s.patch(), pixels = s.out_pixels(), rows_total = s.n * pixels;
+  const Index image_size = s.h * s.w * s.c, kernel_size = K * s.f;
+  if (dx && (pixels == 0 || s.f == 0)) std::fill(dx, dx + s.n * image_size, T(0));
+  if (s.n == 0 || pixels == 0 || s.f == 0) {
+    if (dw && !accumulate) std::fill(dw, dw + kernel_size, T(0));
+    if (db && !accumulate) std::fill(db, db + s.f, T(0));
+    return;
+  }
+  const T* dz = dy;
+  if (a.act.kind != ActivationKind::Linear) {
+    T* buffer = thread_scratch<T>(ScratchSlot::ConvGradient, rows_total * s.f);
+    activation_backward(a.act, z, y, dy, buffer, rows_total * s.f, s.f);
+    dz = buffer;
+  }
+  if (db) column_sums(dz, rows_total, s.f, db, accumulate);
+  if (!dw && !dx) return;
+
+  const Chunks chunks = plan_chunks(s);
+  const double flops = 2.0 * double(rows_total) * double(s.f) * double(K);
+  const int threads = std::min<int>(threads_for(flops), int(chunks.count));
+  const bool pointwise = is_pointwise(s);
+
+  if (dw) {
+    const Patches<T> patches(s, chunks.per);
+    // One weight-gradient partial per chunk, summed in chunk order below (one chunk: direct).
+    const bool direct = chunks.count == 1;
+    std::vector<T> partials(direct ? 0 : size_t(chunks.count) * size_t(kernel_size));
+    parallel_for(chunks.count, threads, [&](Index ch) {
+      const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
+      GemmArgs<T> g;  // partial dw = patchesᵀ · dz
+      g.m = K;
+      g.n = s.f;
+      g.k = images * pixels;
+      g.a = patches.base(a.x + first * image_size, images);
+      g.lda = K;
+      g.trans_a = true;
+      g.a_row_offsets = patches.patch;  // patchesᵀ: rows are patch positions
+      g.a_step_offsets = patches.pixel;
+      g.b = dz + first * pixels * s.f;
+      g.ldb = s.f;
+      g.c = direct ? dw : partials.data() + ch * kernel_size;
+      g.ldc = s.f;
+      g.accumulate = direct && accumulate;
+      g.max_threads = threads > 1 ? 1 : 0;
+      gemm(g);
+    });
+    if (!direct)
+      parallel_chunks(kernel_size, double(chunks.count), [&](Index begin, Index count) {
+        for (Index i = begin; i < begin + count; ++i) {
+          T total = accumulate ? dw[i] : T(0);
+          for (Index ch = 0; ch < chunks.count; ++ch) total += partials[size_t(ch * kernel_size + i)];
+          dw[i] = total;
+        }
+      });
+  }
+  if (!dx) return;
+
+  if (s.sh == 1 && s.sw == 1 && !pointwise && s.c >= 16) {
+    // Stride 1: dx is the "full" correlation of dz with the kernel turned 180° and its
+    // channel axes swapped: a forward convolution of f channels into c.
+    const Index pad_top = (s.kh - 1) * s.dh - s.pad_top, pad_left = (s.kw - 1) * s.dw - s.pad_left;
+    if (pad_top >= 0 && pad_left >= 0) {
+      ConvShape t = s;
+      t.h = s.oh;
+      t.w = s.ow;
+      t.c = s.f;
+      t.f = s.c;
+      t.pad_top = pad_top;
+      t.pad_left = pad_left;
+      t.oh = s.h;
+      t.ow = s.w;
+      T* flipped = thread_scratch<T>(ScratchSlot::LayerTemp2, kernel_size);
+      for (Index p = 0; p < s.kh; ++p)
+        for (Index q = 0; q < s.kw; ++q) {
+          const T* src = a.w + ((s.kh - 1 - p) * s.kw + (s.kw - 1 - q)) * s.c * s.f;
+          T* dst = flipped + (p * s.kw + q) * s.f * s.c;
+          for (Index ch = 0; ch < s.c; ++ch)
+            for (Index f = 0; f < s.f; ++f) dst[f * s.c + ch] = src[ch * s.f + f];
+        }
+      forward_chunks<T>(t, dz, flipped, nullptr, Activation{}, nullptr, dx);
+      return;
+    }
+  }
+  // Otherwise: patch gradients dz·wᵀ per chunk, scattered back (col2im).
+  parallel_for(chunks.count, threads, [&](Index ch) {
+    const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
+    const Index rows = images * pixels;
+    T* dx_chunk = dx + first * image_size;
+    T* dcol = pointwise ? dx_chunk : thread_scratch<T>(ScratchSlot::ConvColumns, rows * K);
+    GemmArgs<T> g;  // patch gradients = dz · wᵀ
+    g.m = rows;
+    g.n = K;
+    g.k = s.f;
+    g.a = dz + first * pixels * s.f;
+    g.lda = s.f;
+    g.b = a.w;
+    g.ldb = s.f;
+    g.trans_b = true;
+    g.c = dcol;
+    g.ldc = K;
+    g.max_threads = threads > 1 ? 1 : 0;
+    gemm(g);
+    if (!pointwise) col2im(s, dcol, images, dx_chunk);
+  });
+}
+
+#define FASTNN_INSTANTIATE(T)                                                                   \
+  template void conv2d_forward<T>(const ConvArgs<T>&, T*, T*);                                 \
+  template void conv2d_backward<T>(const ConvArgs<T>&, const T*, const T*, const T*, T*, T*,   \
+                                   bool, T*);
+FASTNN_INSTANTIATE(float)
+FASTNN_INSTANTIATE(double)
+#undef FASTNN_INSTANTIATE
+
+}  // namespace fastnn
