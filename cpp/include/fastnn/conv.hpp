@@ -4,9 +4,12 @@
 //              y = act(z)   (positions outside the image read 0: the padding)
 //   backward:  dz = dy ⊙ act'(z);  dw = Σ patchesᵀ·dz;  db = Σ dz;  dx = scatter(dz·wᵀ)
 //
-// Algorithm: im2col + GEMM, per chunk of whole images (the patch matrix of a chunk,
-// rows = output pixels, cols = kh·kw·c, stays in L2/L3); a 1×1 stride-1 unpadded
-// convolution is a plain GEMM on the input. Chunks are a fixed partition of the batch (from
+// Algorithm: implicit GEMM per chunk of whole images: the GEMM reads the patch matrix
+// (rows = output pixels, cols = kh·kw·c) straight from a zero-bordered copy of the chunk,
+// through row and column offset tables, never forming it; a 1×1 stride-1 unpadded
+// convolution is a plain GEMM on the input. The input gradient of a stride-1 convolution is
+// a convolution of dz with the kernel turned 180° (when it has ≥ 16 channels; narrower ones
+// and strided convolutions scatter the patch gradients dz·wᵀ back, col2im). Chunks are a fixed partition of the batch (from
 // the shapes alone) processed in parallel, each with single-threaded GEMMs; the weight
 // gradient sums the chunks' partial products in chunk order. Results are therefore the
 // same bit for bit on any number of threads.

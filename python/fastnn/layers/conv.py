@@ -10,6 +10,8 @@ _LINEAR = activations.get("linear").kind
 
 
 def _tuple(value, rank, name, who):
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{who}: '{name}' must be an int or a tuple of {rank} ints, got {value!r}")
     if isinstance(value, (int, np.integer)):
         value = (int(value),) * rank
     try:
@@ -96,6 +98,12 @@ class _Conv(_OutputActivation, Layer):
                 spatial.append((size - span) // s + 1)
         return (input_shape[0],) + tuple(spatial) + (self.filters,)
 
+    def ensure_built(self, input_shape):
+        """As Keras: once built, any image size with the built channel count is accepted."""
+        if self.built and len(input_shape) == len(self.input_shape) and input_shape[-1] == self.input_shape[-1]:
+            return self.output_shape
+        return super().ensure_built(input_shape)
+
     def _as_4d(self, x):
         return x[:, None] if self.rank == 1 else x
 
@@ -154,8 +162,8 @@ class _Conv(_OutputActivation, Layer):
 class Conv2D(_Conv):
     """2-D convolution over (batch, height, width, channels) images.
 
-    Forward is one C++ call (im2col + GEMM with the bias inside the product, then the
-    activation); backward is one call. Kernel layout (kh, kw, in, out), as Keras.
+    Forward is one C++ call (an implicit GEMM over the image patches with the bias inside
+    the product, then the activation); backward is one call. Kernel layout (kh, kw, in, out), as Keras.
 
     Args:
         filters: int, output channels.

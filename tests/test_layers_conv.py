@@ -1,0 +1,153 @@
+"""Conv1D and Conv2D layers: Keras layouts and arguments, gradients by finite differences,
+configs, and clear errors. The kernels themselves are tested in test_ops_conv.py."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import layers
+from test_layers_core import REFERENCE, check_gradients, roundtrip
+from test_ops_conv import reference_conv
+
+
+@pytest.mark.parametrize("padding, strides, dilation", [("valid", 1, 1), ("same", 2, 1), ("same", 1, 2),
+                                                         ("valid", (2, 3), 1)])
+def test_conv2d_forward_is_keras(rng, padding, strides, dilation):
+    layer = layers.Conv2D(4, (3, 2), strides=strides, padding=padding, dilation_rate=dilation, dtype="float64")
+    x = rng.standard_normal((2, 9, 8, 3))
+    y = layer(x)
+    kernel, bias = layer.get_weights()
+    assert kernel.shape == (3, 2, 3, 4) and bias.shape == (4,)  # (kh, kw, in, out), as Keras
+    assert [v.name for v in layer.weights] == [f"{layer.name}/kernel", f"{layer.name}/bias"]
+    limit = np.sqrt(6 / (3 * 2 * 3 + 3 * 2 * 4))  # glorot_uniform over the receptive field
+    assert np.all(np.abs(kernel) <= limit) and np.abs(kernel).max() > limit / 2
+    strides2 = (strides, strides) if isinstance(strides, int) else strides
+    ref = reference_conv(x, kernel, bias, strides2, padding, (dilation, dilation))
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    assert layer.output_shape == (None,) + ref.shape[1:]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "softmax", "gelu", None])
+def test_conv2d_gradients(rng, activation):
+    layer = layers.Conv2D(3, 3, strides=(1, 2), padding="same", activation=activation, dtype="float64")
+    x = rng.standard_normal((2, 5, 6, 2))
+    layer.ensure_built(x.shape)
+    kernel = rng.uniform(-0.5, 0.5, layer.kernel.shape)
+    bias = rng.uniform(-0.3, 0.3, 3)
+    layer.set_weights([kernel, bias])
+    y, _ = check_gradients(layer, x, rng, expect_weights=2)
+    ref = reference_conv(x, kernel, bias, (1, 2), "same", (1, 1))
+    np.testing.assert_allclose(y, REFERENCE[activation](ref), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same", "causal"])
+def test_conv1d_forward_and_gradients(rng, padding):
+    layer = layers.Conv1D(3, 3, padding=padding, dilation_rate=2, activation="tanh", dtype="float64")
+    x = rng.standard_normal((2, 9, 4))
+    y, _ = check_gradients(layer, x, rng, expect_weights=2)
+    kernel, bias = layer.get_weights()
+    assert kernel.shape == (3, 4, 3)  # (k, in, out)
+    if padding == "causal":  # output t sees inputs t - 4 .. t only
+        ref = reference_conv(np.pad(x, ((0, 0), (4, 0), (0, 0)))[:, None], kernel[None], bias, (1, 1), "valid",
+                             (1, 2))
+    else:
+        ref = reference_conv(x[:, None], kernel[None], bias, (1, 1), padding, (1, 2))
+    np.testing.assert_allclose(y, np.tanh(ref[:, 0]), rtol=1e-12, atol=1e-12)
+    assert layer.output_shape == (None,) + y.shape[1:]
+
+
+def test_conv1d_strided(rng):
+    layer = layers.Conv1D(2, 4, strides=3, dtype="float64")
+    x = rng.standard_normal((3, 14, 2))
+    y, _ = check_gradients(layer, x, rng)
+    kernel, bias = layer.get_weights()
+    ref = reference_conv(x[:, None], kernel[None], bias, (1, 3), "valid", (1, 1))[:, 0]
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_without_bias_and_frozen(rng):
+    layer = layers.Conv2D(2, 2, use_bias=False, dtype="float64")
+    x = rng.standard_normal((2, 4, 4, 3))
+    check_gradients(layer, x, rng, expect_weights=1)
+    frozen = layers.Conv2D(2, 2, dtype="float64", trainable=False)
+    frozen(x)
+    assert frozen.trainable_weights == [] and len(frozen.non_trainable_weights) == 2
+    for g in frozen.grads:
+        if g is not None:
+            g[...] = 7.0
+    frozen(x, training=True)
+    assert frozen.backward(np.ones((2, 3, 3, 2))).shape == x.shape
+    assert all(g is None or np.all(g == 7.0) for g in frozen.grads)
+
+
+def test_conv2d_float32_default(rng):
+    layer = layers.Conv2D(8, 3, padding="same")
+    x = rng.standard_normal((4, 7, 7, 3)).astype(np.float32)
+    y = layer(x)
+    assert y.dtype == np.float32 and layer.kernel.value.dtype == np.float32
+    kernel, bias = layer.get_weights()
+    np.testing.assert_allclose(y, reference_conv(x, kernel, bias, (1, 1), "same", (1, 1)), rtol=1e-4, atol=1e-5)
+
+
+def test_conv_config_roundtrip(rng):
+    layer = layers.Conv2D(5, (3, 1), strides=(2, 1), padding="same", activation="relu", use_bias=True,
+                          kernel_initializer="he_normal", bias_initializer="ones", kernel_regularizer="l2",
+                          dtype="float64")
+    x = rng.standard_normal((2, 6, 5, 2))
+    layer(x)
+    config = roundtrip(layer, x).get_config()
+    assert config["kernel_size"] == (3, 1) and config["strides"] == (2, 1) and config["padding"] == "same"
+    layer1 = layers.Conv1D(3, 5, padding="causal", dilation_rate=2, dtype="float64")
+    x1 = rng.standard_normal((2, 11, 4))
+    layer1(x1)
+    assert roundtrip(layer1, x1).get_config()["dilation_rate"] == (2,)
+
+
+def test_kernel_regularizer_in_the_loss(rng):
+    model = fastnn.Sequential([layers.Input((6, 6, 1)),
+                               layers.Conv2D(2, 3, kernel_regularizer=fastnn.regularizers.L2(0.1)),
+                               layers.Flatten(), layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = rng.standard_normal((4, 6, 6, 1)), rng.standard_normal((4, 1))
+    plain = float(np.mean((model.predict(x, verbose=0) - y) ** 2))
+    penalty = 0.1 * float(np.sum(model.layers[0].get_weights()[0].astype(np.float64) ** 2))
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(plain + penalty, rel=1e-5)
+
+
+def test_bad_arguments():
+    for filters in (0, -1, 2.5, None, True):
+        with pytest.raises((ValueError, TypeError), match="'filters'"):
+            layers.Conv2D(filters, 3)
+    with pytest.raises(ValueError, match="'padding'"):
+        layers.Conv2D(2, 3, padding="causal")
+    with pytest.raises(ValueError, match="'padding'"):
+        layers.Conv1D(2, 3, padding="full")
+    with pytest.raises(ValueError, match="'kernel_size'"):
+        layers.Conv2D(2, (3, 3, 3))
+    with pytest.raises(ValueError, match="'strides'"):
+        layers.Conv2D(2, 3, strides=0)
+    with pytest.raises(TypeError, match="'kernel_size'"):
+        layers.Conv2D(2, "3")
+    with pytest.raises(ValueError, match="data_format"):
+        layers.Conv2D(2, 3, data_format="channels_first")
+    with pytest.raises(ValueError, match="dilation_rate"):
+        layers.Conv2D(2, 3, strides=2, dilation_rate=2)
+
+
+def test_bad_inputs(rng):
+    with pytest.raises(ValueError, match="4-D input"):
+        layers.Conv2D(2, 3)(rng.standard_normal((2, 8, 8)))
+    with pytest.raises(ValueError, match="3-D input"):
+        layers.Conv1D(2, 3)(rng.standard_normal((2, 8, 8, 1)))
+    with pytest.raises(ValueError, match="spans 5 positions"):
+        layers.Conv2D(2, 5)(rng.standard_normal((2, 4, 8, 1)))
+    layer = layers.Conv2D(2, 3)
+    layer(rng.standard_normal((2, 8, 8, 3)))
+    before = [w.copy() for w in layer.get_weights()]
+    with pytest.raises(ValueError, match="built for input shape"):
+        layer(rng.standard_normal((2, 8, 8, 4)))
+    with pytest.raises(ValueError, match="built for input shape"):
+        layer(rng.standard_normal((2, 8, 3)))
+    for old, new in zip(before, layer.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert layer(rng.standard_normal((1, 10, 9, 3))).shape == (1, 8, 7, 2)  # other image sizes are fine
