@@ -381,8 +381,10 @@ class Sequential(Model):
         for layer in self._layers:
             shape = layer.ensure_built(shape)
         self.output_shape = shape
+        # Nothing needs d(loss)/d(x) of the model's input, nor of layers with no weights before
+        # them (augmentation or rescaling first, then a convolution).
         for i, layer in enumerate(self._layers):
-            layer._need_input_grad = i > 0  # nothing needs d(loss)/d(x) of the model's input
+            layer._need_input_grad = any(earlier.weights for earlier in self._layers[:i])
         self.built = True
         self._pack_weights()
 
