@@ -17,6 +17,7 @@ void register_config(py::module_& m);
 void register_dense(py::module_& m);
 void register_dropout(py::module_& m);
 void register_gemm(py::module_& m);
+void register_image(py::module_& m);
 void register_loss(py::module_& m);
 void register_optim(py::module_& m);
 
@@ -65,4 +66,5 @@ PYBIND11_MODULE(_core, m) {
   register_loss(m);
   register_optim(m);
   register_dropout(m);
+  register_image(m);
 }

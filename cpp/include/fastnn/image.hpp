@@ -1,0 +1,55 @@
+// Image warps: one projective transform per image of an NHWC batch (Keras' affine_transform).
+//
+// Output pixel (y, x) of image n reads the input at
+//     x' = (a0·x + a1·y + a2) / k,   y' = (b0·x + b1·y + b2) / k,   k = c0·x + c1·y + 1
+// with t = [a0 a1 a2 b0 b1 b2 c0 c1] the image's transform (output -> input, as in Keras;
+// pixel centres at integer coordinates). Interpolation:
+//   nearest:  the tap at (round(y'), round(x')), halves rounded away from zero;
+//   bilinear: the four taps around (y', x') weighted (1-fy)(1-fx), (1-fy)fx, fy(1-fx), fy·fx.
+// Each integer tap outside the image is resolved by the fill mode (Keras' names):
+//   constant: the tap reads fill_value          (k k k k | a b c d | k k k k)
+//   nearest:  clamped to the edge                (a a a a | a b c d | d d d d)
+//   reflect:  reflected about the edge           (d c b a | a b c d | d c b a)
+//   mirror:   reflected about the edge pixel     (d c b | a b c d | c b a)
+//   wrap:     periodic                           (a b c d | a b c d | a b c d)
+// This is the tap-wise convention of Keras' NumPy and JAX backends (scipy/JAX
+// map_coordinates over a padded input). A coordinate that is not finite or beyond ±2^61
+// gives fill_value in every mode.
+//
+// The backward pass is the adjoint of the same linear map: each output gradient is
+// scattered to the taps that produced the value, with the same weights (taps that read
+// fill_value receive nothing).
+//
+// Layouts: images (n, in_h, in_w, c), output (n, out_h, out_w, c), transforms (n, 8) as
+// float64. Cost: ~20 operations per output pixel for the coordinates plus 8 (bilinear) or
+// 1 (nearest) per value. Threads: the forward pass splits into (image, block of rows)
+// tasks, the backward pass into images (its scatter crosses rows); the partition does not
+// depend on the thread count, so results are bit-identical on 1 or N threads.
+#pragma once
+
+#include "fastnn/parallel.hpp"
+
+namespace fastnn {
+
+enum class Interpolation { Nearest = 0, Bilinear = 1 };
+enum class FillMode { Constant = 0, Nearest = 1, Reflect = 2, Mirror = 3, Wrap = 4 };
+
+/// Sizes of a warp: n images of in_h×in_w×channels into out_h×out_w×channels.
+struct WarpShape {
+  Index n, in_h, in_w, channels, out_h, out_w;
+};
+
+/// out[n, y, x, :] = images sampled at transform n applied to (x, y). Requires in_h, in_w >= 1.
+template <typename T>
+void affine_transform_forward(const T* images, const double* transforms, T* out,
+                              const WarpShape& shape, Interpolation interpolation,
+                              FillMode fill_mode, T fill_value);
+
+/// dx = Aᵀ·dy with A the forward warp as a linear map of the images (dx is overwritten; it
+/// has the input images' shape).
+template <typename T>
+void affine_transform_backward(const T* dy, const double* transforms, T* dx,
+                               const WarpShape& shape, Interpolation interpolation,
+                               FillMode fill_mode);
+
+}  // namespace fastnn

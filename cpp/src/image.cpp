@@ -1,0 +1,249 @@
+// Image warp kernels (see fastnn/image.hpp).
+#include "fastnn/image.hpp"
+
+#include <cmath>
+#include <vector>
+
+namespace fastnn {
+namespace {
+
+// Coordinates at or beyond this magnitude (and NaN) read fill_value: below it floor() and
+// the tap index +1 fit an int64 exactly.
+constexpr double kMaxCoordinate = 2305843009213693952.0;  // 2^61
+
+// Output values per forward task: a few rows of a large image, or a whole small one.
+constexpr Index kValuesPerTask = Index(1) << 13;
+
+// The index an integer tap i reads along an axis of n pixels, or -1 for fill_value.
+inline Index resolve(Index i, Index n, FillMode mode) {
+  if (i >= 0 && i < n) return i;
+  switch (mode) {
+    case FillMode::Constant:
+      return -1;
+    case FillMode::Nearest:
+      return i < 0 ? 0 : n - 1;
+    case FillMode::Wrap: {
+      const Index m = i % n;
+      return m < 0 ? m + n : m;
+    }
+    case FillMode::Reflect: {  // period 2n: a b c d d c b a
+      const Index p = 2 * n;
+      Index m = i % p;
+      if (m < 0) m += p;
+      return m < n ? m : p - 1 - m;
+    }
+    case FillMode::Mirror: {  // period 2n - 2: a b c d c b
+      if (n == 1) return 0;
+      const Index p = 2 * n - 2;
+      Index m = i % p;
+      if (m < 0) m += p;
+      return m < n ? m : p - m;
+    }
+  }
+  return -1;
+}
+
+// The taps of one output pixel: up to four pixel pointers (into the image, or at the fill
+// pixel / gradient sink when a tap falls outside in constant mode) and their weights.
+template <typename T>
+struct Taps {
+  const T* p[4];
+  T w[4];
+  int count;  // 0: the whole pixel is fill_value (non-finite coordinate), 1: nearest, 4: bilinear
+};
+
+template <typename T>
+class Sampler {
+ public:
+  Sampler(const double* t, const WarpShape& s, Interpolation interpolation, FillMode mode,
+          const T* outside)
+      : t_(t),
+        projective_(t[6] != 0.0 || t[7] != 0.0),
+        in_h_(s.in_h),
+        in_w_(s.in_w),
+        row_(s.in_w * s.channels),
+        channels_(s.channels),
+        bilinear_(interpolation == Interpolation::Bilinear),
+        mode_(mode),
+        outside_(outside) {}
+
+  // Taps of output pixel (x, y) of an image starting at `image`.
+  void taps(const T* image, Index x, Index y, Taps<T>& out) const {
+    const double xd = double(x), yd = double(y);
+    double sx = t_[0] * xd + t_[1] * yd + t_[2];
+    double sy = t_[3] * xd + t_[4] * yd + t_[5];
+    if (projective_) {
+      const double k = t_[6] * xd + t_[7] * yd + 1.0;
+      sx /= k;
+      sy /= k;
+    }
+    if (!(std::abs(sx) < kMaxCoordinate && std::abs(sy) < kMaxCoordinate)) {
+      out.count = 0;
+      return;
+    }
+    if (!bilinear_) {
+      out.count = 1;
+      out.p[0] = pixel(image, Index(std::round(sx)), Index(std::round(sy)));
+      out.w[0] = T(1);
+      return;
+    }
+    const double fx = std::floor(sx), fy = std::floor(sy);
+    const T wx = T(sx - fx), wy = T(sy - fy);
+    const Index ix = Index(fx), iy = Index(fy);
+    out.count = 4;
+    if (ix >= 0 && ix < in_w_ - 1 && iy >= 0 && iy < in_h_ - 1) {  // all four inside
+      const T* p = image + iy * row_ + ix * channels_;
+      out.p[0] = p;
+      out.p[1] = p + channels_;
+      out.p[2] = p + row_;
+      out.p[3] = p + row_ + channels_;
+    } else {
+      const Index x0 = resolve(ix, in_w_, mode_), x1 = resolve(ix + 1, in_w_, mode_);
+      const Index y0 = resolve(iy, in_h_, mode_), y1 = resolve(iy + 1, in_h_, mode_);
+      out.p[0] = at(image, x0, y0);
+      out.p[1] = at(image, x1, y0);
+      out.p[2] = at(image, x0, y1);
+      out.p[3] = at(image, x1, y1);
+    }
+    out.w[0] = (T(1) - wy) * (T(1) - wx);
+    out.w[1] = (T(1) - wy) * wx;
+    out.w[2] = wy * (T(1) - wx);
+    out.w[3] = wy * wx;
+  }
+
+ private:
+  const T* pixel(const T* image, Index ix, Index iy) const {
+    return at(image, resolve(ix, in_w_, mode_), resolve(iy, in_h_, mode_));
+  }
+  const T* at(const T* image, Index x, Index y) const {
+    return (x < 0 || y < 0) ? outside_ : image + y * row_ + x * channels_;
+  }
+
+  const double* t_;
+  bool projective_;
+  Index in_h_, in_w_, row_, channels_;
+  bool bilinear_;
+  FillMode mode_;
+  const T* outside_;
+};
+
+// out[0, C) = Σ w_k·p_k[0, C): kC is the channel count when known at compile time (0: c).
+template <int kC, typename T>
+inline void blend(const Taps<T>& taps, T* __restrict out, Index c) {
+  const Index channels = kC > 0 ? kC : c;
+  if (taps.count == 1) {
+    for (Index i = 0; i < channels; ++i) out[i] = taps.p[0][i];
+    return;
+  }
+  const T *p0 = taps.p[0], *p1 = taps.p[1], *p2 = taps.p[2], *p3 = taps.p[3];
+  const T w0 = taps.w[0], w1 = taps.w[1], w2 = taps.w[2], w3 = taps.w[3];
+  for (Index i = 0; i < channels; ++i) out[i] = w0 * p0[i] + w1 * p1[i] + w2 * p2[i] + w3 * p3[i];
+}
+
+// p_k[0, C) += w_k·g[0, C), tap after tap (two taps may be the same pixel).
+template <int kC, typename T>
+inline void scatter(const Taps<T>& taps, const T* g, Index c) {
+  const Index channels = kC > 0 ? kC : c;
+  for (int k = 0; k < taps.count; ++k) {
+    T* p = const_cast<T*>(taps.p[k]);
+    const T w = taps.w[k];
+    for (Index i = 0; i < channels; ++i) p[i] += w * g[i];
+  }
+}
+
+template <int kC, typename T>
+void forward_impl(const T* images, const double* transforms, T* out, const WarpShape& s,
+                  Interpolation interpolation, FillMode mode, T fill_value) {
+  const Index c = s.channels;
+  const std::vector<T> fill(size_t(c > 0 ? c : 1), fill_value);
+  const Index row_values = s.out_w * c;
+  const Index rows_per_task =
+      row_values >= kValuesPerTask ? 1 : (kValuesPerTask + row_values - 1) / row_values;
+  const Index blocks = (s.out_h + rows_per_task - 1) / rows_per_task;
+  const double flops = double(s.n) * double(s.out_h) * double(s.out_w) *
+                       (20.0 + (interpolation == Interpolation::Bilinear ? 8.0 : 1.0) * double(c));
+  parallel_for(s.n * blocks, threads_for(flops), [&](Index task) {
+    const Index n = task / blocks, y_begin = (task % blocks) * rows_per_task;
+    const Index y_end = y_begin + rows_per_task < s.out_h ? y_begin + rows_per_task : s.out_h;
+    const T* image = images + n * s.in_h * s.in_w * c;
+    const Sampler<T> sampler(transforms + 8 * n, s, interpolation, mode, fill.data());
+    Taps<T> taps;
+    for (Index y = y_begin; y < y_end; ++y) {
+      T* o = out + ((n * s.out_h) + y) * row_values;
+      for (Index x = 0; x < s.out_w; ++x, o += c) {
+        sampler.taps(image, x, y, taps);
+        if (taps.count == 0) {
+          for (Index i = 0; i < c; ++i) o[i] = fill_value;
+        } else {
+          blend<kC>(taps, o, c);
+        }
+      }
+    }
+  });
+}
+
+template <int kC, typename T>
+void backward_impl(const T* dy, const double* transforms, T* dx, const WarpShape& s,
+                   Interpolation interpolation, FillMode mode) {
+  const Index c = s.channels;
+  const Index in_values = s.in_h * s.in_w * c, out_values = s.out_h * s.out_w * c;
+  const double flops = double(s.n) * double(s.out_h) * double(s.out_w) *
+                       (20.0 + (interpolation == Interpolation::Bilinear ? 8.0 : 1.0) * double(c));
+  parallel_for(s.n, threads_for(flops), [&](Index n) {
+    T* image = dx + n * in_values;
+    for (Index i = 0; i < in_values; ++i) image[i] = T(0);
+    std::vector<T> sink(size_t(c > 0 ? c : 1));  // taps that read fill_value
+    const Sampler<T> sampler(transforms + 8 * n, s, interpolation, mode, sink.data());
+    const T* g = dy + n * out_values;
+    Taps<T> taps;
+    for (Index y = 0; y < s.out_h; ++y) {
+      for (Index x = 0; x < s.out_w; ++x, g += c) {
+        sampler.taps(image, x, y, taps);
+        scatter<kC>(taps, g, c);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void affine_transform_forward(const T* images, const double* transforms, T* out,
+                              const WarpShape& shape, Interpolation interpolation,
+                              FillMode fill_mode, T fill_value) {
+  if (shape.n == 0 || shape.out_h == 0 || shape.out_w == 0 || shape.channels == 0) return;
+  switch (shape.channels) {
+    case 1:
+      return forward_impl<1>(images, transforms, out, shape, interpolation, fill_mode, fill_value);
+    case 3:
+      return forward_impl<3>(images, transforms, out, shape, interpolation, fill_mode, fill_value);
+    default:
+      return forward_impl<0>(images, transforms, out, shape, interpolation, fill_mode, fill_value);
+  }
+}
+
+template <typename T>
+void affine_transform_backward(const T* dy, const double* transforms, T* dx,
+                               const WarpShape& shape, Interpolation interpolation,
+                               FillMode fill_mode) {
+  if (shape.n == 0 || shape.channels == 0 || shape.in_h == 0 || shape.in_w == 0) return;
+  switch (shape.channels) {
+    case 1:
+      return backward_impl<1>(dy, transforms, dx, shape, interpolation, fill_mode);
+    case 3:
+      return backward_impl<3>(dy, transforms, dx, shape, interpolation, fill_mode);
+    default:
+      return backward_impl<0>(dy, transforms, dx, shape, interpolation, fill_mode);
+  }
+}
+
+template void affine_transform_forward<float>(const float*, const double*, float*,
+                                              const WarpShape&, Interpolation, FillMode, float);
+template void affine_transform_forward<double>(const double*, const double*, double*,
+                                               const WarpShape&, Interpolation, FillMode, double);
+template void affine_transform_backward<float>(const float*, const double*, float*,
+                                               const WarpShape&, Interpolation, FillMode);
+template void affine_transform_backward<double>(const double*, const double*, double*,
+                                                const WarpShape&, Interpolation, FillMode);
+
+}  // namespace fastnn
