@@ -1,12 +1,15 @@
 """Layers (Keras names and arguments). See layers/base.py for the contract."""
 
 from .activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from .augmentation import RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from .base import Layer, Variable
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
 from .preprocessing import Normalization, Rescaling
 
 _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, InputLayer, Reshape, ELU,
-                                          LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling)}
+                                          LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling,
+                                          RandomContrast, RandomCrop, RandomFlip, RandomRotation,
+                                          RandomTranslation, RandomZoom)}
 
 
 def serialize(layer):
@@ -24,5 +27,6 @@ def deserialize(config, custom_objects=None):
 
 
 __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape",
-           "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "serialize",
+           "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "RandomFlip",
+           "RandomRotation", "RandomTranslation", "RandomZoom", "RandomCrop", "RandomContrast", "serialize",
            "deserialize"]
