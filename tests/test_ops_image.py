@@ -324,3 +324,103 @@ def test_non_finite_pixels_propagate_and_far_coordinates_fill():
     far = [1, 0, 1e300, 0, 1, 0, 0, 0]  # beyond any integer tap: fill_value in every mode
     for mode in FILL_MODES:
         assert np.all(fastnn.ops.affine_transform(np.ones((1, 2, 2, 1)), far, "bilinear", mode, 5.0) == 5.0)
+
+
+# ---- flips ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(4, 5, 7, 1), (4, 3, 6, 3), (4, 2, 3, 17), (4, 1, 1, 2), (4, 6, 5, 0)])
+def test_flip_matches_numpy(rng, dtype, shape):
+    x = _images(rng, shape, dtype)
+    h = np.array([True, False, True, False])
+    v = np.array([True, True, False, False])
+    y = fastnn.ops.image.flip(x, h, v)
+    expected = np.stack([np.flip(x[i], [a for a, f in ((0, v[i]), (1, h[i])) if f]) for i in range(4)])
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(fastnn.ops.image.flip(y, h, v), x)  # its own inverse (and adjoint)
+    np.testing.assert_array_equal(fastnn.ops.image.flip(x, [1, 0, 1, 0], np.zeros(4, int)), np.stack(
+        [x[0, :, ::-1], x[1], x[2, :, ::-1], x[3]]))
+
+
+def test_flip_bad_input():
+    x = np.zeros((3, 2, 2, 1))
+    with pytest.raises(ValueError, match=r"'horizontal' must have shape \(3,\) \(one flag per image\), got \(2,\)"):
+        fastnn.ops.image.flip(x, [True, False], [True, False, True])
+    with pytest.raises(TypeError, match="'vertical' must hold booleans"):
+        fastnn.ops.image.flip(x, [True] * 3, [0.5] * 3)
+    with pytest.raises(ValueError, match="'images' must have 4 dimensions"):
+        fastnn.ops.image.flip(x[0], [True], [True])
+
+
+# ---- contrast --------------------------------------------------------------------------------------
+def contrast_reference(x, c, low, high):
+    mean = x.astype(np.float64).mean(axis=(1, 2), keepdims=True)
+    z = (x - mean) * c.reshape(-1, 1, 1, 1) + mean
+    return np.clip(z, low, high), z
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 8, 8, 1), (3, 5, 7, 3), (2, 9, 9, 70), (2, 1, 1, 2), (2, 13, 11, 5)])
+def test_contrast_matches_numpy(rng, dtype, shape):
+    x = _images(rng, shape, dtype)
+    c = rng.uniform(0.2, 1.8, shape[0]).astype(dtype)
+    for low, high in [(-np.inf, np.inf), (-0.5, 0.7)]:
+        y = fastnn.ops.image.adjust_contrast(x, c, (low, high))
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y, contrast_reference(x, c, low, high)[0], **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_contrast_keeps_the_means_and_factor_one_is_the_identity(rng, dtype):
+    x = _images(rng, (4, 6, 5, 3), dtype)
+    y = fastnn.ops.image.adjust_contrast(x, np.full(4, 1.7, dtype))
+    np.testing.assert_allclose(y.mean(axis=(1, 2)), x.mean(axis=(1, 2)), **_tol(dtype))
+    np.testing.assert_allclose(fastnn.ops.image.adjust_contrast(x, np.ones(4, dtype)), x, **_tol(dtype))
+    flat = fastnn.ops.image.adjust_contrast(x, np.zeros(4, dtype))  # factor 0: every pixel the mean
+    np.testing.assert_allclose(flat, np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), x.shape), **_tol(dtype))
+
+
+def test_contrast_backward_matches_the_jacobian(rng):
+    x = _images(rng, (3, 5, 6, 2), np.float64)
+    c = np.array([0.5, 1.3, 1.9])
+    low, high = -0.8, 0.9
+    dy = _images(rng, x.shape, np.float64)
+    dx = fastnn.ops.image.adjust_contrast_backward(x, dy, c, (low, high))
+    _, z = contrast_reference(x, c, low, high)
+    g = np.where((z >= low) & (z <= high), dy, 0)
+    expected = c.reshape(-1, 1, 1, 1) * g + (1 - c.reshape(-1, 1, 1, 1)) * g.mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
+    # and finite differences of the forward pass (away from the clip's kinks)
+    eps = 1e-7
+    v = rng.standard_normal(x.shape)
+    numeric = np.vdot(fastnn.ops.image.adjust_contrast(x + eps * v, c, (low, high))
+                      - fastnn.ops.image.adjust_contrast(x - eps * v, c, (low, high)), dy) / (2 * eps)
+    assert np.vdot(dx, v) == pytest.approx(numeric, rel=1e-6)
+
+
+def test_contrast_nan_propagates_and_bad_input():
+    x = np.ones((2, 2, 2, 1))
+    x[0, 0, 0, 0] = np.nan
+    y = fastnn.ops.image.adjust_contrast(x, [1.5, 1.5], (0, 1))
+    assert np.isnan(y[0]).all() and np.all(y[1] == 1)  # the NaN poisons its image's mean only
+    with pytest.raises(ValueError, match="'factors' must hold 2 values"):
+        fastnn.ops.image.adjust_contrast(x, [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="low <= high"):
+        fastnn.ops.image.adjust_contrast(x, [1.0, 1.0], (1, 0))
+    with pytest.raises(ValueError, match=r"'dy' must have shape \(2, 2, 2, 1\)"):
+        fastnn.ops.image.adjust_contrast_backward(x, np.ones((2, 2, 2, 2)), [1.0, 1.0])
+    with pytest.raises(TypeError, match="'images' is float64 but 'dy' is float32"):
+        fastnn.ops.image.adjust_contrast_backward(x, np.ones(x.shape, np.float32), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flip_and_contrast_bit_identical_on_1_and_2_threads(rng, threads, dtype):
+    x = _images(rng, (64, 32, 32, 3), dtype)
+    c = rng.uniform(0.5, 1.5, 64).astype(dtype)
+    h, v = rng.random(64) < 0.5, rng.random(64) < 0.5
+    outs = []
+    for n in (1, 2):
+        threads(n)
+        outs.append((fastnn.ops.image.adjust_contrast(x, c, (-1, 1)),
+                     fastnn.ops.image.adjust_contrast_backward(x, x, c, (-1, 1)), fastnn.ops.image.flip(x, h, v)))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)

@@ -111,6 +111,87 @@ py::object backward(py::handle dy_obj, py::handle transform_obj, py::handle inpu
   return std::move(dx);
 }
 
+// Per-image flags (bool or int array-likes) as n bytes.
+py::array_t<uint8_t> flags_for(const char* fn, const char* what, py::handle value, Index n) {
+  py::array flags = py::module_::import("numpy").attr("asarray")(value);
+  if (flags.dtype().kind() != 'b' && flags.dtype().kind() != 'i' && flags.dtype().kind() != 'u')
+    throw py::type_error(cat(fn, ": '", what, "' must hold booleans, got ", describe(flags)));
+  if (flags.ndim() != 1 || flags.shape(0) != n)
+    throw py::value_error(cat(fn, ": '", what, "' must have shape (", n, ",) (one flag per image), got ",
+                              shape_str(shape_of(flags))));
+  return py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(
+      py::module_::import("numpy").attr("not_equal")(flags, 0));
+}
+
+template <typename T>
+py::object flip(py::handle images_obj, py::handle horizontal, py::handle vertical) {
+  const char* fn = "image_flip";
+  auto x = input_array<T>(fn, {"images", images_obj});
+  require_ndim(fn, "images", x, 4, 4);
+  const Index n = x.shape(0);
+  auto h = flags_for(fn, "horizontal", horizontal, n);
+  auto v = flags_for(fn, "vertical", vertical, n);
+  auto y = new_array<T>(shape_of(x));
+  {
+    py::gil_scoped_release nogil;
+    flip_images<T>(x.data(), h.data(), v.data(), y.mutable_data(), n, x.shape(1), x.shape(2),
+                   x.shape(3));
+  }
+  return std::move(y);
+}
+
+// (low, high) of a contrast call, as T.
+template <typename T>
+std::pair<T, T> value_range(const char* fn, double low, double high) {
+  if (!(low <= high))
+    throw py::value_error(cat(fn, ": the value range must have low <= high, got (", low, ", ", high, ")"));
+  return {T(low), T(high)};
+}
+
+template <typename T>
+py::array_t<T> factors_for(const char* fn, py::handle value, Index n) {
+  auto f = input_array<T>(fn, {"factors", value});
+  if (f.size() != n)
+    throw py::value_error(cat(fn, ": 'factors' must hold ", n, " values (one per image), got ",
+                              describe(f)));
+  return f;
+}
+
+template <typename T>
+py::object contrast(py::handle images_obj, py::handle factors_obj, double low, double high) {
+  const char* fn = "image_contrast";
+  const auto [lo, hi] = value_range<T>(fn, low, high);
+  auto x = input_array<T>(fn, {"images", images_obj});
+  require_ndim(fn, "images", x, 4, 4);
+  auto f = factors_for<T>(fn, factors_obj, x.shape(0));
+  auto y = new_array<T>(shape_of(x));
+  {
+    py::gil_scoped_release nogil;
+    contrast_forward<T>(x.data(), f.data(), y.mutable_data(), x.shape(0), x.shape(1) * x.shape(2),
+                        x.shape(3), lo, hi);
+  }
+  return std::move(y);
+}
+
+template <typename T>
+py::object contrast_grad(py::handle images_obj, py::handle dy_obj, py::handle factors_obj,
+                         double low, double high) {
+  const char* fn = "image_contrast_backward";
+  const auto [lo, hi] = value_range<T>(fn, low, high);
+  auto x = input_array<T>(fn, {"images", images_obj});
+  require_ndim(fn, "images", x, 4, 4);
+  auto dy = input_array<T>(fn, {"dy", dy_obj});
+  require_shape(fn, "dy", dy, shape_of(x));
+  auto f = factors_for<T>(fn, factors_obj, x.shape(0));
+  auto dx = new_array<T>(shape_of(x));
+  {
+    py::gil_scoped_release nogil;
+    contrast_backward<T>(x.data(), dy.data(), f.data(), dx.mutable_data(), x.shape(0),
+                         x.shape(1) * x.shape(2), x.shape(3), lo, hi);
+  }
+  return std::move(dx);
+}
+
 }  // namespace
 
 void register_image(py::module_& m) {
@@ -142,6 +223,34 @@ void register_image(py::module_& m) {
       py::arg("dy"), py::arg("transform"), py::arg("input_size"),
       py::arg("interpolation") = "bilinear", py::arg("fill_mode") = "constant",
       "The input gradient of image_affine_transform (the adjoint warp of dy).");
+  m.def(
+      "image_flip",
+      [](py::handle images, py::handle horizontal, py::handle vertical) {
+        return dispatch(resolve_dtype("image_flip", {{"images", images}}), [&](auto t) {
+          return flip<decltype(t)>(images, horizontal, vertical);
+        });
+      },
+      py::arg("images"), py::arg("horizontal"), py::arg("vertical"),
+      "Reverses image i's columns where horizontal[i] and its rows where vertical[i].");
+  m.def(
+      "image_contrast",
+      [](py::handle images, py::handle factors, double low, double high) {
+        return dispatch(resolve_dtype("image_contrast", {{"images", images}}), [&](auto t) {
+          return contrast<decltype(t)>(images, factors, low, high);
+        });
+      },
+      py::arg("images"), py::arg("factors"), py::arg("low"), py::arg("high"),
+      "clip((x - m)·factors[i] + m, low, high), m the per-image channel means.");
+  m.def(
+      "image_contrast_backward",
+      [](py::handle images, py::handle dy, py::handle factors, double low, double high) {
+        return dispatch(resolve_dtype("image_contrast_backward", {{"images", images}, {"dy", dy}}),
+                        [&](auto t) {
+                          return contrast_grad<decltype(t)>(images, dy, factors, low, high);
+                        });
+      },
+      py::arg("images"), py::arg("dy"), py::arg("factors"), py::arg("low"), py::arg("high"),
+      "The input gradient of image_contrast.");
 }
 
 }  // namespace fastnn::bindings

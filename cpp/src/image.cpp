@@ -1,7 +1,9 @@
 // Image warp kernels (see fastnn/image.hpp).
 #include "fastnn/image.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace fastnn {
@@ -205,6 +207,46 @@ void backward_impl(const T* dy, const double* transforms, T* dx, const WarpShape
   });
 }
 
+// ---- contrast --------------------------------------------------------------------------------
+// Sums of an image's values per channel, in float64: the values are read in blocks of L = u·c
+// (u = 64 / c pixels, at least one), each position of a block summed into its own
+// accumulator, then the accumulators of a channel added. The order is fixed by the shape.
+inline Index contrast_block(Index c) { return c * std::max<Index>(1, 64 / c); }
+
+template <typename T>
+void channel_sums(const T* x, Index values, Index c, double* acc, Index block, double* sums) {
+  for (Index j = 0; j < block; ++j) acc[j] = 0.0;
+  Index i = 0;
+  for (; i + block <= values; i += block)
+    for (Index j = 0; j < block; ++j) acc[j] += double(x[i + j]);
+  for (Index j = 0; i + j < values; ++j) acc[j] += double(x[i + j]);
+  for (Index k = 0; k < c; ++k) sums[k] = 0.0;
+  for (Index j = 0; j < block; ++j) sums[j % c] += acc[j];
+}
+
+// Keras' contrast formula (its rounding, too).
+template <typename T>
+inline T contrast_value(T x, T m, T f) {
+  return (x - m) * f + m;
+}
+
+template <typename T>
+inline T clip(T z, T low, T high) {
+  return z < low ? low : (z > high ? high : z);  // NaN stays NaN
+}
+
+// Per-image scratch: accumulators, channel sums, the block's repeated means.
+struct ContrastScratch {
+  std::vector<double> acc, sums;
+  explicit ContrastScratch(Index block, Index c) : acc(size_t(block)), sums(size_t(c)) {}
+};
+
+template <typename T>
+void repeated_means(const T* x, Index pixels, Index c, Index block, ContrastScratch& s, T* means) {
+  channel_sums(x, pixels * c, c, s.acc.data(), block, s.sums.data());
+  for (Index j = 0; j < block; ++j) means[j] = T(s.sums[j % c] / double(pixels));
+}
+
 }  // namespace
 
 template <typename T>
@@ -237,6 +279,83 @@ void affine_transform_backward(const T* dy, const double* transforms, T* dx,
   }
 }
 
+template <typename T>
+void flip_images(const T* x, const uint8_t* horizontal, const uint8_t* vertical, T* y, Index n,
+                 Index h, Index w, Index c) {
+  const Index row = w * c, image = h * row;
+  parallel_for(n, threads_for(double(n) * double(image)), [&](Index i) {
+    const T* src = x + i * image;
+    T* dst = y + i * image;
+    const bool reverse_columns = horizontal[i] != 0, reverse_rows = vertical[i] != 0;
+    for (Index r = 0; r < h; ++r) {
+      const T* in = src + (reverse_rows ? h - 1 - r : r) * row;
+      T* out = dst + r * row;
+      if (!reverse_columns) {
+        if (row) std::memcpy(out, in, size_t(row) * sizeof(T));
+      } else if (c == 1) {
+        for (Index k = 0; k < w; ++k) out[k] = in[w - 1 - k];
+      } else {
+        for (Index k = 0; k < w; ++k) std::memcpy(out + k * c, in + (w - 1 - k) * c, size_t(c) * sizeof(T));
+      }
+    }
+  });
+}
+
+template <typename T>
+void contrast_forward(const T* x, const T* factors, T* y, Index n, Index pixels, Index c, T low,
+                      T high) {
+  if (c == 0 || pixels == 0) return;
+  const Index values = pixels * c, block = contrast_block(c);
+  parallel_for(n, threads_for(6.0 * double(n) * double(values)), [&](Index i) {
+    ContrastScratch scratch(block, c);
+    std::vector<T> means(static_cast<size_t>(block));
+    const T* in = x + i * values;
+    T* out = y + i * values;
+    repeated_means(in, pixels, c, block, scratch, means.data());
+    const T f = factors[i];
+    const T* m = means.data();
+    Index v = 0;
+    for (; v + block <= values; v += block)
+      for (Index j = 0; j < block; ++j) out[v + j] = clip(contrast_value(in[v + j], m[j], f), low, high);
+    for (Index j = 0; v + j < values; ++j) out[v + j] = clip(contrast_value(in[v + j], m[j], f), low, high);
+  });
+}
+
+template <typename T>
+void contrast_backward(const T* x, const T* dy, const T* factors, T* dx, Index n, Index pixels,
+                       Index c, T low, T high) {
+  if (c == 0 || pixels == 0) return;
+  const Index values = pixels * c, block = contrast_block(c);
+  parallel_for(n, threads_for(10.0 * double(n) * double(values)), [&](Index i) {
+    ContrastScratch scratch(block, c);
+    std::vector<T> means(static_cast<size_t>(block));
+    const T* in = x + i * values;
+    const T* g = dy + i * values;
+    T* out = dx + i * values;
+    repeated_means(in, pixels, c, block, scratch, means.data());
+    const T f = factors[i];
+    const T* m = means.data();
+    // dx = g masked by the clip (the same z as the forward pass computed) ...
+    auto masked = [&](Index v, Index j) {
+      const T z = contrast_value(in[v + j], m[j], f);
+      return (z >= low && z <= high) ? g[v + j] : T(0);
+    };
+    Index v = 0;
+    for (; v + block <= values; v += block)
+      for (Index j = 0; j < block; ++j) out[v + j] = masked(v, j);
+    for (Index j = 0; v + j < values; ++j) out[v + j] = masked(v, j);
+    // ... then c·g + (1 - c)·mean(g), mean(g) per channel.
+    std::vector<T> g_means(static_cast<size_t>(block));
+    repeated_means(out, pixels, c, block, scratch, g_means.data());
+    const T* gm = g_means.data();
+    const T one_minus_f = T(1) - f;
+    v = 0;
+    for (; v + block <= values; v += block)
+      for (Index j = 0; j < block; ++j) out[v + j] = f * out[v + j] + one_minus_f * gm[j];
+    for (Index j = 0; v + j < values; ++j) out[v + j] = f * out[v + j] + one_minus_f * gm[j];
+  });
+}
+
 template void affine_transform_forward<float>(const float*, const double*, float*,
                                               const WarpShape&, Interpolation, FillMode, float);
 template void affine_transform_forward<double>(const double*, const double*, double*,
@@ -245,5 +364,18 @@ template void affine_transform_backward<float>(const float*, const double*, floa
                                                const WarpShape&, Interpolation, FillMode);
 template void affine_transform_backward<double>(const double*, const double*, double*,
                                                 const WarpShape&, Interpolation, FillMode);
+
+template void flip_images<float>(const float*, const uint8_t*, const uint8_t*, float*, Index, Index,
+                                  Index, Index);
+template void flip_images<double>(const double*, const uint8_t*, const uint8_t*, double*, Index,
+                                   Index, Index, Index);
+template void contrast_forward<float>(const float*, const float*, float*, Index, Index, Index, float,
+                                      float);
+template void contrast_forward<double>(const double*, const double*, double*, Index, Index, Index,
+                                       double, double);
+template void contrast_backward<float>(const float*, const float*, const float*, float*, Index,
+                                       Index, Index, float, float);
+template void contrast_backward<double>(const double*, const double*, const double*, double*,
+                                        Index, Index, Index, double, double);
 
 }  // namespace fastnn

@@ -25,7 +25,14 @@
 // 1 (nearest) per value. Threads: the forward pass splits into (image, block of rows)
 // tasks, the backward pass into images (its scatter crosses rows); the partition does not
 // depend on the thread count, so results are bit-identical on 1 or N threads.
+//
+// Also here, the two other per-image operations of the augmentation layers:
+//   flips:    y[i] = x[i] reversed along the width and/or the height (a copy);
+//   contrast: y = clip((x - m)·c_i + m, low, high) with m the mean of image i's channel over
+//             its pixels (two passes; the means are summed in float64 in a fixed order).
 #pragma once
+
+#include <cstdint>
 
 #include "fastnn/parallel.hpp"
 
@@ -51,5 +58,23 @@ template <typename T>
 void affine_transform_backward(const T* dy, const double* transforms, T* dx,
                                const WarpShape& shape, Interpolation interpolation,
                                FillMode fill_mode);
+
+/// y[i] = x[i] (n images of h×w×c) with its columns reversed where horizontal[i] != 0 and its
+/// rows reversed where vertical[i] != 0. Its own adjoint.
+template <typename T>
+void flip_images(const T* x, const uint8_t* horizontal, const uint8_t* vertical, T* y, Index n,
+                 Index h, Index w, Index c);
+
+/// y = clip((x - m)·factors[i] + m, low, high) per image i and channel, m the channel's mean
+/// over the image's `pixels` pixels (x: n × pixels × c).
+template <typename T>
+void contrast_forward(const T* x, const T* factors, T* y, Index n, Index pixels, Index c, T low,
+                      T high);
+
+/// The input gradient of contrast_forward: with g = dy where the unclipped output lies in
+/// [low, high] (0 elsewhere), dx = c·g + (1 - c)·mean(g) per image and channel.
+template <typename T>
+void contrast_backward(const T* x, const T* dy, const T* factors, T* dx, Index n, Index pixels,
+                       Index c, T low, T high);
 
 }  // namespace fastnn

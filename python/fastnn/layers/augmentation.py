@@ -8,9 +8,11 @@ random parameters, drawn from fastnn's global generator (reproducible after
 ``fastnn.utils.set_random_seed``) or from the layer's own when it is given a ``seed``.
 
 Rotation, translation and zoom are one call of the C++ warp (``fastnn.ops.image.
-affine_transform``, one transform per image, OpenMP over images). Flips and crops are NumPy
-copies, and the contrast adjustment is NumPy arithmetic: they move memory and do a few
-operations a value, which NumPy does at memory speed.
+affine_transform``, one transform per image, OpenMP over images); flips and the contrast
+adjustment are C++ kernels too (``fastnn.ops.image.flip``, ``adjust_contrast``): on a
+64×32×32×3 float32 batch NumPy took 0.29 ms to flip (reversed-stride copies of 3 channels)
+and 1.8 ms to adjust the contrast (strided means, four passes), the kernels ~0.11 ms each
+(a plain copy: 0.02 ms). Crops are NumPy slice copies, one per image (~0.09 ms).
 
 Backward: these layers usually come first in a model, whose first layer computes no input
 gradient (it returns None at once). Anywhere else they return the exact gradient of what
@@ -164,28 +166,15 @@ class RandomFlip(_Augmentation):
         g = self._rng()
         flip_h = g.random(n) < 0.5 if self._horizontal else np.zeros(n, bool)
         flip_v = g.random(n) < 0.5 if self._vertical else np.zeros(n, bool)
-        return _flip(x, flip_h, flip_v), (flip_h, flip_v)
+        return _core.image_flip(x, flip_h, flip_v), (flip_h, flip_v)
 
     def _augment_backward(self, dy, cache):
-        return _flip(dy, *cache)  # a flip is its own adjoint
+        return _core.image_flip(dy, *cache)  # a flip is its own adjoint
 
     def get_config(self):
         cfg = super().get_config()
         cfg["mode"] = self.mode
         return cfg
-
-
-def _flip(x, flip_h, flip_v):
-    """x with image i reversed along the width where flip_h[i] and along the height where flip_v[i]."""
-    y = np.empty_like(x)
-    groups = ((~flip_h & ~flip_v, ()), (flip_h & ~flip_v, (2,)), (flip_v & ~flip_h, (1,)), (flip_h & flip_v, (1, 2)))
-    for select, axes in groups:
-        idx = np.flatnonzero(select)
-        if idx.size == x.shape[0]:  # the whole batch alike: one strided copy
-            y[...] = np.flip(x, axes) if axes else x
-        elif idx.size:
-            y[idx] = np.flip(x[idx], axes) if axes else x[idx]
-    return y
 
 
 class _Warp(_Augmentation):
@@ -478,22 +467,13 @@ class RandomContrast(_Augmentation):
 
     def _augment(self, x):
         n = x.shape[0]
-        c = self._rng().uniform(1.0 - self._lower, 1.0 + self._upper, n).astype(x.dtype).reshape(n, 1, 1, 1)
-        mean = x.mean(axis=(1, 2), keepdims=True)
-        z = x - mean
-        z *= c
-        z += mean
-        low, high = (x.dtype.type(v) for v in self.value_range)
-        inside = ((z >= low) & (z <= high)) if self._need_input_grad else None
-        np.clip(z, low, high, out=z)
-        return z, (c, inside)
+        c = self._rng().uniform(1.0 - self._lower, 1.0 + self._upper, n).astype(x.dtype)
+        y = _core.image_contrast(x, c, *self.value_range)
+        return y, (x, c)  # backward recomputes the means and the clipping mask from x
 
     def _augment_backward(self, dy, cache):
-        c, inside = cache
-        g = np.where(inside, dy, dy.dtype.type(0))
-        dx = g * c
-        dx += (1 - c) * g.mean(axis=(1, 2), keepdims=True)
-        return dx
+        x, c = cache
+        return _core.image_contrast_backward(x, dy, c, *self.value_range)
 
     def get_config(self):
         cfg = super().get_config()
