@@ -172,7 +172,9 @@ def test_fill_modes_extend_a_row_as_documented():
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
 @pytest.mark.parametrize("fill_mode", FILL_MODES)
 def test_random_transforms_match_the_reference(rng, dtype, interpolation, fill_mode):
-    for shape in [(3, 8, 8, 1), (2, 7, 11, 3), (2, 5, 4, 5), (1, 1, 1, 2), (2, 1, 6, 1), (1, 13, 2, 4)]:
+    # ... including images split into several tasks of row blocks and several pixel chunks
+    for shape in [(3, 8, 8, 1), (2, 7, 11, 3), (2, 5, 4, 5), (1, 1, 1, 2), (2, 1, 6, 1), (1, 13, 2, 4),
+                  (2, 45, 70, 1), (1, 130, 67, 3), (1, 3, 300, 2)]:
         n, h, w, _ = shape
         x = _images(rng, shape, dtype)
         t = np.empty((n, 8))

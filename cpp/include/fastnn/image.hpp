@@ -21,10 +21,12 @@
 // fill_value receive nothing).
 //
 // Layouts: images (n, in_h, in_w, c), output (n, out_h, out_w, c), transforms (n, 8) as
-// float64. Cost: ~20 operations per output pixel for the coordinates plus 8 (bilinear) or
-// 1 (nearest) per value. Threads: the forward pass splits into (image, block of rows)
-// tasks, the backward pass into images (its scatter crosses rows); the partition does not
-// depend on the thread count, so results are bit-identical on 1 or N threads.
+// float64. Cost: ~20 operations per output pixel for the coordinates (vectorised across
+// pixels in the bilinear forward pass) plus 8 (bilinear) or 1 (nearest) per value and four
+// (one) random reads; ~4 ns a pixel of one channel on one Zen 4 core. Threads: the forward
+// pass splits into (image, block of rows) tasks, the backward pass into images (its scatter
+// crosses rows); the partition does not depend on the thread count, so results are
+// bit-identical on 1 or N threads.
 //
 // Also here, the two other per-image operations of the augmentation layers:
 //   flips:    y[i] = x[i] reversed along the width and/or the height (a copy);
