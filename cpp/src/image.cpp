@@ -65,7 +65,7 @@ template <typename T>
 struct Taps {
   const T* p[4];
   T w[4];
-  int count;  // 0: the whole pixel is fill_value (non-finite coordinate), 1: nearest, 4: bilinear
+  int count;  // 0: the pixel is fill_value (coordinate NaN or beyond 2^61), 1: nearest, 4: bilinear
 };
 
 template <typename T>
@@ -172,10 +172,10 @@ inline void scatter(const Taps<T>& taps, const T* g, Index c) {
 // kChunk consecutive pixels (rows run on into the next), each in three loops: (1) the
 // coordinates, weights and top-left tap offset of every pixel, and whether its four taps
 // are inside the image (vectorised across pixels); (2) the blend of every pixel from its
-// offset; (3) the pixels not inside
-// again, through the Sampler. (1) computes exactly what the Sampler does, so a pixel's value
-// does not depend on the loop that produced it. Chunks rather than rows: the vector loops'
-// scalar remainders cost as much as the rest on 28-pixel rows.
+// offset; (3) the pixels not inside again, through the Sampler. (1) computes exactly what
+// the Sampler does, so a pixel's value does not depend on the loop that produced it. Chunks
+// rather than rows: the vector loops' scalar remainders cost as much as the rest on
+// 28-pixel rows. (Gathers for one channel measured no faster than the scalar blend.)
 constexpr Index kChunk = 256;
 constexpr Index kLanes = 16;  // (1) runs over a multiple of this many pixels
 

@@ -39,14 +39,12 @@ documentation or the more useful behaviour of tf.keras):
 import numpy as np
 
 from .. import _core
-from ..ops.image import FILL_MODES as _OP_FILL_MODES
 from ..utils import rng
 from .base import Layer
 
-FILL_MODES = ("reflect", "wrap", "constant", "nearest")
+FILL_MODES = ("reflect", "wrap", "constant", "nearest")  # the layers' (ops.image also has "mirror")
 INTERPOLATIONS = ("nearest", "bilinear")
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
-assert set(FILL_MODES) <= set(_OP_FILL_MODES)
 
 _IDENTITY = "identity"  # the cache of a pass that left the batch unchanged
 
@@ -149,10 +147,12 @@ class RandomFlip(_Augmentation):
         **kwargs: name, dtype, input_shape, ...
 
     Example:
-        >>> layer = fastnn.layers.RandomFlip("horizontal", seed=1)
+        >>> layer = fastnn.layers.RandomFlip("horizontal", seed=2)
         >>> x = np.arange(6, dtype=np.float32).reshape(1, 1, 6, 1)
-        >>> layer(x, training=True).ravel()  # flipped or not
+        >>> layer(x, training=True).ravel()  # this draw flips
         array([5., 4., 3., 2., 1., 0.], dtype=float32)
+        >>> layer(x).ravel()  # inference: unchanged
+        array([0., 1., 2., 3., 4., 5.], dtype=float32)
     """
 
     def __init__(self, mode="horizontal_and_vertical", seed=None, **kwargs):
