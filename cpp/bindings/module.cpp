@@ -18,6 +18,7 @@ void register_conv(py::module_& m);
 void register_dense(py::module_& m);
 void register_dropout(py::module_& m);
 void register_gemm(py::module_& m);
+void register_image(py::module_& m);
 void register_loss(py::module_& m);
 void register_optim(py::module_& m);
 
@@ -67,4 +68,5 @@ PYBIND11_MODULE(_core, m) {
   register_optim(m);
   register_dropout(m);
   register_conv(m);
+  register_image(m);
 }

@@ -1,6 +1,7 @@
 """Layers (Keras names and arguments). See layers/base.py for the contract."""
 
 from .activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from .augmentation import RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from .base import Layer, Variable
 from .conv import Conv1D, Conv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
@@ -8,7 +9,8 @@ from .preprocessing import Normalization, Rescaling
 
 _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, InputLayer, Reshape, ELU,
                                           LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling,
-                                          Conv1D, Conv2D)}
+                                          Conv1D, Conv2D, RandomContrast, RandomCrop, RandomFlip, RandomRotation,
+                                          RandomTranslation, RandomZoom)}
 
 
 def serialize(layer):
@@ -27,4 +29,5 @@ def deserialize(config, custom_objects=None):
 
 __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape",
            "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "Conv1D", "Conv2D",
+           "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomCrop", "RandomContrast",
            "serialize", "deserialize"]

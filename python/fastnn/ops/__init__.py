@@ -19,6 +19,7 @@ hand-written gradient (see ``fastnn.autodiff``).
 
 from .conv import conv, conv_backward
 from .gemm import linear, matmul
+from .image import affine_transform, affine_transform_backward
 from .math import (abs, absolute, add, argmax, cast, clip, convert_to_numpy, convert_to_tensor, divide,
                    equal, exp, expand_dims, expm1, greater, greater_equal, less, less_equal, log, log1p,
                    log_softmax, logsumexp, max, maximum, mean, min, minimum, multiply, negative,
