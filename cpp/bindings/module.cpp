@@ -19,6 +19,7 @@ void register_dropout(py::module_& m);
 void register_gemm(py::module_& m);
 void register_loss(py::module_& m);
 void register_optim(py::module_& m);
+void register_pool(py::module_& m);
 
 namespace {
 // Names of the features the build needs but this CPU lacks ("" when all are present).
@@ -65,4 +66,5 @@ PYBIND11_MODULE(_core, m) {
   register_loss(m);
   register_optim(m);
   register_dropout(m);
+  register_pool(m);
 }
