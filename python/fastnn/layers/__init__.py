@@ -3,10 +3,17 @@
 from .activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from .base import Layer, Variable
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, GlobalAveragePooling1D,
+                      GlobalAveragePooling2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
+                      GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D, MaxPool2D, MaxPooling1D, MaxPooling2D,
+                      UpSampling2D, ZeroPadding2D)
 from .preprocessing import Normalization, Rescaling
 
 _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, InputLayer, Reshape, ELU,
-                                          LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling)}
+                                          LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling,
+                                          MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D,
+                                          GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalAveragePooling1D,
+                                          GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D)}
 
 
 def serialize(layer):
@@ -24,5 +31,8 @@ def deserialize(config, custom_objects=None):
 
 
 __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape",
-           "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "serialize",
-           "deserialize"]
+           "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling",
+           "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalMaxPooling1D",
+           "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "MaxPool1D", "MaxPool2D",
+           "AvgPool1D", "AvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
+           "ZeroPadding2D", "UpSampling2D", "serialize", "deserialize"]
