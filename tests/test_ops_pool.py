@@ -543,3 +543,15 @@ def test_padding_and_upsampling_gradients_threads_and_errors(rng, threads):
         ops.upsample2d(x, 0)
     with pytest.raises(ValueError, match=r"upsample2d_backward: 'dy' of shape \(1, 3, 4, 1\) is not a multiple"):
         ops.upsample2d_backward(np.zeros((1, 3, 4, 1)), 2)
+
+
+def test_argmax_is_exact_on_images_of_more_than_2_to_the_24_positions():
+    # float32 kernels carry the keys as floats only while they are exact (< 2^24).
+    width = (1 << 23) + 2  # 2 rows: 2^24 + 4 positions
+    x = np.zeros((1, 2, width, 1), np.float32)
+    x[0, 1, -1, 0] = 1.0  # key 2^24 + 3: not a float32
+    x[0, 0, -4, 0] = 2.0  # key 2^23 - 2
+    y, argmax = ops.max_pool_with_argmax(x, 2)
+    assert argmax[0, 0, -1, 0] == 2 * width - 1 == (1 << 24) + 3 and y[0, 0, -1, 0] == 1
+    assert argmax[0, 0, -2, 0] == width - 4 and y[0, 0, -2, 0] == 2
+    assert argmax[0, 0, 0, 0] == 0
