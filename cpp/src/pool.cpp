@@ -157,9 +157,9 @@ inline void window_columns(const Pool2D& p, Index j, Index& w0, Index& nq) {
 // window covering the row in increasing (i, j): share(width, set, o, h, w0, nq, count, d,
 // c) writes (set) or adds window o's shares for the positions (h, w0 + q), q < nq, into
 // the blocks of channels [c, c + width) at d + q·C (count: the window's in-bounds
-// positions). When exactly one window row covers h and windows do not
-// overlap across the width, each position receives at most one share and is written;
-// otherwise the row is zeroed and the shares are added, in that fixed order.
+// positions). When exactly one window row covers h and windows do not overlap across the
+// width, each position receives at most one share and is written; otherwise the row is
+// zeroed and the shares are added, in that fixed order.
 template <typename T, typename Share>
 void gather_backward(const Pool2D& p, T* dx, Share&& share) {
   const Index C = p.channels, W = p.in_w, row = W * C;
