@@ -21,6 +21,7 @@ void register_gemm(py::module_& m);
 void register_image(py::module_& m);
 void register_loss(py::module_& m);
 void register_optim(py::module_& m);
+void register_pool(py::module_& m);
 
 namespace {
 // Names of the features the build needs but this CPU lacks ("" when all are present).
@@ -69,4 +70,5 @@ PYBIND11_MODULE(_core, m) {
   register_dropout(m);
   register_conv(m);
   register_image(m);
+  register_pool(m);
 }

@@ -3,14 +3,21 @@
 from .activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from .augmentation import RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from .base import Layer, Variable
-from .conv import Conv1D, Conv2D
+from .conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, GlobalAveragePooling1D,
+                      GlobalAveragePooling2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
+                      GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D, MaxPool2D, MaxPooling1D, MaxPooling2D,
+                      UpSampling2D, ZeroPadding2D)
 from .preprocessing import Normalization, Rescaling
 
 _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, InputLayer, Reshape, ELU,
                                           LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling,
                                           Conv1D, Conv2D, RandomContrast, RandomCrop, RandomFlip, RandomRotation,
-                                          RandomTranslation, RandomZoom)}
+                                          RandomTranslation, RandomZoom,
+                                          MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D,
+                                          GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalAveragePooling1D,
+                                          GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D)}
 
 
 def serialize(layer):
@@ -29,5 +36,9 @@ def deserialize(config, custom_objects=None):
 
 __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape",
            "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "Conv1D", "Conv2D",
+           "Convolution1D", "Convolution2D",
            "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomCrop", "RandomContrast",
-           "serialize", "deserialize"]
+           "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalMaxPooling1D",
+           "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "MaxPool1D", "MaxPool2D",
+           "AvgPool1D", "AvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
+           "ZeroPadding2D", "UpSampling2D", "serialize", "deserialize"]

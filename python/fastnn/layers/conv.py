@@ -192,3 +192,7 @@ class Conv1D(_Conv):
     """
 
     rank = 1
+
+
+Convolution1D = Conv1D  # Keras' long names
+Convolution2D = Conv2D

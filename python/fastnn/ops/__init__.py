@@ -28,5 +28,9 @@ from .math import (abs, absolute, add, argmax, cast, clip, convert_to_numpy, con
 from .nn import (activation_backward, activation_forward, adadelta_update, adagrad_update, adam_update,
                  dense, dense_backward, dropout, dropout_backward, nadam_update, rmsprop_update,
                  sgd_update)
+from .pool import (average_pool, average_pool_backward, global_average_pool, global_average_pool_backward,
+                   global_max_pool, global_max_pool_backward, global_max_pool_with_argmax, max_pool,
+                   max_pool_backward, max_pool_with_argmax, upsample2d, upsample2d_backward, zero_pad2d,
+                   zero_pad2d_backward)
 
 __all__ = [name for name in dir() if not name.startswith("_")]

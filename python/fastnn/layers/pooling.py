@@ -1,0 +1,315 @@
+"""Pooling layers (Keras names and arguments): MaxPooling1D/2D, AveragePooling1D/2D,
+GlobalMaxPooling1D/2D, GlobalAveragePooling1D/2D, and the reshaping layers of small CNNs,
+ZeroPadding2D and UpSampling2D.
+
+Images are channels_last, (batch, height, width, channels); sequences (batch, steps,
+features). Each layer's forward and backward is one call into fastnn._core
+(cpp/include/fastnn/pool.hpp); none has weights.
+
+Example:
+    >>> import numpy as np
+    >>> import fastnn
+    >>> pool = fastnn.layers.MaxPooling2D(pool_size=2)
+    >>> pool(np.zeros((8, 28, 28, 16), np.float32)).shape
+    (8, 14, 14, 16)
+"""
+
+from .. import _core
+from ..ops.pool import _int_tuple, _padding, check_data_format, normalize_padding2d
+from .base import Layer
+
+
+def _pooled_size(size, pool, stride, padding, who, axis):
+    """Output size along one axis (None stays None)."""
+    if size is None:
+        return None
+    if padding == "same":
+        return (size + stride - 1) // stride
+    if pool > size:
+        raise ValueError(f"{who}: with padding='valid' the pooling window must fit in the input: "
+                         f"pool size {pool} is larger than the input's {axis} {size}; use a smaller "
+                         "pool_size or padding='same'")
+    return (size - pool) // stride + 1
+
+
+def _check_rank(input_shape, rank, who, layout):
+    if len(input_shape) != rank:
+        raise ValueError(f"{who}: expects inputs with {rank} dimensions {layout}, got shape "
+                         f"{tuple(input_shape)}")
+
+
+class _Pooling(Layer):
+    """Shared by the max and average pooling layers (1-D and 2-D)."""
+
+    _rank = 2  # spatial dimensions
+    _max = True
+
+    def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        who = type(self).__name__
+        self.pool_size = _int_tuple(pool_size, self._rank, "pool_size", who)
+        self.strides = _int_tuple(strides, self._rank, "strides", who, allow_none=True) or self.pool_size
+        self.padding = _padding(padding, who)
+        self.data_format = check_data_format(data_format, who)
+
+    def _window(self):
+        if self._rank == 1:
+            return 1, self.pool_size[0], 1, self.strides[0]
+        return self.pool_size + self.strides
+
+    def build(self, input_shape):
+        who = f"{type(self).__name__} '{self.name}'"
+        if self._rank == 1:
+            _check_rank(input_shape, 3, who, "(batch, steps, features)")
+            steps = _pooled_size(input_shape[1], self.pool_size[0], self.strides[0], self.padding, who, "steps")
+            return (input_shape[0], steps, input_shape[2])
+        _check_rank(input_shape, 4, who, "(batch, height, width, channels)")
+        h = _pooled_size(input_shape[1], self.pool_size[0], self.strides[0], self.padding, who, "height")
+        w = _pooled_size(input_shape[2], self.pool_size[1], self.strides[1], self.padding, who, "width")
+        return (input_shape[0], h, w, input_shape[3])
+
+    def forward(self, x, training=False):
+        ph, pw, sh, sw = self._window()
+        if not self._max:
+            if training:
+                self._cache = (x.shape, None)
+            return _core.average_pool(x, ph, pw, sh, sw, self.padding)
+        if not training:
+            return _core.max_pool(x, ph, pw, sh, sw, self.padding, False)
+        y, argmax = _core.max_pool(x, ph, pw, sh, sw, self.padding, True)
+        self._cache = (x.shape, argmax)
+        return y
+
+    def backward(self, dy):
+        shape, argmax = self._check_cache()
+        if not self._need_input_grad:
+            return None
+        ph, pw, sh, sw = self._window()
+        if self._max:
+            return _core.max_pool_backward(dy, argmax, shape, ph, pw, sh, sw, self.padding)
+        return _core.average_pool_backward(dy, shape, ph, pw, sh, sw, self.padding)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(pool_size=self.pool_size, strides=self.strides, padding=self.padding,
+                   data_format=self.data_format)
+        return cfg
+
+
+class MaxPooling2D(_Pooling):
+    """Max pooling over (height, width) windows of channels_last images.
+
+    Args:
+        pool_size: int or tuple of 2 ints, default (2, 2).
+        strides: int, tuple of 2 ints, or None (default: pool_size).
+        padding: "valid" (default) or "same" (TensorFlow's rule; padding never wins).
+        data_format: None or "channels_last" (the only layout fastnn has).
+        **kwargs: name, dtype, input_shape.
+
+    Input (batch, height, width, channels); output (batch, out_h, out_w, channels). The
+    gradient of each window goes to its first maximum (row-major window order).
+    """
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class AveragePooling2D(_Pooling):
+    """Average pooling over (height, width) windows; 'same' padding is left out of the
+    count. Arguments as MaxPooling2D."""
+
+    _max = False
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class MaxPooling1D(_Pooling):
+    """Max pooling over windows of steps: input (batch, steps, features).
+
+    Args:
+        pool_size: int, default 2. strides: int or None (default: pool_size).
+        padding: "valid" (default) or "same". data_format: None or "channels_last".
+    """
+
+    _rank = 1
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class AveragePooling1D(_Pooling):
+    """Average pooling over windows of steps. Arguments as MaxPooling1D."""
+
+    _rank = 1
+    _max = False
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(pool_size, strides, padding, data_format, **kwargs)
+
+
+class _GlobalPooling(Layer):
+    """Shared by the global pooling layers: a max or mean over every position."""
+
+    _rank = 2
+    _max = True
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = check_data_format(data_format, type(self).__name__)
+        self.keepdims = bool(keepdims)
+
+    def build(self, input_shape):
+        who = f"{type(self).__name__} '{self.name}'"
+        layout = "(batch, steps, features)" if self._rank == 1 else "(batch, height, width, channels)"
+        _check_rank(input_shape, self._rank + 2, who, layout)
+        if any(d == 0 for d in input_shape[1:-1]):
+            raise ValueError(f"{who}: the input has no positions to pool over (shape {tuple(input_shape)})")
+        if self.keepdims:
+            return (input_shape[0],) + (1,) * self._rank + (input_shape[-1],)
+        return (input_shape[0], input_shape[-1])
+
+    def forward(self, x, training=False):
+        if self._max and training:
+            y, argmax = _core.global_max_pool(x, True)
+            self._cache = (x.shape, argmax)
+        elif self._max:
+            y = _core.global_max_pool(x, False)
+        else:
+            y = _core.global_average_pool(x)
+            if training:
+                self._cache = (x.shape, None)
+        if self.keepdims:
+            y = y.reshape((y.shape[0],) + (1,) * self._rank + (y.shape[1],))
+        return y
+
+    def backward(self, dy):
+        shape, argmax = self._check_cache()
+        if not self._need_input_grad:
+            return None
+        dy = dy.reshape(shape[0], shape[-1])
+        if self._max:
+            return _core.global_max_pool_backward(dy, argmax, shape)
+        return _core.global_average_pool_backward(dy, shape)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(data_format=self.data_format, keepdims=self.keepdims)
+        return cfg
+
+
+class GlobalMaxPooling2D(_GlobalPooling):
+    """Maximum over height and width, per channel: (batch, h, w, c) -> (batch, c).
+
+    Args:
+        data_format: None or "channels_last".
+        keepdims: bool, default False: keep the spatial axes with size 1, (batch, 1, 1, c).
+    """
+
+
+class GlobalAveragePooling2D(_GlobalPooling):
+    """Mean over height and width, per channel: (batch, h, w, c) -> (batch, c).
+    Arguments as GlobalMaxPooling2D."""
+
+    _max = False
+
+
+class GlobalMaxPooling1D(_GlobalPooling):
+    """Maximum over steps, per feature: (batch, steps, f) -> (batch, f) (keepdims:
+    (batch, 1, f))."""
+
+    _rank = 1
+
+
+class GlobalAveragePooling1D(_GlobalPooling):
+    """Mean over steps, per feature: (batch, steps, f) -> (batch, f)."""
+
+    _rank = 1
+    _max = False
+
+
+class ZeroPadding2D(Layer):
+    """Adds rows and columns of zeros around each image (channels_last).
+
+    Args:
+        padding: int, tuple of 2 ints (symmetric height and width padding), or
+            ((top, bottom), (left, right)); default (1, 1).
+        data_format: None or "channels_last".
+    """
+
+    def __init__(self, padding=(1, 1), data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = normalize_padding2d(padding, "ZeroPadding2D")
+        self.data_format = check_data_format(data_format, "ZeroPadding2D")
+
+    def build(self, input_shape):
+        _check_rank(input_shape, 4, f"ZeroPadding2D '{self.name}'", "(batch, height, width, channels)")
+        (top, bottom), (left, right) = self.padding
+        h, w = input_shape[1], input_shape[2]
+        return (input_shape[0], None if h is None else h + top + bottom,
+                None if w is None else w + left + right, input_shape[3])
+
+    def forward(self, x, training=False):
+        if training:
+            self._cache = True
+        (top, bottom), (left, right) = self.padding
+        return _core.zero_pad2d(x, top, bottom, left, right)
+
+    def backward(self, dy):
+        self._check_cache()
+        if not self._need_input_grad:
+            return None
+        (top, bottom), (left, right) = self.padding
+        return _core.zero_pad2d_backward(dy, top, bottom, left, right)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(padding=self.padding, data_format=self.data_format)
+        return cfg
+
+
+class UpSampling2D(Layer):
+    """Repeats each pixel size[0] × size[1] times (nearest-neighbour upsampling).
+
+    Args:
+        size: int or tuple of 2 ints, default (2, 2).
+        data_format: None or "channels_last".
+        interpolation: "nearest" (the only one fastnn has).
+    """
+
+    def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
+        super().__init__(**kwargs)
+        self.size = _int_tuple(size, 2, "size", "UpSampling2D")
+        self.data_format = check_data_format(data_format, "UpSampling2D")
+        if interpolation != "nearest":
+            raise ValueError(f"UpSampling2D: interpolation={interpolation!r} is not supported; fastnn "
+                             "has 'nearest' only")
+        self.interpolation = interpolation
+
+    def build(self, input_shape):
+        _check_rank(input_shape, 4, f"UpSampling2D '{self.name}'", "(batch, height, width, channels)")
+        h, w = input_shape[1], input_shape[2]
+        return (input_shape[0], None if h is None else h * self.size[0],
+                None if w is None else w * self.size[1], input_shape[3])
+
+    def forward(self, x, training=False):
+        if training:
+            self._cache = True
+        return _core.upsample2d(x, *self.size)
+
+    def backward(self, dy):
+        self._check_cache()
+        if not self._need_input_grad:
+            return None
+        return _core.upsample2d_backward(dy, *self.size)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(size=self.size, data_format=self.data_format, interpolation=self.interpolation)
+        return cfg
+
+
+# Keras' short names for the same classes.
+MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D = MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D
+GlobalMaxPool1D, GlobalMaxPool2D = GlobalMaxPooling1D, GlobalMaxPooling2D
+GlobalAvgPool1D, GlobalAvgPool2D = GlobalAveragePooling1D, GlobalAveragePooling2D

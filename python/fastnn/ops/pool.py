@@ -1,0 +1,246 @@
+"""Pooling kernels (cpp/include/fastnn/pool.hpp): Keras 3's ``max_pool`` and
+``average_pool``, global pooling, zero padding and nearest upsampling, with the backward
+passes the layers use.
+
+Images are NHWC, ``(batch, height, width, channels)``; 3-D inputs ``(batch, steps,
+channels)`` pool along their steps (1-D pooling). Padding follows TensorFlow: ``"valid"``
+keeps only whole windows; ``"same"`` gives ``ceil(size / stride)`` outputs and pads
+``max((out - 1) * stride + pool - size, 0)`` positions, half before (rounded down) and the
+rest after. Max pooling ignores the padding; average pooling divides by the number of
+in-bounds positions.
+
+Example:
+    >>> import numpy as np
+    >>> from fastnn import ops
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    >>> ops.max_pool(x, 2)[0, :, :, 0]
+    array([[ 5.,  7.],
+           [13., 15.]], dtype=float32)
+"""
+
+import numpy as np
+
+from .. import _core
+
+
+def _int_tuple(value, n, name, fn, allow_none=False):
+    """Keras' standardize_tuple: an int or a sequence of n ints, each >= 1."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        values = (int(value),) * n
+    else:
+        try:
+            values = tuple(value)
+        except TypeError:
+            raise TypeError(f"{fn}: '{name}' must be an int or a tuple of {n} ints, got {value!r}") from None
+        if len(values) != n or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                       for v in values):
+            raise ValueError(f"{fn}: '{name}' must be an int or a tuple of {n} ints, got {value!r}")
+        values = tuple(int(v) for v in values)
+    if any(v < 1 for v in values):
+        raise ValueError(f"{fn}: '{name}' must hold positive ints, got {value!r}")
+    return values
+
+
+def _padding(padding, fn):
+    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+        raise ValueError(f"{fn}: 'padding' must be 'valid' or 'same', got {padding!r}")
+    return padding.lower()
+
+
+def check_data_format(data_format, who):
+    """ValueError unless data_format is None or 'channels_last' (fastnn images are NHWC)."""
+    if data_format is None or data_format == "channels_last":
+        return "channels_last"
+    if data_format == "channels_first":
+        raise ValueError(f"{who}: data_format='channels_first' is not supported: fastnn keeps images "
+                         "channels_last, (batch, height, width, channels). Transpose the input, e.g. "
+                         "x.transpose(0, 2, 3, 1), and use data_format='channels_last' (the default).")
+    raise ValueError(f"{who}: 'data_format' must be 'channels_last' (or None), got {data_format!r}")
+
+
+def _ndim(x):
+    return x.ndim if hasattr(x, "ndim") else np.ndim(x)
+
+
+def _window(fn, ndim, pool_size, strides, padding):
+    """(pool_h, pool_w, stride_h, stride_w, padding) for an input of `ndim` dimensions."""
+    if ndim not in (3, 4):
+        raise ValueError(f"{fn}: 'inputs' must have 3 dimensions (batch, steps, channels) or 4 "
+                         f"(batch, height, width, channels), got {ndim}")
+    spatial = ndim - 2
+    pool = _int_tuple(pool_size, spatial, "pool_size", fn)
+    stride = _int_tuple(strides, spatial, "strides", fn, allow_none=True) or pool
+    padding = _padding(padding, fn)
+    if spatial == 1:
+        return 1, pool[0], 1, stride[0], padding
+    return pool[0], pool[1], stride[0], stride[1], padding
+
+
+def max_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
+    """Max pooling over windows of ``pool_size`` (Keras 3 ``keras.ops.max_pool``).
+
+    Args:
+        inputs: array (batch, height, width, channels), or (batch, steps, channels) for
+            1-D pooling.
+        pool_size: int, or a tuple of 2 ints (1 for 3-D inputs): the window.
+        strides: int, tuple, or None (default: pool_size).
+        padding: "valid" (default) or "same".
+        data_format: None or "channels_last" (the only layout fastnn has).
+
+    Returns:
+        The window maxima, (batch, out_h, out_w, channels) or (batch, out_steps, channels).
+        NaN propagates.
+    """
+    check_data_format(data_format, "max_pool")
+    ph, pw, sh, sw, padding = _window("max_pool", _ndim(inputs), pool_size, strides, padding)
+    return _core.max_pool(inputs, ph, pw, sh, sw, padding, False)
+
+
+def max_pool_with_argmax(inputs, pool_size, strides=None, padding="valid", data_format=None):
+    """``max_pool`` that also returns where each maximum is, for ``max_pool_backward``.
+
+    Returns:
+        (outputs, argmax): argmax is an int32 array shaped like outputs holding the flat
+        index ``h * width + w`` of the first maximum of each window (row-major window
+        order) in its image and channel, as PyTorch's indices; ``h`` is 0 for 3-D inputs.
+    """
+    check_data_format(data_format, "max_pool_with_argmax")
+    ph, pw, sh, sw, padding = _window("max_pool_with_argmax", _ndim(inputs), pool_size, strides, padding)
+    return _core.max_pool(inputs, ph, pw, sh, sw, padding, True)
+
+
+def max_pool_backward(dy, argmax, input_shape, pool_size, strides=None, padding="valid"):
+    """Gradient of ``max_pool``: each window's dy goes to its first maximum.
+
+    Args:
+        dy: dL/d(outputs). argmax: from ``max_pool_with_argmax``.
+        input_shape: the shape of the forward inputs. pool_size, strides, padding: as in
+            the forward call.
+
+    Returns:
+        dL/d(inputs); gradients of overlapping windows add up (in a fixed order).
+    """
+    ph, pw, sh, sw, padding = _window("max_pool_backward", len(input_shape), pool_size, strides, padding)
+    return _core.max_pool_backward(dy, argmax, tuple(input_shape), ph, pw, sh, sw, padding)
+
+
+def average_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
+    """Average pooling (Keras 3 ``keras.ops.average_pool``): the mean of each window's
+    in-bounds positions (padding is not counted).
+
+    Args: as ``max_pool``.
+    """
+    check_data_format(data_format, "average_pool")
+    ph, pw, sh, sw, padding = _window("average_pool", _ndim(inputs), pool_size, strides, padding)
+    return _core.average_pool(inputs, ph, pw, sh, sw, padding)
+
+
+def average_pool_backward(dy, input_shape, pool_size, strides=None, padding="valid"):
+    """Gradient of ``average_pool``: each window's dy / count to each of its positions."""
+    ph, pw, sh, sw, padding = _window("average_pool_backward", len(input_shape), pool_size, strides,
+                                      padding)
+    return _core.average_pool_backward(dy, tuple(input_shape), ph, pw, sh, sw, padding)
+
+
+def _keep(y, ndim, keepdims):
+    return y.reshape((y.shape[0],) + (1,) * (ndim - 2) + (y.shape[1],)) if keepdims else y
+
+
+def _flat_dy(dy, input_shape):
+    """dy as (batch, channels): the keepdims shape is accepted too."""
+    shape = tuple(input_shape)
+    if len(shape) >= 3 and getattr(dy, "shape", None) == (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],):
+        return dy.reshape(shape[0], shape[-1])
+    return dy
+
+
+def global_max_pool(inputs, keepdims=False):
+    """Maximum over every position of each image (4-D) or sequence (3-D), per channel.
+
+    Returns (batch, channels), or with keepdims (batch, 1, 1, channels) / (batch, 1, channels).
+    """
+    y = _core.global_max_pool(inputs, False)
+    return _keep(y, _ndim(inputs), keepdims)
+
+
+def global_max_pool_with_argmax(inputs, keepdims=False):
+    """``global_max_pool`` and the int32 position (h * width + w, or the step) of each
+    first maximum, shaped (batch, channels)."""
+    y, argmax = _core.global_max_pool(inputs, True)
+    return _keep(y, _ndim(inputs), keepdims), argmax
+
+
+def global_max_pool_backward(dy, argmax, input_shape):
+    """Gradient of ``global_max_pool``: dy to each first maximum, zero elsewhere."""
+    return _core.global_max_pool_backward(_flat_dy(dy, input_shape), argmax, tuple(input_shape))
+
+
+def global_average_pool(inputs, keepdims=False):
+    """Mean over every position of each image (4-D) or sequence (3-D), per channel."""
+    y = _core.global_average_pool(inputs)
+    return _keep(y, _ndim(inputs), keepdims)
+
+
+def global_average_pool_backward(dy, input_shape):
+    """Gradient of ``global_average_pool``: dy / positions, everywhere."""
+    return _core.global_average_pool_backward(_flat_dy(dy, input_shape), tuple(input_shape))
+
+
+def normalize_padding2d(padding, who):
+    """Keras ZeroPadding2D's padding: int, (sym_h, sym_w) or ((top, bottom), (left, right))."""
+    def nonneg(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+
+    error = ValueError(f"{who}: 'padding' must be an int >= 0, a tuple of 2 ints (symmetric height "
+                       f"and width padding) or ((top, bottom), (left, right)), got {padding!r}")
+    if nonneg(padding):
+        return (int(padding),) * 2, (int(padding),) * 2
+    try:
+        parts = tuple(padding)
+    except TypeError:
+        raise error from None
+    if len(parts) != 2:
+        raise error
+    if all(nonneg(p) for p in parts):
+        return (int(parts[0]),) * 2, (int(parts[1]),) * 2
+    out = []
+    for part in parts:
+        try:
+            pair = tuple(part)
+        except TypeError:
+            raise error from None
+        if len(pair) != 2 or not all(nonneg(v) for v in pair):
+            raise error
+        out.append((int(pair[0]), int(pair[1])))
+    return tuple(out)
+
+
+def zero_pad2d(inputs, padding):
+    """Zeros around each image of (batch, height, width, channels) (Keras ZeroPadding2D).
+
+    Args:
+        padding: int, (height, width) or ((top, bottom), (left, right)).
+    """
+    (top, bottom), (left, right) = normalize_padding2d(padding, "zero_pad2d")
+    return _core.zero_pad2d(inputs, top, bottom, left, right)
+
+
+def zero_pad2d_backward(dy, padding):
+    """Gradient of ``zero_pad2d``: the interior of dy."""
+    (top, bottom), (left, right) = normalize_padding2d(padding, "zero_pad2d_backward")
+    return _core.zero_pad2d_backward(dy, top, bottom, left, right)
+
+
+def upsample2d(inputs, size):
+    """Nearest-neighbour upsampling of (batch, height, width, channels): each pixel
+    repeated size[0] × size[1] times (Keras UpSampling2D, interpolation="nearest")."""
+    sh, sw = _int_tuple(size, 2, "size", "upsample2d")
+    return _core.upsample2d(inputs, sh, sw)
+
+
+def upsample2d_backward(dy, size):
+    """Gradient of ``upsample2d``: the sum of each pixel's size[0] × size[1] block."""
+    sh, sw = _int_tuple(size, 2, "size", "upsample2d_backward")
+    return _core.upsample2d_backward(dy, sh, sw)

@@ -1,0 +1,369 @@
+"""Pooling layers (python/fastnn/layers/pooling.py).
+
+Each layer is run forward against a NumPy reference of Keras' semantics, backward
+(float64) against central finite differences of L = sum(forward(x) * dy), its configs are
+round-tripped, bad arguments and inputs must fail clearly, and the layers train inside
+Sequential models.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastnn
+import fastnn as keras
+from fastnn import layers, ops
+
+H = 1e-5
+
+
+def distinct(rng, shape):
+    """float64 values in [-1, 1) without ties, far apart compared with H."""
+    n = math.prod(shape)
+    return rng.permutation(n).reshape(shape) * (2 / n) - 1
+
+
+def numeric_gradient(layer, x, dy):
+    x = np.array(x, np.float64)
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        keep = x[idx]
+        x[idx] = keep + H
+        plus = layer.forward(x, training=True)
+        x[idx] = keep - H
+        minus = layer.forward(x, training=True)
+        x[idx] = keep
+        grad[idx] = np.sum((plus - minus) * dy) / (2 * H)
+    return grad
+
+
+def check_gradient(layer, x, rng):
+    """Runs layer (float64) forward/backward on x; dx must match finite differences."""
+    y = layer(x, training=True)
+    assert y.dtype == np.float64
+    dy = rng.uniform(-1, 1, y.shape)
+    dx = layer.backward(dy)
+    assert dx.shape == x.shape and dx.dtype == np.float64
+    fd = numeric_gradient(layer, x, dy)
+    err = np.abs(dx - fd)
+    assert np.all(err <= 1e-6 * np.abs(fd) + 1e-9), f"{layer.name}: max error {err.max():.3g}"
+    assert layer.weights == [] and layer.count_params() == 0
+    return y, dx
+
+
+def roundtrip(layer, x):
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    again = layers.deserialize(layers.serialize(layer))
+    assert type(again) is type(layer) and again.get_config() == config
+    np.testing.assert_array_equal(clone(x), layer(x))
+    assert clone.output_shape == layer.output_shape
+    return config
+
+
+def ref_pool(x, pool, strides, padding, mode):
+    """Keras' pooling in NumPy (TensorFlow's 'same' padding; averages over in-bounds values)."""
+    n, h, w, c = x.shape
+    outs, pads = [], []
+    for size, k, s in zip((h, w), pool, strides):
+        if padding == "same":
+            out = -(-size // s)
+            pads.append(max((out - 1) * s + k - size, 0) // 2)
+        else:
+            out = (size - k) // s + 1
+            pads.append(0)
+        outs.append(out)
+    y = np.empty((n, outs[0], outs[1], c))
+    for i in range(outs[0]):
+        r0 = i * strides[0] - pads[0]
+        for j in range(outs[1]):
+            c0 = j * strides[1] - pads[1]
+            win = x[:, max(r0, 0):r0 + pool[0], max(c0, 0):c0 + pool[1], :]
+            y[:, i, j] = win.max(axis=(1, 2)) if mode == "max" else win.mean(axis=(1, 2))
+    return y
+
+
+POOL_ARGS = [dict(), dict(pool_size=3), dict(pool_size=(3, 2), strides=1), dict(pool_size=2, padding="same"),
+             dict(pool_size=(2, 3), strides=(1, 2), padding="same"), dict(pool_size=3, strides=2, padding="SAME")]
+
+
+# ----------------------------------------------------------------------------------------
+# MaxPooling2D / AveragePooling2D
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["max", "average"])
+@pytest.mark.parametrize("args", POOL_ARGS, ids=str)
+def test_pooling2d_forward_backward_config(rng, mode, args):
+    cls = layers.MaxPooling2D if mode == "max" else layers.AveragePooling2D
+    layer = cls(dtype="float64", **args)
+    x = distinct(rng, (2, 7, 6, 3))
+    y, _ = check_gradient(layer, x, rng)
+    pool = layer.pool_size
+    strides = layer.strides
+    assert pool == ((2, 2) if "pool_size" not in args else (args["pool_size"],) * 2
+                    if isinstance(args["pool_size"], int) else args["pool_size"])
+    assert strides == (pool if "strides" not in args else (args["strides"],) * 2
+                       if isinstance(args["strides"], int) else args["strides"])
+    padding = args.get("padding", "valid").lower()
+    np.testing.assert_allclose(y, ref_pool(x, pool, strides, padding, mode), rtol=1e-15, atol=1e-15)
+    assert layer.output_shape == (None,) + y.shape[1:]
+    config = roundtrip(layer, x)
+    assert config["pool_size"] == pool and config["strides"] == strides
+    assert config["padding"] == padding and config["data_format"] == "channels_last"
+
+
+@pytest.mark.parametrize("cls", [layers.MaxPooling1D, layers.AveragePooling1D])
+@pytest.mark.parametrize("args", [dict(), dict(pool_size=3, strides=1), dict(pool_size=4, strides=3, padding="same"),
+                                  dict(pool_size=(2,), strides=(1,))], ids=str)
+def test_pooling1d(rng, cls, args):
+    layer = cls(dtype="float64", **args)
+    x = distinct(rng, (3, 9, 4))  # (batch, steps, features)
+    y, _ = check_gradient(layer, x, rng)
+    (p,), (s,) = layer.pool_size, layer.strides
+    mode = "max" if cls is layers.MaxPooling1D else "average"
+    np.testing.assert_allclose(y, ref_pool(x[:, None], (1, p), (1, s), layer.padding, mode)[:, 0],
+                               rtol=1e-15, atol=1e-15)
+    assert layer.output_shape == (None,) + y.shape[1:]
+    roundtrip(layer, x)
+
+
+def test_pooling_float32_and_unknown_sizes(rng):
+    layer = layers.MaxPooling2D(2, padding="same")
+    assert layer.ensure_built((None, None, 9, 4)) == (None, None, 5, 4)
+    x = rng.standard_normal((5, 6, 9, 4)).astype(np.float32)
+    y = layer(x)
+    assert y.dtype == np.float32 and y.shape == (5, 3, 5, 4)
+    np.testing.assert_array_equal(y, ops.max_pool(x, 2, padding="same"))
+    assert layers.AveragePooling1D(3).ensure_built((None, None, 2)) == (None, None, 2)
+
+
+def test_max_pooling_routes_to_the_first_maximum_and_sums_overlaps():
+    layer = layers.MaxPooling2D(pool_size=3, strides=1, dtype="float64")
+    x = np.zeros((1, 4, 4, 1))
+    x[0, 1, 2, 0] = 5.0  # the maximum of all four windows
+    y = layer(x, training=True)
+    np.testing.assert_array_equal(y.ravel(), [5, 5, 5, 5])
+    dx = layer.backward(np.ones_like(y))
+    assert dx[0, 1, 2, 0] == 4 and dx.sum() == 4
+    x = np.zeros((1, 4, 4, 1))  # all tied: each window's first position
+    layer(x, training=True)
+    dx = layer.backward(np.ones((1, 2, 2, 1)))
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+
+
+def test_inference_keeps_nothing_and_backward_needs_a_training_forward(rng):
+    layer = layers.MaxPooling2D()
+    layer(rng.standard_normal((2, 4, 4, 1)))
+    with pytest.raises(RuntimeError, match=r"backward\(\) needs a forward\(x, training=True\)"):
+        layer.backward(np.ones((2, 2, 2, 1), np.float32))
+
+
+# ----------------------------------------------------------------------------------------
+# Global pooling
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("cls,rank,mode", [(layers.GlobalMaxPooling2D, 2, "max"),
+                                            (layers.GlobalAveragePooling2D, 2, "mean"),
+                                            (layers.GlobalMaxPooling1D, 1, "max"),
+                                            (layers.GlobalAveragePooling1D, 1, "mean")],
+                         ids=["GlobalMaxPooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
+                              "GlobalAveragePooling1D"])
+def test_global_pooling(rng, cls, rank, mode, keepdims):
+    layer = cls(keepdims=keepdims, dtype="float64")
+    shape = (3, 4, 5, 6) if rank == 2 else (3, 7, 6)
+    x = distinct(rng, shape)
+    y, _ = check_gradient(layer, x, rng)
+    axes = tuple(range(1, rank + 1))
+    want = x.max(axis=axes, keepdims=keepdims) if mode == "max" else x.mean(axis=axes, keepdims=keepdims)
+    np.testing.assert_allclose(y, want, rtol=1e-14, atol=1e-15)
+    assert layer.output_shape == (None,) + want.shape[1:]
+    config = roundtrip(layer, x)
+    assert config["keepdims"] is keepdims and config["data_format"] == "channels_last"
+
+
+# ----------------------------------------------------------------------------------------
+# ZeroPadding2D and UpSampling2D
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("padding", [1, (2, 0), ((0, 3), (1, 2)), [[1, 1], [0, 2]]], ids=str)
+def test_zero_padding2d(rng, padding):
+    layer = layers.ZeroPadding2D(padding, dtype="float64")
+    x = rng.standard_normal((2, 3, 4, 5))
+    y, _ = check_gradient(layer, x, rng)
+    (t, b), (l, r) = layer.padding
+    np.testing.assert_array_equal(y, np.pad(x, ((0, 0), (t, b), (l, r), (0, 0))))
+    assert layer.output_shape == (None,) + y.shape[1:]
+    assert roundtrip(layer, x)["padding"] == ((t, b), (l, r))
+    assert layers.ZeroPadding2D().padding == ((1, 1), (1, 1))
+
+
+@pytest.mark.parametrize("size", [(2, 2), 3, (1, 2)], ids=str)
+def test_upsampling2d(rng, size):
+    layer = layers.UpSampling2D(size, dtype="float64")
+    x = rng.standard_normal((2, 3, 4, 5))
+    y, _ = check_gradient(layer, x, rng)
+    sh, sw = layer.size
+    np.testing.assert_array_equal(y, x.repeat(sh, axis=1).repeat(sw, axis=2))
+    assert layer.output_shape == (None,) + y.shape[1:]
+    config = roundtrip(layer, x)
+    assert config["size"] == (sh, sw) and config["interpolation"] == "nearest"
+
+
+# ----------------------------------------------------------------------------------------
+# Bad arguments and input
+# ----------------------------------------------------------------------------------------
+POOLING_2D = [layers.MaxPooling2D, layers.AveragePooling2D]
+ALL_2D = POOLING_2D + [layers.GlobalMaxPooling2D, layers.GlobalAveragePooling2D, layers.ZeroPadding2D,
+                       layers.UpSampling2D]
+
+
+@pytest.mark.parametrize("cls", POOLING_2D + [layers.MaxPooling1D, layers.AveragePooling1D])
+def test_bad_pool_arguments(cls):
+    name = cls.__name__
+    for bad in (0, -2, (2, 0), (-1, 3)):
+        with pytest.raises(ValueError, match=f"{name}: 'pool_size' must"):
+            cls(pool_size=bad)
+        with pytest.raises(ValueError, match=f"{name}: 'strides' must"):
+            cls(pool_size=2, strides=bad)
+    with pytest.raises((TypeError, ValueError), match=f"{name}: 'pool_size' must be an int or a tuple"):
+        cls(pool_size="2")
+    with pytest.raises(ValueError, match=f"{name}: 'padding' must be 'valid' or 'same', got 'causal'"):
+        cls(padding="causal")
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        cls(pool=2)
+
+
+@pytest.mark.parametrize("cls", ALL_2D + [layers.MaxPooling1D, layers.GlobalAveragePooling1D])
+def test_channels_first_is_refused_clearly(cls):
+    with pytest.raises(ValueError, match="data_format='channels_first' is not supported: fastnn keeps "
+                                         "images channels_last"):
+        cls(data_format="channels_first")
+    with pytest.raises(ValueError, match="'data_format' must be 'channels_last'"):
+        cls(data_format="NHWC")
+    assert cls(data_format="channels_last").data_format == "channels_last"
+
+
+@pytest.mark.parametrize("cls", ALL_2D)
+def test_2d_layers_refuse_other_ranks(rng, cls):
+    for shape in [(2, 8, 3), (2, 8), (1, 2, 8, 8, 3)]:
+        with pytest.raises(ValueError, match=r"expects inputs with 4 dimensions \(batch, height, width, channels\), "
+                                             rf"got shape \(None, {', '.join(map(str, shape[1:]))}"):
+            cls()(rng.standard_normal(shape))
+
+
+def test_1d_layers_refuse_images(rng):
+    for cls in (layers.MaxPooling1D, layers.AveragePooling1D, layers.GlobalMaxPooling1D):
+        with pytest.raises(ValueError, match=r"expects inputs with 3 dimensions \(batch, steps, features\)"):
+            cls()(rng.standard_normal((2, 4, 4, 3)))
+
+
+def test_a_window_larger_than_a_valid_input_is_a_clear_error(rng):
+    with pytest.raises(ValueError, match=r"MaxPooling2D 'max_pooling2d.*': with padding='valid' the pooling "
+                                         r"window must fit in the input: pool size 5 is larger than the "
+                                         r"input's height 4"):
+        layers.MaxPooling2D(pool_size=5)(rng.standard_normal((1, 4, 9, 1)))
+    with pytest.raises(ValueError, match="pool size 3 is larger than the input's steps 2"):
+        layers.AveragePooling1D(3)(rng.standard_normal((1, 2, 1)))
+    with pytest.raises(ValueError, match="pool size 5 is larger than the input's width 4"):
+        keras.Sequential([layers.Input(shape=(9, 4, 1)), layers.MaxPooling2D((2, 5))])
+    assert layers.MaxPooling2D(5, padding="same")(np.zeros((1, 4, 4, 1))).shape == (1, 1, 1, 1)
+
+
+def test_other_bad_arguments():
+    with pytest.raises(ValueError, match="UpSampling2D: interpolation='bilinear' is not supported"):
+        layers.UpSampling2D(interpolation="bilinear")
+    with pytest.raises(ValueError, match="UpSampling2D: 'size' must hold positive ints"):
+        layers.UpSampling2D(0)
+    for bad in (-1, (1, -1), ((1, 2), (3,)), "1"):
+        with pytest.raises(ValueError, match="ZeroPadding2D: 'padding' must be an int >= 0"):
+            layers.ZeroPadding2D(bad)
+    with pytest.raises(ValueError, match="has no positions to pool over"):
+        layers.GlobalAveragePooling1D()(np.zeros((2, 0, 3)))
+
+
+@pytest.mark.parametrize("make", [layers.MaxPooling2D, layers.AveragePooling2D, layers.GlobalMaxPooling2D,
+                                  layers.ZeroPadding2D, layers.UpSampling2D])
+def test_strings_as_input_are_a_type_error(make):
+    with pytest.raises(TypeError, match="expected numeric input"):
+        make()(np.array([[[["a"]]]]), training=True)
+
+
+def test_keras_short_names():
+    assert layers.MaxPool2D is layers.MaxPooling2D and layers.AvgPool1D is layers.AveragePooling1D
+    assert layers.GlobalAvgPool2D is layers.GlobalAveragePooling2D
+    assert layers.MaxPooling2D().name.startswith("max_pooling2d")
+
+
+# ----------------------------------------------------------------------------------------
+# In models
+# ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    (x_train, y_train), (x_test, y_test) = keras.datasets.digits.load_data()
+    return ((x_train.astype("float32") / 16, y_train), (x_test.astype("float32") / 16, y_test))
+
+
+def test_a_model_with_every_2d_layer_trains_on_the_digits(digits, tmp_path):
+    (x_train, y_train), (x_test, y_test) = digits
+    x_train, x_test = x_train.reshape(-1, 64), x_test.reshape(-1, 64)
+    keras.utils.set_random_seed(0)
+    # The first Dense learns feature maps through every spatial layer's backward pass.
+    model = keras.Sequential([
+        layers.Input(shape=(64,)),
+        layers.Dense(6 * 6 * 8, activation="relu"),
+        layers.Reshape((6, 6, 8)),
+        layers.ZeroPadding2D(1),                                # 8x8
+        layers.MaxPooling2D(2, strides=1),                      # 7x7 (overlapping windows)
+        layers.UpSampling2D(2),                                 # 14x14
+        layers.AveragePooling2D(3, strides=2, padding="same"),  # 7x7
+        layers.MaxPool2D(2, padding="same"),                    # 4x4
+        layers.Flatten(),
+        layers.Dense(10, activation="softmax"),
+    ])
+    assert model.output_shape == (None, 10) and model.layers[6].output_shape == (None, 4, 4, 8)
+    first = model.layers[0].get_weights()[0]
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x_train, y_train, epochs=10, batch_size=32, verbose=0)
+    assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]
+    assert np.abs(model.layers[0].get_weights()[0] - first).max() > 0.01  # gradients got through
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    assert accuracy >= 0.95
+    path = tmp_path / "pooling.keras"
+    model.save(path)
+    again = keras.models.load_model(path)
+    np.testing.assert_array_equal(again.predict(x_test, verbose=0), model.predict(x_test, verbose=0))
+
+
+def test_a_sequence_model_with_1d_and_global_pooling_trains(digits):
+    (x_train, y_train), (x_test, y_test) = digits  # each digit as 8 steps of 8 features
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        layers.Input(shape=(8, 8)),
+        layers.Dense(64, activation="relu"),
+        layers.MaxPooling1D(2, strides=1),          # 7 steps
+        layers.AveragePooling1D(2, padding="same"),  # 4 steps
+        layers.Dense(64, activation="relu"),
+        layers.GlobalMaxPooling1D(keepdims=True),   # (1, 64)
+        layers.Flatten(),
+        layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(0.003), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0)
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    assert accuracy >= 0.85
+    keras.utils.set_random_seed(0)
+    gap = keras.Sequential([layers.Input(shape=(8, 8)), layers.Dense(32, activation="relu"),
+                            layers.GlobalAveragePooling1D(), layers.Dense(10, activation="softmax")])
+    gap.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    history = gap.fit(x_train, y_train, epochs=3, batch_size=64, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_a_pooling_layer_first_in_a_model_skips_its_input_gradient(rng):
+    model = keras.Sequential([layers.Input(shape=(4, 4, 2)), layers.GlobalAveragePooling2D(), layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(rng.standard_normal((8, 4, 4, 2)), rng.standard_normal((8, 1)), epochs=1, verbose=0)
+    assert model.layers[0]._need_input_grad is False
+    assert model.layers[0].backward(np.ones((8, 2), np.float32)) is None
