@@ -460,3 +460,30 @@ def test_copies_and_pickles_of_a_model_still_train(digits):
             assert np.shares_memory(var.value, clone._params)
     # the copies are independent of the original
     np.testing.assert_array_equal(model.predict(x[:10]), model.predict(x[:10]))
+
+
+def test_on_batch_methods_match_fit_evaluate_predict(digits):
+    (x_train, y_train), (x_test, y_test) = digits
+    xb, yb = x_train[:48], y_train[:48]
+
+    def make():
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.layers.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    a, b = make(), make()
+    before = a.evaluate(xb, yb, batch_size=48, verbose=0)
+    assert a.test_on_batch(xb, yb) == pytest.approx(before, rel=1e-6)
+    loss, accuracy = a.train_on_batch(xb, yb)
+    history = b.fit(xb, yb, batch_size=48, epochs=1, shuffle=False, verbose=0)
+    assert loss == pytest.approx(history.history["loss"][0], rel=1e-6)
+    assert accuracy == pytest.approx(history.history["accuracy"][0], rel=1e-6)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    np.testing.assert_array_equal(a.predict_on_batch(x_test[:5]), b.predict(x_test[:5], verbose=0))
+    logs = a.train_on_batch(xb, yb, return_dict=True)
+    assert set(logs) == {"loss", "accuracy"} and logs["loss"] < loss
+    with pytest.raises(ValueError, match="train_on_batch"):
+        a.train_on_batch(xb, yb[:10])

@@ -12,20 +12,31 @@ namespace fastnn {
 
 template <typename T>
 void column_sums(const T* m, Index rows, Index cols, T* out, bool accumulate) {
-  // Blocks of columns per task; each column's sum runs down the rows in order, with the
-  // columns of a block vectorised side by side.
-  constexpr Index kBlock = 512;
-  const Index tasks = (cols + kBlock - 1) / kBlock;
-  parallel_for(tasks, threads_for(double(rows) * double(cols)), [&](Index t) {
-    const Index c0 = t * kBlock, count = std::min(kBlock, cols - c0);
-    T* acc = out + c0;
-    if (!accumulate)
-      for (Index j = 0; j < count; ++j) acc[j] = T(0);
-    for (Index i = 0; i < rows; ++i) {
-      const T* row = m + i * cols + c0;
+  // Fixed blocks of rows (from the shape alone) summed in parallel into partials, then the
+  // partials added in block order: the same bits on any thread count. Within a block, each
+  // task's columns accumulate side by side in a local array (vectorised; no aliasing with
+  // the matrix, so no reload per row).
+  constexpr Index kRowBlock = 1024, kColBlock = 256;
+  const Index row_blocks = std::max<Index>(1, (rows + kRowBlock - 1) / kRowBlock);
+  const Index col_tasks = (cols + kColBlock - 1) / kColBlock;
+  T* partials = thread_scratch<T>(ScratchSlot::ColumnSums, row_blocks * cols);
+  parallel_for(row_blocks * col_tasks, threads_for(double(rows) * double(cols)), [&](Index task) {
+    const Index rb = task / col_tasks, c0 = (task % col_tasks) * kColBlock;
+    const Index count = std::min(kColBlock, cols - c0);
+    const Index r_end = std::min(rows, (rb + 1) * kRowBlock);
+    alignas(64) T acc[kColBlock];
+    for (Index j = 0; j < count; ++j) acc[j] = T(0);
+    for (Index i = rb * kRowBlock; i < r_end; ++i) {
+      const T* __restrict row = m + i * cols + c0;
       for (Index j = 0; j < count; ++j) acc[j] += row[j];
     }
+    std::copy(acc, acc + count, partials + rb * cols + c0);
   });
+  for (Index j = 0; j < cols; ++j) {
+    T total = accumulate ? out[j] : T(0);
+    for (Index rb = 0; rb < row_blocks; ++rb) total += partials[rb * cols + j];
+    out[j] = total;
+  }
 }
 
 template <typename T>

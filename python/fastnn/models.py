@@ -121,6 +121,23 @@ class Model:
         """
         return trainer.predict(self, x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One gradient update on the batch (x, y).
+
+        Returns the batch's loss (a float), or [loss, *metrics] when metrics were compiled
+        (metrics over this batch alone), or a dict with return_dict=True.
+        """
+        return trainer.train_on_batch(self, x, y, sample_weight=sample_weight, class_weight=class_weight,
+                                      return_dict=return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """Loss (and metrics) on one batch, without updating the weights; as train_on_batch."""
+        return trainer.test_on_batch(self, x, y, sample_weight=sample_weight, return_dict=return_dict)
+
+    def predict_on_batch(self, x):
+        """Outputs for x as one batch (no callbacks, no progress display)."""
+        return self.forward(trainer.prepare_x(self, x, "predict_on_batch", finite=False), training=False)
+
     def __call__(self, x, training=False):
         """The model's output for x (no batching, no callbacks)."""
         return self.forward(trainer.prepare_x(self, x, self.name, finite=False), training=training)

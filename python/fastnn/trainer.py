@@ -389,6 +389,42 @@ def evaluate(model, x, y, batch_size=None, verbose="auto", sample_weight=None, s
     return values[0] if len(values) == 1 else values
 
 
+# ---- one batch --------------------------------------------------------------------------------------
+def _batch_logs(model, value, return_dict):
+    logs = {"loss": value, **_metric_logs(model)}
+    if return_dict:
+        return logs
+    values = list(logs.values())
+    return values[0] if len(values) == 1 else values
+
+
+def train_on_batch(model, x, y, sample_weight=None, class_weight=None, return_dict=False):
+    who = "train_on_batch"
+    _check_compiled(model, who)
+    x = prepare_x(model, x, who)
+    y = prepare_y(model, model.loss, y, len(x), who)
+    weights = prepare_weights(sample_weight, len(x), who)
+    if class_weight is not None:
+        cw = _class_weights(class_weight, y, who)
+        weights = cw if weights is None else weights * cw
+    model._ensure_packed()
+    _reset_metrics(model)
+    with _Step(model) as step:
+        value = _train_step(model, step, x, y, weights)
+    return _batch_logs(model, value, return_dict)
+
+
+def test_on_batch(model, x, y, sample_weight=None, return_dict=False):
+    who = "test_on_batch"
+    _check_compiled(model, who)
+    x = prepare_x(model, x, who)
+    y = prepare_y(model, model.loss, y, len(x), who)
+    weights = prepare_weights(sample_weight, len(x), who)
+    with _Step(model) as step:
+        logs = _evaluate_arrays(model, step, x, y, weights, max(len(x), 1))
+    return _batch_logs(model, logs["loss"], return_dict)
+
+
 # ---- predict ------------------------------------------------------------------------------------------
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
     who = "predict"

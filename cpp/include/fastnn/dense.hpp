@@ -34,7 +34,8 @@ template <typename T>
 void dense_backward(const DenseArgs<T>& a, const T* z, const T* y, const T* dy, T* dw, T* db,
                     bool accumulate, T* dx);
 
-/// out[j] (+)= Σ_i m[i, j] for an m×n row-major matrix, rows summed in order.
+/// out[j] (+)= Σ_i m[i, j] for an m×n row-major matrix: rows summed in order within fixed
+/// blocks of 1024, the blocks' sums in order (the same bits on any thread count).
 template <typename T>
 void column_sums(const T* m, Index rows, Index cols, T* out, bool accumulate);
 

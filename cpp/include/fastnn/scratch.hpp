@@ -24,6 +24,7 @@ enum class ScratchSlot : int {
   ConvPadded,
   ConvRowOffsets,
   ConvStepOffsets,
+  ColumnSums,
   kCount
 };
 
