@@ -13,6 +13,7 @@ namespace py = pybind11;
 
 namespace fastnn::bindings {
 void register_activation(py::module_& m);
+void register_batchnorm(py::module_& m);
 void register_config(py::module_& m);
 void register_dense(py::module_& m);
 void register_dropout(py::module_& m);
@@ -65,4 +66,5 @@ PYBIND11_MODULE(_core, m) {
   register_loss(m);
   register_optim(m);
   register_dropout(m);
+  register_batchnorm(m);
 }
