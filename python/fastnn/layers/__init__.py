@@ -3,10 +3,12 @@
 from .activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from .base import Layer, Variable
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .normalization import BatchNormalization
 from .preprocessing import Normalization, Rescaling
 
 _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, InputLayer, Reshape, ELU,
-                                          LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling)}
+                                          LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling,
+                                          BatchNormalization)}
 
 
 def serialize(layer):
@@ -24,5 +26,5 @@ def deserialize(config, custom_objects=None):
 
 
 __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape",
-           "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "serialize",
-           "deserialize"]
+           "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "BatchNormalization",
+           "serialize", "deserialize"]

@@ -26,5 +26,6 @@ from .math import (abs, absolute, add, argmax, cast, clip, convert_to_numpy, con
 from .nn import (activation_backward, activation_forward, adadelta_update, adagrad_update, adam_update,
                  dense, dense_backward, dropout, dropout_backward, nadam_update, rmsprop_update,
                  sgd_update)
+from .normalization import batch_norm_backward, batch_norm_forward, batch_normalization
 
 __all__ = [name for name in dir() if not name.startswith("_")]
