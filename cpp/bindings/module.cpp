@@ -13,6 +13,7 @@ namespace py = pybind11;
 
 namespace fastnn::bindings {
 void register_activation(py::module_& m);
+void register_batchnorm(py::module_& m);
 void register_config(py::module_& m);
 void register_conv(py::module_& m);
 void register_dense(py::module_& m);
@@ -71,4 +72,5 @@ PYBIND11_MODULE(_core, m) {
   register_conv(m);
   register_image(m);
   register_pool(m);
+  register_batchnorm(m);
 }

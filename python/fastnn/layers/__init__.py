@@ -5,6 +5,7 @@ from .augmentation import RandomContrast, RandomCrop, RandomFlip, RandomRotation
 from .base import Layer, Variable
 from .conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .normalization import BatchNormalization
 from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, GlobalAveragePooling1D,
                       GlobalAveragePooling2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
                       GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D, MaxPool2D, MaxPooling1D, MaxPooling2D,
@@ -17,7 +18,7 @@ _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, I
                                           RandomTranslation, RandomZoom,
                                           MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D,
                                           GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalAveragePooling1D,
-                                          GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D)}
+                                          GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D, BatchNormalization)}
 
 
 def serialize(layer):
@@ -41,4 +42,4 @@ __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "D
            "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalMaxPooling1D",
            "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "MaxPool1D", "MaxPool2D",
            "AvgPool1D", "AvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
-           "ZeroPadding2D", "UpSampling2D", "serialize", "deserialize"]
+           "ZeroPadding2D", "UpSampling2D", "BatchNormalization", "serialize", "deserialize"]

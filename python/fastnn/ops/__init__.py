@@ -32,5 +32,6 @@ from .pool import (average_pool, average_pool_backward, global_average_pool, glo
                    global_max_pool, global_max_pool_backward, global_max_pool_with_argmax, max_pool,
                    max_pool_backward, max_pool_with_argmax, upsample2d, upsample2d_backward, zero_pad2d,
                    zero_pad2d_backward)
+from .normalization import batch_norm_backward, batch_norm_forward, batch_normalization
 
 __all__ = [name for name in dir() if not name.startswith("_")]

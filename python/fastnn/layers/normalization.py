@@ -1,0 +1,151 @@
+"""Normalization layers: BatchNormalization."""
+
+import math
+
+import numpy as np
+
+from .. import _core, initializers, regularizers
+from .base import Layer
+
+
+class BatchNormalization(Layer):
+    """Normalizes each channel with batch statistics while training, moving ones otherwise.
+
+    Keras 3's BatchNormalization. For each index c of the channel axis:
+
+    * training (``fit``, or ``training=True``): ``y = gamma * (x - mean(x)) /
+      sqrt(var(x) + epsilon) + beta`` with the mean and the biased variance of the batch over
+      every other axis; then ``moving_mean = moving_mean * momentum + mean * (1 - momentum)``
+      and the same for ``moving_variance`` (with the biased batch variance);
+    * inference (``predict``, ``evaluate``, ``training=False``): the same with
+      ``moving_mean`` and ``moving_variance`` in place of the batch statistics.
+
+    A frozen layer (``trainable = False``) runs in inference mode even with training=True
+    and leaves its moving statistics alone (Keras 3's rule).
+
+    gamma and beta are trainable weights; moving_mean and moving_variance are non-trainable
+    weights: saved with the model, listed in ``non_trainable_weights`` and the summary's
+    non-trainable count, never touched by the optimizer. Inside a model they are views into
+    its flat weight buffer, and the forward kernel updates them there in place. Forward and
+    backward are one C++ call each; the weights order is gamma, beta, moving_mean,
+    moving_variance (those that exist), as in Keras.
+
+    Any channel axis works without a transposed copy (the kernels read the input in place);
+    the last axis (NHWC images, features) is the fastest.
+
+    Args:
+        axis: int, default -1: the channel axis (e.g. 1 for channels-first images). Its size
+            must be known when the layer is built.
+        momentum: float in [0, 1], default 0.99: of the moving averages.
+        epsilon: float > 0, default 1e-3: added to the variance.
+        center: bool, default True: add beta (False: no beta weight).
+        scale: bool, default True: multiply by gamma (False: no gamma weight).
+        beta_initializer: default "zeros". gamma_initializer: default "ones".
+        moving_mean_initializer: default "zeros". moving_variance_initializer: default "ones".
+        beta_regularizer, gamma_regularizer: default None.
+        **kwargs: name, dtype, trainable, input_shape, input_dim.
+
+    Example:
+        >>> model = fastnn.Sequential([
+        ...     fastnn.layers.Dense(64, input_shape=(64,)),
+        ...     fastnn.layers.BatchNormalization(),
+        ...     fastnn.layers.Activation("relu"),
+        ...     fastnn.layers.Dense(10, activation="softmax"),
+        ... ])
+    """
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", moving_mean_initializer="zeros", moving_variance_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None, beta_constraint=None, gamma_constraint=None,
+                 synchronized=False, **kwargs):
+        super().__init__(**kwargs)
+        who = f"BatchNormalization '{self.name}'"
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"{who}: 'axis' must be an int (one channel axis), got {axis!r}")
+        for what, value in (("momentum", momentum), ("epsilon", epsilon)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{who}: '{what}' must be a float, got {value!r}")
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"{who}: 'momentum' must be in [0, 1], got {momentum!r}")
+        if not (math.isfinite(float(epsilon)) and float(epsilon) > 0):
+            raise ValueError(f"{who}: 'epsilon' must be a finite float > 0, got {epsilon!r}")
+        # Keras arguments fastnn has no machinery for: accepted at their defaults so that
+        # Keras configs and scripts port, refused otherwise rather than silently ignored.
+        if beta_constraint is not None or gamma_constraint is not None:
+            raise ValueError(f"{who}: weight constraints are not supported (beta_constraint / gamma_constraint "
+                             f"must be None)")
+        if synchronized:
+            raise ValueError(f"{who}: synchronized=True (cross-device statistics) is not supported")
+        self.axis = int(axis)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.gamma = self.beta = self.moving_mean = self.moving_variance = None
+        self._channel_axis = None  # self.axis made non-negative, after build
+
+    def build(self, input_shape):
+        who = f"BatchNormalization '{self.name}'"
+        ndim = len(input_shape)
+        if not -ndim <= self.axis < ndim:
+            raise ValueError(f"{who}: 'axis' {self.axis} is out of range for inputs of shape {input_shape} "
+                             f"({ndim} axes)")
+        axis = self.axis % ndim
+        channels = input_shape[axis]
+        if channels is None:
+            hint = " (axis 0 is the batch axis)" if axis == 0 else ""
+            raise ValueError(f"{who}: the channel axis {self.axis} of the input shape {input_shape} must have a "
+                             f"known size{hint}")
+        self._channel_axis = axis
+        shape = (channels,)
+        if self.scale:
+            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer, self.gamma_regularizer)
+        if self.center:
+            self.beta = self.add_weight("beta", shape, self.beta_initializer, self.beta_regularizer)
+        self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer, trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", shape, self.moving_variance_initializer,
+                                               trainable=False)
+        return tuple(input_shape)
+
+    def forward(self, x, training=False):
+        axis = self._channel_axis
+        channels = self.moving_mean.shape[0]
+        if x.ndim != len(self.input_shape) or x.shape[axis] != channels:
+            raise ValueError(f"BatchNormalization '{self.name}': built for inputs of shape {self.input_shape} "
+                             f"({channels} channels on axis {self.axis}), got shape {x.shape}")
+        # Keras 3: a frozen layer normalises with its moving statistics and does not update them.
+        batch_statistics = bool(training) and self.trainable
+        gamma = self.gamma.value if self.scale else None
+        beta = self.beta.value if self.center else None
+        y, mean, invstd = _core.batchnorm_forward(x, gamma, beta, self.moving_mean.value,
+                                                  self.moving_variance.value, axis, self.epsilon, self.momentum,
+                                                  batch_statistics)
+        if training:
+            self._cache = (x, mean, invstd, batch_statistics)
+        return y
+
+    def backward(self, dy):
+        x, mean, invstd, batch_statistics = self._check_cache()
+        dgamma = self.gamma.grad if (self.scale and self.trainable and self.gamma.trainable) else None
+        dbeta = self.beta.grad if (self.center and self.trainable and self.beta.trainable) else None
+        gamma = self.gamma.value if self.scale else None
+        return _core.batchnorm_backward(x, dy, mean, invstd, gamma, self._channel_axis, batch_statistics, dgamma,
+                                        dbeta, False, self._need_input_grad)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon, center=self.center,
+                   scale=self.scale,
+                   beta_initializer=initializers.serialize(self.beta_initializer),
+                   gamma_initializer=initializers.serialize(self.gamma_initializer),
+                   moving_mean_initializer=initializers.serialize(self.moving_mean_initializer),
+                   moving_variance_initializer=initializers.serialize(self.moving_variance_initializer),
+                   beta_regularizer=regularizers.serialize(self.beta_regularizer),
+                   gamma_regularizer=regularizers.serialize(self.gamma_regularizer))
+        return cfg
