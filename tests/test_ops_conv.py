@@ -79,6 +79,12 @@ CASES = [
     (2, 9, 9, 4, 100, 3, 3, (1, 1), "same", (1, 1)),  # wide output: packed A panels
     (1, 4, 4, 3, 2, 4, 4, (3, 3), "same", (1, 1)),
     (5, 1, 13, 3, 4, 1, 4, (1, 2), "same", (1, 1)),   # height 1 (a 1-D convolution)
+    # 3×3 stride 1 with ≥ 16 channels: Winograd F(2×2, 3×3), odd and even output sizes
+    (3, 13, 13, 32, 64, 3, 3, (1, 1), "same", (1, 1)),
+    (2, 7, 9, 16, 16, 3, 3, (1, 1), "valid", (1, 1)),
+    (1, 4, 4, 20, 17, 3, 3, (1, 1), "same", (1, 1)),
+    (2, 2, 5, 16, 18, 3, 3, (1, 1), "same", (1, 1)),
+    (1, 3, 3, 16, 16, 3, 3, (1, 1), "valid", (1, 1)),  # a single output pixel
 ]
 
 

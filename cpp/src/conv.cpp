@@ -8,6 +8,7 @@
 #include "fastnn/dense.hpp"
 #include "fastnn/gemm.hpp"
 #include "fastnn/scratch.hpp"
+#include "winograd.hpp"
 
 namespace fastnn {
 namespace {
@@ -152,6 +153,7 @@ struct Patches {
 template <typename T>
 void forward_chunks(const ConvShape& s, const T* x, const T* w, const T* bias,
                     const Activation& act, T* z, T* y) {
+  if (winograd_applicable(s)) return winograd_forward(s, x, w, bias, act, z, y);
   const Index K = s.patch(), pixels = s.out_pixels();
   const Chunks chunks = plan_chunks(s);
   const double flops = 2.0 * double(s.n) * double(pixels) * double(s.f) * double(K);

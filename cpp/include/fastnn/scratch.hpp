@@ -25,6 +25,9 @@ enum class ScratchSlot : int {
   ConvRowOffsets,
   ConvStepOffsets,
   ColumnSums,
+  WinogradKernel,
+  WinogradInput,
+  WinogradProducts,
   kCount
 };
 
