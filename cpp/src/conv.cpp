@@ -218,7 +218,9 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
   const int threads = std::min<int>(threads_for(flops), int(chunks.count));
   const bool pointwise = is_pointwise(s);
 
-  if (dw) {
+  if (dw && winograd_applicable(s)) {
+    winograd_kernel_gradient(s, a.x, dz, dw, accumulate);
+  } else if (dw) {
     const Patches<T> patches(s, chunks.per);
     // One weight-gradient partial per chunk, summed in chunk order below (one chunk: direct).
     const bool direct = chunks.count == 1;

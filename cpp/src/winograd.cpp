@@ -19,6 +19,8 @@ namespace {
 
 // Tiles per block: V and M (16 × tiles × channels each) stay within L2 for 64 channels.
 constexpr Index kBlockTiles = 128;
+// Partial weight gradients (16·c·f values each) for the weight gradient's groups of blocks.
+constexpr Index kGradientGroups = 16;
 
 // U[ξ][c][f] = (G g Gᵀ)[ξ] for each (c, f), g the 3×3 kernel slice w[:, :, c, f].
 // G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]].
@@ -130,6 +132,70 @@ void transform_output(const ConvShape& s, const Tiling& tl, const T* m, const T*
   }
 }
 
+// D[ξ][t][f] = (A dz Aᵀ)[ξ] for the block's tiles, dz the 2×2 output-gradient tile (zeros
+// past the output's edge); A = [[1, 0], [1, 1], [1, -1], [0, -1]]. The transpose of the
+// output transform: the weight gradient's side of the product.
+template <typename T>
+void transform_output_gradient(const ConvShape& s, const Tiling& tl, const T* dz, const T* zeros,
+                               Index first, Index count, T* d) {
+  const Index F = s.f, plane = count * F;
+  for (Index t = 0; t < count; ++t) {
+    const Index tile = first + t, img = tile / tl.per_image, r = tile % tl.per_image;
+    const Index row0 = (r / tl.cols) * 2, col0 = (r % tl.cols) * 2;
+    const T* src[2][2];
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) {
+        const Index row = row0 + i, col = col0 + j;
+        src[i][j] = (row >= s.oh || col >= s.ow) ? zeros : dz + ((img * s.oh + row) * s.ow + col) * F;
+      }
+    T* dst = d + t * F;
+#pragma omp simd
+    for (Index f = 0; f < F; ++f) {
+      const T y00 = src[0][0][f], y01 = src[0][1][f], y10 = src[1][0][f], y11 = src[1][1][f];
+      T a[4][2];  // A·dz
+      a[0][0] = y00, a[0][1] = y01;
+      a[1][0] = y00 + y10, a[1][1] = y01 + y11;
+      a[2][0] = y00 - y10, a[2][1] = y01 - y11;
+      a[3][0] = -y10, a[3][1] = -y11;
+      for (int i = 0; i < 4; ++i) {  // (A·dz)·Aᵀ
+        T* out = dst + (i * 4) * plane + f;
+        out[0 * plane] = a[i][0];
+        out[1 * plane] = a[i][0] + a[i][1];
+        out[2 * plane] = a[i][0] - a[i][1];
+        out[3 * plane] = -a[i][1];
+      }
+    }
+  }
+}
+
+// dw[p][q][c][f] (+)= (Gᵀ S G)[p][q] for S[ξ][c][f] the transformed sums; the transpose of
+// the kernel transform. Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]].
+template <typename T>
+void transform_kernel_gradient(const ConvShape& s, const T* sums, T* dw, bool accumulate) {
+  const Index C = s.c, F = s.f, plane = C * F;
+  for (Index c = 0; c < C; ++c) {
+#pragma omp simd
+    for (Index f = 0; f < F; ++f) {
+      T m[4][4], t[3][4];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) m[i][j] = sums[(i * 4 + j) * plane + c * F + f];
+      for (int j = 0; j < 4; ++j) {  // Gᵀ·S
+        t[0][j] = m[0][j] + T(0.5) * (m[1][j] + m[2][j]);
+        t[1][j] = T(0.5) * (m[1][j] - m[2][j]);
+        t[2][j] = T(0.5) * (m[1][j] + m[2][j]) + m[3][j];
+      }
+      for (int p = 0; p < 3; ++p) {  // (Gᵀ·S)·G
+        const T g[3] = {t[p][0] + T(0.5) * (t[p][1] + t[p][2]), T(0.5) * (t[p][1] - t[p][2]),
+                        T(0.5) * (t[p][1] + t[p][2]) + t[p][3]};
+        for (int q = 0; q < 3; ++q) {
+          T& out = dw[(p * 3 + q) * plane + c * F + f];
+          out = accumulate ? out + g[q] : g[q];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool winograd_applicable(const ConvShape& s) {
@@ -180,9 +246,63 @@ void winograd_forward(const ConvShape& s, const T* x, const T* w, const T* bias,
     activation_forward(act, out, y, s.n * s.oh * s.ow * F, F);
 }
 
+template <typename T>
+void winograd_kernel_gradient(const ConvShape& s, const T* x, const T* dz, T* dw, bool accumulate) {
+  Tiling tl;
+  tl.rows = (s.oh + 1) / 2;
+  tl.cols = (s.ow + 1) / 2;
+  tl.per_image = tl.rows * tl.cols;
+  tl.total = s.n * tl.per_image;
+  const Index C = s.c, F = s.f, plane = 16 * C * F;
+  // Blocks form a fixed number of groups (from the shapes alone); each group's blocks add
+  // into its own transformed partial sum in order, and the partials are summed in group
+  // order: the same bits on any thread count.
+  const Index blocks = (tl.total + kBlockTiles - 1) / kBlockTiles;
+  const Index groups = std::min<Index>(blocks, kGradientGroups);
+  const Index per_group = (blocks + groups - 1) / groups;
+  std::vector<T> partials(size_t(groups) * size_t(plane));
+  std::vector<T> zeros(size_t(std::max(C, F)), T(0));
+  const double flops = 2.0 * 16.0 * double(tl.total) * double(C) * double(F);
+  const int threads = std::min<int>(threads_for(flops), int(groups));
+  parallel_for(groups, threads, [&](Index group) {
+    T* v = thread_scratch<T>(ScratchSlot::WinogradInput, 16 * kBlockTiles * C);
+    T* d = thread_scratch<T>(ScratchSlot::WinogradProducts, 16 * kBlockTiles * F);
+    T* sums = partials.data() + group * plane;
+    const Index block_end = std::min(blocks, (group + 1) * per_group);
+    for (Index block = group * per_group; block < block_end; ++block) {
+      const Index first = block * kBlockTiles, count = std::min(kBlockTiles, tl.total - first);
+      transform_input(s, tl, x, zeros.data(), first, count, v);
+      transform_output_gradient(s, tl, dz, zeros.data(), first, count, d);
+      for (int xi = 0; xi < 16; ++xi) {
+        GemmArgs<T> g;  // S[ξ] (+)= V[ξ]ᵀ · D[ξ]
+        g.m = C;
+        g.n = F;
+        g.k = count;
+        g.a = v + xi * count * C;
+        g.lda = C;
+        g.trans_a = true;
+        g.b = d + xi * count * F;
+        g.ldb = F;
+        g.c = sums + xi * C * F;
+        g.ldc = F;
+        g.accumulate = block > group * per_group;
+        g.max_threads = 1;  // groups already run in parallel
+        gemm(g);
+      }
+    }
+  });
+  for (Index g = 1; g < groups; ++g) {
+    const T* src = partials.data() + g * plane;
+    T* total = partials.data();
+    for (Index i = 0; i < plane; ++i) total[i] += src[i];
+  }
+  transform_kernel_gradient(s, partials.data(), dw, accumulate);
+}
+
 #define FASTNN_INSTANTIATE(T)                                                                  \
   template void winograd_forward<T>(const ConvShape&, const T*, const T*, const T*,           \
-                                    const Activation&, T*, T*);
+                                    const Activation&, T*, T*);                      \
+  template void winograd_kernel_gradient<T>(const ConvShape&, const T*, const T*, T*, bool);
 FASTNN_INSTANTIATE(float)
 FASTNN_INSTANTIATE(double)
 #undef FASTNN_INSTANTIATE

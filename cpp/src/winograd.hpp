@@ -22,4 +22,9 @@ template <typename T>
 void winograd_forward(const ConvShape& s, const T* x, const T* w, const T* bias,
                       const Activation& act, T* z, T* y);
 
+/// dw (+)= the kernel gradient of a convolution with input x and pre-activation gradient dz
+/// (same shape rules): 16 GEMMs V[ξ]ᵀ·D[ξ] over the tiles, D the transformed dz tiles.
+template <typename T>
+void winograd_kernel_gradient(const ConvShape& s, const T* x, const T* dz, T* dw, bool accumulate);
+
 }  // namespace fastnn
