@@ -90,6 +90,12 @@ def test_main_module_trains_the_digits_demo():
     assert main(["--epochs", "20", "--verbose", "0"]) >= 0.95
 
 
+def test_main_module_trains_a_cnn_on_the_digits():
+    from fastnn.__main__ import main
+
+    assert main(["--model", "cnn", "--epochs", "15", "--verbose", "0"]) >= 0.95
+
+
 def test_predict_matches_an_independent_numpy_forward(digits):
     (x_train, _), _ = digits
     model = small_model()

@@ -207,7 +207,8 @@ def test_conv1d_matches_numpy(padding):
         np.testing.assert_allclose(dw, ref_dw[0], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", [CASES[3], CASES[10], (40, 14, 14, 8, 16, 3, 3, (1, 1), "same", (1, 1))])
+@pytest.mark.parametrize("case", [CASES[3], CASES[10], (40, 14, 14, 8, 16, 3, 3, (1, 1), "same", (1, 1)),
+                                  (12, 13, 13, 32, 64, 3, 3, (1, 1), "same", (1, 1))])  # Winograd, many blocks
 def test_bit_identical_on_one_and_two_threads(case):
     x, w, b = _data(case, np.float32)
     strides, padding, dilation = case[7:]
