@@ -1,9 +1,11 @@
-"""Preprocessing: the Normalization and Rescaling layers, one-hot labels, min-max scaling.
+"""Preprocessing: the Normalization and Rescaling layers, one-hot labels, min-max scaling, padding.
 
 ``Normalization`` and ``Rescaling`` are the layers of ``fastnn.layers`` (put them first in
 a model so it takes raw data); ``to_categorical`` is ``fastnn.utils.to_categorical``;
-``min_max_scale`` rescales NumPy arrays. For splitting data use scikit-learn's
-``train_test_split``.
+``min_max_scale`` rescales NumPy arrays; ``sequence.pad_sequences`` (also
+``fastnn.preprocessing.pad_sequences`` and ``fastnn.utils.pad_sequences``) pads sequences to
+one length, as Keras' ``keras.preprocessing.sequence.pad_sequences``. For splitting data use
+scikit-learn's ``train_test_split``.
 """
 
 import numpy as np
@@ -11,6 +13,8 @@ import numpy as np
 from .. import config
 from ..layers.preprocessing import Normalization, Rescaling
 from ..utils import to_categorical
+from . import sequence
+from .sequence import pad_sequences
 
 
 def min_max_scale(x, feature_range=(0, 1), axis=0, data_min=None, data_max=None):

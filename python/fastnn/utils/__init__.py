@@ -1,4 +1,4 @@
-"""Utilities: seeding, label encoding, training curves."""
+"""Utilities: seeding, label encoding, sequence padding, training curves."""
 
 import numpy as np
 
@@ -43,4 +43,18 @@ def to_categorical(x, num_classes=None):
     return out
 
 
-__all__ = ["plot_history", "set_random_seed", "to_categorical"]
+def __getattr__(name):
+    # pad_sequences lives in fastnn.preprocessing.sequence (Keras exports it from both places);
+    # imported on first use because fastnn.preprocessing itself imports this package.
+    if name == "pad_sequences":
+        from ..preprocessing.sequence import pad_sequences
+        globals()["pad_sequences"] = pad_sequences
+        return pad_sequences
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"pad_sequences"})
+
+
+__all__ = ["pad_sequences", "plot_history", "set_random_seed", "to_categorical"]
