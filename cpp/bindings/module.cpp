@@ -23,6 +23,7 @@ void register_image(py::module_& m);
 void register_loss(py::module_& m);
 void register_optim(py::module_& m);
 void register_pool(py::module_& m);
+void register_rnn(py::module_& m);
 
 namespace {
 // Names of the features the build needs but this CPU lacks ("" when all are present).
@@ -73,4 +74,5 @@ PYBIND11_MODULE(_core, m) {
   register_image(m);
   register_pool(m);
   register_batchnorm(m);
+  register_rnn(m);
 }

@@ -41,6 +41,12 @@ bool activation_backward_needs_input(ActivationKind kind);
 template <typename T>
 void activation_forward(const Activation& act, const T* x, T* y, Index n, Index cols);
 
+/// y = f(x) for n values on the calling thread only (for kernels already running in
+/// parallel, e.g. an RNN's gates row by row); not for Softmax. y may alias x. The values
+/// are the same bits as activation_forward's.
+template <typename T>
+void activation_forward_serial(const Activation& act, const T* x, T* y, Index n);
+
 /// dx = dy ⊙ f'(x). x may be null when the function needs only y; dx may alias dy.
 template <typename T>
 void activation_backward(const Activation& act, const T* x, const T* y, const T* dy, T* dx,

@@ -28,6 +28,13 @@ enum class ScratchSlot : int {
   WinogradKernel,
   WinogradInput,
   WinogradProducts,
+  RnnWeights,
+  RnnGateGrads,
+  RnnRecurrentGrads,
+  RnnStates,
+  RnnRowTemp,
+  RnnOffsets,
+  EmbeddingOrder,
   kCount
 };
 

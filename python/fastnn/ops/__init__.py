@@ -32,6 +32,8 @@ from .pool import (average_pool, average_pool_backward, global_average_pool, glo
                    global_max_pool, global_max_pool_backward, global_max_pool_with_argmax, max_pool,
                    max_pool_backward, max_pool_with_argmax, upsample2d, upsample2d_backward, zero_pad2d,
                    zero_pad2d_backward)
+from .rnn import (embedding, embedding_backward, gru, gru_backward, lstm, lstm_backward, lstm_cell,
+                  lstm_cell_backward, simple_rnn, simple_rnn_backward)
 from .normalization import batch_norm_backward, batch_norm_forward, batch_normalization
 
 __all__ = [name for name in dir() if not name.startswith("_")]

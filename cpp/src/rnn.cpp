@@ -1,0 +1,349 @@
+// Recurrent sequences (see fastnn/rnn.hpp): the products around the elementwise steps of
+// rnn_cells.hpp, and the order of the steps.
+#include "fastnn/rnn.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "fastnn/dense.hpp"
+#include "fastnn/gemm.hpp"
+#include "fastnn/scratch.hpp"
+#include "rnn_cells.hpp"
+
+namespace fastnn {
+
+bool rnn_supports_activation(ActivationKind kind) {
+  return kind == ActivationKind::Linear || kind == ActivationKind::Relu ||
+         kind == ActivationKind::Sigmoid || kind == ActivationKind::Tanh;
+}
+
+namespace {
+using namespace rnn_detail;
+
+// Elementwise work per step below this many values stays on the calling thread: a step
+// of batch 32 × 256 units is ~10 µs, about what waking a second thread costs.
+constexpr Index kParallelStepValues = 1 << 14;
+
+// A row stride for a copy of a matrix with `cols` columns that the GEMM can read in place:
+// a multiple of 4 KB would alias every row in the same cache sets (the GEMM would then pack
+// the matrix on every call, i.e. every step).
+template <typename T>
+Index unaliased_stride(Index cols) {
+  return (cols * Index(sizeof(T))) % 4096 == 0 ? cols + 64 / Index(sizeof(T)) : cols;
+}
+
+// R (units × width) and Rᵀ (width × units), copied once per call with unaliased strides.
+template <typename T>
+struct RecurrentWeights {
+  const T* r;
+  Index ldr;
+  const T* rt = nullptr;
+  Index ldrt = 0;
+
+  RecurrentWeights(const RnnArgs<T>& a, bool transposed) {
+    const Index u = a.units, w = a.width();
+    ldr = unaliased_stride<T>(w);
+    ldrt = transposed ? unaliased_stride<T>(u) : 0;
+    T* buffer = thread_scratch<T>(ScratchSlot::RnnWeights, u * ldr + w * ldrt);
+    for (Index i = 0; i < u; ++i) std::memcpy(buffer + i * ldr, a.recurrent + i * w, sizeof(T) * w);
+    r = buffer;
+    if (!transposed) return;
+    T* t = buffer + u * ldr;
+    constexpr Index kTile = 32;  // transpose in tiles: both sides stay in cache
+    for (Index i0 = 0; i0 < u; i0 += kTile)
+      for (Index j0 = 0; j0 < w; j0 += kTile)
+        for (Index j = j0; j < std::min(w, j0 + kTile); ++j)
+          for (Index i = i0; i < std::min(u, i0 + kTile); ++i) t[j * ldrt + i] = a.recurrent[i * w + j];
+    rt = t;
+  }
+};
+
+// C (+)= A·B for one step's rows (A and C strided by whole sequences).
+template <typename T>
+void step_product(Index m, Index n, Index k, const T* a, Index lda, const T* b, Index ldb, T* c,
+                  Index ldc, const T* bias, bool accumulate) {
+  GemmArgs<T> g;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.a = a;
+  g.lda = lda;
+  g.b = b;
+  g.ldb = ldb;
+  g.c = c;
+  g.ldc = ldc;
+  g.bias = bias;
+  g.accumulate = accumulate;
+  gemm(g);
+}
+
+// body(b) for every sample of a step: on the calling thread unless the step is large.
+template <typename Body>
+void for_each_sample(Index batch, Index values, Body&& body) {
+  const int threads = batch * values >= kParallelStepValues ? num_threads() : 1;
+  parallel_for(batch, threads, body);
+}
+
+template <typename T>
+bool masked(const RnnArgs<T>& a, Index b, Index t) {  // t: input order
+  return a.mask && !a.mask[b * a.steps + t];
+}
+
+// Offsets of the inputs read by each processing step's rows (s, b), time-major: the input
+// projection and the kernel gradient read x in place through them.
+template <typename T>
+const Index* step_row_offsets(const RnnArgs<T>& a) {
+  const Index B = a.batch, S = a.steps;
+  Index* offsets = thread_scratch<Index>(ScratchSlot::RnnOffsets, S * B + a.input);
+  for (Index s = 0; s < S; ++s)
+    for (Index b = 0; b < B; ++b) offsets[s * B + b] = (b * S + a.time(s)) * a.input;
+  for (Index d = 0; d < a.input; ++d) offsets[S * B + d] = d;
+  return offsets;
+}
+
+template <typename T>
+void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
+  const Index B = a.batch, S = a.steps, D = a.input, U = a.units, W = a.width();
+  const bool gru = a.kind == RnnKind::Gru, lstm = a.kind == RnnKind::Lstm;
+  const Index* rows = step_row_offsets(a);
+  // Pre-activations of every step: one product for the inputs of all steps.
+  T* z = lstm || gru ? tape.gates : thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * W);
+  {
+    GemmArgs<T> g;
+    g.m = S * B;
+    g.n = W;
+    g.k = D;
+    g.a = a.x;
+    g.a_row_offsets = rows;
+    g.a_step_offsets = rows + S * B;  // 0, 1, ..., D - 1
+    g.b = a.kernel;
+    g.ldb = W;
+    g.c = z;
+    g.ldc = W;
+    g.bias = a.bias;  // GRU: the input bias (first row)
+    gemm(g);
+  }
+  const RecurrentWeights<T> weights(a, false);
+  const Index block = B * U;  // one step of states
+  if (a.h0) std::memcpy(tape.h, a.h0, sizeof(T) * block); else std::fill(tape.h, tape.h + block, T(0));
+  if (lstm) {
+    if (a.c0) std::memcpy(tape.c, a.c0, sizeof(T) * block); else std::fill(tape.c, tape.c + block, T(0));
+  }
+  // The GRU's h·R + b_rec per step; h ⊙ recurrent_scale per step (recurrent dropout).
+  T* work = thread_scratch<T>(ScratchSlot::RnnStates, (gru ? B * W : 0) + (a.recurrent_scale ? block : 0));
+  T* rec = gru ? work : nullptr;
+  T* dropped = a.recurrent_scale ? work + (gru ? B * W : 0) : nullptr;
+  const T* rec_bias = gru && a.bias ? a.bias + W : nullptr;
+
+  for (Index s = 0; s < S; ++s) {
+    const Index t = a.time(s);
+    const T* h_prev = tape.h + s * block;
+    T* h_next = tape.h + (s + 1) * block;
+    T* zs = z + s * B * W;
+    const bool recur = s > 0 || a.h0;  // otherwise h_prev is zero
+    const T* h_in = h_prev;  // what the recurrent product reads
+    if (dropped && recur) {
+      for (Index i = 0; i < block; ++i) dropped[i] = h_prev[i] * a.recurrent_scale[i];
+      h_in = dropped;
+    }
+    if (gru) {
+      if (recur) {
+        step_product(B, W, U, h_in, U, weights.r, weights.ldr, rec, W, rec_bias, false);
+      } else {
+        for (Index b = 0; b < B; ++b)
+          for (Index j = 0; j < W; ++j) rec[b * W + j] = rec_bias ? rec_bias[j] : T(0);
+      }
+    } else if (recur) {
+      step_product<T>(B, W, U, h_in, U, weights.r, weights.ldr, zs, W, nullptr, true);
+    }
+    for_each_sample(B, W, [&](Index b) {
+      const T* hp = h_prev + b * U;
+      T* h = h_next + b * U;
+      T* zr = zs + b * W;
+      if (masked(a, b, t)) {  // the states carry over
+        std::memcpy(h, hp, sizeof(T) * U);
+        if (lstm) std::memcpy(tape.c + (s + 1) * block + b * U, tape.c + s * block + b * U, sizeof(T) * U);
+        return;
+      }
+      if (lstm)
+        lstm_step(a.act, a.recurrent_act, U, zr, tape.c + s * block + b * U,
+                  tape.c + (s + 1) * block + b * U, tape.act_c + s * block + b * U, h);
+      else if (gru)
+        gru_step(a.act, a.recurrent_act, U, zr, rec + b * W, hp, tape.rh + s * block + b * U, h);
+      else
+        simple_step(a.act, U, zr, h);
+    });
+  }
+}
+
+template <typename T>
+void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, const T* dh_last,
+                   const T* dc_last, const RnnGrads<T>& g) {
+  const Index B = a.batch, S = a.steps, D = a.input, U = a.units, W = a.width();
+  const bool gru = a.kind == RnnKind::Gru, lstm = a.kind == RnnKind::Lstm;
+  const Index block = B * U;
+  // Pre-activation gradients of every step (time-major); the GRU's recurrent side apart.
+  T* dz = thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * W);
+  T* drec = gru ? thread_scratch<T>(ScratchSlot::RnnRecurrentGrads, S * B * W) : dz;
+  const RecurrentWeights<T> weights(a, true);
+  // dh (carried), dh of the previous step (being formed), dc, and with recurrent dropout
+  // the recurrent product's gradient, and h ⊙ scale before every step (for dR).
+  const T* scale = a.recurrent_scale;
+  T* states = thread_scratch<T>(ScratchSlot::RnnStates, (scale ? 4 * block + S * block : 3 * block));
+  T* dh = states;
+  T* dh_prev = states + block;
+  T* dc = states + 2 * block;
+  T* dh_rec = scale ? states + 3 * block : nullptr;
+  if (dh_last) std::memcpy(dh, dh_last, sizeof(T) * block); else std::fill(dh, dh + block, T(0));
+  if (dc_last) std::memcpy(dc, dc_last, sizeof(T) * block); else std::fill(dc, dc + block, T(0));
+
+  for (Index s = S - 1; s >= 0; --s) {
+    const Index t = a.time(s);
+    const T* h_prev = tape.h + s * block;
+    for_each_sample(B, W, [&](Index b) {
+      T* dht = dh + b * U;  // becomes the step's total d(loss)/dh
+      if (dy) {
+        const T* dys = dy + (b * S + s) * U;
+        for (Index j = 0; j < U; ++j) dht[j] += dys[j];
+      }
+      T* carry = dh_prev + b * U;
+      T* dzr = dz + (s * B + b) * W;
+      T* drr = drec + (s * B + b) * W;
+      if (masked(a, b, t)) {  // the states passed through unchanged
+        std::memcpy(carry, dht, sizeof(T) * U);
+        std::fill(dzr, dzr + W, T(0));
+        if (gru) std::fill(drr, drr + W, T(0));
+        return;
+      }
+      T* tmp = thread_scratch<T>(ScratchSlot::RnnRowTemp, 5 * U);
+      const T* gates = tape.gates ? tape.gates + (s * B + b) * W : nullptr;
+      if (lstm) {
+        lstm_step_backward(a.act, a.recurrent_act, U, gates, tape.c + s * block + b * U,
+                           tape.act_c + s * block + b * U, dht, dc + b * U, dzr, tmp);
+        std::fill(carry, carry + U, T(0));
+      } else if (gru) {
+        gru_step_backward(a.act, a.recurrent_act, U, gates, tape.rh + s * block + b * U,
+                          h_prev + b * U, dht, dzr, drr, carry, tmp);
+      } else {
+        simple_step_backward(a.act, U, tape.h + (s + 1) * block + b * U, dht, dzr);
+        std::fill(carry, carry + U, T(0));
+      }
+    });
+    // d(loss)/dh_prev = carry + drec_s·Rᵀ (⊙ scale)
+    if (scale) {
+      step_product<T>(B, U, W, drec + s * B * W, W, weights.rt, weights.ldrt, dh_rec, U, nullptr, false);
+      for (Index i = 0; i < block; ++i) dh_prev[i] += dh_rec[i] * scale[i];
+    } else {
+      step_product<T>(B, U, W, drec + s * B * W, W, weights.rt, weights.ldrt, dh_prev, U, nullptr, true);
+    }
+    std::swap(dh, dh_prev);
+  }
+  if (g.dh0) std::memcpy(g.dh0, dh, sizeof(T) * block);
+  if (g.dc0) {
+    if (lstm) std::memcpy(g.dc0, dc, sizeof(T) * block); else std::fill(g.dc0, g.dc0 + block, T(0));
+  }
+
+  const Index rows = S * B;
+  const Index* offsets = step_row_offsets(a);
+  if (g.dkernel) {  // xᵀ·dz over all steps (x read in place, in step order)
+    GemmArgs<T> p;
+    p.m = D;
+    p.n = W;
+    p.k = rows;
+    p.a = a.x;
+    p.a_row_offsets = offsets + rows;  // feature d at d
+    p.a_step_offsets = offsets;        // row (s, b) at its input step
+    p.b = dz;
+    p.ldb = W;
+    p.c = g.dkernel;
+    p.ldc = W;
+    p.accumulate = g.accumulate;
+    gemm(p);
+  }
+  if (g.drecurrent) {  // h_prevᵀ·drec over all steps: h[0 .. S-1] is one block
+    const T* h_in = tape.h;
+    if (scale) {  // the product read h ⊙ scale
+      T* hd = states + 4 * block;
+      for (Index s = 0; s < S; ++s)
+        for (Index i = 0; i < block; ++i) hd[s * block + i] = tape.h[s * block + i] * scale[i];
+      h_in = hd;
+    }
+    GemmArgs<T> p;
+    p.m = U;
+    p.n = W;
+    p.k = rows;
+    p.a = h_in;
+    p.lda = U;
+    p.trans_a = true;
+    p.b = drec;
+    p.ldb = W;
+    p.c = g.drecurrent;
+    p.ldc = W;
+    p.accumulate = g.accumulate;
+    gemm(p);
+  }
+  if (g.dbias) {
+    column_sums(dz, rows, W, g.dbias, g.accumulate);
+    if (gru) column_sums(drec, rows, W, g.dbias + W, g.accumulate);
+  }
+  if (g.dx) {  // dz·Wᵀ, time-major, then into x's layout
+    T* dxt = thread_scratch<T>(ScratchSlot::RnnStates, rows * D);
+    GemmArgs<T> p;
+    p.m = rows;
+    p.n = D;
+    p.k = W;
+    p.a = dz;
+    p.lda = W;
+    p.b = a.kernel;
+    p.ldb = W;
+    p.trans_b = true;
+    p.c = dxt;
+    p.ldc = D;
+    gemm(p);
+    parallel_for(B, threads_for(double(rows * D)), [&](Index b) {
+      for (Index s = 0; s < S; ++s)
+        std::memcpy(g.dx + (b * S + a.time(s)) * D, dxt + (s * B + b) * D, sizeof(T) * D);
+    });
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void rnn_forward(const RnnArgs<T>& a, const RnnTape<T>& tape) {
+  if (a.batch == 0 || a.units == 0) return;
+  forward_impl(a, tape);  // no steps: the tape holds the initial states
+}
+
+template <typename T>
+void rnn_backward(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, const T* dh_last,
+                  const T* dc_last, const RnnGrads<T>& g) {
+  const Index W = a.width();
+  if (a.batch == 0 || a.steps == 0 || a.units == 0) {
+    if (!g.accumulate) {
+      if (g.dkernel) std::fill(g.dkernel, g.dkernel + a.input * W, T(0));
+      if (g.drecurrent) std::fill(g.drecurrent, g.drecurrent + a.units * W, T(0));
+      if (g.dbias) std::fill(g.dbias, g.dbias + (a.kind == RnnKind::Gru ? 2 : 1) * W, T(0));
+    }
+    if (g.dx) std::fill(g.dx, g.dx + a.batch * a.steps * a.input, T(0));
+    if (g.dh0) std::fill(g.dh0, g.dh0 + a.batch * a.units, T(0));
+    if (g.dc0) std::fill(g.dc0, g.dc0 + a.batch * a.units, T(0));
+    if (a.steps == 0 && a.units > 0) {  // the final states are the initial ones
+      if (g.dh0 && dh_last) std::memcpy(g.dh0, dh_last, sizeof(T) * a.batch * a.units);
+      if (g.dc0 && dc_last) std::memcpy(g.dc0, dc_last, sizeof(T) * a.batch * a.units);
+    }
+    return;
+  }
+  backward_impl(a, tape, dy, dh_last, dc_last, g);
+}
+
+#define FASTNN_INSTANTIATE(T)                                                              \
+  template void rnn_forward<T>(const RnnArgs<T>&, const RnnTape<T>&);                     \
+  template void rnn_backward<T>(const RnnArgs<T>&, const RnnTape<T>&, const T*, const T*, \
+                                const T*, const RnnGrads<T>&);
+FASTNN_INSTANTIATE(float)
+FASTNN_INSTANTIATE(double)
+#undef FASTNN_INSTANTIATE
+
+}  // namespace fastnn

@@ -1,0 +1,283 @@
+"""fastnn.ops.lstm / gru / simple_rnn / lstm_cell / embedding against NumPy step loops
+(tests/rnn_reference.py), central finite differences and np.add.at."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import ops
+from rnn_reference import gru_reference, lstm_reference, sigmoid, simple_rnn_reference
+
+ACTIVATIONS = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda v: np.maximum(v, 0), "linear": lambda v: v}
+GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
+
+
+def make_case(kind, batch, steps, features, units, dtype, rng, bias=True, initial=False, mask=False,
+              scale=False):
+    g = GATES[kind]
+    x = rng.standard_normal((batch, steps, features)).astype(dtype)
+    kernel = (rng.standard_normal((features, g * units)) * 0.5).astype(dtype)
+    recurrent = (rng.standard_normal((units, g * units)) * 0.5).astype(dtype)
+    b = None
+    if bias:
+        b = (rng.standard_normal((2, g * units) if kind == "gru" else (g * units,)) * 0.5).astype(dtype)
+    states = None
+    if initial:
+        states = [rng.standard_normal((batch, units)).astype(dtype) for _ in range(2 if kind == "lstm" else 1)]
+    m = None
+    if mask:  # ragged lengths, padded at either end, one sample fully masked when possible
+        m = np.ones((batch, steps), bool)
+        for i in range(batch):
+            length = rng.integers(0, steps + 1) if batch > 1 else steps - 1
+            if rng.random() < 0.5:
+                m[i, length:] = False
+            else:
+                m[i, :steps - length] = False
+    s = None
+    if scale:
+        s = ((rng.random((batch, units)) > 0.3) / 0.7).astype(dtype)
+    return dict(x=x, kernel=kernel, recurrent=recurrent, bias=b, states=states, mask=m, scale=s)
+
+
+def run(kind, c, go_backwards=False, activation="tanh", recurrent_activation="sigmoid", return_cache=False):
+    kwargs = dict(bias=c["bias"], initial_state=c["states"], mask=c["mask"], go_backwards=go_backwards,
+                  activation=activation, recurrent_dropout_mask=c["scale"], return_cache=return_cache)
+    if kind != "simple_rnn":
+        kwargs["recurrent_activation"] = recurrent_activation
+    return getattr(ops, kind)(c["x"], c["kernel"], c["recurrent"], **kwargs)
+
+
+def reference(kind, c, go_backwards=False, activation="tanh", recurrent_activation="sigmoid"):
+    f = {"lstm": lstm_reference, "gru": gru_reference, "simple_rnn": simple_rnn_reference}[kind]
+    states = c["states"] or []
+    kwargs = dict(mask=c["mask"], go_backwards=go_backwards, activation=ACTIVATIONS[activation],
+                  recurrent_scale=c["scale"])
+    if kind != "simple_rnn":
+        kwargs["recurrent_activation"] = ACTIVATIONS[recurrent_activation]
+    args64 = [None if a is None else np.asarray(a, np.float64) for a in (c["x"], c["kernel"], c["recurrent"], c["bias"])]
+    if states:
+        kwargs["h0"] = np.asarray(states[0], np.float64)
+    if kind == "lstm" and states:
+        kwargs["c0"] = np.asarray(states[1], np.float64)
+    if c["scale"] is not None:
+        kwargs["recurrent_scale"] = np.asarray(c["scale"], np.float64)
+    return f(*args64, **kwargs)
+
+
+SHAPES = [(1, 1, 1, 1), (2, 3, 4, 5), (3, 7, 2, 9), (5, 4, 6, 3), (4, 11, 3, 16), (2, 2, 17, 33)]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("options", ["plain", "mask", "initial+mask", "nobias", "scale"])
+def test_forward_matches_the_step_loop(kind, dtype, shape, go_backwards, options):
+    rng = np.random.default_rng(hash((kind, shape, go_backwards, options)) % 2**32)
+    c = make_case(kind, *shape, dtype, rng, bias=options != "nobias", initial="initial" in options,
+                  mask="mask" in options, scale=options == "scale")
+    got = run(kind, c, go_backwards)
+    want = reference(kind, c, go_backwards)
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("activation,recurrent_activation", [("relu", "sigmoid"), ("linear", "tanh"),
+                                                             ("sigmoid", "linear")])
+def test_other_activations(kind, activation, recurrent_activation):
+    rng = np.random.default_rng(3)
+    c = make_case(kind, 3, 5, 4, 6, np.float64, rng, initial=True)
+    got = run(kind, c, False, activation, recurrent_activation)
+    want = reference(kind, c, False, activation, recurrent_activation)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+def loss_and_weights(kind, c, rng):
+    """A scalar loss of every output, for finite differences: Σ R·outputs + Σ R'·h (+ Σ R''·c)."""
+    outputs = run(kind, c)
+    return [rng.standard_normal(o.shape) for o in outputs]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("options", ["plain", "mask+initial", "backwards+mask", "scale", "nobias"])
+def test_backward_through_time_matches_finite_differences(kind, options):
+    rng = np.random.default_rng(hash((kind, options)) % 2**32)
+    c = make_case(kind, 3, 5, 4, 3, np.float64, rng, bias=options != "nobias", initial=True,
+                  mask="mask" in options, scale=options == "scale")
+    go_backwards = "backwards" in options
+    weights = loss_and_weights(kind, c, rng)
+
+    def loss():
+        outs = run(kind, c, go_backwards)
+        return sum(float(np.sum(w * o)) for w, o in zip(weights, outs))
+
+    *outs, cache = run(kind, c, go_backwards, return_cache=True)
+    d_out = weights[0]
+    backward = getattr(ops, f"{kind}_backward")
+    if kind == "lstm":
+        grads = backward(cache, d_outputs=d_out, d_h=weights[1], d_c=weights[2])
+    else:
+        grads = backward(cache, d_outputs=d_out, d_h=weights[1])
+    targets = {"dx": c["x"], "kernel": c["kernel"], "recurrent_kernel": c["recurrent"], "h0": c["states"][0]}
+    if c["bias"] is not None:
+        targets["bias"] = c["bias"]
+    else:
+        assert grads["bias"] is None
+    if kind == "lstm":
+        targets["c0"] = c["states"][1]
+    eps = 1e-6
+    for name, array in targets.items():
+        numeric = np.zeros_like(array)
+        flat, out = array.reshape(-1), numeric.reshape(-1)
+        for i in range(flat.size):
+            saved = flat[i]
+            flat[i] = saved + eps
+            up = loss()
+            flat[i] = saved - eps
+            down = loss()
+            flat[i] = saved
+            out[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8, err_msg=f"{kind} {name}")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bit_identical_on_one_and_two_threads(kind, dtype):
+    # batch 32 x 4·128 gate values: large enough that each step's elementwise work and
+    # every product run on two threads.
+    rng = np.random.default_rng(7)
+    c = make_case(kind, 32, 9, 40, 128, dtype, rng, initial=True, mask=True)
+    dy = rng.standard_normal((32, 9, 128)).astype(dtype)
+    saved = fastnn.config.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            fastnn.config.set_num_threads(threads)
+            *outs, cache = run(kind, c, return_cache=True)
+            grads = getattr(ops, f"{kind}_backward")(cache, d_outputs=dy)
+            results.append(list(outs) + [v for v in grads.values() if v is not None])
+    finally:
+        fastnn.config.set_num_threads(saved)
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_zero_timesteps_return_the_initial_states():
+    rng = np.random.default_rng(0)
+    c = make_case("lstm", 2, 0, 3, 4, np.float64, rng, initial=True)
+    outputs, h, cell, cache = run("lstm", c, return_cache=True)
+    assert outputs.shape == (2, 0, 4)
+    np.testing.assert_array_equal(h, c["states"][0])
+    np.testing.assert_array_equal(cell, c["states"][1])
+    dh = rng.standard_normal((2, 4))
+    grads = ops.lstm_backward(cache, d_h=dh)
+    np.testing.assert_array_equal(grads["h0"], dh)
+    assert not grads["kernel"].any()
+
+
+def test_lstm_cell_is_one_step():
+    rng = np.random.default_rng(1)
+    c = make_case("lstm", 4, 1, 5, 6, np.float64, rng, initial=True)
+    h, cell = ops.lstm_cell(c["x"][:, 0], c["states"][0], c["states"][1], c["kernel"], c["recurrent"], c["bias"])
+    _, h_ref, c_ref = reference("lstm", c)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-12)
+    np.testing.assert_allclose(cell, c_ref, rtol=1e-12)
+    # backward against finite differences of Σ A·h + Σ B·c with respect to the inputs and states
+    wa, wb = rng.standard_normal(h.shape), rng.standard_normal(h.shape)
+    *_, cache = ops.lstm_cell(c["x"][:, 0], c["states"][0], c["states"][1], c["kernel"], c["recurrent"], c["bias"],
+                              return_cache=True)
+    grads = ops.lstm_cell_backward(cache, d_h=wa, d_c=wb)
+    x = c["x"][:, 0].copy()
+    for name, array in (("dx", x), ("h", c["states"][0]), ("c", c["states"][1]), ("bias", c["bias"])):
+        numeric = np.zeros_like(array)
+        for i in np.ndindex(array.shape):
+            saved = array[i]
+            vals = []
+            for delta in (1e-6, -1e-6):
+                array[i] = saved + delta
+                hh, cc = ops.lstm_cell(x, c["states"][0], c["states"][1], c["kernel"], c["recurrent"], c["bias"])
+                vals.append(np.sum(wa * hh) + np.sum(wb * cc))
+            array[i] = saved
+            numeric[i] = (vals[0] - vals[1]) / 2e-6
+        np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8, err_msg=name)
+
+
+def test_bad_input_is_a_clear_error():
+    rng = np.random.default_rng(0)
+    c = make_case("lstm", 2, 3, 4, 5, np.float32, rng)
+    with pytest.raises(ValueError, match="3-D"):
+        ops.lstm(c["x"][:, 0], c["kernel"], c["recurrent"])
+    with pytest.raises(ValueError, match="initial_state"):
+        ops.lstm(c["x"], c["kernel"], c["recurrent"], initial_state=[np.zeros((2, 4), np.float32)] * 2)
+    with pytest.raises(ValueError, match="initial_state"):
+        ops.lstm(c["x"], c["kernel"], c["recurrent"], initial_state=[np.zeros((2, 5), np.float32)])
+    with pytest.raises(ValueError, match="kernel"):
+        ops.lstm(c["x"], c["kernel"][:3], c["recurrent"])
+    with pytest.raises(ValueError, match="recurrent_kernel"):
+        ops.lstm(c["x"], c["kernel"], c["recurrent"][:, :8])
+    with pytest.raises(ValueError, match="bias"):
+        ops.lstm(c["x"], c["kernel"], c["recurrent"], bias=np.zeros(7, np.float32))
+    with pytest.raises(ValueError, match="mask"):
+        ops.lstm(c["x"], c["kernel"], c["recurrent"], mask=np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match="activation"):
+        ops.lstm(c["x"], c["kernel"], c["recurrent"], activation="softmax")
+    with pytest.raises(TypeError):
+        ops.lstm(c["x"], c["kernel"].astype(np.float64), c["recurrent"])
+    with pytest.raises(ValueError, match="bias"):
+        ops.gru(c["x"], c["kernel"][:, :15], c["recurrent"][:, :15], bias=np.zeros(15, np.float32))
+
+
+# ---- embedding ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,vocabulary,dim", [((1,), 1, 1), ((4, 7), 5, 3), ((64, 33), 1000, 17),
+                                                  ((3, 2, 5), 4, 8)])
+def test_embedding_gathers_and_scatters(dtype, shape, vocabulary, dim):
+    rng = np.random.default_rng(vocabulary)
+    table = rng.standard_normal((vocabulary, dim)).astype(dtype)
+    ids = rng.integers(0, vocabulary, size=shape)  # duplicates are the rule
+    out = ops.embedding(ids, table)
+    np.testing.assert_array_equal(out, table[ids])
+    dy = rng.standard_normal(shape + (dim,)).astype(dtype)
+    want = np.zeros((vocabulary, dim), np.float64)
+    np.add.at(want, ids.reshape(-1), dy.reshape(-1, dim).astype(np.float64))
+    got = ops.embedding_backward(ids, dy, vocabulary)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    # accumulate adds to what is there
+    base = rng.standard_normal((vocabulary, dim)).astype(dtype)
+    acc = base.copy()
+    ops.embedding_backward(ids.astype(np.int32), dy, vocabulary, out=acc, accumulate=True)
+    np.testing.assert_allclose(acc, base + want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+def test_embedding_backward_is_bit_identical_on_one_and_two_threads():
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 50, size=(64, 256))  # heavy duplication
+    dy = rng.standard_normal((64, 256, 32)).astype(np.float32)
+    saved = fastnn.config.get_num_threads()
+    try:
+        out = []
+        for threads in (1, 2):
+            fastnn.config.set_num_threads(threads)
+            out.append(ops.embedding_backward(ids, dy, 50))
+    finally:
+        fastnn.config.set_num_threads(saved)
+    assert out[0].tobytes() == out[1].tobytes()
+
+
+def test_embedding_bad_ids():
+    table = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match="index 10 .*outside \\[0, 10\\)"):
+        ops.embedding(np.array([[1, 10]]), table)
+    with pytest.raises(ValueError, match="index -1"):
+        ops.embedding(np.array([-1]), table)
+    with pytest.raises(TypeError, match="indices"):
+        ops.embedding(np.array([0.5]), table)
+    with pytest.raises(ValueError, match="index 12"):
+        ops.embedding_backward(np.array([12]), np.zeros((1, 3), np.float32), 10)
