@@ -269,6 +269,7 @@ class Orthogonal(_Random):
 
 _ALIASES = {
     "zeros": Zeros, "ones": Ones, "constant": Constant, "random_normal": RandomNormal,
+    "uniform": RandomUniform, "normal": RandomNormal,  # Keras 3's short aliases
     "random_uniform": RandomUniform, "truncated_normal": TruncatedNormal,
     "variance_scaling": VarianceScaling, "glorot_uniform": GlorotUniform,
     "glorot_normal": GlorotNormal, "xavier_uniform": GlorotUniform, "xavier_normal": GlorotNormal,

@@ -234,7 +234,7 @@ class Model:
         dtypes = {v.dtype for v in trainable + frozen}
         if len(dtypes) > 1:
             raise ValueError(f"Model '{self.name}': layers have different dtypes {sorted(d.name for d in dtypes)}")
-        dtype = dtypes.pop() if dtypes else np.dtype(self._input_dtype())
+        dtype = dtypes.pop() if dtypes else np.dtype(self._float_dtype())
         total_t = sum(v.value.size for v in trainable)
         total = total_t + sum(v.value.size for v in frozen)
         params = np.empty(total, dtype)
@@ -282,6 +282,11 @@ class Model:
             self._attach_optimizer()
 
     def _input_dtype(self):
+        """The dtype inputs are converted to (the first layer's: integer ids for an Embedding)."""
+        return self.layers[0].input_dtype if self.layers else "float32"
+
+    def _float_dtype(self):
+        """The model's floating-point type (weights, outputs, targets)."""
         return self.layers[0].dtype if self.layers else "float32"
 
     # ---- summary -----------------------------------------------------------------------------
@@ -309,7 +314,7 @@ class Model:
         print_fn(thick)
         trainable = sum(v.value.size for v in self.trainable_weights)
         frozen = sum(v.value.size for v in self.non_trainable_weights)
-        itemsize = np.dtype(self._input_dtype()).itemsize
+        itemsize = np.dtype(self._float_dtype()).itemsize
         print_fn(f"Total params: {trainable + frozen:,} ({_memory(self, trainable + frozen, itemsize)})")
         print_fn(f"Trainable params: {trainable:,} ({_memory(self, trainable, itemsize)})")
         print_fn(f"Non-trainable params: {frozen:,} ({_memory(self, frozen, itemsize)})")
@@ -406,7 +411,12 @@ class Sequential(Model):
         self._pack_weights()
 
     def _input_dtype(self):
-        if self._input_layer is not None:
+        if self._input_layer is not None and np.dtype(self._input_layer.dtype).kind == "f":
+            return self._input_layer.dtype
+        return self._layers[0].input_dtype if self._layers else "float32"
+
+    def _float_dtype(self):
+        if self._input_layer is not None and np.dtype(self._input_layer.dtype).kind == "f":
             return self._input_layer.dtype
         return self._layers[0].dtype if self._layers else "float32"
 
@@ -417,8 +427,14 @@ class Sequential(Model):
         are summed in ``self.activity_penalty``.
         """
         self.activity_penalty = 0.0
+        mask = None  # Keras masking: made by an Embedding(mask_zero=True), used by recurrent layers
         for layer in self._layers:
-            x = layer.forward(x, training=training)
+            x_in = x
+            if mask is not None and layer._consumes_mask:
+                x = layer.forward(x, training=training, mask=mask)
+            else:
+                x = layer.forward(x, training=training)
+            mask = layer.compute_mask(x_in, mask)
             if layer.activity_regularizer is not None and (training or penalties):
                 self.activity_penalty += layer.activity_regularizer.penalty(x)
                 layer._activity_output = x if training else None

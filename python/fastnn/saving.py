@@ -300,6 +300,8 @@ def _decode_config(config):
                 out[key] = _resolve_function(value, key)
             elif _custom_class(value) is not None:
                 out[key] = _deserialize(value, key)
+            elif value["class_name"] in _builtin_classes("layer"):  # a wrapper's inner layer
+                out[key] = _deserialize(value, "layer")
             elif not _is_builtin_nested(value["class_name"]):
                 raise _unknown(key, value["class_name"], value.get("module"))
         elif key == "activation" and isinstance(value, str) and value.lower() not in activations._BY_NAME:

@@ -35,9 +35,13 @@ def _as_array(data, name, who):
 
 def prepare_x(model, x, who, finite=True):
     """x as the model's float type, checked; `finite`: refuse NaN/inf (training data)."""
-    dtype = model._input_dtype()
+    dtype = np.dtype(model._input_dtype())
     if not (isinstance(x, np.ndarray) and x.dtype == dtype and x.flags.c_contiguous):
-        x = np.ascontiguousarray(_as_array(x, "x", who), dtype=dtype)
+        x = _as_array(x, "x", who)
+        if dtype.kind in "iu" and x.dtype.kind == "f" and not np.all(np.floor(x) == x):
+            raise ValueError(f"{who}: 'x' must hold integer token ids for this model (its first layer "
+                             f"takes {dtype.name}), got non-integer values")
+        x = np.ascontiguousarray(x, dtype=dtype)
     if x.ndim == 0:
         raise ValueError(f"{who}: 'x' must have a batch axis, got a scalar")
     if len(x) == 0:
@@ -74,7 +78,7 @@ def prepare_y(model, loss, y, n, who):
             raise ValueError(f"{who}: label {bad} in 'y' is outside [0, {classes}) for the model's "
                              f"{classes} outputs ({loss.name})")
         return labels
-    y = np.ascontiguousarray(y, dtype=model._input_dtype())
+    y = np.ascontiguousarray(y, dtype=model._float_dtype())
     check_finite(y, who, "y")
     return y
 

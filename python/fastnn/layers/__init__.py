@@ -5,12 +5,15 @@ from .augmentation import RandomContrast, RandomCrop, RandomFlip, RandomRotation
 from .base import Layer, Variable
 from .conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .embedding import Embedding
 from .normalization import BatchNormalization
 from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, GlobalAveragePooling1D,
                       GlobalAveragePooling2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
                       GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D, MaxPool2D, MaxPooling1D, MaxPooling2D,
                       UpSampling2D, ZeroPadding2D)
 from .preprocessing import Normalization, Rescaling
+from .recurrent import GRU, LSTM, RNN, SimpleRNN
+from .wrappers import Bidirectional, TimeDistributed
 
 _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, InputLayer, Reshape, ELU,
                                           LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling,
@@ -18,7 +21,8 @@ _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, I
                                           RandomTranslation, RandomZoom,
                                           MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D,
                                           GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalAveragePooling1D,
-                                          GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D, BatchNormalization)}
+                                          GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D, BatchNormalization,
+                                          Embedding, LSTM, GRU, SimpleRNN, Bidirectional, TimeDistributed)}
 
 
 def serialize(layer):
@@ -42,4 +46,5 @@ __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "D
            "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalMaxPooling1D",
            "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "MaxPool1D", "MaxPool2D",
            "AvgPool1D", "AvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
-           "ZeroPadding2D", "UpSampling2D", "BatchNormalization", "serialize", "deserialize"]
+           "ZeroPadding2D", "UpSampling2D", "BatchNormalization", "Embedding", "RNN", "LSTM", "GRU", "SimpleRNN",
+           "Bidirectional", "TimeDistributed", "serialize", "deserialize"]

@@ -98,7 +98,15 @@ class Layer:
             added to the loss (and its gradient to the output's) during training.
 
     Subclasses override ``build``, ``forward``, ``backward`` and ``get_config``.
+
+    Masks (Keras): a layer with ``supports_masking`` passes the mask of its input on
+    (``compute_mask``); a layer that produces one (Embedding with mask_zero=True) overrides
+    ``compute_mask``; a layer that uses one (recurrent layers) sets ``_consumes_mask`` and
+    takes ``forward(x, training, mask=...)``.
     """
+
+    supports_masking = False
+    _consumes_mask = False
 
     def __init__(self, name=None, dtype=None, trainable=True, input_shape=None, input_dim=None,
                  batch_size=None, activity_regularizer=None, **kwargs):
@@ -193,6 +201,10 @@ class Layer:
         """Returns dL/dx for dy = dL/dy and writes the weights' gradients."""
         return dy
 
+    def compute_mask(self, inputs, mask=None):
+        """The mask of this layer's output for input `inputs` carrying `mask` (or None)."""
+        return mask if self.supports_masking else None
+
     def get_config(self):
         """The arguments that rebuild this layer (``type(layer).from_config(config)``)."""
         cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
@@ -219,10 +231,17 @@ class Layer:
                              f"got {input_shape}")
         return self.output_shape
 
-    def __call__(self, x, training=False):
-        """Runs the layer on x (converted to the layer's dtype), building it on first use."""
-        x = _as_input(x, self._dtype, self.name)
+    #: The dtype inputs are converted to (an Embedding takes integer ids).
+    @property
+    def input_dtype(self):
+        return self._dtype
+
+    def __call__(self, x, training=False, mask=None):
+        """Runs the layer on x (converted to the layer's input dtype), building it on first use."""
+        x = _as_input(x, np.dtype(self.input_dtype), self.name)
         self.ensure_built(x.shape)
+        if mask is not None and self._consumes_mask:
+            return self.forward(x, training=training, mask=np.asarray(mask, bool))
         return self.forward(x, training=training)
 
     def _check_cache(self):
@@ -253,12 +272,16 @@ def _compatible(expected, got):
 
 
 def _as_input(x, dtype, who):
-    """x as a C-contiguous array of dtype: converted once, strings and objects refused."""
+    """x as a C-contiguous array of dtype: converted once, strings and objects refused;
+    non-integer values for an integer dtype (token ids) refused rather than truncated."""
     if isinstance(x, np.ndarray) and x.dtype == dtype and x.flags.c_contiguous:
         return x
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{who}: expected numeric input, got an array of dtype {arr.dtype}")
+    if np.dtype(dtype).kind in "iu" and arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(np.floor(arr) == arr):
+            raise ValueError(f"{who}: expected integer ids, got non-integer values")
     return np.ascontiguousarray(arr, dtype=dtype)
 
 

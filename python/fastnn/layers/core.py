@@ -22,8 +22,15 @@ class InputLayer(Layer):
         shape = shape if shape is not None else input_shape
         if shape is None:
             raise ValueError("InputLayer: 'shape' is required, e.g. Input(shape=(784,))")
-        super().__init__(name=name, dtype=dtype, input_shape=shape, batch_size=batch_size, **kwargs)
+        # Integer inputs (token ids for an Embedding) are declared with an integer dtype.
+        self._int_dtype = np.dtype(dtype) if dtype is not None and np.dtype(dtype).kind in "iu" else None
+        super().__init__(name=name, dtype=None if self._int_dtype is not None else dtype, input_shape=shape,
+                         batch_size=batch_size, **kwargs)
         self.shape = self._declared_input_shape
+
+    @property
+    def dtype(self):
+        return self._int_dtype.name if self._int_dtype is not None else self._dtype.name
 
     def get_config(self):
         return {"shape": self.shape, "batch_size": self._batch_size, "dtype": self.dtype, "name": self.name}
@@ -70,6 +77,8 @@ class Dense(_OutputActivation, Layer):
         >>> import fastnn
         >>> layer = fastnn.layers.Dense(3, activation="relu", input_shape=(4,))
     """
+
+    supports_masking = True
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
@@ -151,6 +160,8 @@ class Activation(_OutputActivation, Layer):
         activation: name, fastnn.activations function, or a callable.
     """
 
+    supports_masking = True
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self._act = activations.get(activation)
@@ -194,6 +205,8 @@ class Dropout(Layer):
             entries take the input's size), e.g. ``(batch, 1, features)``.
         seed: optional int: a generator of this layer's own.
     """
+
+    supports_masking = True
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)

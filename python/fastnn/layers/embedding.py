@@ -1,0 +1,92 @@
+"""The Embedding layer: integer ids -> dense vectors (kernel: cpp/include/fastnn/embedding.hpp)."""
+
+import numpy as np
+
+from .. import _core, initializers, regularizers
+from .base import Layer
+
+
+class Embedding(Layer):
+    """Turns integer ids into dense vectors: ``embeddings[ids]``.
+
+    Forward gathers rows in one C++ call; backward scatter-adds the output gradient into
+    the table's gradient (duplicate ids summed in position order: the same bits on any
+    thread count). Ids outside [0, input_dim) raise ValueError.
+
+    Args:
+        input_dim: int > 0, the vocabulary size (largest id + 1).
+        output_dim: int > 0, the vector size.
+        embeddings_initializer: default "uniform" (uniform on ±0.05, as Keras).
+        embeddings_regularizer: default None.
+        mask_zero: bool, default False: id 0 is padding; the layer's mask (ids != 0) makes
+            the recurrent layers after it skip those steps, as Keras does. input_dim must
+            then count the padding id too (vocabulary + 1).
+        input_length: optional int: the sequence length (Keras 2's argument), i.e.
+            ``input_shape=(input_length,)``.
+        **kwargs: name, dtype, trainable, input_shape.
+
+    Example:
+        >>> import fastnn
+        >>> layer = fastnn.layers.Embedding(1000, 64, mask_zero=True)
+        >>> layer(np.array([[4, 20, 0]])).shape
+        (1, 3, 64)
+    """
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
+                 embeddings_constraint=None, mask_zero=False, weights=None, input_length=None, sparse=False,
+                 **kwargs):
+        if input_length is not None and "input_shape" not in kwargs:
+            kwargs["input_shape"] = (input_length,)
+        super().__init__(**kwargs)
+        for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ValueError(f"Embedding: '{name}' must be a positive int, got {value!r}")
+        if embeddings_constraint is not None:
+            raise ValueError("Embedding: constraints are not supported (embeddings_constraint must be None)")
+        if sparse:
+            raise ValueError("Embedding: sparse=True is not supported; the gradient is a dense table")
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
+        self.mask_zero = bool(mask_zero)
+        self.input_length = input_length
+        self._initial_weights = weights
+        self.embeddings = None
+
+    @property
+    def input_dtype(self):
+        return "int64"
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim),
+                                          self.embeddings_initializer, self.embeddings_regularizer)
+        if self._initial_weights is not None:
+            self.set_weights(self._initial_weights)
+            self._initial_weights = None
+        return tuple(input_shape) + (self.output_dim,)
+
+    def compute_mask(self, inputs, mask=None):
+        return np.asarray(inputs) != 0 if self.mask_zero else None
+
+    def forward(self, x, training=False):
+        if training:
+            self._cache = x
+        return _core.embedding_forward(self.embeddings.value, x)
+
+    def backward(self, dy):
+        ids = self._check_cache()
+        if self.embeddings.grad is not None:
+            _core.embedding_backward(ids, np.ascontiguousarray(dy, self.embeddings.dtype), self.embeddings.grad,
+                                     self.input_dim, False)
+        return None  # ids have no gradient
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(input_dim=self.input_dim, output_dim=self.output_dim,
+                   embeddings_initializer=initializers.serialize(self.embeddings_initializer),
+                   embeddings_regularizer=regularizers.serialize(self.embeddings_regularizer),
+                   mask_zero=self.mask_zero)
+        if self.input_length is not None:
+            cfg["input_length"] = self.input_length
+            cfg.pop("input_shape", None)
+        return cfg

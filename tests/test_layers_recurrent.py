@@ -1,0 +1,324 @@
+"""Recurrent layers, Embedding, Bidirectional, TimeDistributed: Keras semantics against NumPy
+step loops, gradients against finite differences, masks, saving, bad input, training."""
+
+import os
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import layers
+from fastnn.preprocessing.sequence import pad_sequences
+from rnn_reference import gru_reference, lstm_reference, simple_rnn_reference
+from test_layers_core import assert_gradient, check_gradients, roundtrip, _numeric_gradient
+
+REFERENCES = {"LSTM": lstm_reference, "GRU": gru_reference, "SimpleRNN": simple_rnn_reference}
+MNIST1D = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist1d", "mnist1d.npz")
+
+
+def reference_for(layer, x, mask=None, initial=None):
+    kernel, recurrent = layer.kernel.numpy(), layer.recurrent_kernel.numpy()
+    bias = layer.bias.numpy() if layer.use_bias else None
+    f = REFERENCES[type(layer).__name__]
+    kwargs = dict(mask=mask, go_backwards=layer.go_backwards)
+    if initial is not None:
+        kwargs["h0"] = initial[0]
+        if len(initial) == 2:
+            kwargs["c0"] = initial[1]
+    return f(np.asarray(x, np.float64), kernel, recurrent, bias, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_layer_forward_is_keras(rng, cls, return_sequences, go_backwards):
+    layer = cls(5, return_sequences=return_sequences, go_backwards=go_backwards, dtype="float64")
+    x = rng.standard_normal((3, 7, 4))
+    y = layer(x)
+    outputs, *states = reference_for(layer, x)
+    want = outputs if return_sequences else outputs[:, -1]
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    assert layer.output_shape == ((None, 7, 5) if return_sequences else (None, 5))
+    # weight layout and initial values as Keras: kernel (in, G·units), orthogonal recurrent kernel
+    gates = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[cls.__name__]
+    assert layer.kernel.shape == (4, gates * 5) and layer.recurrent_kernel.shape == (5, gates * 5)
+    r = layer.recurrent_kernel.numpy()
+    np.testing.assert_allclose(r @ r.T, np.eye(5), atol=1e-10)
+    assert layer.bias.shape == ((2, 15) if cls is layers.GRU else (gates * 5,))
+
+
+def test_lstm_unit_forget_bias(rng):
+    layer = layers.LSTM(3)
+    layer(rng.standard_normal((1, 2, 2)))
+    np.testing.assert_array_equal(layer.bias.numpy(), [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    plain = layers.LSTM(3, unit_forget_bias=False)
+    plain(rng.standard_normal((1, 2, 2)))
+    assert not plain.bias.numpy().any()
+
+
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
+def test_return_state_and_initial_state(rng, cls):
+    layer = cls(4, return_sequences=True, return_state=True, dtype="float64")
+    x = rng.standard_normal((2, 5, 3))
+    n_states = 2 if cls is layers.LSTM else 1
+    initial = [rng.standard_normal((2, 4)) for _ in range(n_states)]
+    out, *states = layer(x, initial_state=initial)
+    ref_out, *ref_states = reference_for(layer, x, initial=initial)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-12)
+    assert len(states) == n_states
+    for s, r in zip(states, ref_states):
+        np.testing.assert_allclose(s, r, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_layer_gradients(rng, cls, return_sequences):
+    layer = cls(3, return_sequences=return_sequences, dtype="float64")
+    check_gradients(layer, rng.standard_normal((2, 4, 3)), rng, expect_weights=3)
+
+
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU])
+def test_masked_layer_gradients_and_state_gradients(rng, cls):
+    layer = cls(3, return_sequences=False, return_state=True, dtype="float64")
+    x = rng.standard_normal((3, 5, 2))
+    mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
+    n = 2 if cls is layers.LSTM else 1
+    initial = [rng.standard_normal((3, 3)) for _ in range(n)]
+    out = layer(x, training=True, mask=mask, initial_state=initial)
+    ds = [rng.standard_normal(o.shape) for o in out]
+    dx = layer.backward(ds)
+    grads = [g.copy() for g in layer.grads]
+    state_grads = [g.copy() for g in layer.initial_state_grads]
+
+    def loss():
+        return sum(float(np.sum(o * d)) for o, d in zip(layer.forward(x, mask=mask, initial_state=initial), ds))
+
+    assert_gradient(dx, _numeric_gradient(loss, x), "dx")
+    for var, g in zip(layer.weights, grads):
+        assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+    for s, g in zip(initial, state_grads):
+        assert_gradient(g, _numeric_gradient(loss, s), "initial state")
+    # the fully masked sample: output zeros (Keras), final state = initial state
+    np.testing.assert_array_equal(out[0][2], 0)
+    np.testing.assert_array_equal(out[1][2], initial[0][2])
+
+
+def test_embedding_forward_backward_and_mask(rng):
+    layer = layers.Embedding(7, 3, mask_zero=True, dtype="float64")
+    ids = np.array([[0, 1, 6, 1], [2, 0, 0, 5]])
+    y = layer(ids, training=True)
+    np.testing.assert_array_equal(y, layer.embeddings.numpy()[ids])
+    np.testing.assert_array_equal(layer.compute_mask(ids), ids != 0)
+    dy = rng.standard_normal(y.shape)
+    assert layer.backward(dy) is None
+    want = np.zeros((7, 3))
+    np.add.at(want, ids, dy)
+    np.testing.assert_allclose(layer.grads[0], want, rtol=1e-12)
+    init = layers.Embedding(10000, 8)
+    init(np.array([[1]]))
+    values = init.embeddings.numpy()
+    assert values.min() >= -0.05 and values.max() <= 0.05 and values.std() > 0.02  # Keras' "uniform"
+
+
+def test_embedding_bad_ids_are_errors_and_leave_the_model_unchanged():
+    model = fastnn.Sequential([layers.Embedding(5, 2, input_length=3), layers.LSTM(2), layers.Dense(1)])
+    model.compile("adam", "mse")
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="index 5 .*outside \\[0, 5\\)"):
+        model.fit(np.array([[1, 2, 5]]), np.zeros(1), verbose=0)
+    with pytest.raises(ValueError, match="index -1"):
+        model.predict(np.array([[1, -1, 2]]))
+    with pytest.raises(ValueError, match="integer"):
+        model.predict(np.array([[1.5, 1, 2]]))
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recurrent_bad_input():
+    with pytest.raises(ValueError, match="3-D"):
+        layers.LSTM(3)(np.zeros((2, 4)))
+    model = fastnn.Sequential([layers.Input((4,)), layers.Dense(3)])
+    with pytest.raises(ValueError, match="3-D"):
+        model.add(layers.LSTM(2))
+    with pytest.raises(ValueError, match="initial_state"):
+        layers.LSTM(3)(np.zeros((2, 4, 1)), initial_state=[np.zeros((2, 3))])
+    with pytest.raises(ValueError, match="initial_state"):
+        layers.GRU(3)(np.zeros((2, 4, 1)), initial_state=[np.zeros((2, 4))])
+    with pytest.raises(ValueError, match="units"):
+        layers.GRU(0)
+    with pytest.raises(ValueError, match="dropout"):
+        layers.LSTM(2, dropout=1.0)
+    with pytest.raises(ValueError, match="activation"):
+        layers.LSTM(2, activation="softmax")
+    with pytest.raises(ValueError, match="reset_after"):
+        layers.GRU(2, reset_after=False)
+    with pytest.raises(TypeError, match="Bidirectional"):
+        layers.Bidirectional(layers.Dense(3))
+
+
+def test_mask_zero_skips_padding_as_keras_does(rng):
+    """A model with mask_zero=True gives each sample the output of its unpadded sequence."""
+    fastnn.utils.set_random_seed(3)
+    model = fastnn.Sequential([layers.Input((None,), dtype="int32"),  # any length
+                               layers.Embedding(20, 4, mask_zero=True, dtype="float64"),
+                               layers.LSTM(5, dtype="float64")])
+    seqs = [[3, 4, 5], [7, 1, 9, 2, 8], [6]]
+    padded = pad_sequences(seqs, maxlen=6)  # pre-padding: zeros first
+    post = pad_sequences(seqs, maxlen=6, padding="post")
+    got = model.predict(padded)
+    np.testing.assert_allclose(model.predict(post), got, rtol=1e-12)  # the padding makes no difference
+    for i, s in enumerate(seqs):
+        alone = model.predict(np.array([s]))
+        np.testing.assert_allclose(got[i], alone[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_bidirectional_forward_and_gradients(rng, merge_mode, return_sequences):
+    layer = layers.Bidirectional(layers.GRU(3, return_sequences=return_sequences, dtype="float64"),
+                                 merge_mode=merge_mode)
+    x = rng.standard_normal((2, 4, 3))
+    y = layer(x)
+    y_f = reference_for(layer.forward_layer, x)[0]
+    y_b = reference_for(layer.backward_layer, x)[0]
+    if return_sequences:
+        y_b = y_b[:, ::-1]  # back in input order
+    else:
+        y_f, y_b = y_f[:, -1], y_b[:, -1]
+    want = {"concat": np.concatenate([y_f, y_b], -1), "sum": y_f + y_b, "mul": y_f * y_b,
+            "ave": (y_f + y_b) / 2, None: [y_f, y_b]}[merge_mode]
+    if merge_mode is None:
+        for a, b in zip(y, want):
+            np.testing.assert_allclose(a, b, rtol=1e-12)
+        return
+    np.testing.assert_allclose(y, want, rtol=1e-12)
+    assert len(layer.weights) == 6
+    check_gradients(layer, x, rng, expect_weights=6)
+
+
+def test_time_distributed_dense(rng):
+    layer = layers.TimeDistributed(layers.Dense(4, activation="tanh", dtype="float64"))
+    x = rng.standard_normal((3, 5, 2))
+    y = layer(x)
+    np.testing.assert_allclose(y, np.tanh(x @ layer.layer.kernel.numpy() + layer.layer.bias.numpy()), rtol=1e-12)
+    assert layer.output_shape == (None, 5, 4)
+    check_gradients(layer, x, rng, expect_weights=2)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: layers.LSTM(4, return_sequences=True, go_backwards=True, dtype="float64"),
+    lambda: layers.GRU(4, recurrent_activation="tanh", dtype="float64"),
+    lambda: layers.SimpleRNN(4, activation="relu", dtype="float64"),
+    lambda: layers.Bidirectional(layers.LSTM(4, return_sequences=True, dtype="float64"), merge_mode="sum"),
+    lambda: layers.TimeDistributed(layers.Dense(3, dtype="float64")),
+])
+def test_config_roundtrip(rng, make):
+    layer, x = make(), rng.standard_normal((2, 3, 5))
+    layer(x)
+    roundtrip(layer, x)
+
+
+def test_model_with_recurrent_layers_saves_and_loads(rng, tmp_path):
+    fastnn.utils.set_random_seed(0)
+    model = fastnn.Sequential([layers.Embedding(30, 6, mask_zero=True, input_length=7),
+                               layers.Bidirectional(layers.LSTM(5, return_sequences=True)),
+                               layers.TimeDistributed(layers.Dense(3)), layers.GRU(4), layers.Dense(2)])
+    model.compile("adam", "mse")
+    x = rng.integers(0, 30, size=(16, 7))
+    model.fit(x, rng.standard_normal((16, 2)), epochs=1, verbose=0)
+    path = tmp_path / "rnn.fastnn"
+    model.save(path)
+    loaded = fastnn.models.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_dropout_is_seeded_training_only_and_reproducible(rng):
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    layer = layers.LSTM(5, dropout=0.5, recurrent_dropout=0.5, seed=1)
+    inference = layer(x)
+    np.testing.assert_array_equal(layer(x), inference)  # no dropout at inference
+    a = layer(x, training=True)
+    assert not np.allclose(a, inference)
+    other = layers.LSTM(5, dropout=0.5, recurrent_dropout=0.5, seed=1)
+    other(x)
+    other.set_weights(layer.get_weights())
+    layer2 = layers.LSTM(5, dropout=0.5, recurrent_dropout=0.5, seed=1)
+    layer2(x)
+    layer2.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(layer2(x, training=True), a)  # the same seed, the same masks
+
+
+def test_recurrent_dropout_gradients(rng):
+    """With fixed masks (a seeded layer reseeded before each pass) the gradients are exact."""
+    layer = layers.GRU(3, dropout=0.3, recurrent_dropout=0.3, seed=5, dtype="float64")
+    x = rng.standard_normal((2, 4, 3))
+    layer(x)
+
+    def run():
+        layer._generator = np.random.default_rng(5)
+        return layer.forward(x, training=True)
+
+    y = run()
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    grads = [g.copy() for g in layer.grads]
+
+    def loss():
+        return float(np.sum(run() * dy))
+
+    assert_gradient(dx, _numeric_gradient(loss, x), "dx")
+    for var, g in zip(layer.weights, grads):
+        assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+
+
+def order_task(rng, n, vocab=20, maxlen=32):
+    """Random token sequences with markers 1 and 2 once each: is 1 before 2? Word counts alone
+    cannot tell."""
+    seqs, labels = [], []
+    for _ in range(n):
+        length = rng.integers(5, maxlen + 1)
+        s = rng.integers(3, vocab + 1, size=length)
+        i, j = rng.choice(length, 2, replace=False)
+        s[i], s[j] = 1, 2
+        seqs.append(list(s))
+        labels.append(int(i < j))
+    return pad_sequences(seqs, maxlen=maxlen), np.array(labels)
+
+
+def test_seed_bidirectional_lstm_learns_an_order_dependent_task():
+    rng = np.random.default_rng(0)
+    vocab, maxlen, dim = 20, 32, 16
+    x, y = order_task(rng, 3000, vocab, maxlen)
+    x_test, y_test = order_task(rng, 1000, vocab, maxlen)
+    fastnn.utils.set_random_seed(1)
+    model = fastnn.Sequential([
+        layers.Embedding(vocab + 1, dim, input_length=maxlen),
+        layers.Bidirectional(layers.LSTM(units=dim, dropout=0.2)),
+        layers.Dense(units=64, activation="relu"),
+        layers.Dropout(rate=0.2),
+        layers.Dense(units=1, activation="sigmoid"),
+    ])
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=32, epochs=4, verbose=0)
+    assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.95
+    # the same data without order (mean of the embeddings) stays near chance
+    bag = fastnn.Sequential([layers.Embedding(vocab + 1, dim, input_length=maxlen),
+                             layers.GlobalAveragePooling1D(), layers.Dense(64, activation="relu"),
+                             layers.Dense(1, activation="sigmoid")])
+    bag.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    bag.fit(x, y, batch_size=32, epochs=4, verbose=0)
+    assert bag.evaluate(x_test, y_test, verbose=0)[1] < 0.7
+
+
+@pytest.mark.skipif(not os.path.exists(MNIST1D), reason="MNIST-1D is not in ../shared/data")
+def test_bidirectional_gru_on_mnist1d():
+    data = np.load(MNIST1D)
+    x, y = data["x"][..., None], data["y"]
+    x_test, y_test = data["x_test"][..., None], data["y_test"]
+    fastnn.utils.set_random_seed(0)
+    model = fastnn.Sequential([layers.Input((40, 1)), layers.Bidirectional(layers.GRU(6, return_sequences=True)),
+                               layers.Flatten(), layers.Dense(10)])
+    model.compile(fastnn.optimizers.Adam(1e-2), fastnn.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, batch_size=100, epochs=25, verbose=0)
+    assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.85
