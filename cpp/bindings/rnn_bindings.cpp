@@ -115,7 +115,7 @@ py::tuple new_tape(const RnnArgs<T>& a, RnnTape<T>& tape) {
     act_c = std::move(aa);
   }
   if (a.kind != RnnKind::SimpleRnn) {
-    auto ga = new_array<T>({a.steps, a.batch, a.width()});
+    auto ga = new_array<T>({a.steps, a.batch, a.gate_stride()});
     tape.gates = ga.mutable_data();
     gates = std::move(ga);
   }
@@ -174,7 +174,7 @@ py::tuple backward_impl(RnnKind kind, py::handle x, py::handle kernel, py::handl
     tape.c = take("c", 1, states);
     tape.act_c = take("act_c", 2, steps);
   }
-  if (kind != RnnKind::SimpleRnn) tape.gates = take("gates", 3, {a.steps, a.batch, a.width()});
+  if (kind != RnnKind::SimpleRnn) tape.gates = take("gates", 3, {a.steps, a.batch, a.gate_stride()});
   if (kind == RnnKind::Gru) tape.rh = take("rh", 4, steps);
 
   auto optional_in = [&](const char* name, py::handle v, const std::vector<Index>& shape) -> const T* {

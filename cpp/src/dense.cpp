@@ -12,6 +12,11 @@ namespace fastnn {
 
 template <typename T>
 void column_sums(const T* m, Index rows, Index cols, T* out, bool accumulate) {
+  column_sums_strided(m, rows, cols, cols, out, accumulate);
+}
+
+template <typename T>
+void column_sums_strided(const T* m, Index rows, Index cols, Index ld, T* out, bool accumulate) {
   // Fixed blocks of rows (from the shape alone) summed in parallel into partials, then the
   // partials added in block order: the same bits on any thread count. Within a block, each
   // task's columns accumulate side by side in a local array (vectorised; no aliasing with
@@ -27,7 +32,7 @@ void column_sums(const T* m, Index rows, Index cols, T* out, bool accumulate) {
     alignas(64) T acc[kColBlock];
     for (Index j = 0; j < count; ++j) acc[j] = T(0);
     for (Index i = rb * kRowBlock; i < r_end; ++i) {
-      const T* __restrict row = m + i * cols + c0;
+      const T* __restrict row = m + i * ld + c0;
       for (Index j = 0; j < count; ++j) acc[j] += row[j];
     }
     std::copy(acc, acc + count, partials + rb * cols + c0);
@@ -101,6 +106,7 @@ void dense_backward(const DenseArgs<T>& a, const T* z, const T* y, const T* dy, 
 
 #define FASTNN_INSTANTIATE(T)                                                                 \
   template void column_sums<T>(const T*, Index, Index, T*, bool);                            \
+  template void column_sums_strided<T>(const T*, Index, Index, Index, T*, bool);             \
   template void dense_forward<T>(const DenseArgs<T>&, T*, T*);                               \
   template void dense_backward<T>(const DenseArgs<T>&, const T*, const T*, const T*, T*, T*, \
                                   bool, T*);

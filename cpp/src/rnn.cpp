@@ -105,10 +105,11 @@ const Index* step_row_offsets(const RnnArgs<T>& a) {
 template <typename T>
 void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
   const Index B = a.batch, S = a.steps, D = a.input, U = a.units, W = a.width();
+  const Index ldz = a.gate_stride();
   const bool gru = a.kind == RnnKind::Gru, lstm = a.kind == RnnKind::Lstm;
   const Index* rows = step_row_offsets(a);
   // Pre-activations of every step: one product for the inputs of all steps.
-  T* z = lstm || gru ? tape.gates : thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * W);
+  T* z = lstm || gru ? tape.gates : thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * ldz);
   {
     GemmArgs<T> g;
     g.m = S * B;
@@ -120,7 +121,7 @@ void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
     g.b = a.kernel;
     g.ldb = W;
     g.c = z;
-    g.ldc = W;
+    g.ldc = ldz;
     g.bias = a.bias;  // GRU: the input bias (first row)
     gemm(g);
   }
@@ -131,16 +132,16 @@ void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
     if (a.c0) std::memcpy(tape.c, a.c0, sizeof(T) * block); else std::fill(tape.c, tape.c + block, T(0));
   }
   // The GRU's h·R + b_rec per step; h ⊙ recurrent_scale per step (recurrent dropout).
-  T* work = thread_scratch<T>(ScratchSlot::RnnStates, (gru ? B * W : 0) + (a.recurrent_scale ? block : 0));
+  T* work = thread_scratch<T>(ScratchSlot::RnnStates, (gru ? B * ldz : 0) + (a.recurrent_scale ? block : 0));
   T* rec = gru ? work : nullptr;
-  T* dropped = a.recurrent_scale ? work + (gru ? B * W : 0) : nullptr;
+  T* dropped = a.recurrent_scale ? work + (gru ? B * ldz : 0) : nullptr;
   const T* rec_bias = gru && a.bias ? a.bias + W : nullptr;
 
   for (Index s = 0; s < S; ++s) {
     const Index t = a.time(s);
     const T* h_prev = tape.h + s * block;
     T* h_next = tape.h + (s + 1) * block;
-    T* zs = z + s * B * W;
+    T* zs = z + s * B * ldz;
     const bool recur = s > 0 || a.h0;  // otherwise h_prev is zero
     const T* h_in = h_prev;  // what the recurrent product reads
     if (dropped && recur) {
@@ -149,18 +150,18 @@ void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
     }
     if (gru) {
       if (recur) {
-        step_product(B, W, U, h_in, U, weights.r, weights.ldr, rec, W, rec_bias, false);
+        step_product(B, W, U, h_in, U, weights.r, weights.ldr, rec, ldz, rec_bias, false);
       } else {
         for (Index b = 0; b < B; ++b)
-          for (Index j = 0; j < W; ++j) rec[b * W + j] = rec_bias ? rec_bias[j] : T(0);
+          for (Index j = 0; j < W; ++j) rec[b * ldz + j] = rec_bias ? rec_bias[j] : T(0);
       }
     } else if (recur) {
-      step_product<T>(B, W, U, h_in, U, weights.r, weights.ldr, zs, W, nullptr, true);
+      step_product<T>(B, W, U, h_in, U, weights.r, weights.ldr, zs, ldz, nullptr, true);
     }
     for_each_sample(B, W, [&](Index b) {
       const T* hp = h_prev + b * U;
       T* h = h_next + b * U;
-      T* zr = zs + b * W;
+      T* zr = zs + b * ldz;
       if (masked(a, b, t)) {  // the states carry over
         std::memcpy(h, hp, sizeof(T) * U);
         if (lstm) std::memcpy(tape.c + (s + 1) * block + b * U, tape.c + s * block + b * U, sizeof(T) * U);
@@ -170,7 +171,7 @@ void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
         lstm_step(a.act, a.recurrent_act, U, zr, tape.c + s * block + b * U,
                   tape.c + (s + 1) * block + b * U, tape.act_c + s * block + b * U, h);
       else if (gru)
-        gru_step(a.act, a.recurrent_act, U, zr, rec + b * W, hp, tape.rh + s * block + b * U, h);
+        gru_step(a.act, a.recurrent_act, U, zr, rec + b * ldz, hp, tape.rh + s * block + b * U, h);
       else
         simple_step(a.act, U, zr, h);
     });
@@ -181,11 +182,12 @@ template <typename T>
 void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, const T* dh_last,
                    const T* dc_last, const RnnGrads<T>& g) {
   const Index B = a.batch, S = a.steps, D = a.input, U = a.units, W = a.width();
+  const Index ldz = a.gate_stride();
   const bool gru = a.kind == RnnKind::Gru, lstm = a.kind == RnnKind::Lstm;
   const Index block = B * U;
   // Pre-activation gradients of every step (time-major); the GRU's recurrent side apart.
-  T* dz = thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * W);
-  T* drec = gru ? thread_scratch<T>(ScratchSlot::RnnRecurrentGrads, S * B * W) : dz;
+  T* dz = thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * ldz);
+  T* drec = gru ? thread_scratch<T>(ScratchSlot::RnnRecurrentGrads, S * B * ldz) : dz;
   const RecurrentWeights<T> weights(a, true);
   // dh (carried), dh of the previous step (being formed), dc, and with recurrent dropout
   // the recurrent product's gradient, and h ⊙ scale before every step (for dR).
@@ -208,8 +210,8 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
         for (Index j = 0; j < U; ++j) dht[j] += dys[j];
       }
       T* carry = dh_prev + b * U;
-      T* dzr = dz + (s * B + b) * W;
-      T* drr = drec + (s * B + b) * W;
+      T* dzr = dz + (s * B + b) * ldz;
+      T* drr = drec + (s * B + b) * ldz;
       if (masked(a, b, t)) {  // the states passed through unchanged
         std::memcpy(carry, dht, sizeof(T) * U);
         std::fill(dzr, dzr + W, T(0));
@@ -217,7 +219,7 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
         return;
       }
       T* tmp = thread_scratch<T>(ScratchSlot::RnnRowTemp, 5 * U);
-      const T* gates = tape.gates ? tape.gates + (s * B + b) * W : nullptr;
+      const T* gates = tape.gates ? tape.gates + (s * B + b) * ldz : nullptr;
       if (lstm) {
         lstm_step_backward(a.act, a.recurrent_act, U, gates, tape.c + s * block + b * U,
                            tape.act_c + s * block + b * U, dht, dc + b * U, dzr, tmp);
@@ -232,10 +234,10 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
     });
     // d(loss)/dh_prev = carry + drec_s·Rᵀ (⊙ scale)
     if (scale) {
-      step_product<T>(B, U, W, drec + s * B * W, W, weights.rt, weights.ldrt, dh_rec, U, nullptr, false);
+      step_product<T>(B, U, W, drec + s * B * ldz, ldz, weights.rt, weights.ldrt, dh_rec, U, nullptr, false);
       for (Index i = 0; i < block; ++i) dh_prev[i] += dh_rec[i] * scale[i];
     } else {
-      step_product<T>(B, U, W, drec + s * B * W, W, weights.rt, weights.ldrt, dh_prev, U, nullptr, true);
+      step_product<T>(B, U, W, drec + s * B * ldz, ldz, weights.rt, weights.ldrt, dh_prev, U, nullptr, true);
     }
     std::swap(dh, dh_prev);
   }
@@ -255,7 +257,7 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
     p.a_row_offsets = offsets + rows;  // feature d at d
     p.a_step_offsets = offsets;        // row (s, b) at its input step
     p.b = dz;
-    p.ldb = W;
+    p.ldb = ldz;
     p.c = g.dkernel;
     p.ldc = W;
     p.accumulate = g.accumulate;
@@ -277,15 +279,15 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
     p.lda = U;
     p.trans_a = true;
     p.b = drec;
-    p.ldb = W;
+    p.ldb = ldz;
     p.c = g.drecurrent;
     p.ldc = W;
     p.accumulate = g.accumulate;
     gemm(p);
   }
   if (g.dbias) {
-    column_sums(dz, rows, W, g.dbias, g.accumulate);
-    if (gru) column_sums(drec, rows, W, g.dbias + W, g.accumulate);
+    column_sums_strided(dz, rows, W, ldz, g.dbias, g.accumulate);
+    if (gru) column_sums_strided(drec, rows, W, ldz, g.dbias + W, g.accumulate);
   }
   if (g.dx) {  // dz·Wᵀ, time-major, then into x's layout
     T* dxt = thread_scratch<T>(ScratchSlot::RnnStates, rows * D);
@@ -294,7 +296,7 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
     p.n = D;
     p.k = W;
     p.a = dz;
-    p.lda = W;
+    p.lda = ldz;
     p.b = a.kernel;
     p.ldb = W;
     p.trans_b = true;

@@ -39,4 +39,8 @@ void dense_backward(const DenseArgs<T>& a, const T* z, const T* y, const T* dy, 
 template <typename T>
 void column_sums(const T* m, Index rows, Index cols, T* out, bool accumulate);
 
+/// column_sums of a matrix whose rows are `ld` values apart.
+template <typename T>
+void column_sums_strided(const T* m, Index rows, Index cols, Index ld, T* out, bool accumulate);
+
 }  // namespace fastnn

@@ -53,6 +53,12 @@ struct RnnArgs {
   Activation recurrent_act{ActivationKind::Sigmoid};
 
   Index width() const { return rnn_gates(kind) * units; }  // G·units
+  /// Row stride of the gate arrays: G·units, padded when that is a multiple of 4 KB (rows
+  /// that far apart share cache sets, and the products would copy them to avoid it).
+  Index gate_stride() const {
+    const Index w = width();
+    return (w * Index(sizeof(T))) % 4096 == 0 ? w + 64 / Index(sizeof(T)) : w;
+  }
   /// The input step read at processing step s.
   Index time(Index s) const { return go_backwards ? steps - 1 - s : s; }
 };
@@ -65,8 +71,8 @@ struct RnnTape {
   T* h = nullptr;      // (steps + 1, batch, units): h[0] the initial state, h[s + 1] after step s
   T* c = nullptr;      // LSTM: (steps + 1, batch, units) the cell state, likewise
   T* act_c = nullptr;  // LSTM: (steps, batch, units) act(c) after step s
-  T* gates = nullptr;  // LSTM, GRU: (steps, batch, G·units) activated gates (LSTM i, f, g, o;
-                       //   GRU z, r, ĥ)
+  T* gates = nullptr;  // LSTM, GRU: (steps, batch, gate_stride()) activated gates in the
+                       //   first G·units of each row (LSTM i, f, g, o; GRU z, r, ĥ)
   T* rh = nullptr;     // GRU: (steps, batch, units) h·R_h + b_rec,h
 };
 
