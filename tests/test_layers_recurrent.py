@@ -172,6 +172,24 @@ def test_mask_zero_skips_padding_as_keras_does(rng):
         np.testing.assert_allclose(got[i], alone[0], rtol=1e-12)
 
 
+def test_masking_layer_skips_all_zero_steps(rng):
+    x = rng.standard_normal((3, 6, 2))
+    x[0, :2] = 0  # leading padding
+    x[1, 4:] = 0  # trailing padding
+    x[2, 3] = 0   # a gap
+    model = fastnn.Sequential([layers.Masking(0.0, input_shape=(6, 2), dtype="float64"),
+                               layers.GRU(4, return_sequences=True, dtype="float64")])
+    got = model.predict(x)
+    gru = model.layers[1]
+    want = reference_for(gru, x, mask=np.any(x != 0, axis=-1))[0]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # (the mask is not differentiable at the masked steps: check the gradient's definition)
+    masking = layers.Masking(0.0, dtype="float64")
+    y = masking(x, training=True)
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_array_equal(masking.backward(dy), dy * np.any(x != 0, axis=-1, keepdims=True))
+
+
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_bidirectional_forward_and_gradients(rng, merge_mode, return_sequences):

@@ -6,6 +6,7 @@ from .base import Layer, Variable
 from .conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
 from .embedding import Embedding
+from .masking import Masking
 from .normalization import BatchNormalization
 from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, GlobalAveragePooling1D,
                       GlobalAveragePooling2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
@@ -22,7 +23,8 @@ _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, I
                                           MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D,
                                           GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalAveragePooling1D,
                                           GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D, BatchNormalization,
-                                          Embedding, LSTM, GRU, SimpleRNN, Bidirectional, TimeDistributed)}
+                                          Embedding, Masking, LSTM, GRU, SimpleRNN, Bidirectional,
+                                          TimeDistributed)}
 
 
 def serialize(layer):
@@ -46,5 +48,5 @@ __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "D
            "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalMaxPooling1D",
            "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "MaxPool1D", "MaxPool2D",
            "AvgPool1D", "AvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
-           "ZeroPadding2D", "UpSampling2D", "BatchNormalization", "Embedding", "RNN", "LSTM", "GRU", "SimpleRNN",
+           "ZeroPadding2D", "UpSampling2D", "BatchNormalization", "Embedding", "Masking", "RNN", "LSTM", "GRU", "SimpleRNN",
            "Bidirectional", "TimeDistributed", "serialize", "deserialize"]

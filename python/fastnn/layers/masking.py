@@ -1,0 +1,44 @@
+"""The Masking layer: marks time steps to skip (Keras' ``layers.Masking``)."""
+
+import numpy as np
+
+from .base import Layer
+
+
+class Masking(Layer):
+    """Masks the time steps whose features all equal ``mask_value``.
+
+    The recurrent layers after it skip those steps (the states carry over), as after
+    ``Embedding(mask_zero=True)``; the masked steps' values are set to 0 in the output.
+
+    Args:
+        mask_value: float, default 0.0.
+        **kwargs: name, dtype, input_shape.
+
+    Example:
+        >>> model = fastnn.Sequential([fastnn.layers.Masking(0.0, input_shape=(None, 3)),
+        ...                            fastnn.layers.LSTM(8)])
+    """
+
+    supports_masking = True
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_value = float(mask_value)
+
+    def compute_mask(self, inputs, mask=None):
+        return np.any(np.asarray(inputs) != self.mask_value, axis=-1)
+
+    def forward(self, x, training=False):
+        keep = np.any(x != self.mask_value, axis=-1, keepdims=True)
+        if training:
+            self._cache = keep
+        return x * keep
+
+    def backward(self, dy):
+        return dy * self._check_cache()
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["mask_value"] = self.mask_value
+        return cfg
