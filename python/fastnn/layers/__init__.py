@@ -13,7 +13,7 @@ from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, 
                       GlobalMaxPooling1D, GlobalMaxPooling2D, MaxPool1D, MaxPool2D, MaxPooling1D, MaxPooling2D,
                       UpSampling2D, ZeroPadding2D)
 from .preprocessing import Normalization, Rescaling
-from .recurrent import GRU, LSTM, RNN, SimpleRNN
+from .recurrent import GRU, LSTM, SimpleRNN
 from .wrappers import Bidirectional, TimeDistributed
 
 _CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, InputLayer, Reshape, ELU,
@@ -48,5 +48,5 @@ __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "D
            "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalMaxPooling1D",
            "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "MaxPool1D", "MaxPool2D",
            "AvgPool1D", "AvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
-           "ZeroPadding2D", "UpSampling2D", "BatchNormalization", "Embedding", "Masking", "RNN", "LSTM", "GRU", "SimpleRNN",
+           "ZeroPadding2D", "UpSampling2D", "BatchNormalization", "Embedding", "Masking", "LSTM", "GRU", "SimpleRNN",
            "Bidirectional", "TimeDistributed", "serialize", "deserialize"]
