@@ -7,6 +7,7 @@ import pytest
 import fastnn
 from fastnn import ops
 from rnn_reference import gru_reference, lstm_reference, sigmoid, simple_rnn_reference
+from test_layers_core import _numeric_gradient
 
 ACTIVATIONS = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda v: np.maximum(v, 0), "linear": lambda v: v}
 GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
@@ -130,19 +131,9 @@ def test_backward_through_time_matches_finite_differences(kind, options):
         assert grads["bias"] is None
     if kind == "lstm":
         targets["c0"] = c["states"][1]
-    eps = 1e-6
     for name, array in targets.items():
-        numeric = np.zeros_like(array)
-        flat, out = array.reshape(-1), numeric.reshape(-1)
-        for i in range(flat.size):
-            saved = flat[i]
-            flat[i] = saved + eps
-            up = loss()
-            flat[i] = saved - eps
-            down = loss()
-            flat[i] = saved
-            out[i] = (up - down) / (2 * eps)
-        np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8, err_msg=f"{kind} {name}")
+        np.testing.assert_allclose(grads[name], _numeric_gradient(loss, array), rtol=1e-6, atol=1e-8,
+                                   err_msg=f"{kind} {name}")
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
@@ -193,18 +184,13 @@ def test_lstm_cell_is_one_step():
                               return_cache=True)
     grads = ops.lstm_cell_backward(cache, d_h=wa, d_c=wb)
     x = c["x"][:, 0].copy()
+
+    def loss():
+        hh, cc = ops.lstm_cell(x, c["states"][0], c["states"][1], c["kernel"], c["recurrent"], c["bias"])
+        return float(np.sum(wa * hh) + np.sum(wb * cc))
+
     for name, array in (("dx", x), ("h", c["states"][0]), ("c", c["states"][1]), ("bias", c["bias"])):
-        numeric = np.zeros_like(array)
-        for i in np.ndindex(array.shape):
-            saved = array[i]
-            vals = []
-            for delta in (1e-6, -1e-6):
-                array[i] = saved + delta
-                hh, cc = ops.lstm_cell(x, c["states"][0], c["states"][1], c["kernel"], c["recurrent"], c["bias"])
-                vals.append(np.sum(wa * hh) + np.sum(wb * cc))
-            array[i] = saved
-            numeric[i] = (vals[0] - vals[1]) / 2e-6
-        np.testing.assert_allclose(grads[name], numeric, rtol=1e-6, atol=1e-8, err_msg=name)
+        np.testing.assert_allclose(grads[name], _numeric_gradient(loss, array), rtol=1e-6, atol=1e-8, err_msg=name)
 
 
 def test_bad_input_is_a_clear_error():
