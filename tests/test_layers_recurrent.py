@@ -120,6 +120,27 @@ def test_embedding_forward_backward_and_mask(rng):
     assert values.min() >= -0.05 and values.max() <= 0.05 and values.std() > 0.02  # Keras' "uniform"
 
 
+def test_gradients_through_embedding_and_masked_lstm(rng):
+    """Central differences of a whole model's output with respect to every weight, the
+    embeddings included (duplicate ids, padding masked)."""
+    model = fastnn.Sequential([layers.Input((5,), dtype="int32"),
+                               layers.Embedding(6, 3, mask_zero=True, dtype="float64"),
+                               layers.LSTM(4, return_sequences=True, dtype="float64"),
+                               layers.TimeDistributed(layers.Dense(2, dtype="float64"))])
+    ids = np.array([[0, 0, 3, 3, 1], [2, 5, 5, 0, 2], [4, 1, 2, 3, 5]])
+    weights = rng.standard_normal((3, 5, 2))
+
+    def loss():
+        return float(np.sum(model.forward(ids) * weights))
+
+    model.forward(ids, training=True)
+    model.backward(weights)
+    grads = {v.name: v.grad.copy() for v in model.trainable_weights}
+    assert len(grads) == 6
+    for var in model.trainable_weights:
+        assert_gradient(grads[var.name], _numeric_gradient(loss, var.value), var.name)
+
+
 def test_embedding_bad_ids_are_errors_and_leave_the_model_unchanged():
     model = fastnn.Sequential([layers.Embedding(5, 2, input_length=3), layers.LSTM(2), layers.Dense(1)])
     model.compile("adam", "mse")
