@@ -59,11 +59,13 @@ struct RecurrentWeights {
   }
 };
 
-// C (+)= A·B for one step's rows (A and C strided by whole sequences).
+// C (+)= A·B for one step's rows (A and C strided by whole sequences); `serial`: on the
+// calling thread (already one of several running slices of the batch).
 template <typename T>
 void step_product(Index m, Index n, Index k, const T* a, Index lda, const T* b, Index ldb, T* c,
-                  Index ldc, const T* bias, bool accumulate) {
+                  Index ldc, const T* bias, bool accumulate, bool serial) {
   GemmArgs<T> g;
+  g.max_threads = serial ? 1 : 0;
   g.m = m;
   g.n = n;
   g.k = k;
@@ -78,11 +80,26 @@ void step_product(Index m, Index n, Index k, const T* a, Index lda, const T* b, 
   gemm(g);
 }
 
-// body(b) for every sample of a step: on the calling thread unless the step is large.
+// body(b) for samples [b0, b1) of a step: on the calling thread unless the step is large.
 template <typename Body>
-void for_each_sample(Index batch, Index values, Body&& body) {
-  const int threads = batch * values >= kParallelStepValues ? num_threads() : 1;
-  parallel_for(batch, threads, body);
+void for_each_sample(Index b0, Index b1, Index values, bool serial, Body&& body) {
+  const int threads = !serial && (b1 - b0) * values >= kParallelStepValues ? num_threads() : 1;
+  parallel_for(b1 - b0, threads, [&](Index i) { body(b0 + i); });
+}
+
+// Samples are independent through time. With several per thread, each thread runs a fixed
+// slice of the batch through every step on its own (no synchronisation per step; its
+// products read R from its own cache); with fewer, every step's product and gate maths are
+// shared out instead. Each value is computed the same way either way.
+constexpr Index kMinSamplesPerSlice = 8;  // one register tile of rows
+
+template <typename Body>
+void for_each_slice(Index batch, Body&& body) {
+  const int threads = num_threads();
+  const Index slices = threads > 1 && batch >= kMinSamplesPerSlice * threads ? threads : 1;
+  parallel_for(slices, int(slices), [&](Index i) {
+    body(i * batch / slices, (i + 1) * batch / slices, slices > 1);
+  });
 }
 
 template <typename T>
@@ -133,49 +150,55 @@ void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
   }
   // The GRU's h·R + b_rec per step; h ⊙ recurrent_scale per step (recurrent dropout).
   T* work = thread_scratch<T>(ScratchSlot::RnnStates, (gru ? B * ldz : 0) + (a.recurrent_scale ? block : 0));
-  T* rec = gru ? work : nullptr;
-  T* dropped = a.recurrent_scale ? work + (gru ? B * ldz : 0) : nullptr;
+  T* rec_all = gru ? work : nullptr;
+  T* dropped_all = a.recurrent_scale ? work + (gru ? B * ldz : 0) : nullptr;
   const T* rec_bias = gru && a.bias ? a.bias + W : nullptr;
 
-  for (Index s = 0; s < S; ++s) {
-    const Index t = a.time(s);
-    const T* h_prev = tape.h + s * block;
-    T* h_next = tape.h + (s + 1) * block;
-    T* zs = z + s * B * ldz;
-    const bool recur = s > 0 || a.h0;  // otherwise h_prev is zero
-    const T* h_in = h_prev;  // what the recurrent product reads
-    if (dropped && recur) {
-      for (Index i = 0; i < block; ++i) dropped[i] = h_prev[i] * a.recurrent_scale[i];
-      h_in = dropped;
-    }
-    if (gru) {
-      if (recur) {
-        step_product(B, W, U, h_in, U, weights.r, weights.ldr, rec, ldz, rec_bias, false);
-      } else {
-        for (Index b = 0; b < B; ++b)
-          for (Index j = 0; j < W; ++j) rec[b * ldz + j] = rec_bias ? rec_bias[j] : T(0);
+  for_each_slice(B, [&](Index b0, Index b1, bool serial) {
+    const Index n = b1 - b0;
+    T* rec = gru ? rec_all + b0 * ldz : nullptr;
+    T* dropped = dropped_all ? dropped_all + b0 * U : nullptr;
+    const T* scale = a.recurrent_scale ? a.recurrent_scale + b0 * U : nullptr;
+    for (Index s = 0; s < S; ++s) {
+      const Index t = a.time(s);
+      const T* h_prev = tape.h + s * block + b0 * U;
+      T* h_next = tape.h + (s + 1) * block;
+      T* zs = z + s * B * ldz;
+      const bool recur = s > 0 || a.h0;  // otherwise h_prev is zero
+      const T* h_in = h_prev;  // what the recurrent product reads
+      if (dropped && recur) {
+        for (Index i = 0; i < n * U; ++i) dropped[i] = h_prev[i] * scale[i];
+        h_in = dropped;
       }
-    } else if (recur) {
-      step_product<T>(B, W, U, h_in, U, weights.r, weights.ldr, zs, ldz, nullptr, true);
-    }
-    for_each_sample(B, W, [&](Index b) {
-      const T* hp = h_prev + b * U;
-      T* h = h_next + b * U;
-      T* zr = zs + b * ldz;
-      if (masked(a, b, t)) {  // the states carry over
-        std::memcpy(h, hp, sizeof(T) * U);
-        if (lstm) std::memcpy(tape.c + (s + 1) * block + b * U, tape.c + s * block + b * U, sizeof(T) * U);
-        return;
+      if (gru) {
+        if (recur) {
+          step_product(n, W, U, h_in, U, weights.r, weights.ldr, rec, ldz, rec_bias, false, serial);
+        } else {
+          for (Index b = 0; b < n; ++b)
+            for (Index j = 0; j < W; ++j) rec[b * ldz + j] = rec_bias ? rec_bias[j] : T(0);
+        }
+      } else if (recur) {
+        step_product<T>(n, W, U, h_in, U, weights.r, weights.ldr, zs + b0 * ldz, ldz, nullptr, true, serial);
       }
-      if (lstm)
-        lstm_step(a.act, a.recurrent_act, U, zr, tape.c + s * block + b * U,
-                  tape.c + (s + 1) * block + b * U, tape.act_c + s * block + b * U, h);
-      else if (gru)
-        gru_step(a.act, a.recurrent_act, U, zr, rec + b * ldz, hp, tape.rh + s * block + b * U, h);
-      else
-        simple_step(a.act, U, zr, h);
-    });
-  }
+      for_each_sample(b0, b1, W, serial, [&](Index b) {
+        const T* hp = tape.h + s * block + b * U;
+        T* h = h_next + b * U;
+        T* zr = zs + b * ldz;
+        if (masked(a, b, t)) {  // the states carry over
+          std::memcpy(h, hp, sizeof(T) * U);
+          if (lstm) std::memcpy(tape.c + (s + 1) * block + b * U, tape.c + s * block + b * U, sizeof(T) * U);
+          return;
+        }
+        if (lstm)
+          lstm_step(a.act, a.recurrent_act, U, zr, tape.c + s * block + b * U,
+                    tape.c + (s + 1) * block + b * U, tape.act_c + s * block + b * U, h);
+        else if (gru)
+          gru_step(a.act, a.recurrent_act, U, zr, rec + (b - b0) * ldz, hp, tape.rh + s * block + b * U, h);
+        else
+          simple_step(a.act, U, zr, h);
+      });
+    }
+  });
 }
 
 template <typename T>
@@ -191,60 +214,66 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
   const RecurrentWeights<T> weights(a, true);
   // dh (carried), dh of the previous step (being formed), dc, and with recurrent dropout
   // the recurrent product's gradient, and h ⊙ scale before every step (for dR).
-  const T* scale = a.recurrent_scale;
-  T* states = thread_scratch<T>(ScratchSlot::RnnStates, (scale ? 4 * block + S * block : 3 * block));
-  T* dh = states;
-  T* dh_prev = states + block;
-  T* dc = states + 2 * block;
-  T* dh_rec = scale ? states + 3 * block : nullptr;
-  if (dh_last) std::memcpy(dh, dh_last, sizeof(T) * block); else std::fill(dh, dh + block, T(0));
-  if (dc_last) std::memcpy(dc, dc_last, sizeof(T) * block); else std::fill(dc, dc + block, T(0));
+  const T* scale_all = a.recurrent_scale;
+  T* states = thread_scratch<T>(ScratchSlot::RnnStates, (scale_all ? 4 * block + S * block : 3 * block));
+  if (dh_last) std::memcpy(states, dh_last, sizeof(T) * block); else std::fill(states, states + block, T(0));
+  T* dc_all = states + 2 * block;
+  if (dc_last) std::memcpy(dc_all, dc_last, sizeof(T) * block); else std::fill(dc_all, dc_all + block, T(0));
 
-  for (Index s = S - 1; s >= 0; --s) {
-    const Index t = a.time(s);
-    const T* h_prev = tape.h + s * block;
-    for_each_sample(B, W, [&](Index b) {
-      T* dht = dh + b * U;  // becomes the step's total d(loss)/dh
-      if (dy) {
-        const T* dys = dy + (b * S + s) * U;
-        for (Index j = 0; j < U; ++j) dht[j] += dys[j];
-      }
-      T* carry = dh_prev + b * U;
-      T* dzr = dz + (s * B + b) * ldz;
-      T* drr = drec + (s * B + b) * ldz;
-      if (masked(a, b, t)) {  // the states passed through unchanged
-        std::memcpy(carry, dht, sizeof(T) * U);
-        std::fill(dzr, dzr + W, T(0));
-        if (gru) std::fill(drr, drr + W, T(0));
-        return;
-      }
-      T* tmp = thread_scratch<T>(ScratchSlot::RnnRowTemp, 5 * U);
-      const T* gates = tape.gates ? tape.gates + (s * B + b) * ldz : nullptr;
-      if (lstm) {
-        lstm_step_backward(a.act, a.recurrent_act, U, gates, tape.c + s * block + b * U,
-                           tape.act_c + s * block + b * U, dht, dc + b * U, dzr, tmp);
-        std::fill(carry, carry + U, T(0));
-      } else if (gru) {
-        gru_step_backward(a.act, a.recurrent_act, U, gates, tape.rh + s * block + b * U,
-                          h_prev + b * U, dht, dzr, drr, carry, tmp);
+  for_each_slice(B, [&](Index b0, Index b1, bool serial) {
+    const Index n = b1 - b0;
+    T* dh = states + b0 * U;  // this slice's rows of each (batch, units) buffer
+    T* dh_prev = states + block + b0 * U;
+    T* dc = dc_all + b0 * U;
+    T* dh_rec = scale_all ? states + 3 * block + b0 * U : nullptr;
+    const T* scale = scale_all ? scale_all + b0 * U : nullptr;
+    for (Index s = S - 1; s >= 0; --s) {
+      const Index t = a.time(s);
+      const T* h_prev = tape.h + s * block;
+      for_each_sample(b0, b1, W, serial, [&](Index b) {
+        T* dht = dh + (b - b0) * U;  // becomes the step's total d(loss)/dh
+        if (dy) {
+          const T* dys = dy + (b * S + s) * U;
+          for (Index j = 0; j < U; ++j) dht[j] += dys[j];
+        }
+        T* carry = dh_prev + (b - b0) * U;
+        T* dzr = dz + (s * B + b) * ldz;
+        T* drr = drec + (s * B + b) * ldz;
+        if (masked(a, b, t)) {  // the states passed through unchanged
+          std::memcpy(carry, dht, sizeof(T) * U);
+          std::fill(dzr, dzr + W, T(0));
+          if (gru) std::fill(drr, drr + W, T(0));
+          return;
+        }
+        T* tmp = thread_scratch<T>(ScratchSlot::RnnRowTemp, 5 * U);
+        const T* gates = tape.gates ? tape.gates + (s * B + b) * ldz : nullptr;
+        if (lstm) {
+          lstm_step_backward(a.act, a.recurrent_act, U, gates, tape.c + s * block + b * U,
+                             tape.act_c + s * block + b * U, dht, dc + (b - b0) * U, dzr, tmp);
+          std::fill(carry, carry + U, T(0));
+        } else if (gru) {
+          gru_step_backward(a.act, a.recurrent_act, U, gates, tape.rh + s * block + b * U,
+                            h_prev + b * U, dht, dzr, drr, carry, tmp);
+        } else {
+          simple_step_backward(a.act, U, tape.h + (s + 1) * block + b * U, dht, dzr);
+          std::fill(carry, carry + U, T(0));
+        }
+      });
+      // d(loss)/dh_prev = carry + drec_s·Rᵀ (⊙ scale)
+      const T* drec_s = drec + (s * B + b0) * ldz;
+      if (scale) {
+        step_product<T>(n, U, W, drec_s, ldz, weights.rt, weights.ldrt, dh_rec, U, nullptr, false, serial);
+        for (Index i = 0; i < n * U; ++i) dh_prev[i] += dh_rec[i] * scale[i];
       } else {
-        simple_step_backward(a.act, U, tape.h + (s + 1) * block + b * U, dht, dzr);
-        std::fill(carry, carry + U, T(0));
+        step_product<T>(n, U, W, drec_s, ldz, weights.rt, weights.ldrt, dh_prev, U, nullptr, true, serial);
       }
-    });
-    // d(loss)/dh_prev = carry + drec_s·Rᵀ (⊙ scale)
-    if (scale) {
-      step_product<T>(B, U, W, drec + s * B * ldz, ldz, weights.rt, weights.ldrt, dh_rec, U, nullptr, false);
-      for (Index i = 0; i < block; ++i) dh_prev[i] += dh_rec[i] * scale[i];
-    } else {
-      step_product<T>(B, U, W, drec + s * B * ldz, ldz, weights.rt, weights.ldrt, dh_prev, U, nullptr, true);
+      std::swap(dh, dh_prev);
     }
-    std::swap(dh, dh_prev);
-  }
-  if (g.dh0) std::memcpy(g.dh0, dh, sizeof(T) * block);
-  if (g.dc0) {
-    if (lstm) std::memcpy(g.dc0, dc, sizeof(T) * block); else std::fill(g.dc0, g.dc0 + block, T(0));
-  }
+    if (g.dh0) std::memcpy(g.dh0 + b0 * U, dh, sizeof(T) * n * U);
+    if (g.dc0) {
+      if (lstm) std::memcpy(g.dc0 + b0 * U, dc, sizeof(T) * n * U); else std::fill(g.dc0 + b0 * U, g.dc0 + b1 * U, T(0));
+    }
+  });
 
   const Index rows = S * B;
   const Index* offsets = step_row_offsets(a);
@@ -265,10 +294,10 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
   }
   if (g.drecurrent) {  // h_prevᵀ·drec over all steps: h[0 .. S-1] is one block
     const T* h_in = tape.h;
-    if (scale) {  // the product read h ⊙ scale
+    if (scale_all) {  // the product read h ⊙ scale
       T* hd = states + 4 * block;
       for (Index s = 0; s < S; ++s)
-        for (Index i = 0; i < block; ++i) hd[s * block + i] = tape.h[s * block + i] * scale[i];
+        for (Index i = 0; i < block; ++i) hd[s * block + i] = tape.h[s * block + i] * scale_all[i];
       h_in = hd;
     }
     GemmArgs<T> p;
