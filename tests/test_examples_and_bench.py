@@ -15,6 +15,13 @@ def test_linear_regression_example_converges():
     assert gap < 0.02
 
 
+def test_text_classification_example_reads_word_order():
+    example = runpy.run_path(str(ROOT / "examples" / "text_classification.py"))
+    accuracy, bag_accuracy = example["main"](samples=2000, epochs=3, verbose=0)
+    assert accuracy >= 0.95
+    assert bag_accuracy < 0.7  # word counts alone cannot tell
+
+
 def test_bench_runs_and_prints_a_table():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--size", "smoke",
                           "--threads", "1", "--no-write", "--no-torch"],
