@@ -193,6 +193,37 @@ def test_mask_zero_skips_padding_as_keras_does(rng):
         np.testing.assert_allclose(got[i], alone[0], rtol=1e-12)
 
 
+def test_a_mask_reaching_the_output_weights_loss_and_metrics_as_keras(rng):
+    """Sequence tagging on padded sequences: padded steps count in neither the loss (the mean
+    over valid steps) nor the accuracy, and get no gradient."""
+    fastnn.utils.set_random_seed(2)
+    model = fastnn.Sequential([layers.Input((6,), dtype="int32"), layers.Embedding(10, 4, mask_zero=True),
+                               layers.LSTM(5, return_sequences=True),
+                               layers.TimeDistributed(layers.Dense(3, activation="softmax"))])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = pad_sequences([[1, 2, 3], [4, 5, 6, 7, 8, 9], [2, 2]], maxlen=6)
+    y = rng.integers(0, 3, size=(3, 6))
+    valid = x != 0
+    p = model.predict(x)
+    picked = np.take_along_axis(p, y[..., None], axis=-1)[..., 0]
+    loss, accuracy = model.evaluate(x, y, batch_size=3, verbose=0)
+    assert loss == pytest.approx(float(np.mean(-np.log(picked[valid]))), rel=1e-5)
+    assert accuracy == pytest.approx(float(np.mean(np.argmax(p, -1)[valid] == y[valid])))
+    # the padded targets do not matter to training either
+    y2 = y.copy()
+    y2[~valid] = (y2[~valid] + 1) % 3
+    weights = model.get_weights()
+    first = model.train_on_batch(x, y)
+    after_first = model.get_weights()
+    model.set_weights(weights)
+    model.optimizer = None
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    second = model.train_on_batch(x, y2)
+    assert first == pytest.approx(second)
+    for a, b in zip(after_first, model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_masking_layer_skips_all_zero_steps(rng):
     x = rng.standard_normal((3, 6, 2))
     x[0, :2] = 0  # leading padding

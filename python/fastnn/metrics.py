@@ -93,6 +93,9 @@ class MeanMetricWrapper(Mean):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         values = np.asarray(self._fn(y_true, y_pred, **self._fn_kwargs), dtype=np.float64)
+        if values.ndim > 1 and sample_weight is not None and np.shape(sample_weight) == values.shape:
+            # one weight per value (e.g. a mask over time steps): the weighted mean of the values
+            return super().update_state(values.reshape(-1), np.asarray(sample_weight).reshape(-1))
         rows = values.reshape(values.shape[0], -1).mean(axis=1) if values.ndim > 1 else values.reshape(-1)
         super().update_state(rows, sample_weight)
 

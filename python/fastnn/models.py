@@ -438,6 +438,7 @@ class Sequential(Model):
             if layer.activity_regularizer is not None and (training or penalties):
                 self.activity_penalty += layer.activity_regularizer.penalty(x)
                 layer._activity_output = x if training else None
+        self._output_mask = mask  # a mask that reaches the output weights the loss (Keras)
         return x
 
     def backward(self, dy):

@@ -13,6 +13,7 @@ import numpy as np
 from . import _core
 from . import callbacks as callbacks_module
 from . import losses as losses_module
+from . import metrics as metrics_module
 from . import regularizers as regularizers_module
 from .layers.base import check_finite
 
@@ -182,8 +183,30 @@ class _Step:
         if self.fused:
             self.last._emit_logits = False
 
+    def output_mask(self, y_out):
+        """The mask of the model's output rows (e.g. padded time steps), or None."""
+        mask = getattr(self.model, "_output_mask", None)
+        if mask is None or np.shape(mask) != y_out.shape[:-1]:
+            return None
+        return np.asarray(mask, bool)
+
+    def _loss_weights(self, y_out, sample_weight):
+        """Keras: masked rows weigh 0 and, for a mean, the valid ones total/valid, so that the
+        loss is the mean over the valid rows."""
+        mask = self.output_mask(y_out)
+        if mask is None:
+            return sample_weight
+        weights = mask.astype(np.float64)
+        if getattr(self.loss, "reduction", None) in ("sum_over_batch_size", "mean"):
+            weights *= weights.size / (weights.sum() + 1e-7)
+        if sample_weight is not None:
+            sw = np.asarray(sample_weight, np.float64)
+            weights = weights * sw.reshape(sw.shape + (1,) * (weights.ndim - sw.ndim))
+        return weights
+
     def loss_and_predictions(self, y_out, y, sample_weight, want_grad):
         """(loss value, gradient, predictions for the metrics)."""
+        sample_weight = self._loss_weights(y_out, sample_weight)
         if self.fused:
             value, grad, predictions = self.loss.value_and_grad(y, y_out, sample_weight, want_grad=want_grad,
                                                                 want_probs=True)
@@ -210,11 +233,22 @@ class _Step:
         return total
 
 
-def _update_metrics(model, y, predictions, sample_weight):
+def _update_metrics(model, y, predictions, sample_weight, mask=None):
+    """mask: the output's mask (padded steps), which every metric skips, as in Keras."""
+    weighted = sample_weight
+    if mask is not None:
+        weighted = mask.astype(np.float64)
+        if sample_weight is not None:
+            sw = np.asarray(sample_weight, np.float64)
+            weighted = weighted * sw.reshape(sw.shape + (1,) * (weighted.ndim - sw.ndim))
     for m in model.compiled_metrics:
-        m.update_state(y, predictions)
+        if mask is not None and isinstance(m, metrics_module.MeanMetricWrapper):
+            m.update_state(y, predictions, mask.astype(np.float64))
+        else:
+            m.update_state(y, predictions)
     for m in getattr(model, "weighted_metrics", []):
-        m.update_state(y, predictions, sample_weight)
+        masked = mask is not None and isinstance(m, metrics_module.MeanMetricWrapper)
+        m.update_state(y, predictions, weighted if masked else sample_weight)
 
 
 def _metric_logs(model):
@@ -334,7 +368,7 @@ def _train_step(model, step, xb, yb, wb):
         value += step.regularize()
     value += model.activity_penalty
     model.optimizer.apply_flat()
-    _update_metrics(model, yb, predictions, wb)
+    _update_metrics(model, yb, predictions, wb, step.output_mask(y_out))
     return float(value)
 
 
@@ -358,8 +392,9 @@ def _evaluate_arrays(model, step, x, y, weights, batch_size, callback_list=None)
         wb = None if weights is None else weights[start:start + batch_size]
         y_out = model.forward(xb, training=False, penalties=True)
         value, _, predictions = step.loss_and_predictions(y_out, yb, wb, want_grad=False)
+        mask = step.output_mask(y_out)
         total += (float(value) + model.activity_penalty) * len(xb)
-        _update_metrics(model, yb, predictions, wb)
+        _update_metrics(model, yb, predictions, wb, mask)
         if callback_list is not None:
             callback_list.on_test_batch_end(b, {"loss": total / min(n, start + batch_size), **_metric_logs(model)})
     logs = {"loss": total / n + (step.penalty() if step.regularized else 0.0), **_metric_logs(model)}
