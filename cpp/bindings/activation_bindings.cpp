@@ -1,17 +1,12 @@
 // Python bindings of the activation kernels (fastnn.ops.activation_forward/backward, prelu).
 #include <pybind11/pybind11.h>
 
-#include "args.hpp"
+#include "activation_args.hpp"
 #include "fastnn/activation.hpp"
 
 namespace fastnn::bindings {
 namespace {
 
-Activation make_activation(const char* fn, int kind, double alpha) {
-  if (kind < 0 || kind > static_cast<int>(ActivationKind::Softmax))
-    throw py::value_error(cat(fn, ": unknown activation kind ", kind));
-  return Activation{static_cast<ActivationKind>(kind), alpha};
-}
 
 // Softmax runs over the last axis: its size (1 for 0-d input).
 Index last_axis(const py::array& a) { return a.ndim() ? a.shape(a.ndim() - 1) : 1; }

@@ -6,17 +6,12 @@
 
 #include <string>
 
-#include "args.hpp"
+#include "activation_args.hpp"
 #include "fastnn/conv.hpp"
 
 namespace fastnn::bindings {
 namespace {
 
-Activation make_activation(int kind, double alpha) {
-  if (kind < 0 || kind > static_cast<int>(ActivationKind::Softmax))
-    throw py::value_error(cat("conv: unknown activation kind ", kind));
-  return Activation{static_cast<ActivationKind>(kind), alpha};
-}
 
 // Output size and padding before, along one axis.
 std::pair<Index, Index> out_and_pad(const char* fn, const char* axis, Index in, Index k,
@@ -128,30 +123,8 @@ py::object backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handl
                          bool accumulate, bool need_dx) {
   const char* fn = "conv_backward";
   auto c = check<T>(fn, x, w, py::none(), strides, dilation, padding, act);
-  auto y = input_array<T>(fn, {"y", y_obj});
-  auto dy = input_array<T>(fn, {"dy", dy_obj});
-  require_shape(fn, "y", y, c.out_shape);
-  require_shape(fn, "dy", dy, c.out_shape);
-  // Optional arrays: a default array_t is an empty array, not null, so keep pointers.
-  py::array_t<T> z, dw, db;
-  const T* z_ptr = nullptr;
-  T* dw_ptr = nullptr;
-  T* db_ptr = nullptr;
-  if (activation_backward_needs_input(act.kind)) {
-    if (z_obj.is_none())
-      throw py::value_error(cat(fn, ": this activation's derivative needs 'z' (pre-activation)"));
-    z = input_array<T>(fn, {"z", z_obj});
-    require_shape(fn, "z", z, c.out_shape);
-    z_ptr = z.data();
-  }
-  if (!dw_obj.is_none()) {
-    dw = output_array<T>(fn, {"dw", dw_obj}, shape_of(c.w));
-    dw_ptr = dw.mutable_data();
-  }
-  if (!db_obj.is_none()) {
-    db = output_array<T>(fn, {"db", db_obj}, {c.args.s.f});
-    db_ptr = db.mutable_data();
-  }
+  const FusedBackwardArrays<T> a(fn, act, y_obj, dy_obj, z_obj, c.out_shape, dw_obj, shape_of(c.w), db_obj,
+                                 c.args.s.f);
   py::object dx_out = py::none();
   T* dx = nullptr;
   if (need_dx) {
@@ -161,7 +134,7 @@ py::object backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handl
   }
   {
     py::gil_scoped_release nogil;
-    conv2d_backward<T>(c.args, z_ptr, y.data(), dy.data(), dw_ptr, db_ptr, accumulate, dx);
+    conv2d_backward<T>(c.args, a.z_ptr, a.y.data(), a.dy.data(), a.dw_ptr, a.db_ptr, accumulate, dx);
   }
   return dx_out;
 }
@@ -174,7 +147,7 @@ void register_conv(py::module_& m) {
       [](py::handle x, py::handle w, py::handle b, std::pair<Index, Index> strides,
          std::pair<Index, Index> dilation, const std::string& padding, int kind, double alpha,
          bool keep_z) {
-        const Activation act = make_activation(kind, alpha);
+        const Activation act = make_activation("conv", kind, alpha);
         return dispatch(resolve_dtype("conv", {{"x", x}, {"w", w}, {"b", b}}), [&](auto t) {
           return forward_impl<decltype(t)>(x, w, b, strides, dilation, padding, act, keep_z);
         });
@@ -188,7 +161,7 @@ void register_conv(py::module_& m) {
          std::pair<Index, Index> strides, std::pair<Index, Index> dilation,
          const std::string& padding, int kind, double alpha, py::handle dw, py::handle db,
          bool accumulate, bool need_dx) {
-        const Activation act = make_activation(kind, alpha);
+        const Activation act = make_activation("conv", kind, alpha);
         const DType dt = resolve_dtype(
             "conv_backward",
             {{"x", x}, {"w", w}, {"z", z}, {"y", y}, {"dy", dy}, {"dw", dw}, {"db", db}});

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "args.hpp"
+#include "activation_args.hpp"
 #include "fastnn/embedding.hpp"
 #include "fastnn/rnn.hpp"
 
@@ -18,12 +18,12 @@ const char* kind_name(RnnKind kind) {
   return kind == RnnKind::Lstm ? "lstm" : kind == RnnKind::Gru ? "gru" : "simple_rnn";
 }
 
-Activation make_activation(const char* fn, const char* name, int kind) {
-  if (kind < 0 || kind > static_cast<int>(ActivationKind::Softmax) ||
-      !rnn_supports_activation(static_cast<ActivationKind>(kind)))
+Activation rnn_activation(const char* fn, const char* name, int kind) {
+  const Activation act = make_activation(fn, kind, 0.0);
+  if (!rnn_supports_activation(act.kind))
     throw py::value_error(cat(fn, ": '", name, "' must be one of linear, relu, sigmoid, tanh "
                               "(activation kind ", kind, " given)"));
-  return Activation{static_cast<ActivationKind>(kind), 0.0};
+  return act;
 }
 
 // The arrays of one call, checked, and the kernel's arguments pointing into them.
@@ -43,8 +43,8 @@ Checked<T> check(RnnKind kind, py::handle x, py::handle kernel, py::handle recur
   RnnArgs<T>& a = c.args;
   a.kind = kind;
   a.go_backwards = go_backwards;
-  a.act = make_activation(fn, "activation", act);
-  a.recurrent_act = make_activation(fn, "recurrent_activation", ract);
+  a.act = rnn_activation(fn, "activation", act);
+  a.recurrent_act = rnn_activation(fn, "recurrent_activation", ract);
   c.x = input_array<T>(fn, {"inputs", x});
   if (c.x.ndim() != 3)
     throw py::value_error(cat(fn, ": 'inputs' must be 3-D (batch, timesteps, features), got ",

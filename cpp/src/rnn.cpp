@@ -21,17 +21,9 @@ bool rnn_supports_activation(ActivationKind kind) {
 namespace {
 using namespace rnn_detail;
 
-// Elementwise work per step below this many values stays on the calling thread: a step
-// of batch 32 × 256 units is ~10 µs, about what waking a second thread costs.
+// A step's elementwise work on fewer gate values than this stays on the calling thread
+// (waking a second thread costs a few µs; batch 32 × 4·128 gates is about the break-even).
 constexpr Index kParallelStepValues = 1 << 14;
-
-// A row stride for a copy of a matrix with `cols` columns that the GEMM can read in place:
-// a multiple of 4 KB would alias every row in the same cache sets (the GEMM would then pack
-// the matrix on every call, i.e. every step).
-template <typename T>
-Index unaliased_stride(Index cols) {
-  return (cols * Index(sizeof(T))) % 4096 == 0 ? cols + 64 / Index(sizeof(T)) : cols;
-}
 
 // R (units × width) and Rᵀ (width × units), copied once per call with unaliased strides.
 template <typename T>

@@ -97,6 +97,17 @@ def prepare_weights(sample_weight, n, who, name="sample_weight"):
     return w
 
 
+def _prepare_training_data(model, x, y, sample_weight, class_weight, who):
+    """x, y and per-sample weights (sample_weight times class_weight), checked."""
+    x = prepare_x(model, x, who)
+    y = prepare_y(model, model.loss, y, len(x), who)
+    weights = prepare_weights(sample_weight, len(x), who)
+    if class_weight is not None:
+        cw = _class_weights(class_weight, y, who)
+        weights = cw if weights is None else weights * cw
+    return x, y, weights
+
+
 def _class_weights(class_weight, y, who):
     labels = y if y.ndim == 1 else (y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1))
     labels = labels.astype(np.int64)
@@ -281,12 +292,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         raise ValueError(f"fit: 'epochs' must be an int >= 0, got {epochs!r}")
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"fit: 'validation_split' must be in [0, 1), got {validation_split}")
-    x = prepare_x(model, x, who)
-    y = prepare_y(model, model.loss, y, len(x), who)
-    weights = prepare_weights(sample_weight, len(x), who)
-    if class_weight is not None:
-        cw = _class_weights(class_weight, y, who)
-        weights = cw if weights is None else weights * cw
+    x, y, weights = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
 
     val = None
     if validation_data is not None:
@@ -440,12 +446,7 @@ def _batch_logs(model, value, return_dict):
 def train_on_batch(model, x, y, sample_weight=None, class_weight=None, return_dict=False):
     who = "train_on_batch"
     _check_compiled(model, who)
-    x = prepare_x(model, x, who)
-    y = prepare_y(model, model.loss, y, len(x), who)
-    weights = prepare_weights(sample_weight, len(x), who)
-    if class_weight is not None:
-        cw = _class_weights(class_weight, y, who)
-        weights = cw if weights is None else weights * cw
+    x, y, weights = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
     model._ensure_packed()
     _reset_metrics(model)
     with _Step(model) as step:

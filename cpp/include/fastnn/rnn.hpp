@@ -35,6 +35,14 @@ constexpr Index rnn_gates(RnnKind kind) {
   return kind == RnnKind::Lstm ? 4 : kind == RnnKind::Gru ? 3 : 1;
 }
 
+/// A row stride for a matrix of `cols` values per row: `cols`, padded when a row is a
+/// multiple of 4 KB (rows that far apart share cache sets, and the GEMM would copy such a
+/// matrix before reading it, i.e. on every step).
+template <typename T>
+constexpr Index unaliased_stride(Index cols) {
+  return (cols * Index(sizeof(T))) % 4096 == 0 ? cols + 64 / Index(sizeof(T)) : cols;
+}
+
 template <typename T>
 struct RnnArgs {
   RnnKind kind = RnnKind::Lstm;
@@ -53,12 +61,8 @@ struct RnnArgs {
   Activation recurrent_act{ActivationKind::Sigmoid};
 
   Index width() const { return rnn_gates(kind) * units; }  // G·units
-  /// Row stride of the gate arrays: G·units, padded when that is a multiple of 4 KB (rows
-  /// that far apart share cache sets, and the products would copy them to avoid it).
-  Index gate_stride() const {
-    const Index w = width();
-    return (w * Index(sizeof(T))) % 4096 == 0 ? w + 64 / Index(sizeof(T)) : w;
-  }
+  /// Row stride of the gate arrays.
+  Index gate_stride() const { return unaliased_stride<T>(width()); }
   /// The input step read at processing step s.
   Index time(Index s) const { return go_backwards ? steps - 1 - s : s; }
 };

@@ -32,9 +32,11 @@ documentation or the more useful behaviour of tf.keras):
   larger, otherwise resizes).
 * RandomContrast(f) draws factors in [1 - f, 1 + f] as documented (Keras 3's code draws in
   [1, 1 + f]).
-* Unknown fill_mode / interpolation raise ValueError (Keras: NotImplementedError). Inputs
+* Unknown fill_mode / interpolation raise ValueError when the layer is made. Inputs
   must be batched (4-D); data_format must be "channels_last".
 """
+
+import abc
 
 import numpy as np
 
@@ -74,7 +76,7 @@ def _choice(value, what, choices, who):
     return value
 
 
-class _Augmentation(Layer):
+class _Augmentation(Layer, metaclass=abc.ABCMeta):
     """Shared plumbing: the seed, the 4-D input check, identity at inference, backward."""
 
     def __init__(self, seed=None, data_format=None, **kwargs):
@@ -118,12 +120,13 @@ class _Augmentation(Layer):
             return dy
         return self._augment_backward(np.ascontiguousarray(dy), cache)
 
+    @abc.abstractmethod
     def _augment(self, x):
         """(augmented batch, what backward needs) in training."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _augment_backward(self, dy, cache):
-        raise NotImplementedError
+        """The gradient of the input from dy, given what _augment kept."""
 
     def get_config(self):
         cfg = super().get_config()
@@ -188,9 +191,9 @@ class _Warp(_Augmentation):
             raise ValueError(f"{self._who}: 'fill_value' must be a number, got {fill_value!r}")
         self.fill_value = float(fill_value)
 
+    @abc.abstractmethod
     def _transforms(self, n, height, width):
         """(n, 8) float64 transforms (output -> input), one per image."""
-        raise NotImplementedError
 
     def _augment(self, x):
         n, h, w, _ = x.shape

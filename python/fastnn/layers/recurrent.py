@@ -10,7 +10,7 @@ import numpy as np
 from .. import _core, activations, initializers, regularizers
 from ..ops import rnn as rnn_ops
 from ..utils import rng
-from .base import Layer
+from .base import Layer, _as_input
 
 _SUPPORTED = ("tanh", "sigmoid", "relu", "linear")
 
@@ -141,13 +141,8 @@ class RNN(Layer):
     def __call__(self, x, training=False, mask=None, initial_state=None):
         """Runs the layer: x (batch, timesteps, features); optional mask (batch, timesteps)
         and initial_state ([h] or [h, c])."""
-        x = np.asarray(x)
-        if x.ndim != 3:
-            raise ValueError(f"{type(self).__name__} '{self.name}': expects 3-D input (batch, timesteps, "
-                             f"features), got shape {x.shape}")
-        from .base import _as_input
-
         x = _as_input(x, self._dtype, self.name)
+        self._check_3d(x)  # before building: a clearer message than the build's
         self.ensure_built(x.shape)
         return self.forward(x, training=training, mask=mask, initial_state=initial_state)
 
@@ -155,10 +150,13 @@ class RNN(Layer):
         seed = rng.draw_seed(self._generator)
         return _core.dropout_forward(np.ones(shape, self._dtype), rate, seed)
 
-    def forward(self, x, training=False, mask=None, initial_state=None):
+    def _check_3d(self, x):
         if x.ndim != 3:
             raise ValueError(f"{type(self).__name__} '{self.name}': expects 3-D input (batch, timesteps, "
                              f"features), got shape {x.shape}")
+
+    def forward(self, x, training=False, mask=None, initial_state=None):
+        self._check_3d(x)
         batch = x.shape[0]
         if initial_state is not None:  # the layer's dtype (Keras casts too)
             if isinstance(initial_state, np.ndarray) or not isinstance(initial_state, (list, tuple)):

@@ -44,7 +44,7 @@ def _states(initial_state, kind):
     return initial_state[0], (initial_state[1] if expected == 2 else None)
 
 
-def _mask(mask, inputs):
+def _mask(mask):
     if mask is None:
         return None
     mask = np.asarray(mask)
@@ -56,7 +56,7 @@ def _mask(mask, inputs):
 def _forward(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask, go_backwards,
              activation, recurrent_activation, recurrent_scale=None):
     h0, c0 = _states(initial_state, kind)
-    mask = _mask(mask, inputs)
+    mask = _mask(mask)
     act, ract = _kind(activation), _kind(recurrent_activation)
     args = (inputs, kernel, recurrent_kernel, bias, h0, c0, mask, recurrent_scale, bool(go_backwards), act, ract)
     tape = _core.rnn_forward(kind, *args)
