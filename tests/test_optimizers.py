@@ -784,6 +784,27 @@ def test_adam_kernel_matches_reference(rng, dtype):
     np.testing.assert_allclose(w, ref, **tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clipping_scaling_and_ema_kernels_match_numpy(rng, dtype):
+    g0 = rng.standard_normal(10).astype(dtype)
+    offsets = np.array([0, 3, 3, 10], np.int64)
+    sums = ops.sum_squares(g0, offsets)
+    assert sums.dtype == np.float64
+    np.testing.assert_allclose(sums, [np.sum(np.square(g0[a:b], dtype=np.float64))
+                                      for a, b in zip(offsets[:-1], offsets[1:])], rtol=1e-12)
+    g = g0.copy()
+    assert ops.scale_segments(g, offsets, np.array([2.0, 5.0, -1.0])) is None
+    np.testing.assert_array_equal(g, np.concatenate([g0[:3] * dtype(2.0), -g0[3:]]))
+    g = g0.copy()
+    ops.clip_by_value(g, 0.5)
+    np.testing.assert_array_equal(g, np.clip(g0, -0.5, 0.5))
+    ema, w = g0.copy(), rng.standard_normal(10).astype(dtype)
+    ops.ema_update(ema, w, 0.0)
+    np.testing.assert_array_equal(ema, w)
+    ops.ema_update(ema, g0, 0.75)
+    np.testing.assert_allclose(ema, 0.75 * w + 0.25 * g0, **tol(dtype))
+
+
 # ---- thread count ----------------------------------------------------------------------------------
 N_BIG = 1_000_000
 

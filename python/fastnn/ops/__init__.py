@@ -25,9 +25,9 @@ from .math import (abs, absolute, add, argmax, cast, clip, convert_to_numpy, con
                    log_softmax, logsumexp, max, maximum, mean, min, minimum, multiply, negative,
                    not_equal, one_hot, power, relu, reshape, sigmoid, softmax, softplus, sqrt, square,
                    squeeze, stop_gradient, subtract, sum, take_index, tanh, transpose, where)
-from .nn import (activation_backward, activation_forward, adadelta_update, adagrad_update, adam_update,
-                 dense, dense_backward, dropout, dropout_backward, nadam_update, rmsprop_update,
-                 sgd_update)
+from .nn import activation_backward, activation_forward, dense, dense_backward, dropout, dropout_backward
+from .optim import (adadelta_update, adagrad_update, adam_update, clip_by_value, ema_update, nadam_update,
+                    rmsprop_update, scale_segments, sgd_update, sum_squares)
 from .pool import (average_pool, average_pool_backward, global_average_pool, global_average_pool_backward,
                    global_max_pool, global_max_pool_backward, global_max_pool_with_argmax, max_pool,
                    max_pool_backward, max_pool_with_argmax, upsample2d, upsample2d_backward, zero_pad2d,

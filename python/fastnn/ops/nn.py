@@ -1,7 +1,7 @@
-"""Layer and optimizer kernels (cpp/include/fastnn/{activation,dense,dropout,optim}.hpp).
+"""Layer kernels (cpp/include/fastnn/{activation,dense,dropout}.hpp).
 
-These are the calls fastnn's layers and optimizers make; they are public for people who
-write their own training loops.
+These are the calls fastnn's layers make; they are public for people who write their own
+layers or training loops. The optimizer kernels are in ``optim.py``.
 """
 
 from .. import _core
@@ -69,45 +69,3 @@ def dropout(x, rate, seed):
 def dropout_backward(dy, rate, seed):
     """Backward of ``dropout`` with the same rate and seed (the mask is regenerated)."""
     return _core.dropout_backward(dy, rate, seed)
-
-
-def sgd_update(w, g, m=None, learning_rate=0.01, momentum=0.0, nesterov=False):
-    """In place: ``w -= lr·g``, or with momentum ``m = μ·m - lr·g; w += m`` (Nesterov: μ·m - lr·g)."""
-    _core.sgd_update(w, g, m, learning_rate, momentum, nesterov)
-
-
-def adagrad_update(w, g, acc, learning_rate=0.001, epsilon=1e-7):
-    """In place: ``acc += g²; w -= lr·g / sqrt(acc + ε)``."""
-    _core.adagrad_update(w, g, acc, learning_rate, epsilon)
-
-
-def rmsprop_update(w, g, v, mean_g=None, m=None, learning_rate=0.001, rho=0.9, momentum=0.0,
-                   epsilon=1e-7):
-    """In place, Keras' RMSprop (centered when mean_g is given, with momentum when m is)."""
-    _core.rmsprop_update(w, g, v, mean_g, m, learning_rate, rho, momentum, epsilon)
-
-
-def adadelta_update(w, g, acc_g, acc_delta, learning_rate=0.001, rho=0.95, epsilon=1e-7):
-    """In place, Keras' Adadelta."""
-    _core.adadelta_update(w, g, acc_g, acc_delta, learning_rate, rho, epsilon)
-
-
-def adam_update(w, g, m, v, step, v_max=None, learning_rate=0.001, beta_1=0.9, beta_2=0.999,
-                epsilon=1e-7, weight_decay=0.0):
-    """In place, one Adam step over a flat buffer (the design's fused Adam kernel).
-
-    ``m += (g - m)(1-β1); v += (g² - v)(1-β2); w -= lr·sqrt(1-β2ᵗ)/(1-β1ᵗ)·m/(sqrt(v)+ε)``;
-    AMSGrad with v_max; AdamW's decoupled decay ``w -= lr·λ·w`` first when weight_decay.
-
-    Args:
-        w, g, m, v (, v_max): arrays of one float dtype and size; w, m, v, v_max updated.
-        step: int >= 1, the step number t.
-    """
-    _core.adam_update(w, g, m, v, v_max, learning_rate, beta_1, beta_2, epsilon, step, weight_decay)
-
-
-def nadam_update(w, g, m, v, step, u_product_t, u_product_t1, learning_rate=0.001, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-7, weight_decay=0.0):
-    """In place, Keras' Nadam (the caller keeps the momentum-schedule product u_product)."""
-    _core.nadam_update(w, g, m, v, learning_rate, beta_1, beta_2, epsilon, step, u_product_t,
-                       u_product_t1, weight_decay)
