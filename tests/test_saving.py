@@ -1,6 +1,8 @@
 """model.save / load_model / save_weights / load_weights (fastnn.saving)."""
 
+import ast
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -13,7 +15,7 @@ import pytest
 import fastnn
 import fastnn.saving
 from fastnn import layers, ops
-from fastnn.saving import register_keras_serializable
+from fastnn.saving import register_keras_serializable, registration
 
 # ---- custom objects, registered at import (as a user's module would) -------------------------------
 
@@ -399,7 +401,7 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, m
     old_predictions = model.predict(x)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # the new state differs
 
-    original = fastnn.saving._write_array
+    original = fastnn.saving.archive._write_array
     calls = []
 
     def failing(archive, member, array):
@@ -408,7 +410,7 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, m
             raise OSError(28, "No space left on device (simulated)")
         return original(archive, member, array)
 
-    monkeypatch.setattr(fastnn.saving, "_write_array", failing)
+    monkeypatch.setattr(fastnn.saving.archive, "_write_array", failing)
     with pytest.raises(OSError, match="simulated"):
         model.save(path)
     assert len(calls) == 3
@@ -421,7 +423,7 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, m
         model.save_weights(tmp_path / "new.fastnn")  # no previous file: none appears
     assert os.listdir(tmp_path) == ["m.fastnn"]
 
-    monkeypatch.setattr(fastnn.saving, "_write_array", original)
+    monkeypatch.setattr(fastnn.saving.archive, "_write_array", original)
     model.save(path)  # and a later save succeeds
     np.testing.assert_array_equal(fastnn.models.load_model(path).predict(x), model.predict(x))
 
@@ -708,3 +710,132 @@ def test_loss_function_wrapper_config_keeps_the_function_arguments():
     assert clone.fn is fastnn.losses.huber and clone.fn_kwargs == {"delta": 0.25} and clone.name == "h"
     with pytest.raises(ValueError, match="unknown loss function 'nope'"):
         fastnn.losses.LossFunctionWrapper.from_config({"fn": "nope"})
+
+
+# ---- the registry of fastnn's own classes -------------------------------------------------------------
+_KIND_BASES = {"layer": layers.Layer, "loss": fastnn.losses.Loss, "metric": fastnn.metrics.Metric,
+               "optimizer": fastnn.optimizers.Optimizer,
+               "learning-rate schedule": fastnn.optimizers.schedules.LearningRateSchedule,
+               "initializer": fastnn.initializers.Initializer, "regularizer": fastnn.regularizers.Regularizer}
+
+
+def _public_classes():
+    """(kind, class) of every class a public name of fastnn's public modules gives, walked from ``fastnn``."""
+    seen, found = set(), {}
+
+    def walk(module):
+        seen.add(module)
+        names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+        for value in (getattr(module, n) for n in names):
+            if inspect.ismodule(value) and value.__name__.startswith("fastnn.") and value not in seen:
+                walk(value)
+            elif inspect.isclass(value):
+                for kind, base in _KIND_BASES.items():
+                    if issubclass(value, base):
+                        found[value] = kind
+
+    walk(fastnn)
+    return sorted(((kind, cls) for cls, kind in found.items()),
+                  key=lambda kc: (kc[0], kc[1].__module__, kc[1].__name__))
+
+
+_PUBLIC_CLASSES = _public_classes()
+_SCHEDULE_ARGS = {"initial_learning_rate": 0.1, "decay_steps": 10}
+_MAKE = {  # the classes whose constructor needs arguments; every other class is built with none
+    layers.Activation: lambda: layers.Activation("relu"), layers.Dense: lambda: layers.Dense(3),
+    layers.Dropout: lambda: layers.Dropout(0.5, seed=1), layers.InputLayer: lambda: layers.InputLayer(shape=(4,)),
+    layers.Reshape: lambda: layers.Reshape((2, 2)), layers.Embedding: lambda: layers.Embedding(5, 2),
+    layers.Conv1D: lambda: layers.Conv1D(2, 3), layers.Conv2D: lambda: layers.Conv2D(2, 3),
+    layers.RandomContrast: lambda: layers.RandomContrast(0.2), layers.RandomCrop: lambda: layers.RandomCrop(2, 2),
+    layers.RandomRotation: lambda: layers.RandomRotation(0.1),
+    layers.RandomTranslation: lambda: layers.RandomTranslation(0.1, 0.2),
+    layers.RandomZoom: lambda: layers.RandomZoom(0.1), layers.Rescaling: lambda: layers.Rescaling(0.5),
+    layers.GRU: lambda: layers.GRU(2), layers.LSTM: lambda: layers.LSTM(2),
+    layers.SimpleRNN: lambda: layers.SimpleRNN(2),
+    layers.Bidirectional: lambda: layers.Bidirectional(layers.LSTM(2)),
+    layers.TimeDistributed: lambda: layers.TimeDistributed(layers.Dense(2)),
+    fastnn.losses.LossFunctionWrapper: lambda: fastnn.losses.LossFunctionWrapper(fastnn.losses.mean_squared_error),
+    fastnn.metrics.MeanMetricWrapper: lambda: fastnn.metrics.MeanMetricWrapper(fastnn.metrics.mean_absolute_error),
+    fastnn.optimizers.schedules.CosineDecay: lambda: fastnn.optimizers.schedules.CosineDecay(**_SCHEDULE_ARGS),
+    fastnn.optimizers.schedules.CosineDecayRestarts:
+        lambda: fastnn.optimizers.schedules.CosineDecayRestarts(0.1, first_decay_steps=10),
+    fastnn.optimizers.schedules.ExponentialDecay:
+        lambda: fastnn.optimizers.schedules.ExponentialDecay(**_SCHEDULE_ARGS, decay_rate=0.5),
+    fastnn.optimizers.schedules.InverseTimeDecay:
+        lambda: fastnn.optimizers.schedules.InverseTimeDecay(**_SCHEDULE_ARGS, decay_rate=0.5),
+    fastnn.optimizers.schedules.PiecewiseConstantDecay:
+        lambda: fastnn.optimizers.schedules.PiecewiseConstantDecay([10], [0.1, 0.01]),
+    fastnn.optimizers.schedules.PolynomialDecay: lambda: fastnn.optimizers.schedules.PolynomialDecay(**_SCHEDULE_ARGS),
+}
+
+
+def _description(obj):
+    """serialize_keras_object's output as it comes back from a file's JSON."""
+    return json.loads(fastnn.saving.archive.dump_json(fastnn.saving.serialize_keras_object(obj)))
+
+
+def test_the_public_classes_are_found_by_walking_the_modules():
+    kinds = {kind for kind, _ in _PUBLIC_CLASSES}
+    assert kinds == set(_KIND_BASES)
+    classes = {cls for _, cls in _PUBLIC_CLASSES}
+    assert {layers.Dense, layers.Conv2D, layers.LSTM, fastnn.losses.Huber, fastnn.metrics.AUC, fastnn.optimizers.Adam,
+            fastnn.optimizers.schedules.CosineDecay, fastnn.initializers.HeNormal, fastnn.regularizers.L2} <= classes
+
+
+@pytest.mark.parametrize("kind, cls", _PUBLIC_CLASSES, ids=[f"{k}:{c.__name__}" for k, c in _PUBLIC_CLASSES])
+def test_every_public_class_round_trips_through_the_registry_by_name(kind, cls):
+    if inspect.isabstract(cls):  # nothing can rebuild it, so no config names it
+        assert registration.builtin_class(kind, cls.__name__) is None
+        return
+    assert registration.builtin_class(kind, cls.__name__) is cls
+    assert registration.builtin_classes(kind)[cls.__name__] is cls
+    obj = _MAKE.get(cls, cls)()
+    description = _description(obj)
+    assert description["class_name"] == cls.__name__ and description["registered_name"] is None
+    clone = fastnn.saving.deserialize_keras_object(description, kind=kind)  # no custom objects: by name alone
+    assert type(clone) is cls
+    assert _description(clone) == description
+
+
+def test_keras_aliases_are_the_same_classes_and_save_under_their_class_name():
+    for alias, cls, kind in [(layers.Convolution2D, layers.Conv2D, "layer"),
+                             (layers.MaxPool2D, layers.MaxPooling2D, "layer"),
+                             (layers.GlobalAvgPool1D, layers.GlobalAveragePooling1D, "layer"),
+                             (fastnn.regularizers.l2, fastnn.regularizers.L2, "regularizer")]:
+        assert alias is cls and registration.builtin_class(kind, alias.__name__) is cls
+    conv = layers.Convolution2D(2, 3)
+    assert layers.deserialize(layers.serialize(conv)).get_config() == conv.get_config()
+    assert _description(conv)["class_name"] == "Conv2D"
+
+
+def test_subclasses_outside_fastnn_are_not_builtins():
+    class Doubling(layers.Dense):
+        pass
+
+    class Halving(fastnn.optimizers.schedules.ExponentialDecay):
+        pass
+
+    assert registration.builtin_class("layer", "Doubling") is None
+    assert registration.builtin_class("learning-rate schedule", "Halving") is None
+    assert registration.builtin_class("layer", "Scale") is None  # registered with register_keras_serializable
+    with pytest.raises(fastnn.saving.UnknownObjectError, match="Doubling"):
+        fastnn.saving.deserialize_keras_object(_description(Doubling(2)), kind="layer")
+    assert type(fastnn.saving.deserialize_keras_object(_description(Doubling(2)), {"Doubling": Doubling},
+                                                       kind="layer")) is Doubling
+    with pytest.raises(ValueError, match="unknown kind"):
+        registration.builtin_classes("layers")
+
+
+def test_two_fastnn_classes_of_a_kind_cannot_share_a_name():
+    with pytest.raises(RuntimeError, match="two layer classes named 'Dense'"):
+        type("Dense", (layers.Layer,), {"__module__": "fastnn.layers.elsewhere"})
+    assert registration.builtin_class("layer", "Dense") is layers.Dense
+
+
+def test_registration_imports_nothing_from_fastnn():
+    source = pathlib.Path(registration.__file__).read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and not node.module.startswith("fastnn"), ast.unparse(node)
+        elif isinstance(node, ast.Import):
+            assert not any(alias.name.startswith("fastnn") for alias in node.names), ast.unparse(node)

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .saving import registration
 from .utils import rng
 
 
@@ -25,6 +26,12 @@ class Initializer(abc.ABC):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    # ---- registration (saving/registration.py) ------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        """fastnn's own initializers register by name, so that saved configs find them (a user's do not)."""
+        super().__init_subclass__(**kwargs)
+        registration.register_builtin(cls, "initializer")
 
 
 def _dtype(dtype):

@@ -16,6 +16,7 @@ as is (its gradient is derived by ``fastnn.autodiff``); a ``Loss`` subclass impl
 import numpy as np
 
 from . import _core, autodiff, config
+from .saving import registration
 
 _KINDS = dict(_core.loss_kinds)
 _REDUCTIONS = ("sum_over_batch_size", "sum", "none", None)
@@ -118,6 +119,15 @@ class Loss:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    # ---- registration (saving/registration.py) ------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        """fastnn's own losses register by name, so that saved configs find them (a user's do not)."""
+        super().__init_subclass__(**kwargs)
+        registration.register_builtin(cls, "loss")
+
+
+registration.register_builtin(Loss, "loss")
 
 
 class _KernelLoss(Loss):

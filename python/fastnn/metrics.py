@@ -9,6 +9,7 @@ predictions (a few microseconds a batch).
 import numpy as np
 
 from . import config
+from .saving import registration
 
 
 class Metric:
@@ -49,6 +50,15 @@ class Metric:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}>"
+
+    # ---- registration (saving/registration.py) ------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        """fastnn's own metrics register by name, so that saved configs find them (a user's do not)."""
+        super().__init_subclass__(**kwargs)
+        registration.register_builtin(cls, "metric")
+
+
+registration.register_builtin(Metric, "metric")
 
 
 def _arrays(y_true, y_pred):

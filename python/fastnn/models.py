@@ -13,6 +13,7 @@ from . import optimizers as optimizers_module
 from . import trainer
 from .layers.base import Layer
 from .layers.core import InputLayer
+from .saving import registration
 
 
 class Model:
@@ -319,6 +320,16 @@ class Model:
         print_fn(f"Trainable params: {trainable:,} ({_memory(self, trainable, itemsize)})")
         print_fn(f"Non-trainable params: {frozen:,} ({_memory(self, frozen, itemsize)})")
         print_fn(rule)
+
+    # ---- registration (saving/registration.py) ------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        """fastnn's own models register by name, so that saved configs find them (a user's do not)."""
+        super().__init_subclass__(**kwargs)
+        registration.register_builtin(cls, "model")
+
+
+registration.register_builtin(Model, "model")  # the base is a usable model class too
+# ---- end of registration ------------------------------------------------------------------------
 
 
 def _memory(model, count, itemsize):

@@ -6,6 +6,8 @@ regularised weight is part of the loss that ``fit`` reports and differentiates.
 
 import numpy as np
 
+from .saving import registration
+
 
 class Regularizer:
     """Base class: ``penalty(w)`` is a float, ``gradient(w)`` its derivative (an array)."""
@@ -25,6 +27,15 @@ class Regularizer:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    # ---- registration (saving/registration.py) ------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        """fastnn's own regularizers register by name, so that saved configs find them (a user's do not)."""
+        super().__init_subclass__(**kwargs)
+        registration.register_builtin(cls, "regularizer")
+
+
+registration.register_builtin(Regularizer, "regularizer")
 
 
 class L1L2(Regularizer):

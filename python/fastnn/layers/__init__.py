@@ -1,5 +1,6 @@
 """Layers (Keras names and arguments). See layers/base.py for the contract."""
 
+from ..saving import registration
 from .activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from .augmentation import RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from .base import Layer, Variable
@@ -16,17 +17,6 @@ from .preprocessing import Normalization, Rescaling
 from .recurrent import GRU, LSTM, SimpleRNN
 from .wrappers import Bidirectional, TimeDistributed
 
-_CLASSES = {cls.__name__: cls for cls in (Activation, Dense, Dropout, Flatten, InputLayer, Reshape, ELU,
-                                          LeakyReLU, PReLU, ReLU, Softmax, Normalization, Rescaling,
-                                          Conv1D, Conv2D, RandomContrast, RandomCrop, RandomFlip, RandomRotation,
-                                          RandomTranslation, RandomZoom,
-                                          MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D,
-                                          GlobalMaxPooling1D, GlobalMaxPooling2D, GlobalAveragePooling1D,
-                                          GlobalAveragePooling2D, ZeroPadding2D, UpSampling2D, BatchNormalization,
-                                          Embedding, Masking, LSTM, GRU, SimpleRNN, Bidirectional,
-                                          TimeDistributed)}
-
-
 def serialize(layer):
     """{'class_name': ..., 'config': ...}: enough to rebuild the layer with ``deserialize``."""
     return {"class_name": type(layer).__name__, "config": layer.get_config()}
@@ -34,7 +24,7 @@ def serialize(layer):
 
 def deserialize(config, custom_objects=None):
     """A layer from ``serialize``'s output (custom layer classes via custom_objects)."""
-    classes = {**_CLASSES, **(custom_objects or {})}
+    classes = {**registration.builtin_classes("layer"), **(custom_objects or {})}
     name = config["class_name"]
     if name not in classes:
         raise ValueError(f"Unknown layer class {name!r}; pass it in custom_objects")

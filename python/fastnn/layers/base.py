@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from .. import config, initializers, regularizers
+from ..saving import registration
 
 _NAME_COUNTS = {}
 
@@ -251,6 +252,16 @@ class Layer:
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+    # ---- registration (saving/registration.py) ------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        """fastnn's own layers register by name, so that saved configs find them (a user's do not)."""
+        super().__init_subclass__(**kwargs)
+        registration.register_builtin(cls, "layer")
+
+
+registration.register_builtin(Layer, "layer")  # the base is a usable (identity) layer too
+# ---- end of registration ------------------------------------------------------------------------
 
 
 def _as_shape(shape, who):

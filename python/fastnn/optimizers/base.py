@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from ..ops import clip_by_value, ema_update, scale_segments, sum_squares
+from ..saving import registration
 from . import schedules
 
 
@@ -300,3 +301,12 @@ class Optimizer:
         if isinstance(config.get("learning_rate"), dict):
             config["learning_rate"] = schedules.deserialize(config["learning_rate"], custom_objects)
         return cls(**config)
+
+    # ---- registration (saving/registration.py) ------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        """fastnn's own optimizers register by name, so that saved configs find them (a user's do not)."""
+        super().__init_subclass__(**kwargs)
+        registration.register_builtin(cls, "optimizer")
+
+
+registration.register_builtin(Optimizer, "optimizer")

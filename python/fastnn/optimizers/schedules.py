@@ -11,6 +11,8 @@ Example:
 
 import math
 
+from ..saving import registration
+
 
 class LearningRateSchedule:
     """Base class: implement ``__call__(step)`` and ``get_config()``."""
@@ -24,6 +26,15 @@ class LearningRateSchedule:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    # ---- registration (saving/registration.py) ------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        """fastnn's own schedules register by name, so that saved configs find them (a user's do not)."""
+        super().__init_subclass__(**kwargs)
+        registration.register_builtin(cls, "learning-rate schedule")
+
+
+registration.register_builtin(LearningRateSchedule, "learning-rate schedule")
 
 
 def _positive(value, name, who):
@@ -183,10 +194,6 @@ class CosineDecayRestarts(LearningRateSchedule):
                 "t_mul": self.t_mul, "m_mul": self.m_mul, "alpha": self.alpha, "name": self.name}
 
 
-_CLASSES = {cls.__name__: cls for cls in (ExponentialDecay, PiecewiseConstantDecay, InverseTimeDecay,
-                                          PolynomialDecay, CosineDecay, CosineDecayRestarts)}
-
-
 def serialize(schedule):
     """{'class_name', 'config'} of a schedule."""
     if not isinstance(schedule, LearningRateSchedule):
@@ -197,7 +204,7 @@ def serialize(schedule):
 
 def deserialize(config, custom_objects=None):
     """A schedule from serialize()'s output (custom classes via custom_objects)."""
-    classes = {**_CLASSES, **(custom_objects or {})}
+    classes = {**registration.builtin_classes("learning-rate schedule"), **(custom_objects or {})}
     name = config.get("class_name")
     if name not in classes:
         raise ValueError(f"Unknown learning-rate schedule {name!r}; pass it in custom_objects")
