@@ -9,6 +9,7 @@ import pytest
 import fastnn
 import fastnn as keras
 from fastnn import layers
+from test_layers_pooling import spy_backward
 
 ALL = [
     lambda **kw: layers.RandomFlip(**kw),
@@ -57,7 +58,9 @@ def test_identity_at_inference(make, images):
     layer = make(seed=1)
     assert layer(images) is images
     assert layer(images, training=False) is images
-    np.testing.assert_array_equal(layer.backward(images * 2), images * 2)  # the gradient passes through
+    y, cache = layer.forward(images)
+    assert y is images and cache is None  # inference keeps nothing
+    np.testing.assert_array_equal(layer.backward(cache, images * 2), images * 2)  # the gradient passes through
 
 
 @pytest.mark.parametrize("make", ALL, ids=IDS)
@@ -239,26 +242,48 @@ def test_backward_matches_finite_differences(make, rng):
 
     def run(value):
         layer._generator = np.random.default_rng(11)  # the same random parameters every call
-        return layer(value, training=True)
+        return layer.forward(value, training=True)
 
-    y = run(x)
+    layer(x)
+    y, cache = run(x)
     dy = rng.standard_normal(y.shape)
-    dx = layer.backward(dy)
+    dx = layer.backward(cache, dy)
     assert dx.shape == x.shape and dx.dtype == np.float64
     eps = 1e-6
     for _ in range(4):
         v = rng.standard_normal(x.shape)
-        numeric = np.vdot(run(x + eps * v) - run(x - eps * v), dy) / (2 * eps)
+        numeric = np.vdot(run(x + eps * v)[0] - run(x - eps * v)[0], dy) / (2 * eps)
         assert np.vdot(dx, v) == pytest.approx(numeric, rel=1e-6, abs=1e-8)
 
 
-def test_a_first_layer_computes_no_input_gradient(images):
+def test_a_first_layer_computes_no_input_gradient(images, digits):
     layer = layers.RandomRotation(0.2, seed=0)
-    layer(images, training=True)
-    layer._need_input_grad = False
-    assert layer.backward(images) is None
-    with pytest.raises(RuntimeError, match="backward\\(\\) needs a forward"):
-        layers.RandomFlip().backward(images)
+    _, cache = layer.forward(images, training=True)
+    assert layer.backward(cache, images, need_input_grad=False) is None
+    (x_train, y_train), _ = digits
+    first = layers.RandomFlip(input_shape=(8, 8, 1))
+    model = keras.Sequential([first, layers.Flatten(), layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    calls = spy_backward(first)
+    model.fit(x_train[:64], y_train[:64], epochs=1, batch_size=32, verbose=0)
+    assert all(need is False and dx is None for need, dx in calls)  # no dx asked for (or no call at all)
+
+
+def test_gradients_reach_the_layers_before_the_augmentation(digits):
+    (x_train, y_train), _ = digits
+    keras.utils.set_random_seed(0)
+    conv = layers.Conv2D(4, 3, padding="same", input_shape=(8, 8, 1))
+    augmentation = [layers.RandomFlip(), layers.RandomRotation(0.1), layers.RandomTranslation(0.1, 0.1),
+                    layers.RandomZoom(0.1), layers.RandomCrop(7, 7), layers.RandomContrast(0.2, value_range=(-1, 2))]
+    model = keras.Sequential([conv] + augmentation + [layers.Flatten(), layers.Dense(10, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    calls = [spy_backward(layer) for layer in augmentation]
+    before = conv.get_weights()[0]
+    model.fit(x_train[:64], y_train[:64], epochs=1, batch_size=32, verbose=0)
+    assert np.abs(conv.get_weights()[0] - before).max() > 1e-4
+    shapes = [(32, 8, 8, 4)] * 5 + [(32, 7, 7, 4)]
+    for layer_calls, shape in zip(calls, shapes):  # every augmentation layer passed dx on, each batch
+        assert len(layer_calls) == 2 and all(need and dx.shape == shape for need, dx in layer_calls)
 
 
 # ---- arguments ------------------------------------------------------------------------------------
@@ -365,7 +390,7 @@ def test_training_is_reproducible_and_augmentation_can_sit_after_other_layers(di
         keras.utils.set_random_seed(3)
         model = keras.Sequential([
             layers.Rescaling(2.0, input_shape=(8, 8, 1)),
-            layers.RandomTranslation(0.1, 0.1),  # not first: its input gradient is computed
+            layers.RandomTranslation(0.1, 0.1),  # not first (the gradient's way through: see above)
             layers.RandomZoom(0.1),
             layers.RandomCrop(7, 7),
             layers.RandomContrast(0.2, value_range=(0, 2)),
@@ -392,7 +417,7 @@ def test_layers_are_bit_identical_on_1_and_2_threads(threads, rng):
     for n in (1, 2):
         threads(n)
         layer = layers.RandomRotation(0.3, seed=0)
-        y = layer(x, training=True)
-        outs.append((y, layer.backward(y)))
+        y, cache = layer.forward(x, training=True)
+        outs.append((y, layer.backward(cache, y)))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])

@@ -6,7 +6,7 @@ import pytest
 
 import fastnn
 from fastnn import layers
-from test_layers_core import REFERENCE, check_gradients, roundtrip
+from test_layers_core import REFERENCE, check_gradients, custom_activation, roundtrip
 from test_ops_conv import reference_conv
 
 
@@ -75,9 +75,69 @@ def test_conv2d_without_bias_and_frozen(rng):
     for g in frozen.grads:
         if g is not None:
             g[...] = 7.0
-    frozen(x, training=True)
-    assert frozen.backward(np.ones((2, 3, 3, 2))).shape == x.shape
+    _, cache = frozen.forward(x, training=True)
+    assert frozen.backward(cache, np.ones((2, 3, 3, 2))).shape == x.shape
     assert all(g is None or np.all(g == 7.0) for g in frozen.grads)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: layers.Conv2D(3, 3, strides=2, padding="same", activation="relu"), (4, 9, 8, 2)),
+    (lambda: layers.Conv2D(2, (2, 3), dilation_rate=2, activation=custom_activation), (3, 8, 9, 3)),
+    (lambda: layers.Conv1D(4, 3, padding="causal", activation="tanh"), (3, 10, 5)),
+], ids=["conv2d", "conv2d-custom-activation", "conv1d"])
+def test_backward_accumulates_and_can_skip_the_input_gradient(rng, make, shape):
+    layer = make()
+    x = rng.standard_normal(shape).astype(np.float32)
+    layer(x)
+    y, cache = layer.forward(x, training=True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(cache, dy)
+    once = [v.grad.copy() for v in layer.weights]
+    assert len(once) == 2 and all(np.any(g != 0) for g in once)
+    np.testing.assert_array_equal(layer.backward(cache, dy, accumulate=True), dx)
+    for var, g in zip(layer.weights, once):  # the same gradients added to the first ones
+        np.testing.assert_array_equal(var.grad, 2 * g)
+    assert layer.backward(cache, dy, need_input_grad=False) is None
+    for var, g in zip(layer.weights, once):  # written, and the same as with dx
+        np.testing.assert_array_equal(var.grad, g)
+    assert layer.backward(cache, dy, need_input_grad=False, accumulate=True) is None
+    for var, g in zip(layer.weights, once):
+        np.testing.assert_array_equal(var.grad, 2 * g)
+    layer.bias.trainable = False  # only the weights trainable now get gradients
+    layer.bias.grad[...] = 7.0
+    layer.backward(cache, dy)
+    np.testing.assert_array_equal(layer.kernel.grad, once[0])
+    assert np.all(layer.bias.grad == 7.0)
+
+
+def test_a_conv_layer_shared_by_images_of_two_sizes(rng):
+    conv = layers.Conv2D(4, 3, strides=2, activation="relu")
+    small, large = fastnn.Input((9, 9, 3)), fastnn.Input((17, 13, 3))
+    a, b = conv(small), conv(large)
+    assert a.shape == (None, 4, 4, 4) and b.shape == (None, 8, 6, 4)  # each call its own shape
+    assert conv.compute_output_shape((None, 9, 9, 3)) == (None, 4, 4, 4)
+    assert conv.compute_output_shape((None, None, 21, 3)) == (None, None, 10, 4)
+    with pytest.raises(ValueError, match="built for 3 input channels"):
+        conv(fastnn.Input((9, 9, 2)))
+    model = fastnn.Model([small, large], [a, b])
+    xs, xl = rng.standard_normal((5, 9, 9, 3)), rng.standard_normal((5, 17, 13, 3))
+    kernel, bias = conv.get_weights()
+    want = [np.maximum(reference_conv(x, kernel, bias, (2, 2), "valid", (1, 1)), 0) for x in (xs, xl)]
+    for got, ref in zip(model.predict([xs, xl], verbose=0), want):
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    # One SGD step on the sum of both outputs' losses: the kernel's gradient is the sum of the
+    # two calls' gradients (the second call's backward adds to the first's).
+    ts, tl = rng.standard_normal(want[0].shape), rng.standard_normal(want[1].shape)
+    grads = []
+    for x, ref, t in ((xs, want[0], ts), (xl, want[1], tl)):
+        _, cache = conv.forward(x.astype(np.float32), training=True)
+        conv.backward(cache, (2 * (ref - t) / ref.size).astype(np.float32), need_input_grad=False)
+        grads.append([g.astype(np.float64) for g in conv.grads])
+    model.compile(optimizer=fastnn.optimizers.SGD(0.5), loss=["mse", "mse"])
+    model.fit([xs, xl], [ts, tl], batch_size=5, epochs=1, shuffle=False, verbose=0)
+    for before, after, g1, g2 in zip((kernel, bias), conv.get_weights(), *grads):
+        np.testing.assert_allclose(after, before - 0.5 * (g1 + g2), rtol=1e-5, atol=1e-6)
 
 
 def test_conv2d_float32_default(rng):
@@ -144,9 +204,9 @@ def test_bad_inputs(rng):
     layer = layers.Conv2D(2, 3)
     layer(rng.standard_normal((2, 8, 8, 3)))
     before = [w.copy() for w in layer.get_weights()]
-    with pytest.raises(ValueError, match="built for input shape"):
+    with pytest.raises(ValueError, match="built for 3 input channels, got inputs of shape"):
         layer(rng.standard_normal((2, 8, 8, 4)))
-    with pytest.raises(ValueError, match="built for input shape"):
+    with pytest.raises(ValueError, match="expects 4-D input"):
         layer(rng.standard_normal((2, 8, 3)))
     for old, new in zip(before, layer.get_weights()):
         np.testing.assert_array_equal(old, new)

@@ -98,12 +98,15 @@ def assert_gradient(got, fd, what):
 
 
 def check_gradients(layer, x, rng, expect_weights=None):
-    """Builds `layer` (float64) on x, runs forward/backward and checks dx and layer.grads."""
+    """Builds `layer` (float64) on x, runs forward/backward and checks dx and layer.grads; then that
+    a second backward with accumulate=True adds the same gradients again, and that
+    need_input_grad=False gives the same weight gradients (and no dx, for a layer with weights)."""
     x = np.ascontiguousarray(x, np.float64)
-    y = layer(x, training=True)
+    layer(x)
+    y, cache = layer.forward(x, training=True)
     assert y.dtype == np.float64
     dy = rng.uniform(-1, 1, y.shape)
-    dx = layer.backward(dy)
+    dx = layer.backward(cache, dy)
     grads = [np.array(g, copy=True) for g in layer.grads]
     weights = layer.weights
     assert len(grads) == len(weights) == len(layer.get_weights())
@@ -113,11 +116,19 @@ def check_gradients(layer, x, rng, expect_weights=None):
         assert g.shape == w.shape
 
     def loss():
-        return float(np.sum(layer.forward(x, training=True) * dy))
+        return float(np.sum(layer.forward(x, training=True)[0] * dy))
 
     assert_gradient(dx, _numeric_gradient(loss, x), f"{layer.name}: dx")
     for var, g in zip(weights, grads):
         assert_gradient(g, _numeric_gradient(loss, var.value), f"{layer.name}: d{var.name}")
+    y, cache = layer.forward(x, training=True)
+    layer.backward(cache, dy, accumulate=True)
+    for g, again in zip(grads, layer.grads):
+        np.testing.assert_allclose(again, 2 * g, rtol=1e-13, atol=1e-15)
+    skipped = layer.backward(cache, dy, need_input_grad=False)
+    assert skipped is None or not weights  # a layer with weights skips the input-gradient product
+    for g, again in zip(grads, layer.grads):
+        np.testing.assert_allclose(again, g, rtol=1e-13, atol=1e-15)
     return y, dx
 
 
@@ -204,7 +215,8 @@ def test_dense_accepts_activation_functions(rng, name):
     w, b = layer.get_weights()
     np.testing.assert_allclose(y, REFERENCE[name](x @ w + b), rtol=1e-13, atol=1e-14)
     assert layer.get_config()["activation"] == name
-    dx = layer.backward(np.ones_like(y))
+    _, cache = layer.forward(x, training=True)
+    dx = layer.backward(cache, np.ones_like(y))
     assert dx.shape == x.shape and np.all(np.isfinite(dx))
 
 
@@ -290,15 +302,15 @@ def test_dense_trainable_false_gives_dx_but_writes_no_gradients(rng):
     for g in frozen.grads:
         if g is not None:
             g[...] = 7.0
-    y = frozen(x, training=True)
+    y, cache = frozen.forward(x, training=True)
     dy = rng.uniform(-1, 1, y.shape)
-    dx = frozen.backward(dy)
+    dx = frozen.backward(cache, dy)
     assert dx is not None
-    live(x, training=True)
-    np.testing.assert_allclose(dx, live.backward(dy), rtol=1e-14, atol=1e-15)
+    _, live_cache = live.forward(x, training=True)
+    np.testing.assert_allclose(dx, live.backward(live_cache, dy), rtol=1e-14, atol=1e-15)
 
     def loss():
-        return float(np.sum(frozen.forward(x, training=True) * dy))
+        return float(np.sum(frozen.forward(x, training=True)[0] * dy))
 
     assert_gradient(dx, _numeric_gradient(loss, x), "frozen dense dx")
     for g in frozen.grads:
@@ -331,11 +343,17 @@ def test_dense_wrong_feature_count_after_build(rng):
         layers.Dense(3)(np.ones(4))
 
 
-def test_backward_before_forward_is_a_clear_error(rng):
-    layer = layers.Dense(2)
-    layer(rng.standard_normal((3, 4)))  # training=False keeps nothing
-    with pytest.raises(RuntimeError, match=r"backward\(\) needs a forward\(x, training=True\)"):
-        layer.backward(np.ones((3, 2)))
+def test_inference_keeps_no_cache_and_each_call_its_own(rng):
+    layer = layers.Dense(2, activation="tanh", dtype="float64")
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    layer(a)
+    assert layer.forward(a)[1] is None  # training=False keeps nothing
+    (ya, cache_a), (yb, cache_b) = layer.forward(a, training=True), layer.forward(b, training=True)
+    dy = rng.standard_normal((3, 2))
+    w = layer.get_weights()[0]
+    # the caches are the calls', not the layer's: the first call's backward still sees a
+    np.testing.assert_allclose(layer.backward(cache_a, dy), (dy * (1 - ya ** 2)) @ w.T, rtol=1e-13)
+    np.testing.assert_allclose(layer.backward(cache_b, dy), (dy * (1 - yb ** 2)) @ w.T, rtol=1e-13)
 
 
 @pytest.mark.parametrize("make", [lambda: layers.Dense(2), lambda: layers.Activation("relu"),
@@ -482,9 +500,9 @@ def test_softmax_layer(rng, shape, axis):
 def test_softmax_layer_is_stable_on_huge_logits():
     x = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]])
     layer = layers.Softmax(dtype="float64")
-    y = layer(x, training=True)
+    y, cache = layer.forward(x, training=True)
     np.testing.assert_allclose(y, [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]], rtol=1e-15)
-    assert np.all(np.isfinite(layer.backward(np.ones_like(x))))
+    assert np.all(np.isfinite(layer.backward(cache, np.ones_like(x))))
 
 
 @pytest.mark.parametrize("shape,shared_axes,alpha_shape",
@@ -518,9 +536,9 @@ def test_prelu_layer_trainable_false(rng):
     for g in layer.grads:
         if g is not None:
             g[...] = 7.0
-    y = layer(x, training=True)
+    y, cache = layer.forward(x, training=True)
     dy = rng.uniform(-1, 1, y.shape)
-    dx = layer.backward(dy)
+    dx = layer.backward(cache, dy)
     np.testing.assert_allclose(dx, np.where(x > 0, dy, alpha * dy), rtol=1e-15)
     for g in layer.grads:
         assert g is None or np.all(g == 7.0), "a frozen layer wrote weight gradients"
@@ -541,9 +559,9 @@ def test_dropout_inference_is_the_identity(rng):
     layer = layers.Dropout(0.5, dtype="float64")
     np.testing.assert_array_equal(layer(x), x)
     np.testing.assert_array_equal(layer(x, training=False), x)
-    y = layer(x, training=False)
-    dy = rng.standard_normal(x.shape)
-    np.testing.assert_array_equal(layer.backward(dy), dy)
+    y, cache = layer.forward(x, training=False)
+    assert cache is None
+    np.testing.assert_array_equal(y, x)
     assert_output_shape(layer, x, y)
 
 
@@ -551,13 +569,13 @@ def test_dropout_inference_is_the_identity(rng):
 def test_dropout_training_drops_a_fraction_rate_and_scales(rng, rate):
     x = rng.uniform(1, 2, (400, 500))  # no zeros
     layer = layers.Dropout(rate, seed=4, dtype="float64")
-    y = layer(x, training=True)
+    y, cache = layer.forward(x, training=True)
     kept = y != 0
     # Binomial(2e5, 1-rate): std < 1.2e-3; 1e-2 is > 8 standard deviations.
     assert abs(kept.mean() - (1 - rate)) < 1e-2
     np.testing.assert_allclose(y[kept], x[kept] / (1 - rate), rtol=1e-15)
     dy = rng.uniform(1, 2, x.shape)
-    dx = layer.backward(dy)
+    dx = layer.backward(cache, dy)
     np.testing.assert_array_equal(dx != 0, kept)  # the same mask
     np.testing.assert_allclose(dx[kept], dy[kept] / (1 - rate), rtol=1e-15)
 
@@ -565,8 +583,9 @@ def test_dropout_training_drops_a_fraction_rate_and_scales(rng, rate):
 def test_dropout_rate_0_is_the_identity_in_training(rng):
     x = rng.standard_normal((5, 6))
     layer = layers.Dropout(0.0, dtype="float64")
-    np.testing.assert_array_equal(layer(x, training=True), x)
-    np.testing.assert_array_equal(layer.backward(x * 2), x * 2)
+    y, cache = layer.forward(x, training=True)
+    np.testing.assert_array_equal(y, x)
+    np.testing.assert_array_equal(layer.backward(cache, x * 2), x * 2)
 
 
 @pytest.mark.parametrize("noise_shape", [None, (None, 1, 4), (3, 1, 4), (None, 5, 1), (1, 1, 1)], ids=str)
@@ -579,8 +598,8 @@ def test_dropout_gradients(rng, noise_shape):
         return layers.Dropout(0.5, noise_shape=noise_shape, seed=21, dtype="float64")
 
     layer = make()
-    y = layer(x, training=True)
-    dx = layer.backward(dy)
+    y, cache = layer.forward(x, training=True)
+    dx = layer.backward(cache, dy)
 
     def loss():
         return float(np.sum(make()(x, training=True) * dy))
@@ -643,11 +662,12 @@ def test_dropout_bad_rate(rate):
 def test_flatten(rng, shape):
     layer = layers.Flatten(dtype="float64")
     x = rng.standard_normal(shape)
-    y = layer(x, training=True)
+    layer(x)
+    y, cache = layer.forward(x, training=True)
     assert y.shape == (shape[0], int(np.prod(shape[1:])) if len(shape) > 1 else 1)  # (batch,) -> (batch, 1)
     np.testing.assert_array_equal(y, x.reshape(y.shape))
     dy = rng.standard_normal(y.shape)
-    np.testing.assert_array_equal(layer.backward(dy), dy.reshape(shape))
+    np.testing.assert_array_equal(layer.backward(cache, dy), dy.reshape(shape))
     assert_output_shape(layer, x, y)
     roundtrip(layer, x)
 
@@ -664,12 +684,13 @@ def test_flatten_gradient(rng):
 def test_reshape(rng, in_shape, target, out_shape):
     layer = layers.Reshape(target, dtype="float64")
     x = rng.standard_normal(in_shape)
-    y = layer(x, training=True)
+    layer(x)
+    y, cache = layer.forward(x, training=True)
     assert y.shape == out_shape
     np.testing.assert_array_equal(y, x.reshape(out_shape))
     assert layer.output_shape == (None,) + out_shape[1:]
     dy = rng.standard_normal(out_shape)
-    np.testing.assert_array_equal(layer.backward(dy), dy.reshape(in_shape))
+    np.testing.assert_array_equal(layer.backward(cache, dy), dy.reshape(in_shape))
     clone = roundtrip(layer, x)
     assert tuple(clone.target_shape) == tuple(target)
     check_gradients(layers.Reshape(target, dtype="float64"), x, rng, expect_weights=0)
@@ -685,22 +706,25 @@ def test_reshape_impossible():
             layers.Reshape(bad)
 
 
-def test_input_layer(rng):
+def test_input_is_a_symbolic_tensor_of_an_input_layer(rng):
     inp = layers.Input(shape=(4, 3))
-    assert isinstance(inp, layers.InputLayer) and inp is not fastnn.Input(shape=(4, 3))
-    assert inp.shape == (4, 3)
-    assert isinstance(fastnn.Input(shape=(2,)), layers.InputLayer)
+    assert isinstance(inp, fastnn.KerasTensor) and inp.shape == (None, 4, 3) and inp.dtype == "float32"
+    layer = inp._keras_history[0]
+    assert isinstance(layer, layers.InputLayer) and layer.shape == (4, 3) and layer.output is inp
     x = rng.standard_normal((5, 4, 3)).astype(np.float32)
-    np.testing.assert_array_equal(inp(x), x)
-    assert inp.output_shape == (None, 4, 3)
-    config = inp.get_config()
-    assert config["shape"] == (4, 3) and config["batch_size"] is None
+    np.testing.assert_array_equal(layer(x), x)
+    assert layer.output_shape == (None, 4, 3)
+    config = layer.get_config()
+    assert config == {"batch_shape": [None, 4, 3], "dtype": "float32", "name": layer.name}  # Keras 3's layout
     clone = layers.InputLayer.from_config(config)
     assert clone.shape == (4, 3) and clone.get_config() == config
-    assert layers.deserialize(layers.serialize(inp)).get_config() == config
-    assert layers.Input(shape=(7,), batch_size=16, name="pixels").get_config() == \
-        {"shape": (7,), "batch_size": 16, "dtype": "float32", "name": "pixels"}
-    assert layers.Input(shape=784).shape == (784,)
+    assert layers.deserialize(layers.serialize(layer)).get_config() == config
+    old = {"shape": (7,), "batch_size": 16, "dtype": "float32", "name": "pixels"}  # files of earlier versions
+    assert layers.InputLayer.from_config(old).get_config() == \
+        {"batch_shape": [16, 7], "dtype": "float32", "name": "pixels"}
+    assert layers.Input(shape=(7,), batch_size=16, name="pixels_2").shape == (16, 7)
+    assert layers.Input(shape=784).shape == (None, 784)
+    assert layers.Input((None,), dtype="int32").dtype == "int32"
     with pytest.raises(ValueError, match="'shape' is required"):
         layers.Input()
     with pytest.raises(TypeError, match="a shape must be a tuple of ints"):
@@ -722,7 +746,7 @@ def _keras_snake_case(name):
 def test_default_names_follow_keras():
     made = [layers.Dense(2), layers.Activation("relu"), layers.Dropout(0.1), layers.Flatten(),
             layers.Reshape((2,)), layers.ReLU(), layers.LeakyReLU(), layers.PReLU(), layers.ELU(),
-            layers.Softmax(), layers.Input(shape=(2,))]
+            layers.Softmax(), layers.InputLayer(shape=(2,))]
     wrong = []
     for layer in made:
         expected = _keras_snake_case(type(layer).__name__)  # e.g. ReLU -> re_lu, PReLU -> p_re_lu
@@ -736,8 +760,9 @@ def test_default_names_follow_keras():
 def test_weights_and_grads_share_an_order(rng):
     layer = layers.Dense(3, dtype="float64")
     x = rng.standard_normal((2, 4))
-    y = layer(x, training=True)
-    layer.backward(np.ones_like(y))
+    layer(x)
+    y, cache = layer.forward(x, training=True)
+    layer.backward(cache, np.ones_like(y))
     assert [g.shape for g in layer.grads] == [w.shape for w in layer.get_weights()] == [(4, 3), (3,)]
     np.testing.assert_allclose(layer.grads[0], x.T @ np.ones_like(y), rtol=1e-15)
     np.testing.assert_allclose(layer.grads[1], [2.0, 2.0, 2.0], rtol=1e-15)

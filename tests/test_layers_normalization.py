@@ -139,14 +139,14 @@ def test_frozen_layer_runs_in_inference_mode(rng):
     before = layer.get_weights()
     layer.trainable = False
     assert layer.trainable_weights == [] and len(layer.non_trainable_weights) == 4
-    y = layer(x, training=True)
+    y, cache = layer.forward(x, training=True)
     gamma, beta, mm, mv = before
     np.testing.assert_allclose(y, ref_forward(x, -1, gamma, beta, mm, mv)[0], rtol=1e-12)
     for w, b in zip(layer.get_weights(), before):  # no moving-average update
         np.testing.assert_array_equal(w, b)
     grads_before = [g.copy() for g in (layer.gamma.grad, layer.beta.grad)]
     dy = rng.standard_normal(x.shape)
-    dx = layer.backward(dy)
+    dx = layer.backward(cache, dy)
     np.testing.assert_allclose(dx, dy * gamma / np.sqrt(mv + 1e-3), rtol=1e-12)
     np.testing.assert_array_equal(layer.gamma.grad, grads_before[0])  # frozen: no gradients written
     np.testing.assert_array_equal(layer.beta.grad, grads_before[1])
@@ -182,14 +182,21 @@ def test_gradients_in_training_mode_match_finite_differences(shape, axis, center
     x = rng.normal(0.5, 1.5, shape)
     layer.ensure_built(x.shape)
     _randomise(layer, rng)
-    layer(x, training=True)
+    _, cache = layer.forward(x, training=True)
     dy = rng.uniform(-1, 1, shape)
-    dx = layer.backward(dy)
+    dx = layer.backward(cache, dy)
     grads = {v.name.split("/")[-1]: np.array(v.grad, copy=True) for v in layer.trainable_weights}
     assert layer.grads[len(grads):] == [None, None]  # the moving statistics have no gradient
+    # accumulate=True adds the same gradients to the first; need_input_grad=False skips dx only
+    np.testing.assert_array_equal(layer.backward(cache, dy, accumulate=True), dx)
+    for var in layer.trainable_weights:
+        np.testing.assert_array_equal(var.grad, 2 * grads[var.name.split("/")[-1]])
+    assert layer.backward(cache, dy, need_input_grad=False) is None
+    for var in layer.trainable_weights:
+        np.testing.assert_array_equal(var.grad, grads[var.name.split("/")[-1]])
 
     def loss():
-        return float(np.sum(layer.forward(x, training=True) * dy))
+        return float(np.sum(layer.forward(x, training=True)[0] * dy))
 
     _assert_gradient(dx, _numeric_gradient(loss, x), "dx")
     for var in layer.trainable_weights:
@@ -204,17 +211,41 @@ def test_gradients_of_a_frozen_layer_match_finite_differences(rng):
     layer.ensure_built(x.shape)
     _randomise(layer, rng)
     layer.trainable = False
-    layer(x, training=True)
+    _, cache = layer.forward(x, training=True)
     dy = rng.uniform(-1, 1, x.shape)
-    dx = layer.backward(dy)
-    _assert_gradient(dx, _numeric_gradient(lambda: float(np.sum(layer.forward(x, training=True) * dy)), x), "dx")
+    dx = layer.backward(cache, dy)
+    _assert_gradient(dx, _numeric_gradient(lambda: float(np.sum(layer.forward(x, training=True)[0] * dy)), x), "dx")
 
 
 def test_backward_needs_a_training_forward(rng):
     layer = layers.BatchNormalization()
-    layer(rng.standard_normal((4, 3)).astype(np.float32))  # inference: nothing cached
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    layer(x)
+    assert layer.forward(x)[1] is None  # inference: nothing cached
+    inputs = keras.Input((3,))
+    graph = fastnn.graph.Graph([inputs], [layer(inputs)])
+    (y,), tape = graph.forward([x])
     with pytest.raises(RuntimeError, match="needs a forward"):
-        layer.backward(np.ones((4, 3), np.float32))
+        graph.backward(tape, [np.ones_like(y)])
+
+
+def test_a_shared_layer_keeps_one_cache_per_call(rng):
+    layer = layers.BatchNormalization(dtype="float64")
+    a, b = rng.normal(1, 2, (6, 3)), rng.normal(-1, 0.5, (9, 3))
+    layer.ensure_built(a.shape)
+    _randomise(layer, rng)
+    (_, cache_a), (_, cache_b) = layer.forward(a, training=True), layer.forward(b, training=True)
+    dya, dyb = rng.uniform(-1, 1, a.shape), rng.uniform(-1, 1, b.shape)
+    dxa = layer.backward(cache_a, dya)
+    grads_a = [v.grad.copy() for v in layer.trainable_weights]
+    dxb = layer.backward(cache_b, dyb, accumulate=True)
+    summed = [v.grad.copy() for v in layer.trainable_weights]
+    for x, dy, dx in ((a, dya, dxa), (b, dyb, dxb)):  # each call's dx from its own batch statistics
+        _assert_gradient(dx, _numeric_gradient(lambda: float(np.sum(layer.forward(x, training=True)[0] * dy)), x),
+                         "dx")
+    layer.backward(cache_b, dyb)
+    for var, ga, total in zip(layer.trainable_weights, grads_a, summed):  # the second call's added to the first's
+        np.testing.assert_array_equal(total, ga + var.grad)
 
 
 def test_bit_identical_on_one_and_two_threads(threads, rng):
@@ -225,8 +256,9 @@ def test_bit_identical_on_one_and_two_threads(threads, rng):
         threads(n)
         keras.utils.set_random_seed(0)
         layer = layers.BatchNormalization(name="bn")
-        y = layer(x, training=True)
-        dx = layer.backward(dy)
+        layer.ensure_built(x.shape)
+        y, cache = layer.forward(x, training=True)
+        dx = layer.backward(cache, dy)
         out.append([y, dx] + layer.get_weights() + [g.copy() for g in layer.grads if g is not None])
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)

@@ -30,21 +30,24 @@ def numeric_gradient(layer, x, dy):
     for idx in np.ndindex(x.shape):
         keep = x[idx]
         x[idx] = keep + H
-        plus = layer.forward(x, training=True)
+        plus, _ = layer.forward(x, training=True)
         x[idx] = keep - H
-        minus = layer.forward(x, training=True)
+        minus, _ = layer.forward(x, training=True)
         x[idx] = keep
         grad[idx] = np.sum((plus - minus) * dy) / (2 * H)
     return grad
 
 
 def check_gradient(layer, x, rng):
-    """Runs layer (float64) forward/backward on x; dx must match finite differences."""
-    y = layer(x, training=True)
+    """Runs layer (float64) forward/backward on x; dx must match finite differences (and
+    need_input_grad=False gives None)."""
+    layer(x)
+    y, cache = layer.forward(x, training=True)
     assert y.dtype == np.float64
     dy = rng.uniform(-1, 1, y.shape)
-    dx = layer.backward(dy)
+    dx = layer.backward(cache, dy)
     assert dx.shape == x.shape and dx.dtype == np.float64
+    assert layer.backward(cache, dy, need_input_grad=False) is None
     fd = numeric_gradient(layer, x, dy)
     err = np.abs(dx - fd)
     assert np.all(err <= 1e-6 * np.abs(fd) + 1e-9), f"{layer.name}: max error {err.max():.3g}"
@@ -142,21 +145,61 @@ def test_max_pooling_routes_to_the_first_maximum_and_sums_overlaps():
     layer = layers.MaxPooling2D(pool_size=3, strides=1, dtype="float64")
     x = np.zeros((1, 4, 4, 1))
     x[0, 1, 2, 0] = 5.0  # the maximum of all four windows
-    y = layer(x, training=True)
+    y, cache = layer.forward(x, training=True)
     np.testing.assert_array_equal(y.ravel(), [5, 5, 5, 5])
-    dx = layer.backward(np.ones_like(y))
+    dx = layer.backward(cache, np.ones_like(y))
     assert dx[0, 1, 2, 0] == 4 and dx.sum() == 4
     x = np.zeros((1, 4, 4, 1))  # all tied: each window's first position
-    layer(x, training=True)
-    dx = layer.backward(np.ones((1, 2, 2, 1)))
+    _, tied = layer.forward(x, training=True)
+    dx = layer.backward(tied, np.ones((1, 2, 2, 1)))
     np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
 
 
-def test_inference_keeps_nothing_and_backward_needs_a_training_forward(rng):
-    layer = layers.MaxPooling2D()
-    layer(rng.standard_normal((2, 4, 4, 1)))
-    with pytest.raises(RuntimeError, match=r"backward\(\) needs a forward\(x, training=True\)"):
-        layer.backward(np.ones((2, 2, 2, 1), np.float32))
+@pytest.mark.parametrize("make", [layers.MaxPooling2D, layers.AveragePooling2D, layers.GlobalMaxPooling2D,
+                                  layers.GlobalAveragePooling2D, layers.ZeroPadding2D, layers.UpSampling2D])
+def test_inference_keeps_nothing_and_backward_needs_a_training_forward(rng, make):
+    layer = make()
+    x = rng.standard_normal((2, 4, 4, 1)).astype(np.float32)
+    y, cache = layer.forward(x)
+    assert cache is None
+    inputs = keras.Input((4, 4, 1))
+    graph = fastnn.graph.Graph([inputs], [layer(inputs)])
+    (out,), tape = graph.forward([x])
+    np.testing.assert_array_equal(out, y)
+    with pytest.raises(RuntimeError, match=r"backward needs a forward pass with training=True"):
+        graph.backward(tape, [np.ones_like(y)], need_input_grads=[True])
+
+
+def test_each_call_keeps_its_own_cache(rng):
+    layer = layers.MaxPooling2D(2, dtype="float64")
+    a, b = distinct(rng, (2, 4, 6, 3)), distinct(rng, (2, 8, 4, 3))  # two image sizes
+    (ya, cache_a), (yb, cache_b) = layer.forward(a, training=True), layer.forward(b, training=True)
+    dya, dyb = rng.uniform(-1, 1, ya.shape), rng.uniform(-1, 1, yb.shape)
+    np.testing.assert_allclose(layer.backward(cache_a, dya), numeric_gradient(layer, a, dya), atol=1e-9)
+    np.testing.assert_allclose(layer.backward(cache_b, dyb), numeric_gradient(layer, b, dyb), atol=1e-9)
+
+
+@pytest.mark.parametrize("make, small, large", [
+    (lambda: layers.MaxPooling2D(3, strides=2), (None, 9, 9, 4), (None, 16, 11, 4)),
+    (lambda: layers.AveragePooling1D(2, padding="same"), (None, 7, 3), (None, 12, 3)),
+    (lambda: layers.GlobalMaxPooling2D(keepdims=True), (None, 9, 9, 4), (None, 16, 11, 4)),
+    (lambda: layers.ZeroPadding2D(((1, 2), (0, 3))), (None, 9, 9, 4), (None, 16, 11, 4)),
+    (lambda: layers.UpSampling2D((2, 3)), (None, 9, 9, 4), (None, None, 11, 4)),
+], ids=["max2d", "average1d", "global-max", "zero-padding", "upsampling"])
+def test_a_layer_shared_by_inputs_of_two_sizes(rng, make, small, large):
+    layer = make()
+    a, b = keras.Input(small[1:]), keras.Input(large[1:])
+    ya, yb = layer(a), layer(b)
+    assert ya.shape == layer.compute_output_shape(small) and yb.shape == layer.compute_output_shape(large)
+    assert ya.shape != yb.shape or isinstance(layer, layers.GlobalMaxPooling2D)
+    model = keras.Model([a, b], [ya, yb])
+    xs = [rng.standard_normal((2,) + tuple(d or 5 for d in shape[1:])).astype(np.float32) for shape in (small, large)]
+    for got, x in zip(model.predict(xs, verbose=0), xs):  # the same as the layer called alone
+        np.testing.assert_array_equal(got, make()(x))
+    other = layer(keras.Input(small[1:-1] + (small[-1] + 1,)))  # no weights: any channel count, as Keras
+    assert other.shape == ya.shape[:-1] + (small[-1] + 1,)
+    with pytest.raises(ValueError, match="expects"):
+        layer(keras.Input(small[1:] + (2,)))  # but not another rank
 
 
 # ----------------------------------------------------------------------------------------
@@ -361,9 +404,27 @@ def test_a_sequence_model_with_1d_and_global_pooling_trains(digits):
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
+def spy_backward(layer):
+    """A list that records (need_input_grad, the returned dx) for each backward call of `layer`."""
+    calls, backward = [], layer.backward
+
+    def spy(cache, dy, need_input_grad=True, accumulate=False):
+        dx = backward(cache, dy, need_input_grad, accumulate)
+        calls.append((need_input_grad, dx))
+        return dx
+
+    layer.backward = spy
+    return calls
+
+
 def test_a_pooling_layer_first_in_a_model_skips_its_input_gradient(rng):
     model = keras.Sequential([layers.Input(shape=(4, 4, 2)), layers.GlobalAveragePooling2D(), layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
+    pool = model.layers[0]
+    calls = spy_backward(pool)
+    dense = model.layers[1].get_weights()[0]
     model.fit(rng.standard_normal((8, 4, 4, 2)), rng.standard_normal((8, 1)), epochs=1, verbose=0)
-    assert model.layers[0]._need_input_grad is False
-    assert model.layers[0].backward(np.ones((8, 2), np.float32)) is None
+    assert not np.array_equal(model.layers[1].get_weights()[0], dense)  # the backward pass ran
+    assert all(need is False and dx is None for need, dx in calls)  # no dx asked for (or no call at all)
+    _, cache = pool.forward(np.ones((8, 4, 4, 2), np.float32), training=True)
+    assert pool.backward(cache, np.ones((8, 2), np.float32), need_input_grad=False) is None

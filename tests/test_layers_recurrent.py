@@ -1,5 +1,7 @@
-"""Recurrent layers, Embedding, Bidirectional, TimeDistributed: Keras semantics against NumPy
-step loops, gradients against finite differences, masks, saving, bad input, training."""
+"""Recurrent layers, Embedding, Masking, Bidirectional, TimeDistributed: Keras semantics against
+NumPy step loops, gradients against finite differences (layers driven by hand on the
+forward/backward contract, and inside model graphs: initial states from an encoder, shared
+layers, masks), accumulate and need_input_grad, saving, bad input, training."""
 
 import os
 
@@ -84,14 +86,16 @@ def test_masked_layer_gradients_and_state_gradients(rng, cls):
     mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
     n = 2 if cls is layers.LSTM else 1
     initial = [rng.standard_normal((3, 3)) for _ in range(n)]
-    out = layer(x, training=True, mask=mask, initial_state=initial)
+    layer(x, mask=mask, initial_state=initial)
+    out, cache = layer.forward(x, training=True, mask=mask, initial_state=initial)
     ds = [rng.standard_normal(o.shape) for o in out]
-    dx = layer.backward(ds)
+    dx, *state_grads = layer.backward(cache, ds)  # the call's tensors: x, then the initial states
+    assert len(state_grads) == n
     grads = [g.copy() for g in layer.grads]
-    state_grads = [g.copy() for g in layer.initial_state_grads]
 
     def loss():
-        return sum(float(np.sum(o * d)) for o, d in zip(layer.forward(x, mask=mask, initial_state=initial), ds))
+        outs, _ = layer.forward(x, mask=mask, initial_state=initial)
+        return sum(float(np.sum(o * d)) for o, d in zip(outs, ds))
 
     assert_gradient(dx, _numeric_gradient(loss, x), "dx")
     for var, g in zip(layer.weights, grads):
@@ -101,19 +105,48 @@ def test_masked_layer_gradients_and_state_gradients(rng, cls):
     # the fully masked sample: output zeros (Keras), final state = initial state
     np.testing.assert_array_equal(out[0][2], 0)
     np.testing.assert_array_equal(out[1][2], initial[0][2])
+    # a shared layer's second call adds its weight gradients; the states' gradients are the call's
+    again = layer.backward(cache, ds, accumulate=True)
+    for g, twice in zip(grads, layer.grads):
+        np.testing.assert_allclose(twice, 2 * g, rtol=1e-13, atol=1e-15)
+    for g, g2 in zip([dx] + state_grads, again):
+        np.testing.assert_array_equal(g2, g)
+    # only the states' gradients (the input needs none), and none at all
+    skipped = layer.backward(cache, ds, need_input_grad=[False] + [True] * n)
+    assert skipped[0] is None
+    for g, g2 in zip(state_grads, skipped[1:]):
+        np.testing.assert_array_equal(g2, g)
+    assert layer.backward(cache, ds, need_input_grad=False) == [None] * (n + 1)
+    for g, again in zip(grads, layer.grads):
+        np.testing.assert_array_equal(again, g)
 
 
 def test_embedding_forward_backward_and_mask(rng):
     layer = layers.Embedding(7, 3, mask_zero=True, dtype="float64")
     ids = np.array([[0, 1, 6, 1], [2, 0, 0, 5]])
-    y = layer(ids, training=True)
+    layer(ids)
+    y, cache = layer.forward(ids, training=True)
     np.testing.assert_array_equal(y, layer.embeddings.numpy()[ids])
     np.testing.assert_array_equal(layer.compute_mask(ids), ids != 0)
+    assert layer._may_produce_mask()
     dy = rng.standard_normal(y.shape)
-    assert layer.backward(dy) is None
+    assert layer.backward(cache, dy) is None
     want = np.zeros((7, 3))
     np.add.at(want, ids, dy)
     np.testing.assert_allclose(layer.grads[0], want, rtol=1e-12)
+    # accumulate=True adds (a shared embedding); need_input_grad=False changes nothing (ids have none)
+    assert layer.backward(cache, dy, accumulate=True) is None
+    np.testing.assert_allclose(layer.grads[0], 2 * want, rtol=1e-12)
+    assert layer.backward(cache, dy, need_input_grad=False) is None
+    np.testing.assert_allclose(layer.grads[0], want, rtol=1e-12)
+    # ids given as integer-valued floats (a model's float inputs) are the same ids
+    y_float, cache_float = layer.forward(ids.astype(np.float32), training=True)
+    np.testing.assert_array_equal(y_float, y)
+    layer.backward(cache_float, dy)
+    np.testing.assert_allclose(layer.grads[0], want, rtol=1e-12)
+    with pytest.raises(ValueError, match="integer"):
+        layer.forward(np.array([[0.5, 1.0]]))
+    assert not layers.Embedding(7, 3)._may_produce_mask()
     init = layers.Embedding(10000, 8)
     init(np.array([[1]]))
     values = init.embeddings.numpy()
@@ -131,10 +164,10 @@ def test_gradients_through_embedding_and_masked_lstm(rng):
     weights = rng.standard_normal((3, 5, 2))
 
     def loss():
-        return float(np.sum(model.forward(ids) * weights))
+        return float(np.sum(model.forward(ids)[0] * weights))
 
-    model.forward(ids, training=True)
-    model.backward(weights)
+    _, tape = model.forward(ids, training=True)
+    model.backward(tape, weights)
     grads = {v.name: v.grad.copy() for v in model.trainable_weights}
     assert len(grads) == 6
     for var in model.trainable_weights:
@@ -237,9 +270,12 @@ def test_masking_layer_skips_all_zero_steps(rng):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     # (the mask is not differentiable at the masked steps: check the gradient's definition)
     masking = layers.Masking(0.0, dtype="float64")
-    y = masking(x, training=True)
+    masking(x)
+    y, cache = masking.forward(x, training=True)
+    np.testing.assert_array_equal(y, x * np.any(x != 0, axis=-1, keepdims=True))
     dy = rng.standard_normal(y.shape)
-    np.testing.assert_array_equal(masking.backward(dy), dy * np.any(x != 0, axis=-1, keepdims=True))
+    np.testing.assert_array_equal(masking.backward(cache, dy), dy * np.any(x != 0, axis=-1, keepdims=True))
+    assert masking._may_produce_mask()
 
 
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
@@ -264,6 +300,51 @@ def test_bidirectional_forward_and_gradients(rng, merge_mode, return_sequences):
     np.testing.assert_allclose(y, want, rtol=1e-12)
     assert len(layer.weights) == 6
     check_gradients(layer, x, rng, expect_weights=6)
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", None])
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU])
+def test_bidirectional_states_in_and_out(rng, merge_mode, cls):
+    """return_state: [merged output(s), forward states, backward states]; initial_state: the
+    forward layer's states then the backward layer's; backward: [dx, their gradients]."""
+    layer = layers.Bidirectional(cls(3, return_sequences=True, return_state=True, dtype="float64"),
+                                 merge_mode=merge_mode)
+    n = 2 if cls is layers.LSTM else 1
+    x = rng.standard_normal((2, 4, 3))
+    mask = np.array([[1, 1, 1, 0], [0, 1, 1, 1]], bool)
+    initial = [rng.standard_normal((2, 3)) for _ in range(2 * n)]
+    out = layer(x, mask=mask, initial_state=initial)
+    n_out = 2 if merge_mode is None else 1
+    assert len(out) == n_out + 2 * n
+    assert layer.compute_output_shape((None, 4, 3)) == [(None, 4, 6 if merge_mode else 3)] * n_out + [(None, 3)] * 2 * n
+    assert layer.compute_mask(x, mask)[n_out:] == [None] * 2 * n
+    f_out, *f_states = reference_for(layer.forward_layer, x, mask=mask, initial=initial[:n])
+    b_out, *b_states = reference_for(layer.backward_layer, x, mask=mask, initial=initial[n:])
+    for got, want in zip(out[n_out:], f_states + b_states):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    merged = [f_out, b_out[:, ::-1]] if merge_mode is None else [np.concatenate([f_out, b_out[:, ::-1]], -1)]
+    for got, want in zip(out, merged):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    # gradients of every output, the weights and the initial states
+    out, cache = layer.forward(x, training=True, mask=mask, initial_state=initial)
+    ds = [rng.standard_normal(o.shape) for o in out]
+    ds[n_out] = None  # an output without a gradient (the forward layer's h)
+    dx, *d_initial = layer.backward(cache, ds)
+    grads = [g.copy() for g in layer.grads]
+
+    def loss():
+        outs, _ = layer.forward(x, mask=mask, initial_state=initial)
+        return sum(float(np.sum(o * d)) for o, d in zip(outs, ds) if d is not None)
+
+    assert_gradient(dx, _numeric_gradient(loss, x), "dx")
+    for var, g in zip(layer.weights, grads):
+        assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+    for state, g in zip(initial, d_initial):
+        assert_gradient(g, _numeric_gradient(loss, state), "initial state")
+    layer.backward(cache, ds, accumulate=True)
+    for g, twice in zip(grads, layer.grads):
+        np.testing.assert_allclose(twice, 2 * g, rtol=1e-13, atol=1e-15)
+    assert layer.backward(cache, ds, need_input_grad=False) == [None] * (1 + 2 * n)
 
 
 def test_time_distributed_dense(rng):
@@ -328,17 +409,86 @@ def test_recurrent_dropout_gradients(rng):
         layer._generator = np.random.default_rng(5)
         return layer.forward(x, training=True)
 
-    y = run()
+    y, cache = run()
     dy = rng.standard_normal(y.shape)
-    dx = layer.backward(dy)
+    dx = layer.backward(cache, dy)
     grads = [g.copy() for g in layer.grads]
 
     def loss():
-        return float(np.sum(run() * dy))
+        return float(np.sum(run()[0] * dy))
 
     assert_gradient(dx, _numeric_gradient(loss, x), "dx")
     for var, g in zip(layer.weights, grads):
         assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+
+
+def encoder_decoder(dtype="float32", units=12, steps=6, out_steps=3):
+    """Keras' encoder-decoder: the encoder LSTM's final states start the decoder LSTM, whose
+    inputs are zeros: what it outputs can only come through the states."""
+    encoder_inputs = fastnn.Input((steps, 2), dtype=dtype)
+    decoder_inputs = fastnn.Input((out_steps, 1), dtype=dtype)
+    encoder = layers.LSTM(units, return_state=True, dtype=dtype, name="encoder")
+    _, state_h, state_c = encoder(encoder_inputs)
+    decoder = layers.LSTM(units, return_sequences=True, dtype=dtype, name="decoder")
+    decoded = decoder(decoder_inputs, initial_state=[state_h, state_c])
+    outputs = layers.Dense(1, dtype=dtype)(decoded)
+    return fastnn.Model([encoder_inputs, decoder_inputs], outputs), encoder, decoder
+
+
+def test_encoder_states_initialise_a_decoder_in_a_functional_model(rng, tmp_path):
+    fastnn.utils.set_random_seed(0)
+    x = rng.uniform(-1, 1, (512, 6, 2)).astype(np.float32)
+    zeros = np.zeros((512, 3, 1), np.float32)
+    # decoder step k outputs the mean of the encoder's feature 0 over the first 2k+2 steps
+    y = np.stack([x[:, :2 * k + 2, 0].mean(axis=1) for k in range(3)], axis=1)[..., None]
+    model, encoder, decoder = encoder_decoder()
+    assert len(encoder.output) == 3 and encoder.output[1].shape == (None, 12)
+    model.compile(fastnn.optimizers.Adam(1e-2), "mse")
+    baseline = float(np.mean((y - y.mean()) ** 2))
+    history = model.fit([x, zeros], y, batch_size=32, epochs=40, verbose=0)
+    assert history.history["loss"][-1] < 0.05 * baseline
+    # the decoder's outputs are its step loop started from the encoder's states
+    _, h, c = encoder(x[:4])
+    got = model.predict([x[:4], zeros[:4]])
+    decoded = reference_for(decoder, zeros[:4], initial=[h, c])[0]
+    dense = model.layers[-1]
+    np.testing.assert_allclose(got, decoded @ dense.kernel.numpy() + dense.bias.numpy(), rtol=1e-4, atol=1e-5)
+    model.save(tmp_path / "seq2seq.fastnn")  # the states' connections are saved too
+    loaded = fastnn.models.load_model(tmp_path / "seq2seq.fastnn")
+    np.testing.assert_array_equal(loaded.predict([x[:4], zeros[:4]]), got)
+
+    # float64: central differences of an encoder weight reached only through the states
+    model64, encoder64, _ = encoder_decoder("float64")
+    model64.set_weights(model.get_weights())
+    xe, xd = x[:5].astype(np.float64), rng.standard_normal((5, 3, 1))
+    out, tape = model64.forward([xe, xd], training=True)
+    dy = rng.standard_normal(out.shape)
+    model64.backward(tape, dy)
+    got = encoder64.recurrent_kernel.grad.copy()
+    assert np.abs(got).max() > 1e-3
+
+    def loss():
+        return float(np.sum(model64.forward([xe, xd])[0] * dy))
+
+    assert_gradient(got, _numeric_gradient(loss, encoder64.recurrent_kernel.value), "encoder recurrent kernel")
+
+
+def test_a_symbolic_mask_before_the_initial_state(rng):
+    d = "float64"
+    x, h, m = fastnn.Input((5, 3), dtype=d), fastnn.Input((4,), dtype=d), fastnn.Input((5,), dtype=d)
+    y = layers.GRU(4, dtype=d)(x, mask=fastnn.ops.greater(m, 0.5), initial_state=[h])
+    model = fastnn.Model([x, h, m], y)
+    xa, ha = rng.standard_normal((3, 5, 3)), rng.standard_normal((3, 4))
+    ma = np.array([[1, 1, 0, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 0, 0]], float)
+    out, tape = model.forward([xa, ha, ma], training=True)
+    dy = rng.standard_normal(out.shape)
+    dxa, dha, _ = model.backward(tape, dy)
+
+    def loss():
+        return float(np.sum(model.forward([xa, ha, ma])[0] * dy))
+
+    assert_gradient(dxa, _numeric_gradient(loss, xa), "dx")
+    assert_gradient(dha, _numeric_gradient(loss, ha), "dh0")
 
 
 def order_task(rng, n, vocab=20, maxlen=32):

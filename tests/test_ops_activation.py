@@ -525,6 +525,25 @@ def test_prelu_backward_matches_finite_differences(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_prelu_public_faces(rng, dtype):
+    """ops.prelu / prelu_backward: the kernels' bits; the slopes' gradient in a new array, or
+    written into (accumulate: added to) a given one in place."""
+    x = rng.uniform(-3, 3, (6, 2, 5)).astype(dtype)
+    alpha = rng.uniform(-0.5, 1.5, (2, 5)).astype(dtype)
+    dy = rng.uniform(-2, 2, x.shape).astype(dtype)
+    assert ops.prelu(x, alpha).tobytes() == _core.prelu_forward(x, alpha).tobytes()
+    want_da = np.zeros_like(alpha)
+    want_dx = _core.prelu_backward(x, alpha, dy, want_da, False)
+    dx, dalpha = ops.prelu_backward(x, alpha, dy)
+    assert dx.tobytes() == want_dx.tobytes() and dalpha.tobytes() == want_da.tobytes()
+    out = np.full_like(alpha, np.nan)
+    _, got = ops.prelu_backward(x, alpha, dy, out)
+    assert got is out and out.tobytes() == want_da.tobytes()
+    ops.prelu_backward(x, alpha, dy, out, accumulate=True)
+    np.testing.assert_allclose(out, 2 * want_da, rtol=4 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_prelu_is_bit_identical_on_1_and_2_threads(rng, threads, dtype):
     x = rng.uniform(-1, 1, (1500, 1030)).astype(dtype)  # 1.5e6 values; two column blocks
     alpha = rng.uniform(0, 1, 1030).astype(dtype)

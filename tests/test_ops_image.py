@@ -10,7 +10,6 @@ import pytest
 
 import fastnn
 from fastnn import _core
-from fastnn.ops import image as ops_image
 
 PAD_MODES = {"nearest": "edge", "reflect": "symmetric", "mirror": "reflect", "wrap": "wrap"}
 FILL_MODES = ["constant", "nearest", "reflect", "mirror", "wrap"]
@@ -199,9 +198,14 @@ def test_projective_transforms_match_the_reference(rng, fill_mode):
 def test_output_size_samples_a_different_grid(rng):
     x = _images(rng, (2, 6, 8, 3), np.float32)
     t = np.array([0.5, 0, 0.25, 0, 0.75, -0.5, 0, 0])
-    y = _core.image_affine_transform(x, t, "bilinear", "nearest", 0.0, (9, 13))
+    y = fastnn.ops.affine_transform(x, t, "bilinear", "nearest", output_size=(9, 13))
     assert y.shape == (2, 9, 13, 3)
     np.testing.assert_allclose(y, reference(x, t, "bilinear", "nearest", output_size=(9, 13)), rtol=2e-5, atol=2e-5)
+    np.testing.assert_array_equal(fastnn.ops.image.affine_transform(x[1], t, "bilinear", "nearest",
+                                                                    output_size=[9, 13]), y[1])
+    np.testing.assert_array_equal(_core.image_affine_transform(x, t, "bilinear", "nearest", 0.0, (9, 13)), y)
+    with pytest.raises(ValueError, match=r"'output_size' must be a pair of ints \(height, width\) >= 0, got 9"):
+        fastnn.ops.affine_transform(x, t, output_size=9)
 
 
 def test_single_image_and_one_transform_for_the_batch(rng):

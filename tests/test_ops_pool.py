@@ -14,7 +14,6 @@ import math
 import numpy as np
 import pytest
 
-import fastnn
 from fastnn import _core, ops
 
 DTYPES = [np.float32, np.float64]
@@ -555,3 +554,16 @@ def test_argmax_is_exact_on_images_of_more_than_2_to_the_24_positions():
     assert argmax[0, 0, -1, 0] == 2 * width - 1 == (1 << 24) + 3 and y[0, 0, -1, 0] == 1
     assert argmax[0, 0, -2, 0] == width - 4 and y[0, 0, -2, 0] == 2
     assert argmax[0, 0, 0, 0] == 0
+
+
+def test_argument_helpers_standardize_like_keras():
+    assert ops.pool.standardize_tuple(3, 2, "pool_size", "fn") == (3, 3)
+    assert ops.pool.standardize_tuple([2, np.int64(4)], 2, "pool_size", "fn") == (2, 4)
+    assert ops.pool.standardize_tuple(None, 1, "strides", "fn", allow_none=True) is None
+    with pytest.raises(ValueError, match="fn: 'strides' must hold positive ints"):
+        ops.pool.standardize_tuple((1, 0), 2, "strides", "fn")
+    with pytest.raises(ValueError, match=r"fn: 'pool_size' must be an int or a tuple of 2 ints"):
+        ops.pool.standardize_tuple((1, 2, 3), 2, "pool_size", "fn")
+    assert ops.pool.standardize_padding("SAME", "fn") == "same"
+    with pytest.raises(ValueError, match="fn: 'padding' must be 'valid' or 'same', got 'causal'"):
+        ops.pool.standardize_padding("causal", "fn")

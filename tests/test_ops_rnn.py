@@ -137,6 +137,37 @@ def test_backward_through_time_matches_finite_differences(kind, options):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_backward_writes_or_adds_into_given_gradient_arrays(kind, bias):
+    """dkernel, drecurrent_kernel, dbias: the weights' gradients written in place (a layer's
+    variable.grad), or added to with accumulate; need_dx=False skips dx."""
+    rng = np.random.default_rng(11)
+    c = make_case(kind, 3, 5, 4, 3, np.float64, rng, bias=bias, initial=True, mask=True)
+    *outs, cache = run(kind, c, return_cache=True)
+    dy = rng.standard_normal(outs[0].shape)
+    backward = getattr(ops, f"{kind}_backward")
+    want = backward(cache, d_outputs=dy)
+    names = ["kernel", "recurrent_kernel"] + (["bias"] if bias else [])
+    given = {f"d{n}": np.full_like(want[n], np.nan) for n in names}
+    got = backward(cache, d_outputs=dy, need_dx=False, **given)
+    assert got["dx"] is None
+    for n in names:
+        assert got[n] is given[f"d{n}"]
+        assert got[n].tobytes() == want[n].tobytes()
+    for key in ("h0", "c0") if kind == "lstm" else ("h0",):
+        assert got[key].tobytes() == want[key].tobytes()
+    start = {k: rng.standard_normal(v.shape) for k, v in given.items()}
+    added = {k: v.copy() for k, v in start.items()}
+    backward(cache, d_outputs=dy, accumulate=True, **added)
+    for n in names:
+        np.testing.assert_allclose(added[f"d{n}"], start[f"d{n}"] + want[n], rtol=1e-13, atol=1e-15)
+    # accumulate without arrays to add to: the gradients themselves
+    alone = backward(cache, d_outputs=dy, accumulate=True)
+    for n in names:
+        assert alone[n].tobytes() == want[n].tobytes()
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bit_identical_on_one_and_two_threads(kind, dtype):
     # batch 32 x 4·128 gate values: large enough that each step's elementwise work and

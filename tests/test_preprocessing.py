@@ -22,9 +22,9 @@ def numeric_input_gradient(layer, x, dy, h=1e-6):
     for i in np.ndindex(x.shape):
         keep = x[i]
         x[i] = keep + h
-        plus = np.sum(layer.forward(x) * dy)
+        plus = np.sum(layer.forward(x)[0] * dy)
         x[i] = keep - h
-        minus = np.sum(layer.forward(x) * dy)
+        minus = np.sum(layer.forward(x)[0] * dy)
         x[i] = keep
         fd[i] = (plus - minus) / (2 * h)
     return fd
@@ -171,10 +171,11 @@ def test_backward_is_the_input_gradient(rng, axis, shape, invert):
     layer = Normalization(axis=axis, invert=invert, dtype="float64")
     layer.adapt(rng.normal(1, 3, (10,) + shape[1:]))
     x = rng.normal(0, 2, shape)
-    y = layer(x, training=True)
+    y, cache = layer.forward(x, training=True)
     dy = rng.uniform(-1, 1, y.shape)
-    dx = layer.backward(dy)
+    dx = layer.backward(cache, dy)
     assert dx.shape == x.shape and dx.dtype == np.float64
+    assert layer.backward(cache, dy, need_input_grad=False) is None
     np.testing.assert_allclose(dx, numeric_input_gradient(layer, x, dy), rtol=1e-7, atol=1e-9)
 
 
@@ -267,8 +268,11 @@ def test_rescaling_forward_backward_and_config(rng):
     per_channel = Rescaling([1.0, 0.5, 2.0], offset=[0.0, 1.0, -1.0], dtype="float64")
     x = rng.normal(size=(3, 2, 3))
     np.testing.assert_allclose(per_channel(x, training=True), x * [1.0, 0.5, 2.0] + [0.0, 1.0, -1.0])
+    y, cache = per_channel.forward(x, training=True)
+    np.testing.assert_allclose(y, x * [1.0, 0.5, 2.0] + [0.0, 1.0, -1.0])
     dy = rng.uniform(-1, 1, x.shape)
-    dx = per_channel.backward(dy)
+    dx = per_channel.backward(cache, dy)
+    assert per_channel.backward(cache, dy, need_input_grad=False) is None
     np.testing.assert_allclose(dx, numeric_input_gradient(per_channel, x, dy), rtol=1e-8, atol=1e-10)
     assert layers.deserialize(layers.serialize(per_channel)).get_config()["scale"] == [1.0, 0.5, 2.0]
 

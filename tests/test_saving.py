@@ -29,19 +29,10 @@ class Scale(layers.Layer):
         self.gain = float(gain)
 
     def build(self, input_shape):
-        self.scale = self.add_weight("scale", (input_shape[-1],), initializer="ones")
-        return tuple(input_shape)
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
 
-    def forward(self, x, training=False):
-        if training:
-            self._cache = x
-        return x * (self.scale.value * self.gain)
-
-    def backward(self, dy):
-        x = self._check_cache()
-        if self.trainable:
-            self.scale.grad[...] = (dy * x * self.gain).reshape(-1, x.shape[-1]).sum(axis=0)
-        return dy * (self.scale.value * self.gain)
+    def call(self, x):  # Keras' way: its gradient comes from the traced ops
+        return x * (self.scale * self.gain)
 
     def get_config(self):
         return {**super().get_config(), "gain": self.gain}
@@ -281,7 +272,8 @@ def test_compile_settings_are_restored(tmp_path):
     assert type(loaded.loss) is fastnn.losses.SparseCategoricalCrossentropy and loaded.loss.name == "xent"
     assert loaded.metrics_names == model.metrics_names == ["loss", "acc", "top2", "weighted_acc"]
     assert loaded.compiled_metrics[1].k == 2
-    assert loaded._loss_weight == 0.5
+    assert loaded._compiled.outputs[0].weight == 0.5
+    assert loaded.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
     w = np.linspace(0.5, 2.0, len(x))
     assert loaded.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True) == \
         model.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)

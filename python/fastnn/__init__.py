@@ -19,10 +19,12 @@ from . import config
 from .config import get_num_threads, set_num_threads, show_config
 from . import (activations, autodiff, callbacks, datasets, initializers, layers, losses, metrics, models,
                ops, optimizers, preprocessing, regularizers, utils, wrappers)
-from .layers import Input
+from .keras_tensor import KerasTensor
+from .layers import Input, Layer, Variable
 from .models import Model, Sequential
+from .operation import Operation
 
-__all__ = ["__version__", "Sequential", "Model", "Input", "layers", "losses", "optimizers", "metrics",
+__all__ = ["__version__", "Sequential", "Model", "Input", "KerasTensor", "Layer", "Variable", "Operation", "layers", "losses", "optimizers", "metrics",
            "initializers", "activations", "regularizers", "callbacks", "utils", "datasets", "models", "ops",
            "preprocessing", "wrappers",
            "autodiff", "config", "get_num_threads", "set_num_threads", "show_config"]

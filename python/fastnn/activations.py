@@ -9,16 +9,14 @@ import functools
 
 import numpy as np
 
-from . import _core
-
-_KINDS = dict(_core.activation_kinds)
+from . import ops
 
 
 def _apply(x, name, alpha=0.0):
     x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float32)
-    return _core.activation_forward(x, _KINDS[name], alpha)
+    return ops.activation_forward(x, name, alpha)
 
 
 def linear(x):
@@ -102,7 +100,7 @@ class ActivationSpec:
 
     Attributes:
         name: serialisable name, or None for a custom callable.
-        kind: kernel id, or None.
+        kind: the kernel's name (``ops.activation_forward``'s), or None.
         alpha: the kernel's parameter (slope or scale).
         needs_input: whether backward needs the pre-activation values.
     """
@@ -112,20 +110,20 @@ class ActivationSpec:
         self.kind = kind
         self.alpha = float(alpha)
         self.fn = fn
-        self.needs_input = True if kind is None else bool(_core.activation_needs_input(kind))
+        self.needs_input = True if kind is None else ops.activation_needs_input(kind)
 
     @property
     def is_linear(self):
-        return self.kind == _KINDS["linear"]
+        return self.kind == "linear"
 
     def forward(self, x):
         if self.kind is not None:
-            return _core.activation_forward(x, self.kind, self.alpha)
+            return ops.activation_forward(x, self.kind, self.alpha)
         return np.asarray(self.fn(x), dtype=x.dtype)
 
     def backward(self, x, y, dy):
         if self.kind is not None:
-            return _core.activation_backward(self.kind, self.alpha, x if self.needs_input else None, y, dy)
+            return ops.activation_backward(dy, self.kind, y, x if self.needs_input else None, self.alpha)
         from . import autodiff
 
         return autodiff.vjp(self.fn, x, dy).astype(x.dtype, copy=False)
@@ -163,7 +161,7 @@ def get(identifier):
             names = ", ".join(sorted(k for k in _BY_NAME if k))
             raise ValueError(f"Unknown activation {identifier!r}; expected one of: {names}")
         kernel, alpha = _BY_NAME[key]
-        return ActivationSpec(key or "linear", _KINDS[kernel], alpha)
+        return ActivationSpec(key or "linear", kernel, alpha)
     if callable(identifier):
         base = identifier.func if isinstance(identifier, functools.partial) else identifier
         if base in _BY_FUNCTION and not isinstance(identifier, functools.partial):

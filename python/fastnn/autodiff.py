@@ -14,8 +14,10 @@ Example:
 
 import numpy as np
 
+from .operators import ArithmeticOperators
 
-class Tensor:
+
+class Tensor(ArithmeticOperators):
     """A value with the operations that produced it (its parents and their local derivatives)."""
 
     __array_priority__ = 1000  # so that ndarray <op> Tensor defers to Tensor
@@ -41,21 +43,6 @@ class Tensor:
     def __repr__(self):
         return f"Tensor({self.value!r})"
 
-    # arithmetic (the ops module implements the derivatives)
-    def __add__(self, other): return _ops().add(self, other)
-    def __radd__(self, other): return _ops().add(other, self)
-    def __sub__(self, other): return _ops().subtract(self, other)
-    def __rsub__(self, other): return _ops().subtract(other, self)
-    def __mul__(self, other): return _ops().multiply(self, other)
-    def __rmul__(self, other): return _ops().multiply(other, self)
-    def __truediv__(self, other): return _ops().divide(self, other)
-    def __rtruediv__(self, other): return _ops().divide(other, self)
-    def __pow__(self, other): return _ops().power(self, other)
-    def __rpow__(self, other): return _ops().power(other, self)
-    def __neg__(self): return _ops().negative(self)
-    def __pos__(self): return self
-    def __abs__(self): return _ops().abs(self)
-    def __getitem__(self, index): return _ops().take_index(self, index)
     # comparisons give plain boolean arrays (no derivative)
     def __lt__(self, other): return self.value < value_of(other)
     def __le__(self, other): return self.value <= value_of(other)
@@ -65,16 +52,6 @@ class Tensor:
     def __eq__(self, other): return self.value == value_of(other)
     def __ne__(self, other): return self.value != value_of(other)
     __hash__ = object.__hash__
-
-    @property
-    def T(self):
-        return _ops().transpose(self)
-
-
-def _ops():
-    from .ops import math
-
-    return math
 
 
 def value_of(x):

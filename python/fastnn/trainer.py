@@ -1,31 +1,32 @@
 """The fit / evaluate / predict loops, kept apart from the model container.
 
-fit converts the data once (the model's float type, C-contiguous), checks all of it before
-the first update (so bad input never leaves a half-trained model), and then for each
-batch: forward through the layers, loss value and gradient in one kernel call, backward
-through the layers (each writing into the flat gradient buffer), one optimizer call over
-the flat parameter buffer, metrics.
+They talk to a model through a small protocol: ``prepare_inputs`` (the data as one array per
+model input, building an unbuilt model from it), ``model._execution_graph(training)`` (the
+graph that runs it), ``model._structure_outputs`` and the compile configuration
+(``fastnn.compile_utils``). fit converts the data once (the inputs' dtypes, C-contiguous),
+checks all of it before the first update (so bad input never leaves a half-trained model),
+and then for each batch: the graph's forward pass, each output's loss value and gradient in
+one kernel call (softmax/sigmoid fused with cross-entropy where the output allows it), the
+graph's backward pass (weight gradients into the flat buffer), one optimizer call over the
+flat parameter buffer, metrics.
 """
-
 
 import numpy as np
 
-from . import _core
 from . import callbacks as callbacks_module
 from . import losses as losses_module
 from . import metrics as metrics_module
+from . import ops
 from . import regularizers as regularizers_module
 from .layers.base import check_finite
 
 DEFAULT_BATCH_SIZE = 32
 
 
-# ---- data checks ------------------------------------------------------------------------------
+# ---- inputs ------------------------------------------------------------------------------------------
 def _as_array(data, name, who):
     if data is None:
         raise ValueError(f"{who}: '{name}' is required")
-    if isinstance(data, (list, tuple)) and data and isinstance(data[0], np.ndarray) and name == "x" and len(data) > 1:
-        raise TypeError(f"{who}: '{name}' must be one array (this model has one input)")
     arr = np.asarray(data)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{who}: '{name}' must be numeric, got an array of dtype {arr.dtype}")
@@ -34,53 +35,166 @@ def _as_array(data, name, who):
     return arr
 
 
-def prepare_x(model, x, who, finite=True):
-    """x as the model's float type, checked; `finite`: refuse NaN/inf (training data)."""
-    dtype = np.dtype(model._input_dtype())
+def _is_arrays(data):
+    """A list/tuple of several arrays (several inputs), rather than nested lists of numbers."""
+    return isinstance(data, (list, tuple)) and any(isinstance(item, np.ndarray) or hasattr(item, "__array__")
+                                                   and not isinstance(item, (list, tuple)) for item in data)
+
+
+def _data_structure(x, who):
+    """(flat list, structure) of the data given for the inputs of an unbuilt model."""
+    if isinstance(x, dict):
+        return list(x.values()), {k: None for k in x}
+    if _is_arrays(x):
+        return list(x), [None] * len(x)
+    return [x], None
+
+
+def _align_inputs(model, x, who):
+    """The data as a flat list in the order of the model's inputs."""
+    count = model._input_count()
+    names = model.input_names or []
+    if isinstance(x, dict):
+        if count == 1 and len(x) == 1:
+            return list(x.values())
+        missing = [n for n in names if n not in x]
+        if missing or len(names) != count:
+            raise ValueError(f"{who}: 'x' is a dict with keys {sorted(x)}, but the model's inputs are {names}")
+        return [x[n] for n in names]
+    if _is_arrays(x):
+        if len(x) != count:
+            if count == 1:
+                raise TypeError(f"{who}: 'x' must be one array (this model has one input), got {len(x)} arrays")
+            raise ValueError(f"{who}: the model has {count} inputs {names}, got {len(x)} arrays in 'x'")
+        return list(x)
+    if count != 1:
+        raise ValueError(f"{who}: the model has {count} inputs {names}: give 'x' as a list (or a dict keyed by "
+                         f"input name) of {count} arrays")
+    return [x]
+
+
+def _convert_input(x, dtype, name, who, finite):
     if not (isinstance(x, np.ndarray) and x.dtype == dtype and x.flags.c_contiguous):
-        x = _as_array(x, "x", who)
+        x = _as_array(x, name, who)
         if dtype.kind in "iu" and x.dtype.kind == "f" and not np.all(np.floor(x) == x):
-            raise ValueError(f"{who}: 'x' must hold integer token ids for this model (its first layer "
-                             f"takes {dtype.name}), got non-integer values")
+            raise ValueError(f"{who}: '{name}' must hold integer token ids for this model (its input is read as "
+                             f"{dtype.name}), got non-integer values")
         x = np.ascontiguousarray(x, dtype=dtype)
     if x.ndim == 0:
-        raise ValueError(f"{who}: 'x' must have a batch axis, got a scalar")
+        raise ValueError(f"{who}: '{name}' must have a batch axis, got a scalar")
     if len(x) == 0:
-        raise ValueError(f"{who}: 'x' is empty")
+        raise ValueError(f"{who}: '{name}' is empty")
     if finite:
-        check_finite(x, who, "x")
-    if not model.built:
-        model.build(x.shape)
-    check_features(model, x, "x", who)
+        check_finite(x, who, name)
     return x
 
 
-def check_features(model, x, name, who=None):
-    expected = model.input_shape[1:]
+def _data_dtype(x, float_dtype):
+    kind = np.asarray(x).dtype.kind if not isinstance(x, np.ndarray) else x.dtype.kind
+    return np.dtype("int64") if kind in "iub" else np.dtype(float_dtype)
+
+
+def prepare_inputs(model, x, who, finite=True):
+    """x as a list of arrays, one per model input, converted to the inputs' dtypes and checked
+    (`finite`: refuse NaN/inf, for training data). An unbuilt model is built from x."""
+    if x is None:
+        raise ValueError(f"{who}: 'x' is required")
+    if not model.built:
+        flat, structure = _data_structure(x, who)
+        names = [f"x[{i}]" for i in range(len(flat))] if len(flat) > 1 else ["x"]
+        flat = [_convert_input(v, _data_dtype(v, model.dtype), n, who, finite) for v, n in zip(flat, names)]
+        model._build_on_data(flat, structure)
+    specs = model._flat_input_specs
+    if len(specs) == 1 and isinstance(x, np.ndarray):  # the common case, kept cheap (predict latency)
+        shape, dtype = specs[0]
+        if x.dtype == dtype and x.flags.c_contiguous and len(x) and x.shape[1:] == shape[1:]:
+            if finite:
+                check_finite(x, who, "x")
+            return [x]
+    flat = _align_inputs(model, x, who)
+    names = ["x"] if len(flat) == 1 else [f"x[{name!r}]" for name in (model.input_names or range(len(flat)))]
+    arrays = [_convert_input(v, dtype, name, who, finite) for v, (shape, dtype), name in zip(flat, specs, names)]
+    for arr, (shape, _), name in zip(arrays, specs, names):
+        _check_features(arr, shape, name, who, model)
+    n = len(arrays[0])
+    for arr, name in zip(arrays[1:], names[1:]):
+        if len(arr) != n:
+            raise ValueError(f"{who}: the inputs have different numbers of samples ({names[0]}: {n}, {name}: "
+                             f"{len(arr)})")
+    return arrays
+
+
+def _check_features(x, shape, name, who, model):
+    expected = tuple(shape[1:])
     got = x.shape[1:]
     if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
-        raise ValueError(f"{who or model.name}: '{name}' has per-sample shape {got} but the model expects "
-                         f"{expected} (input_shape {model.input_shape})")
+        raise ValueError(f"{who}: '{name}' has per-sample shape {got} but the model expects {expected} "
+                         f"(input_shape {model.input_shape})")
 
 
-def prepare_y(model, loss, y, n, who):
-    y = _as_array(y, "y", who)
+# ---- targets and weights -----------------------------------------------------------------------------
+def _align_targets(compiled, y, who):
+    outputs = compiled.outputs
+    names = [o.name for o in outputs]
+    if len(outputs) == 1:
+        if isinstance(y, dict) and len(y) == 1:
+            return list(y.values())
+        if isinstance(y, (list, tuple)) and len(y) == 1 and isinstance(y[0], np.ndarray):
+            return [y[0]]
+        return [y]
+    if isinstance(y, dict):
+        unknown = sorted(set(y) - set(names))
+        if unknown:
+            raise ValueError(f"{who}: 'y' has keys {unknown} that are not outputs of the model; its outputs are "
+                             f"{names}")
+        return [y.get(n) for n in names]
+    if isinstance(y, (list, tuple)) and len(y) == len(outputs):
+        return list(y)
+    raise ValueError(f"{who}: the model has {len(outputs)} outputs {names}: give 'y' as a list (or a dict keyed by "
+                     f"output name) of {len(outputs)} arrays")
+
+
+def prepare_targets(model, compiled, y, n, who):
+    """y as a list, one array per output (None for an output without a loss), checked."""
+    if y is None:
+        raise ValueError(f"{who}: 'y' is required")
+    ys = _align_targets(compiled, y, who)
+    shapes = _output_shapes(model)
+    out = []
+    single = len(ys) == 1
+    for output, target, shape in zip(compiled.outputs, ys, shapes):
+        name = "y" if single else f"y[{output.name!r}]"
+        if output.loss is None:
+            out.append(None)
+            continue
+        if target is None:
+            raise ValueError(f"{who}: no target for output '{output.name}', which has a loss")
+        out.append(_prepare_target(model, output.loss, target, n, shape, name, who))
+    return out
+
+
+def _output_shapes(model):
+    graph = model._execution_graph(False)
+    return [t.shape for t in graph.outputs]
+
+
+def _prepare_target(model, loss, y, n, out_shape, name, who):
+    y = _as_array(y, name, who)
     if len(y) != n:
-        raise ValueError(f"{who}: 'x' has {n} samples but 'y' has {len(y)}")
-    out_shape = model.output_shape
+        raise ValueError(f"{who}: 'x' has {n} samples but '{name}' has {len(y)}")
     if isinstance(loss, losses_module.SparseCategoricalCrossentropy):
         if y.dtype.kind == "f":
             if not np.all(np.isfinite(y)) or not np.all(np.floor(y) == y):
-                raise ValueError(f"{who}: 'y' must hold integer class labels for {loss.name}")
+                raise ValueError(f"{who}: '{name}' must hold integer class labels for {loss.name}")
         labels = y.astype(np.int64)
         classes = out_shape[-1]
         if labels.size and (labels.min() < 0 or (classes is not None and labels.max() >= classes)):
             bad = labels.min() if labels.min() < 0 else labels.max()
-            raise ValueError(f"{who}: label {bad} in 'y' is outside [0, {classes}) for the model's "
+            raise ValueError(f"{who}: label {bad} in '{name}' is outside [0, {classes}) for the model's "
                              f"{classes} outputs ({loss.name})")
         return labels
     y = np.ascontiguousarray(y, dtype=model._float_dtype())
-    check_finite(y, who, "y")
+    check_finite(y, who, name)
     return y
 
 
@@ -97,15 +211,16 @@ def prepare_weights(sample_weight, n, who, name="sample_weight"):
     return w
 
 
-def _prepare_training_data(model, x, y, sample_weight, class_weight, who):
-    """x, y and per-sample weights (sample_weight times class_weight), checked."""
-    x = prepare_x(model, x, who)
-    y = prepare_y(model, model.loss, y, len(x), who)
-    weights = prepare_weights(sample_weight, len(x), who)
-    if class_weight is not None:
-        cw = _class_weights(class_weight, y, who)
-        weights = cw if weights is None else weights * cw
-    return x, y, weights
+def _prepare_output_weights(compiled, sample_weight, n, who, name="sample_weight"):
+    """One weight array (or None) per output: one array for all, or a list / dict per output."""
+    outputs = compiled.outputs
+    if isinstance(sample_weight, dict):
+        return [prepare_weights(sample_weight.get(o.name), n, who, f"{name}[{o.name!r}]") for o in outputs]
+    if isinstance(sample_weight, (list, tuple)) and len(outputs) > 1 and len(sample_weight) == len(outputs) \
+            and all(w is None or np.ndim(w) >= 1 for w in sample_weight) and _is_arrays(sample_weight):
+        return [prepare_weights(w, n, who, f"{name}[{i}]") for i, w in enumerate(sample_weight)]
+    w = prepare_weights(sample_weight, n, who, name)
+    return [w] * len(outputs)
 
 
 def _class_weights(class_weight, y, who):
@@ -115,6 +230,36 @@ def _class_weights(class_weight, y, who):
     for cls, weight in class_weight.items():
         w[labels == int(cls)] = float(weight)
     return w
+
+
+def _prepare_data(model, x, y, sample_weight, who):
+    """Inputs, targets and per-output sample weights, checked (the model built from x if needed)."""
+    xs = prepare_inputs(model, x, who)
+    compiled = _resolve_compiled(model)
+    n = len(xs[0])
+    return xs, prepare_targets(model, compiled, y, n, who), _prepare_output_weights(compiled, sample_weight, n, who)
+
+
+def _prepare_training_data(model, x, y, sample_weight, class_weight, who):
+    """Inputs, targets and per-output sample weights (sample_weight times class_weight), checked."""
+    xs, ys, weights = _prepare_data(model, x, y, sample_weight, who)
+    if class_weight is not None:
+        if len(ys) != 1:
+            raise ValueError(f"{who}: 'class_weight' is for models with one output; give sample_weight per output "
+                             "instead")
+        cw = _class_weights(class_weight, ys[0], who)
+        weights = [cw if weights[0] is None else weights[0] * cw]
+    return xs, ys, weights
+
+
+def _resolve_compiled(model):
+    """The compile configuration spread over the model's (now known) outputs."""
+    compiled = model._compiled
+    compiled.resolve(model.output_names)
+    model.loss = compiled.loss_structure
+    model.compiled_metrics = compiled.all_metrics
+    model.weighted_metrics = compiled.all_weighted_metrics
+    return compiled
 
 
 def _batch_size(batch_size, who):
@@ -133,44 +278,25 @@ def _verbose(verbose, who):
     return verbose
 
 
-# ---- the training step ---------------------------------------------------------------------------
-class _Step:
-    """What a compiled model needs per batch: the effective loss and where logits are fused."""
+# ---- the training step ---------------------------------------------------------------------------------
+class _Regularization:
+    """Weight penalties: L1/L2 of weights in the flat buffer as one fused kernel call (penalty and
+    gradient in one pass); other regularizers in Python."""
 
     def __init__(self, model):
         self.model = model
-        self.loss = model.loss
-        self.fused = False
-        last = model.layers[-1] if model.layers else None
-        activation = last.output_activation() if hasattr(last, "output_activation") else None
-        if last is not None and last.activity_regularizer is not None:
-            activation = None  # its penalty applies to the activation's output: no fusion
-        loss = model.loss
-        if isinstance(loss, losses_module._KernelLoss) and not loss.from_logits and loss.reduction is not None:
-            if activation == "softmax" and isinstance(loss, (losses_module.CategoricalCrossentropy,
-                                                             losses_module.SparseCategoricalCrossentropy)):
-                self.loss, self.fused = loss.with_logits(), True
-            elif activation == "sigmoid" and isinstance(loss, losses_module.BinaryCrossentropy):
-                self.loss, self.fused = loss.with_logits(), True
-        self.last = last
-        self.weight = getattr(model, "_loss_weight", 1.0)
         self.regularized = [v for v in model.trainable_weights if v.regularizer is not None]
-        self._plan_regularization(model)
-
-    def _plan_regularization(self, model):
-        """L1/L2 penalties of weights in the flat buffer run as one fused kernel call
-        (penalty and gradient in one pass); other regularizers run in Python."""
-        self.fused_regularized, self.python_regularized = [], []
-        params = getattr(model, "_params", None)
+        self.fused, self.python = [], []
+        params = model._params
         segments = []
         for v in self.regularized:
             if type(v.regularizer) in (regularizers_module.L1, regularizers_module.L2, regularizers_module.L1L2) \
                     and params is not None and np.shares_memory(v.value, params):
                 start = (v.value.__array_interface__["data"][0] - params.__array_interface__["data"][0]) // params.itemsize
                 segments.append((start, start + v.value.size, v.regularizer.l1, v.regularizer.l2))
-                self.fused_regularized.append(v)
+                self.fused.append(v)
             else:
-                self.python_regularized.append(v)
+                self.python.append(v)
         offsets, l1, l2 = [], [], []
         for start, end, a, b in sorted(segments):
             if not offsets:
@@ -182,105 +308,173 @@ class _Step:
             offsets.append(end)
             l1.append(a)
             l2.append(b)
-        self._reg_offsets = np.array(offsets, np.int64)
-        self._reg_l1, self._reg_l2 = np.array(l1), np.array(l2)
-
-    def __enter__(self):
-        if self.fused:
-            self.last._emit_logits = True
-        return self
-
-    def __exit__(self, *exc):
-        if self.fused:
-            self.last._emit_logits = False
-
-    def output_mask(self, y_out):
-        """The mask of the model's output rows (e.g. padded time steps), or None."""
-        mask = getattr(self.model, "_output_mask", None)
-        if mask is None or np.shape(mask) != y_out.shape[:-1]:
-            return None
-        return np.asarray(mask, bool)
-
-    def _loss_weights(self, y_out, sample_weight):
-        """Keras: masked rows weigh 0 and, for a mean, the valid ones total/valid, so that the
-        loss is the mean over the valid rows."""
-        mask = self.output_mask(y_out)
-        if mask is None:
-            return sample_weight
-        weights = mask.astype(np.float64)
-        if getattr(self.loss, "reduction", None) in ("sum_over_batch_size", "mean"):
-            weights *= weights.size / (weights.sum() + 1e-7)
-        if sample_weight is not None:
-            sw = np.asarray(sample_weight, np.float64)
-            weights = weights * sw.reshape(sw.shape + (1,) * (weights.ndim - sw.ndim))
-        return weights
-
-    def loss_and_predictions(self, y_out, y, sample_weight, want_grad):
-        """(loss value, gradient, predictions for the metrics)."""
-        sample_weight = self._loss_weights(y_out, sample_weight)
-        if self.fused:
-            value, grad, predictions = self.loss.value_and_grad(y, y_out, sample_weight, want_grad=want_grad,
-                                                                want_probs=True)
-        else:
-            (value, grad), predictions = self.loss.value_and_grad(y, y_out, sample_weight, want_grad=want_grad), y_out
-        if self.weight != 1.0:
-            value = value * self.weight
-            grad = None if grad is None else grad * grad.dtype.type(self.weight)
-        return value, grad, predictions
+        self._offsets = np.array(offsets, np.int64)
+        self._l1, self._l2 = np.array(l1), np.array(l2)
 
     def penalty(self):
         """The weight penalties (for evaluation: no gradient)."""
         return sum(v.regularizer.penalty(v.value) for v in self.regularized)
 
-    def regularize(self):
+    def apply(self):
         """Adds the penalties' gradients to the weights' gradients; returns the penalty."""
         total = 0.0
-        if self.fused_regularized:
+        if self.fused:
             params, grads = self.model._params, self.model._grads
-            total += _core.regularize(params[:grads.size], grads, self._reg_offsets, self._reg_l1, self._reg_l2)
-        for v in self.python_regularized:
+            total += ops.l1_l2_regularize(params[:grads.size], grads, self._offsets, self._l1, self._l2)
+        for v in self.python:
             total += v.regularizer.penalty(v.value)
             v.grad += v.regularizer.gradient(v.value).astype(v.grad.dtype, copy=False)
         return total
 
 
-def _update_metrics(model, y, predictions, sample_weight, mask=None):
-    """mask: the output's mask (padded steps), which every metric skips, as in Keras."""
-    weighted = sample_weight
-    if mask is not None:
-        weighted = mask.astype(np.float64)
+class _Step:
+    """What a compiled model needs per batch: the graphs, each output's effective loss, the
+    steps that output logits, the regularization plan, and the running logs."""
+
+    def __init__(self, model, training):
+        self.model = model
+        self.compiled = _resolve_compiled(model)
+        self.outputs = self.compiled.outputs
+        self.graph = model._execution_graph(training)
+        self.effective, logits = self.compiled.fusion(self.graph)
+        self.logits = logits or None
+        self.regularization = _Regularization(model)
+        self.eval_graph = model._execution_graph(False) if training else self.graph
+        self.eval_effective, eval_logits = self.compiled.fusion(self.eval_graph)
+        self.eval_logits = eval_logits or None
+        self.reset_logs()
+
+    def reset_logs(self):
+        self.seen = 0
+        self.total = 0.0
+        self.per_output = [0.0] * len(self.outputs)
+
+    @staticmethod
+    def _loss_weights(loss, mask, y_out, sample_weight):
+        """Keras: masked rows weigh 0 and, for a mean, the valid ones total/valid, so that the
+        loss is the mean over the valid rows."""
+        if mask is None or np.shape(mask) != y_out.shape[:-1]:
+            return sample_weight, None
+        mask = np.asarray(mask, bool)
+        weights = mask.astype(np.float64)
+        if getattr(loss, "reduction", None) in ("sum_over_batch_size", "mean"):
+            weights *= weights.size / (weights.sum() + 1e-7)
         if sample_weight is not None:
             sw = np.asarray(sample_weight, np.float64)
-            weighted = weighted * sw.reshape(sw.shape + (1,) * (weighted.ndim - sw.ndim))
-    for m in model.compiled_metrics:
-        if mask is not None and isinstance(m, metrics_module.MeanMetricWrapper):
-            m.update_state(y, predictions, mask.astype(np.float64))
-        else:
-            m.update_state(y, predictions)
-    for m in getattr(model, "weighted_metrics", []):
-        masked = mask is not None and isinstance(m, metrics_module.MeanMetricWrapper)
-        m.update_state(y, predictions, weighted if masked else sample_weight)
+            weights = weights * sw.reshape(sw.shape + (1,) * (weights.ndim - sw.ndim))
+        return weights, mask
+
+    def losses(self, outputs, masks, ys, ws, effective, want_grad):
+        """(total, per-output values, gradients, predictions, masks) of one batch."""
+        total, values, grads, predictions, used_masks = 0.0, [], [], [], []
+        for i, (out, (loss, fused)) in enumerate(zip(outputs, effective)):
+            config = self.outputs[i]
+            if loss is None:
+                values.append(None)
+                grads.append(None)
+                predictions.append(out)
+                used_masks.append(None)
+                continue
+            weights, mask = self._loss_weights(loss, None if masks is None else masks[i], out, ws[i])
+            if fused:
+                value, grad, pred = loss.value_and_grad(ys[i], out, weights, want_grad=want_grad, want_probs=True)
+            else:
+                (value, grad), pred = loss.value_and_grad(ys[i], out, weights, want_grad=want_grad), out
+            if not np.isfinite(value):
+                value = float(value)  # reported as is (TerminateOnNaN can stop on it)
+            total += float(value) * config.weight
+            if grad is not None:
+                if config.weight != 1.0:
+                    grad = grad * grad.dtype.type(config.weight)
+                grad = np.ascontiguousarray(grad, dtype=out.dtype)
+            values.append(float(value))
+            grads.append(grad)
+            predictions.append(pred)
+            used_masks.append(mask)
+        return total, values, grads, predictions, used_masks
+
+    def record(self, total, values, m):
+        self.total += total * m
+        self.seen += m
+        for i, v in enumerate(values):
+            if v is not None:
+                self.per_output[i] += v * m
+
+    def logs(self):
+        logs = {"loss": self.total / self.seen if self.seen else 0.0}
+        if not self.compiled.single:
+            for o, v in zip(self.outputs, self.per_output):
+                if o.loss is not None:
+                    logs[f"{o.name}_loss"] = v / self.seen if self.seen else 0.0
+        logs.update(_metric_logs(self.compiled))
+        return logs
 
 
-def _metric_logs(model):
+def _update_metrics(compiled, ys, predictions, ws, masks):
+    """Each output's metrics; a mask (padded steps) is skipped by every metric, as in Keras."""
+    for output, y, pred, sample_weight, mask in zip(compiled.outputs, ys, predictions, ws, masks):
+        if y is None:
+            continue
+        weighted = sample_weight
+        if mask is not None:
+            weighted = mask.astype(np.float64)
+            if sample_weight is not None:
+                sw = np.asarray(sample_weight, np.float64)
+                weighted = weighted * sw.reshape(sw.shape + (1,) * (weighted.ndim - sw.ndim))
+        for m in output.metrics:
+            if mask is not None and isinstance(m, metrics_module.MeanMetricWrapper):
+                m.update_state(y, pred, mask.astype(np.float64))
+            else:
+                m.update_state(y, pred)
+        for m in output.weighted_metrics:
+            masked = mask is not None and isinstance(m, metrics_module.MeanMetricWrapper)
+            m.update_state(y, pred, weighted if masked else sample_weight)
+
+
+def _metric_logs(compiled):
     logs = {}
-    for m in model.compiled_metrics + getattr(model, "weighted_metrics", []):
-        value = m.result()
-        logs[m.name] = float(value) if np.ndim(value) == 0 else np.asarray(value)
+    for output in compiled.outputs:
+        for m in output.metrics + output.weighted_metrics:
+            value = m.result()
+            logs[compiled.metric_key(output, m)] = float(value) if np.ndim(value) == 0 else np.asarray(value)
     return logs
 
 
-def _reset_metrics(model):
-    for m in model.compiled_metrics + getattr(model, "weighted_metrics", []):
+def _reset_metrics(compiled):
+    for m in compiled.all_metrics + compiled.all_weighted_metrics:
         m.reset_state()
 
 
 def _check_compiled(model, who):
-    if getattr(model, "loss", None) is None or model.optimizer is None:
+    if model._compiled is None or model.optimizer is None:
         raise RuntimeError(f"{who}: compile the model first (model.compile(optimizer, loss))")
 
 
-# ---- fit ---------------------------------------------------------------------------------------------
+def _train_step(model, step, xs, ys, ws):
+    outputs, tape = step.graph.forward(xs, True, logits=step.logits, recycle=True)
+    total, values, grads, predictions, masks = step.losses(outputs, tape.output_masks, ys, ws, step.effective, True)
+    step.graph.backward(tape, grads)
+    if step.regularization.regularized:
+        total += step.regularization.apply()
+    total += tape.penalty
+    model.optimizer.apply_flat()
+    _update_metrics(step.compiled, ys, predictions, ws, masks)
+    return float(total), values
+
+
+# ---- fit ---------------------------------------------------------------------------------------------------
+def _take(arrays, idx, buffers):
+    return [None if a is None else np.take(a, idx, axis=0, out=b[:len(idx)]) for a, b in zip(arrays, buffers)]
+
+
+def _buffers(arrays, batch_size):
+    return [None if a is None else np.empty((batch_size,) + a.shape[1:], a.dtype) for a in arrays]
+
+
+def _slice(arrays, start, stop):
+    return [None if a is None else a[start:stop] for a in arrays]
+
+
 def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
         validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
         steps_per_epoch=None, validation_batch_size=None, validation_freq=1):
@@ -292,27 +486,30 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         raise ValueError(f"fit: 'epochs' must be an int >= 0, got {epochs!r}")
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"fit: 'validation_split' must be in [0, 1), got {validation_split}")
-    x, y, weights = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
+    xs, ys, weights = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
+    compiled = model._compiled
 
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise ValueError("fit: 'validation_data' must be (x_val, y_val) or (x_val, y_val, sample_weight_val)")
-        vx = prepare_x(model, validation_data[0], "fit (validation_data)")
-        vy = prepare_y(model, model.loss, validation_data[1], len(vx), "fit (validation_data)")
-        vw = prepare_weights(validation_data[2] if len(validation_data) == 3 else None, len(vx), "fit (validation_data)")
-        val = (vx, vy, vw)
+        vwho = "fit (validation_data)"
+        vxs = prepare_inputs(model, validation_data[0], vwho)
+        vys = prepare_targets(model, compiled, validation_data[1], len(vxs[0]), vwho)
+        vws = _prepare_output_weights(compiled, validation_data[2] if len(validation_data) == 3 else None,
+                                      len(vxs[0]), vwho)
+        val = (vxs, vys, vws)
     elif validation_split > 0:
-        split = int(np.floor(len(x) * (1 - validation_split)))
-        if split == 0 or split == len(x):
+        n_all = len(xs[0])
+        split = int(np.floor(n_all * (1 - validation_split)))
+        if split == 0 or split == n_all:
             raise ValueError(f"fit: validation_split={validation_split} leaves no training or no validation "
-                             f"samples out of {len(x)}")
-        val = (x[split:], y[split:], None if weights is None else weights[split:])
-        x, y = x[:split], y[:split]
-        weights = None if weights is None else weights[:split]
+                             f"samples out of {n_all}")
+        val = (_slice(xs, split, None), _slice(ys, split, None), _slice(weights, split, None))
+        xs, ys, weights = _slice(xs, 0, split), _slice(ys, 0, split), _slice(weights, 0, split)
 
     model._ensure_packed()
-    n = len(x)
+    n = len(xs[0])
     steps = -(-n // batch_size)
     if steps_per_epoch is not None:
         steps = min(steps, int(steps_per_epoch))
@@ -326,56 +523,37 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     model.history = history
     generator = _generator()
 
-    step = _Step(model)
-    x_batch = np.empty((batch_size,) + x.shape[1:], x.dtype)
-    y_batch = np.empty((batch_size,) + y.shape[1:], y.dtype)
+    step = _Step(model, training=True)
+    x_buffers, y_buffers = _buffers(xs, batch_size), _buffers(ys, batch_size)
     callback_list.on_train_begin()
     logs = {}
-    with step:
-        for epoch in range(initial_epoch, epochs):
-            _reset_metrics(model)
-            callback_list.on_epoch_begin(epoch)
-            order = generator.permutation(n) if shuffle else np.arange(n)
-            loss_total, seen = 0.0, 0
-            for b in range(steps):
-                callback_list.on_train_batch_begin(b)
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                m = len(idx)
-                xb = np.take(x, idx, axis=0, out=x_batch[:m])
-                yb = np.take(y, idx, axis=0, out=y_batch[:m])
-                wb = None if weights is None else weights[idx]
-                value = _train_step(model, step, xb, yb, wb)
-                loss_total += value * m
-                seen += m
-                logs = {"loss": loss_total / seen, **_metric_logs(model)}
-                callback_list.on_train_batch_end(b, logs)
-                if model.stop_training:
-                    break
-            epoch_logs = dict(logs)
-            if val is not None and (epoch + 1 - initial_epoch) % validation_freq == 0:
-                val_logs = _evaluate_arrays(model, step, *val, validation_batch_size or batch_size, callback_list)
-                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            callback_list.on_epoch_end(epoch, epoch_logs)
+    for epoch in range(initial_epoch, epochs):
+        _reset_metrics(compiled)
+        step.reset_logs()
+        callback_list.on_epoch_begin(epoch)
+        order = generator.permutation(n) if shuffle else np.arange(n)
+        for b in range(steps):
+            callback_list.on_train_batch_begin(b)
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            xb, yb = _take(xs, idx, x_buffers), _take(ys, idx, y_buffers)
+            wb = [None if w is None else w[idx] for w in weights]
+            total, values = _train_step(model, step, xb, yb, wb)
+            step.record(total, values, len(idx))
+            logs = step.logs()
+            callback_list.on_train_batch_end(b, logs)
             if model.stop_training:
                 break
+        epoch_logs = dict(logs)
+        if val is not None and (epoch + 1 - initial_epoch) % validation_freq == 0:
+            val_logs = _evaluate_arrays(model, step, *val, validation_batch_size or batch_size, callback_list)
+            epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    step.graph.release()
     callback_list.on_train_end(logs)
     model.optimizer.finalize_variable_values()
     return history
-
-
-def _train_step(model, step, xb, yb, wb):
-    y_out = model.forward(xb, training=True)
-    value, grad, predictions = step.loss_and_predictions(y_out, yb, wb, want_grad=True)
-    if not np.isfinite(value):
-        value = float(value)  # reported as is (TerminateOnNaN can stop on it)
-    grad = np.ascontiguousarray(grad, dtype=y_out.dtype)
-    model.backward(grad)
-    if step.regularized:
-        value += step.regularize()
-    value += model.activity_penalty
-    model.optimizer.apply_flat()
-    _update_metrics(model, yb, predictions, wb, step.output_mask(y_out))
-    return float(value)
 
 
 def _generator():
@@ -384,29 +562,38 @@ def _generator():
     return rng.global_generator()
 
 
-# ---- evaluate --------------------------------------------------------------------------------------
-def _evaluate_arrays(model, step, x, y, weights, batch_size, callback_list=None):
-    _reset_metrics(model)
-    n = len(x)
-    total = 0.0
+# ---- evaluate ------------------------------------------------------------------------------------------------
+def _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list=None):
+    compiled = step.compiled
+    _reset_metrics(compiled)
+    saved = (step.seen, step.total, list(step.per_output))
+    step.reset_logs()
+    n = len(xs[0])
     if callback_list is not None:
         callback_list.on_test_begin()
     for b, start in enumerate(range(0, n, batch_size)):
         if callback_list is not None:
             callback_list.on_test_batch_begin(b)
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        wb = None if weights is None else weights[start:start + batch_size]
-        y_out = model.forward(xb, training=False, penalties=True)
-        value, _, predictions = step.loss_and_predictions(y_out, yb, wb, want_grad=False)
-        mask = step.output_mask(y_out)
-        total += (float(value) + model.activity_penalty) * len(xb)
-        _update_metrics(model, yb, predictions, wb, mask)
+        stop = start + batch_size
+        xb, yb, wb = _slice(xs, start, stop), _slice(ys, start, stop), _slice(ws, start, stop)
+        outputs, tape = step.eval_graph.forward(xb, False, logits=step.eval_logits, penalties=True)
+        total, values, _, predictions, masks = step.losses(outputs, tape.output_masks, yb, wb, step.eval_effective,
+                                                           False)
+        step.record(total + tape.penalty, values, len(xb[0]))
+        _update_metrics(compiled, yb, predictions, wb, masks)
         if callback_list is not None:
-            callback_list.on_test_batch_end(b, {"loss": total / min(n, start + batch_size), **_metric_logs(model)})
-    logs = {"loss": total / n + (step.penalty() if step.regularized else 0.0), **_metric_logs(model)}
+            callback_list.on_test_batch_end(b, step.logs())
+    logs = step.logs()
+    if step.regularization.regularized:
+        logs["loss"] += step.regularization.penalty()
+    step.seen, step.total, step.per_output = saved
     if callback_list is not None:
         callback_list.on_test_end(logs)
     return logs
+
+
+def _ordered(compiled, logs):
+    return [logs[name] for name in compiled.log_names()]
 
 
 def evaluate(model, x, y, batch_size=None, verbose="auto", sample_weight=None, steps=None, callbacks=None,
@@ -415,68 +602,67 @@ def evaluate(model, x, y, batch_size=None, verbose="auto", sample_weight=None, s
     _check_compiled(model, who)
     batch_size = _batch_size(batch_size, who)
     verbose = _verbose(verbose, who)
-    x = prepare_x(model, x, who)
-    y = prepare_y(model, model.loss, y, len(x), who)
-    weights = prepare_weights(sample_weight, len(x), who)
+    xs, ys, ws = _prepare_data(model, x, y, sample_weight, who)
+    compiled = model._compiled
     if steps is not None:
-        x, y = x[:steps * batch_size], y[:steps * batch_size]
-        weights = None if weights is None else weights[:len(x)]
+        limit = steps * batch_size
+        xs, ys, ws = _slice(xs, 0, limit), _slice(ys, 0, limit), _slice(ws, 0, limit)
     cbs = list(callbacks or [])
     if verbose:
         cbs.append(callbacks_module.ProgbarLogger(verbose))
     callback_list = callbacks_module.CallbackList(
-        cbs, model=model, params={"steps": -(-len(x) // batch_size), "verbose": verbose, "evaluating": True})
-    with _Step(model) as step:
-        logs = _evaluate_arrays(model, step, x, y, weights, batch_size, callback_list)
+        cbs, model=model, params={"steps": -(-len(xs[0]) // batch_size), "verbose": verbose, "evaluating": True})
+    step = _Step(model, training=False)
+    logs = _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list)
     if return_dict:
         return logs
-    values = [logs["loss"]] + [logs[m.name] for m in model.compiled_metrics + getattr(model, "weighted_metrics", [])]
+    values = _ordered(compiled, logs)
     return values[0] if len(values) == 1 else values
 
 
-# ---- one batch --------------------------------------------------------------------------------------
-def _batch_logs(model, value, return_dict):
-    logs = {"loss": value, **_metric_logs(model)}
+# ---- one batch -----------------------------------------------------------------------------------------------
+def _batch_logs(compiled, logs, return_dict):
     if return_dict:
         return logs
-    values = list(logs.values())
+    values = _ordered(compiled, logs)
     return values[0] if len(values) == 1 else values
 
 
 def train_on_batch(model, x, y, sample_weight=None, class_weight=None, return_dict=False):
     who = "train_on_batch"
     _check_compiled(model, who)
-    x, y, weights = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
+    xs, ys, ws = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
     model._ensure_packed()
-    _reset_metrics(model)
-    with _Step(model) as step:
-        value = _train_step(model, step, x, y, weights)
-    return _batch_logs(model, value, return_dict)
+    _reset_metrics(model._compiled)
+    step = _Step(model, training=True)
+    total, values = _train_step(model, step, xs, ys, ws)
+    step.record(total, values, len(xs[0]))
+    return _batch_logs(step.compiled, step.logs(), return_dict)
 
 
 def test_on_batch(model, x, y, sample_weight=None, return_dict=False):
     who = "test_on_batch"
     _check_compiled(model, who)
-    x = prepare_x(model, x, who)
-    y = prepare_y(model, model.loss, y, len(x), who)
-    weights = prepare_weights(sample_weight, len(x), who)
-    with _Step(model) as step:
-        logs = _evaluate_arrays(model, step, x, y, weights, max(len(x), 1))
-    return _batch_logs(model, logs["loss"], return_dict)
+    xs, ys, ws = _prepare_data(model, x, y, sample_weight, who)
+    step = _Step(model, training=False)
+    logs = _evaluate_arrays(model, step, xs, ys, ws, max(len(xs[0]), 1))
+    return _batch_logs(step.compiled, logs, return_dict)
 
 
-# ---- predict ------------------------------------------------------------------------------------------
+# ---- predict ---------------------------------------------------------------------------------------------------
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
     who = "predict"
     batch_size = _batch_size(batch_size, who)
     if verbose not in ("auto", 0, 1, 2):
         raise ValueError(f"predict: 'verbose' must be 'auto', 0, 1 or 2, got {verbose!r}")
-    x = prepare_x(model, x, who, finite=False)  # NaN propagates to the outputs, as in NumPy
+    xs = prepare_inputs(model, x, who, finite=False)  # NaN propagates to the outputs, as in NumPy
     if steps is not None:
-        x = x[:int(steps) * batch_size]
-    n = len(x)
+        xs = _slice(xs, 0, int(steps) * batch_size)
+    n = len(xs[0])
+    graph = model._execution_graph(False)
     if n <= batch_size and verbose in ("auto", 0) and not callbacks:
-        return model.forward(x, training=False)  # the fast path: one call per layer
+        outputs, _ = graph.forward(xs)  # the fast path: one call per layer
+        return model._structure_outputs(outputs)
     cbs = callbacks_module.CallbackList(list(callbacks or []), model=model, params={"steps": -(-n // batch_size)})
     bar = None
     if verbose in (1, 2):
@@ -484,15 +670,17 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
 
         bar = Progbar(-(-n // batch_size), verbose)
     cbs.on_predict_begin()
-    out = None
+    results = None
     for b, start in enumerate(range(0, n, batch_size)):
         cbs.on_predict_batch_begin(b)
-        y = model.forward(x[start:start + batch_size], training=False)
-        if out is None:
-            out = np.empty((n,) + y.shape[1:], y.dtype)
-        out[start:start + len(y)] = y
-        cbs.on_predict_batch_end(b, {"outputs": y})
+        outputs, _ = graph.forward(_slice(xs, start, start + batch_size))
+        if results is None:
+            results = [np.empty((n,) + y.shape[1:], y.dtype) for y in outputs]
+        for out, y in zip(results, outputs):
+            out[start:start + len(y)] = y
+        cbs.on_predict_batch_end(b, {"outputs": model._structure_outputs(outputs)})
         if bar is not None:
             bar.update(b + 1, finalize=start + batch_size >= n)
     cbs.on_predict_end()
-    return out
+    return model._structure_outputs(results)
+

@@ -5,7 +5,7 @@ from .activation import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from .augmentation import RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from .base import Layer, Variable
 from .conv import Conv1D, Conv2D, Convolution1D, Convolution2D
-from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape
 from .embedding import Embedding
 from .masking import Masking
 from .normalization import BatchNormalization
@@ -39,4 +39,4 @@ __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "D
            "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "MaxPool1D", "MaxPool2D",
            "AvgPool1D", "AvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
            "ZeroPadding2D", "UpSampling2D", "BatchNormalization", "Embedding", "Masking", "LSTM", "GRU", "SimpleRNN",
-           "Bidirectional", "TimeDistributed", "serialize", "deserialize"]
+           "Bidirectional", "TimeDistributed", "Identity", "serialize", "deserialize"]

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .. import _core, activations, initializers, regularizers
-from .base import Layer
+from .. import activations, initializers, ops, regularizers
+from .base import Layer, trainable_grad
 from .core import Activation, _OutputActivation
 
 
@@ -15,6 +15,8 @@ class ReLU(Layer):
         negative_slope: float >= 0, default 0.
         threshold: float >= 0, default 0.
     """
+
+    _shape_preserving = True
 
     def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -30,12 +32,10 @@ class ReLU(Layer):
     def forward(self, x, training=False):
         y = (self._spec.forward(x) if self._simple else
              activations.relu(x, self.negative_slope, self.max_value, self.threshold).astype(x.dtype))
-        if training:
-            self._cache = (x, y)
-        return y
+        return y, ((x, y) if training else None)
 
-    def backward(self, dy):
-        x, y = self._check_cache()
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        x, y = cache
         dy = np.ascontiguousarray(dy, dtype=x.dtype)
         if self._simple:
             return self._spec.backward(x, y, dy)
@@ -83,32 +83,36 @@ class ELU(Activation):
 
 
 class Softmax(_OutputActivation, Layer):
-    """Softmax over `axis` (default the last)."""
+    """Softmax over `axis` (default the last).
+
+    Args:
+        axis: int, default -1.
+        **kwargs: name, dtype, input_shape.
+
+    As a model's output with a cross-entropy loss (last axis), the model fuses the softmax
+    with the loss: ``forward(x, training, logits=True)`` returns the logits.
+    """
+
+    _shape_preserving = True
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.axis = int(axis)
         self._act = activations.get("softmax")
 
-    def forward(self, x, training=False):
-        if self._emit_logits:
-            if training:
-                self._cache = None
-            return x
-        y = activations.softmax(x, self.axis)
-        if training:
-            self._cache = y
-        return y
+    def forward(self, x, training=False, logits=False):
+        y = None if logits else activations.softmax(x, self.axis)
+        return (x if logits else y), ((y,) if training else None)
 
-    def backward(self, dy):
-        if self._emit_logits and self._cache is None:
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        (y,) = cache
+        if y is None:  # the logits were the output
             return dy
-        y = self._check_cache()
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
         if self.axis in (-1, y.ndim - 1):
-            return _core.activation_backward(self._act.kind, 0.0, None, y, dy)
+            return ops.activation_backward(dy, "softmax", y)
         yt, dyt = (np.ascontiguousarray(np.moveaxis(a, self.axis, -1)) for a in (y, dy))
-        return np.moveaxis(_core.activation_backward(self._act.kind, 0.0, None, yt, dyt), -1, self.axis)
+        return np.moveaxis(ops.activation_backward(dyt, "softmax", yt), -1, self.axis)
 
     def output_activation(self):
         return "softmax" if self.axis in (-1,) else None
@@ -127,7 +131,13 @@ class PReLU(Layer):
         alpha_regularizer: default None.
         shared_axes: optional list of axes (1-based, batch excluded) sharing one slope,
             e.g. ``[1, 2]`` for one slope per channel of an image.
+        **kwargs: name, dtype, trainable, input_shape.
+
+    Example:
+        >>> layer = fastnn.layers.PReLU(shared_axes=[1, 2])  # one slope per channel of an image
     """
+
+    _shape_preserving = True
 
     def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, shared_axes=None, **kwargs):
         super().__init__(**kwargs)
@@ -146,8 +156,8 @@ class PReLU(Layer):
             shape[axis - 1] = 1
         if any(d is None for d in shape):
             raise ValueError(f"PReLU '{self.name}': input shape {input_shape} must be known after the batch axis")
-        self.alpha = self.add_weight("alpha", tuple(shape), self.alpha_initializer, self.alpha_regularizer)
-        return tuple(input_shape)
+        self.alpha = self.add_weight(shape=tuple(shape), initializer=self.alpha_initializer,
+                                     regularizer=self.alpha_regularizer, name="alpha")
 
     def _full_alpha(self, x):
         # The kernel takes one slope per position of a sample: expand the shared axes.
@@ -158,18 +168,24 @@ class PReLU(Layer):
 
     def forward(self, x, training=False):
         alpha = self._full_alpha(x)
-        if training:
-            self._cache = (x, alpha)
-        return _core.prelu_forward(x, alpha)
+        return ops.prelu(x, alpha), ((x, alpha) if training else None)
 
-    def backward(self, dy):
-        x, alpha = self._check_cache()
-        dalpha = np.zeros_like(alpha)
-        dx = _core.prelu_backward(x, alpha, np.ascontiguousarray(dy, dtype=x.dtype), dalpha, False)
-        if self.trainable and self.alpha.trainable:
-            shared = tuple(a for a in range(alpha.ndim) if self.alpha.shape[a] == 1 and alpha.shape[a] != 1)
-            self.alpha.grad[...] = dalpha.sum(axis=shared, keepdims=True) if shared else dalpha
-        return dx
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        x, alpha = cache
+        dy = np.ascontiguousarray(dy, dtype=x.dtype)
+        grad = trainable_grad(self.alpha)
+        if grad is not None and alpha.shape == grad.shape:  # one slope per position: the kernel writes it
+            dx, _ = ops.prelu_backward(x, alpha, dy, grad, accumulate)
+        else:
+            dx, dalpha = ops.prelu_backward(x, alpha, dy)
+            if grad is not None:  # sum the positions that share a slope
+                shared = tuple(a for a in range(alpha.ndim) if grad.shape[a] == 1 and alpha.shape[a] != 1)
+                dalpha = dalpha.sum(axis=shared, keepdims=True)
+                if accumulate:
+                    grad += dalpha
+                else:
+                    grad[...] = dalpha
+        return dx if need_input_grad else None
 
     def get_config(self):
         cfg = super().get_config()

@@ -15,11 +15,12 @@ and 1.8 ms to adjust the contrast (strided means, four passes), the kernels ~0.1
 (a plain copy: 0.02 ms). Crops are NumPy slice copies, one per image (~0.09 ms).
 
 Backward: these layers usually come first in a model, whose first layer computes no input
-gradient (it returns None at once). Anywhere else they return the exact gradient of what
-the forward pass did to the batch: the adjoint warp (the same kernel's backward), the
-flipped or zero-padded gradient, the contrast adjustment's Jacobian (zero where the output
-was clipped); at inference the gradient passes through. So a model may put them after
-other layers as well (e.g. after Rescaling, or between convolutions).
+gradient (it returns None at once, or is not called). Anywhere else they return the exact
+gradient of what the forward pass did to the batch: the adjoint warp (the same kernel's
+backward), the flipped or zero-padded gradient, the contrast adjustment's Jacobian (zero
+where the output was clipped); at inference (no cache) the gradient passes through. So a
+model may put them after other layers as well (e.g. after Rescaling, or between
+convolutions). Built for one image size, they take others too (as Keras).
 
 Deliberate differences from Keras 3 (each where Keras' code contradicts its own
 documentation or the more useful behaviour of tf.keras):
@@ -40,15 +41,14 @@ import abc
 
 import numpy as np
 
-from .. import _core
+from .. import ops
 from ..utils import rng
 from .base import Layer
+from .conv import _AnySpatialSize
 
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")  # the layers' (ops.image also has "mirror")
 INTERPOLATIONS = ("nearest", "bilinear")
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
-
-_IDENTITY = "identity"  # the cache of a pass that left the batch unchanged
 
 
 def _is_number(value):
@@ -76,8 +76,10 @@ def _choice(value, what, choices, who):
     return value
 
 
-class _Augmentation(Layer, metaclass=abc.ABCMeta):
+class _Augmentation(_AnySpatialSize, Layer, metaclass=abc.ABCMeta):
     """Shared plumbing: the seed, the 4-D input check, identity at inference, backward."""
+
+    _training_dependent = True
 
     def __init__(self, seed=None, data_format=None, **kwargs):
         super().__init__(**kwargs)
@@ -98,31 +100,27 @@ class _Augmentation(Layer, metaclass=abc.ABCMeta):
         # The global generator is looked up at each call: set_random_seed replaces it.
         return self._generator if self._generator is not None else rng.global_generator()
 
-    def build(self, input_shape):
+    def compute_output_shape(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"{self._who}: expects a batch of NHWC images (batch, height, width, channels), got "
                              f"input shape {tuple(input_shape)}; add a batch axis to a single image (x[None])")
         return tuple(input_shape)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, keep_cache=False):
         if not training:
-            self._cache = _IDENTITY
-            return x
-        y, cache = self._augment(x)
-        self._cache = cache
-        return y
+            return x, None  # the identity: backward passes the gradient through (a None cache)
+        return self._augment(x)
 
-    def backward(self, dy):
-        cache = self._check_cache()
-        if not self._need_input_grad:
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if not need_input_grad:
             return None
-        if cache is _IDENTITY:
+        if cache is None:  # an inference pass: the identity
             return dy
         return self._augment_backward(np.ascontiguousarray(dy), cache)
 
     @abc.abstractmethod
     def _augment(self, x):
-        """(augmented batch, what backward needs) in training."""
+        """(augmented batch, what backward needs: not None) in training."""
 
     @abc.abstractmethod
     def _augment_backward(self, dy, cache):
@@ -169,10 +167,10 @@ class RandomFlip(_Augmentation):
         g = self._rng()
         flip_h = g.random(n) < 0.5 if self._horizontal else np.zeros(n, bool)
         flip_v = g.random(n) < 0.5 if self._vertical else np.zeros(n, bool)
-        return _core.image_flip(x, flip_h, flip_v), (flip_h, flip_v)
+        return ops.image.flip(x, flip_h, flip_v), (flip_h, flip_v)
 
     def _augment_backward(self, dy, cache):
-        return _core.image_flip(dy, *cache)  # a flip is its own adjoint
+        return ops.image.flip(dy, *cache)  # a flip is its own adjoint
 
     def get_config(self):
         cfg = super().get_config()
@@ -198,12 +196,12 @@ class _Warp(_Augmentation):
     def _augment(self, x):
         n, h, w, _ = x.shape
         t = self._transforms(n, h, w)
-        y = _core.image_affine_transform(x, t, self.interpolation, self.fill_mode, self.fill_value)
+        y = ops.image.affine_transform(x, t, self.interpolation, self.fill_mode, self.fill_value)
         return y, (t, (h, w))
 
     def _augment_backward(self, dy, cache):
         t, size = cache
-        return _core.image_affine_transform_backward(dy, t, size, self.interpolation, self.fill_mode)
+        return ops.image.affine_transform_backward(dy, t, size, self.interpolation, self.fill_mode)
 
     def get_config(self):
         cfg = super().get_config()
@@ -373,19 +371,18 @@ class RandomCrop(_Augmentation):
         self.height = int(height)
         self.width = int(width)
 
-    def build(self, input_shape):
-        super().build(input_shape)
+    def compute_output_shape(self, input_shape):
+        super().compute_output_shape(input_shape)
         return (input_shape[0], self.height, self.width, input_shape[3])
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, keep_cache=False):
         _, h, w, _ = x.shape
         if training and h >= self.height and w >= self.width:
-            return super().forward(x, training=True)
+            return self._augment(x)
         if not training and (h, w) == (self.height, self.width):
-            self._cache = _IDENTITY
-            return x
-        y, self._cache = self._resize(x)
-        return y
+            return x, None
+        y, cache = self._resize(x)
+        return y, (cache if training or keep_cache else None)
 
     def _augment(self, x):
         n, h, w, _ = x.shape
@@ -406,7 +403,7 @@ class RandomCrop(_Augmentation):
         window = np.ascontiguousarray(x[:, top:top + crop_h, left:left + crop_w])
         sy, sx = crop_h / self.height, crop_w / self.width
         t = np.array([sx, 0.0, 0.5 * sx - 0.5, 0.0, sy, 0.5 * sy - 0.5, 0.0, 0.0])
-        y = _core.image_affine_transform(window, t, "bilinear", "nearest", 0.0, (self.height, self.width))
+        y = ops.image.affine_transform(window, t, "bilinear", "nearest", 0.0, output_size=(self.height, self.width))
         return y, ("resize", t, (top, left, crop_h, crop_w), (h, w))
 
     def _augment_backward(self, dy, cache):
@@ -419,7 +416,7 @@ class RandomCrop(_Augmentation):
             return dx
         _, t, (top, left, crop_h, crop_w), (h, w) = cache
         dx = np.zeros((dy.shape[0], h, w, dy.shape[3]), dy.dtype)
-        dx[:, top:top + crop_h, left:left + crop_w] = _core.image_affine_transform_backward(
+        dx[:, top:top + crop_h, left:left + crop_w] = ops.image.affine_transform_backward(
             dy, t, (crop_h, crop_w), "bilinear", "nearest")
         return dx
 
@@ -471,12 +468,12 @@ class RandomContrast(_Augmentation):
     def _augment(self, x):
         n = x.shape[0]
         c = self._rng().uniform(1.0 - self._lower, 1.0 + self._upper, n).astype(x.dtype)
-        y = _core.image_contrast(x, c, *self.value_range)
+        y = ops.image.adjust_contrast(x, c, self.value_range)
         return y, (x, c)  # backward recomputes the means and the clipping mask from x
 
     def _augment_backward(self, dy, cache):
         x, c = cache
-        return _core.image_contrast_backward(x, dy, c, *self.value_range)
+        return ops.image.adjust_contrast_backward(x, dy, c, self.value_range)
 
     def get_config(self):
         cfg = super().get_config()

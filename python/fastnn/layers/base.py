@@ -1,10 +1,23 @@
-"""The Layer contract (DESIGN.md): build, forward, backward, get_config.
+"""The Layer contract (DESIGN.md): build, compute_output_shape, forward, backward, get_config.
 
-A layer owns Variables (its weights). ``forward(x, training)`` returns the output and keeps
-what ``backward`` needs; ``backward(dy)`` returns the gradient with respect to the input and
-writes the weights' gradients into ``layer.grads`` (same order as ``get_weights()``).
-Inside a model the weights and gradients are views into two flat buffers, so that one
-optimizer call updates the whole model.
+A layer owns Variables (its weights) and, possibly, other layers (tracked when assigned as
+attributes, as in Keras). Built-in layers implement the graph contract of
+``fastnn.operation.Operation``, one kernel call each way::
+
+    forward(inputs, training=False, **kwargs) -> (outputs, cache)
+    backward(cache, dys, need_input_grad=True, accumulate=False) -> dxs
+
+The cache belongs to the call, not to the layer, so a layer called twice (shared) keeps two.
+Backward puts the weights' gradients into ``variable.grad`` (inside a model: views into one
+flat gradient buffer), writing them or, with ``accumulate``, adding to them.
+
+User layers write Keras' ``call(inputs, training=False)`` with ``fastnn.ops`` maths and
+other layers instead: the first call traces ``call`` on symbolic inputs into a graph of
+nodes (one per layer or ops call), and that graph is the layer's forward and backward, with
+no hand-written gradient (see ``fastnn.tracing``).
+
+Calling a layer on arrays runs it (building it on first use); calling it on symbolic tensors
+(``keras.Input`` and what layers return from it) records a node of a model graph.
 """
 
 import re
@@ -12,9 +25,22 @@ import re
 import numpy as np
 
 from .. import config, initializers, regularizers
+from ..keras_tensor import KerasTensor, any_symbolic
+from ..operation import Operation
+from ..operators import ArithmeticOperators
 from ..saving import registration
 
 _NAME_COUNTS = {}
+_TRAINABLE_EPOCH = [0]
+
+
+def trainable_epoch():
+    """A counter bumped whenever a layer or weight changes trainability (graphs re-plan then)."""
+    return _TRAINABLE_EPOCH[0]
+
+
+def _trainability_changed():
+    _TRAINABLE_EPOCH[0] += 1
 
 
 def _unique_name(prefix):
@@ -30,22 +56,44 @@ def _snake_case(name):
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-class Variable:
-    """A named weight array.
+class Variable(ArithmeticOperators):
+    """A named weight array (Keras' ``keras.Variable``).
+
+    Arithmetic on a Variable (``x @ layer.kernel``, ``2 * w``) is ``fastnn.ops`` maths
+    (recorded when a ``call`` is traced), so a custom layer's ``call`` can use its weights
+    directly.
 
     Attributes:
         name: e.g. "dense/kernel".
         trainable: whether the optimizer updates it.
         regularizer: a Regularizer or None.
-        grad: the gradient array written by the layer's backward (same shape), or None.
+        grad: the gradient array written by backward passes (same shape), or None for
+            weights the optimizer does not update.
     """
 
-    def __init__(self, name, value, trainable=True, regularizer=None):
+    __array_priority__ = 1500
+    _buffer = None  # the model's flat buffer this variable is a view of, once packed
+
+    def __init__(self, name, value, trainable=True, regularizer=None, layer=None):
         self.name = name
         self._value = value
-        self.trainable = trainable
+        self._trainable = bool(trainable)
         self.regularizer = regularizer
+        self._layer = layer
         self.grad = np.zeros_like(value) if trainable else None
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
+        _trainability_changed()
+
+    def _trainable_now(self):
+        """Trainable itself and in a trainable layer."""
+        return self._trainable and (self._layer is None or self._layer.trainable)
 
     @property
     def value(self):
@@ -60,9 +108,16 @@ class Variable:
     def dtype(self):
         return self._value.dtype
 
+    @property
+    def ndim(self):
+        return self._value.ndim
+
     def numpy(self):
         """A copy of the current value."""
         return self._value.copy()
+
+    def __array__(self, dtype=None, copy=None):
+        return self._value if dtype is None else self._value.astype(dtype)
 
     def assign(self, value):
         """Copies `value` into the variable (shape must match; dtype is converted)."""
@@ -79,14 +134,14 @@ class Variable:
         self._value = value
         if grad is not None:
             grad[...] = 0
-            self.grad = grad
+        self.grad = grad
 
     def __repr__(self):
         return f"<Variable '{self.name}' shape={self.shape} dtype={self.dtype.name}>"
 
 
-class Layer:
-    """Base class of all layers.
+class Layer(Operation):
+    """Base class of all layers (Keras 3's ``keras.layers.Layer``).
 
     Args:
         name: str, default None (derived from the class name, made unique).
@@ -98,28 +153,50 @@ class Layer:
         activity_regularizer: optional regularizer of the layer's output: its penalty is
             added to the loss (and its gradient to the output's) during training.
 
-    Subclasses override ``build``, ``forward``, ``backward`` and ``get_config``.
+    Write a layer in one of two ways:
+
+    * Keras' way: ``build(input_shape)`` creating weights with ``self.add_weight(...)``,
+      and ``call(inputs, training=False)`` written with ``fastnn.ops`` maths and other
+      layers. Its gradient comes from tracing ``call`` (no backward to write).
+    * fastnn's kernel way (the built-in layers): ``build``, ``compute_output_shape``,
+      ``forward(inputs, training) -> (outputs, cache)`` and ``backward(cache, dys,
+      need_input_grad, accumulate) -> dxs``.
 
     Masks (Keras): a layer with ``supports_masking`` passes the mask of its input on
     (``compute_mask``); a layer that produces one (Embedding with mask_zero=True) overrides
-    ``compute_mask``; a layer that uses one (recurrent layers) sets ``_consumes_mask`` and
-    takes ``forward(x, training, mask=...)``.
+    ``compute_mask`` and ``_may_produce_mask``; a layer that uses one (recurrent layers) sets
+    ``_consumes_mask`` and takes ``forward(x, training, mask=...)``.
+
+    Example:
+        >>> class Linear(fastnn.layers.Layer):
+        ...     def __init__(self, units=32, **kwargs):
+        ...         super().__init__(**kwargs)
+        ...         self.units = units
+        ...     def build(self, input_shape):
+        ...         self.w = self.add_weight(shape=(input_shape[-1], self.units), initializer="random_normal")
+        ...         self.b = self.add_weight(shape=(self.units,), initializer="zeros")
+        ...     def call(self, inputs):
+        ...         return fastnn.ops.matmul(inputs, self.w) + self.b
     """
 
     supports_masking = False
     _consumes_mask = False
+    _shape_preserving = False  # output shape == input shape (elementwise layers)
+    _flexible_input_shape = False  # once built, other input shapes go to compute_output_shape to judge
 
     def __init__(self, name=None, dtype=None, trainable=True, input_shape=None, input_dim=None,
                  batch_size=None, activity_regularizer=None, **kwargs):
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(kwargs)}")
-        self.name = name if name is not None else _unique_name(_snake_case(type(self).__name__))
-        if not isinstance(self.name, str) or not self.name:
+        object.__setattr__(self, "_tracked", [])
+        name = name if name is not None else _unique_name(_snake_case(type(self).__name__))
+        if not isinstance(name, str) or not name:
             raise TypeError(f"{type(self).__name__}: 'name' must be a non-empty string, got {name!r}")
+        super().__init__(name=name)
         self._dtype = np.dtype(dtype or config.floatx())
         if self._dtype not in (np.float32, np.float64):
             raise ValueError(f"{type(self).__name__}: 'dtype' must be float32 or float64, got {dtype!r}")
-        self.trainable = bool(trainable)
+        self._trainable = bool(trainable)
         if input_dim is not None and input_shape is None:
             input_shape = (input_dim,)
         self._declared_input_shape = None
@@ -127,28 +204,93 @@ class Layer:
             self._declared_input_shape = _as_shape(input_shape, type(self).__name__)
         self._batch_size = batch_size
         self.activity_regularizer = regularizers.get(activity_regularizer)
-        self._variables = []
+        self._own_variables = []
         self.built = False
         self.input_shape = None
         self.output_shape = None
-        self._need_input_grad = True  # a model turns this off for its first layer
-        self._cache = None
+        self._traces = {}
 
-    # ---- weights ------------------------------------------------------------------------
+    # ---- tracking of sublayers and trainability ------------------------------------------------
+    def __setattr__(self, name, value):
+        tracked = self.__dict__.get("_tracked")
+        if tracked is not None and not name.startswith("__"):
+            for layer in (value if isinstance(value, (list, tuple)) else (value,)):
+                if isinstance(layer, Layer) and layer is not self and not any(t is layer for t in tracked):
+                    tracked.append(layer)
+        object.__setattr__(self, name, value)
+
+    def _sublayers(self):
+        """The layers this layer owns (assigned as attributes), in assignment order."""
+        return list(self.__dict__.get("_tracked", ()))
+
+    @property
+    def trainable(self):
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
+        for layer in self._sublayers():
+            layer.trainable = value
+        _trainability_changed()
+
+    # ---- weights ----------------------------------------------------------------------------------
     @property
     def dtype(self):
         return self._dtype.name
 
-    def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, trainable=True):
-        """Creates a Variable (during build) and returns it."""
-        init = initializers.get(initializer)
-        value = np.array(init(tuple(shape), self._dtype), dtype=self._dtype, order="C")  # keeps 0-d shapes
+    def add_weight(self, shape=None, initializer=None, dtype=None, trainable=True, autocast=True,
+                   regularizer=None, constraint=None, aggregation="none", name=None):
+        """Creates a weight of this layer (in ``build``) and returns it as a Variable.
+
+        Args:
+            shape: tuple of ints, default () (a scalar).
+            initializer: name, Initializer or callable ``(shape, dtype)``; default
+                "glorot_uniform" (Keras' default for float weights).
+            dtype: default the layer's dtype.
+            trainable: bool, default True: updated by the optimizer.
+            autocast, aggregation: accepted for Keras compatibility.
+            regularizer: optional regularizer of the weight (its penalty joins the loss).
+            constraint: must be None (constraints are not supported).
+            name: str, default "variable" (made unique within the layer).
+
+        Returns:
+            Variable.
+        """
+        if constraint is not None:
+            raise ValueError(f"{self.name}.add_weight: weight constraints are not supported (constraint must be "
+                             "None)")
+        shape = () if shape is None else _as_shape(shape, f"{self.name}.add_weight")
+        if any(d is None for d in shape):
+            raise ValueError(f"{self.name}.add_weight: 'shape' must be fully known, got {shape}")
+        dtype = np.dtype(dtype or self._dtype)
+        init = initializers.get("glorot_uniform" if initializer is None else initializer)
+        value = np.array(init(tuple(shape), dtype), dtype=dtype, order="C")  # keeps 0-d shapes
         if value.shape != tuple(shape):
-            raise ValueError(f"{self.name}: initializer for '{name}' returned shape {value.shape}, expected {tuple(shape)}")
-        var = Variable(f"{self.name}/{name}", value, trainable=trainable,
-                       regularizer=regularizers.get(regularizer))
-        self._variables.append(var)
+            raise ValueError(f"{self.name}: initializer for '{name}' returned shape {value.shape}, expected "
+                             f"{tuple(shape)}")
+        base = name or "variable"
+        taken = {v.name for v in self._own_variables}
+        full, i = f"{self.name}/{base}", 1
+        while full in taken:
+            full, i = f"{self.name}/{base}_{i}", i + 1
+        var = Variable(full, value, trainable=trainable, regularizer=regularizers.get(regularizer), layer=self)
+        self._own_variables.append(var)
         return var
+
+    @property
+    def _variables(self):
+        """Every Variable of this layer and its sublayers, in creation order, once."""
+        seen, out = set(), []
+        for v in self._own_variables:
+            seen.add(id(v))
+            out.append(v)
+        for layer in self._sublayers():
+            for v in layer._variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+        return out
 
     @property
     def weights(self):
@@ -156,17 +298,27 @@ class Layer:
         return self.trainable_weights + self.non_trainable_weights
 
     @property
+    def variables(self):
+        return self.weights
+
+    @property
     def trainable_weights(self):
-        return [v for v in self._variables if v.trainable and self.trainable]
+        return [v for v in self._variables if v._trainable_now()]
 
     @property
     def non_trainable_weights(self):
-        return [v for v in self._variables if not (v.trainable and self.trainable)]
+        return [v for v in self._variables if not v._trainable_now()]
+
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
 
     @property
     def grads(self):
         """Gradients written by the last backward, in the order of get_weights()."""
         return [v.grad for v in self.weights]
+
+    def _grad_variables(self):
+        return [v for v in self.trainable_weights if v.grad is not None]
 
     def get_weights(self):
         """Copies of the weights' values, in the order of ``weights``."""
@@ -189,18 +341,57 @@ class Layer:
     def count_params(self):
         return int(sum(v.value.size for v in self._variables))
 
-    # ---- the contract -----------------------------------------------------------------------
+    # ---- the contract -----------------------------------------------------------------------------
     def build(self, input_shape):
-        """Creates the weights for `input_shape` (batch axis None) and returns the output shape."""
-        return tuple(input_shape)
+        """Creates the weights for `input_shape` (batch axis None). May return the output shape."""
 
-    def forward(self, x, training=False):
-        """Returns the output for input x; keeps what backward needs when training."""
-        return x
+    def compute_output_shape(self, input_shape):
+        """The output shape for `input_shape` (the layer must be built)."""
+        if self._shape_preserving:
+            return input_shape
+        if self.built and _same_shapes(self.input_shape, input_shape):
+            return self.output_shape
+        raise ValueError(f"Layer '{self.name}' ({type(self).__name__}) was built for inputs of shape "
+                         f"{self.input_shape} and cannot tell its output shape for inputs of shape "
+                         f"{input_shape}: call it on inputs of the same shape, or define compute_output_shape")
 
-    def backward(self, dy):
-        """Returns dL/dx for dy = dL/dy and writes the weights' gradients."""
-        return dy
+    @property
+    def _training_dependent(self):
+        """A traced call() may use Dropout or BatchNormalization: assume its outputs depend on training."""
+        return self._is_traced()
+
+    def forward(self, inputs, training=False, **kwargs):
+        """(outputs, cache): for a layer written with call(), its traced graph."""
+        if not self._is_traced():
+            raise TypeError(f"{type(self).__name__} must implement call(inputs) (or forward and backward)")
+        from .. import tracing
+
+        return tracing.forward(self, inputs, training, kwargs)
+
+    def backward(self, cache, dys, need_input_grad=True, accumulate=False):
+        """The inputs' gradients; the weights' gradients into their grad arrays."""
+        if not self._is_traced():
+            raise TypeError(f"{type(self).__name__} must implement backward(cache, dys) (or call)")
+        from .. import tracing
+
+        return tracing.backward(self, cache, dys, need_input_grad, accumulate)
+
+    def call(self, inputs, *args, **kwargs):
+        """Keras' forward computation, written with fastnn.ops maths (override it)."""
+        raise TypeError(f"{type(self).__name__} must implement call(inputs)")
+
+    def _is_traced(self):
+        """Whether this layer is written with call() (its forward is a traced graph)."""
+        cls = type(self)
+        return cls.call is not Layer.call and cls.forward is Layer.forward
+
+    @property
+    def _graph_masks(self):
+        """A traced layer's output masks come from its own graph's walk."""
+        return self._is_traced()
+
+    def _may_produce_mask(self):
+        return any(trace.graph.has_masks for trace in self._traces.values())
 
     def compute_mask(self, inputs, mask=None):
         """The mask of this layer's output for input `inputs` carrying `mask` (or None)."""
@@ -219,36 +410,133 @@ class Layer:
     def from_config(cls, cfg):
         return cls(**cfg)
 
-    # ---- helpers ------------------------------------------------------------------------------
-    def ensure_built(self, input_shape):
-        """Builds once; a later different input shape is a clear error."""
-        input_shape = tuple(None if i == 0 else d for i, d in enumerate(input_shape))
+    # ---- building -------------------------------------------------------------------------------------
+    def ensure_built(self, input_shape, dtypes=None):
+        """Builds once (returns the output shape); a later incompatible input shape is a clear error.
+
+        Args:
+            input_shape: a shape, or a list of shapes for a layer with several inputs.
+            dtypes: optional list of the inputs' dtypes (for tracing a call()).
+        """
+        input_shape = _unbatched(input_shape)
         if not self.built:
+            created = len(self._own_variables)
+            try:
+                output = self.build(input_shape)
+                if self._is_traced():
+                    from .. import tracing
+
+                    output = tracing.output_shape(self, input_shape, dtypes)
+                elif output is None:
+                    output = self.compute_output_shape(input_shape)
+            except Exception:
+                del self._own_variables[created:]  # a failed build leaves the layer as it was
+                raise
             self.input_shape = input_shape
-            self.output_shape = tuple(self.build(input_shape))
+            self.output_shape = _as_output_shape(output)
             self.built = True
-        elif not _compatible(self.input_shape, input_shape):
-            raise ValueError(f"Layer '{self.name}' was built for input shape {self.input_shape}, "
-                             f"got {input_shape}")
-        return self.output_shape
+            return self.output_shape
+        if _same_shapes(self.input_shape, input_shape):
+            return self.output_shape
+        if self._is_traced():
+            from .. import tracing
+
+            return tracing.output_shape(self, input_shape, dtypes)
+        if not self._flexible_input_shape and not _compatible(self.input_shape, input_shape):
+            raise ValueError(f"Layer '{self.name}' was built for input shape {self.input_shape}, got {input_shape}")
+        return _as_output_shape(self.compute_output_shape(input_shape))
 
     #: The dtype inputs are converted to (an Embedding takes integer ids).
     @property
     def input_dtype(self):
         return self._dtype
 
-    def __call__(self, x, training=False, mask=None):
-        """Runs the layer on x (converted to the layer's input dtype), building it on first use."""
-        x = _as_input(x, np.dtype(self.input_dtype), self.name)
-        self.ensure_built(x.shape)
-        if mask is not None and self._consumes_mask:
-            return self.forward(x, training=training, mask=np.asarray(mask, bool))
-        return self.forward(x, training=training)
+    def _output_dtype(self, input_dtype):
+        """The dtype of the outputs of a symbolic call on inputs of `input_dtype`."""
+        return self.dtype
 
-    def _check_cache(self):
-        if self._cache is None:
-            raise RuntimeError(f"{self.name}: backward() needs a forward(x, training=True) first")
-        return self._cache
+    # ---- calling ----------------------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        """Runs the layer on arrays (building it on first use), or records a node on symbolic tensors.
+
+        Args:
+            inputs: an array (or a list of arrays for a layer with several inputs), or
+                symbolic tensors.
+            training: bool, default False: training behaviour (Dropout drops...).
+            mask: optional mask of the inputs (Keras masking).
+            **kwargs: the layer's own call arguments (e.g. ``initial_state`` for RNNs).
+        """
+        if not args:
+            if "inputs" not in kwargs:
+                raise TypeError(f"{self.name}: call the layer on its inputs, e.g. layer(x)")
+            args = (kwargs.pop("inputs"),)
+        if any_symbolic(args, kwargs):
+            return self._symbolic_call(args, kwargs)
+        training = bool(kwargs.pop("training", False) or False)
+        mask = kwargs.pop("mask", None)
+        first = _as_inputs(args[0], np.dtype(self.input_dtype), self.name)
+        rest = [_as_inputs(a, np.dtype(self.input_dtype), self.name) for a in args[1:]]
+        self.ensure_built(_shapes_of(first))
+        if mask is not None and self._consumes_mask:
+            kwargs["mask"] = np.asarray(mask, bool)
+        outputs, _ = self.forward(first, *rest, training=training, **kwargs)
+        return outputs
+
+    def _symbolic_call(self, args, kwargs):
+        from ..graph import Node, flatten
+
+        for leaf in flatten(args):
+            if not isinstance(leaf, KerasTensor):
+                raise TypeError(f"Layer '{self.name}' was called on symbolic tensors mixed with "
+                                f"{type(leaf).__name__} values; wrap constants with fastnn.ops "
+                                "(e.g. ops.convert_to_tensor) or pass them as layer arguments")
+        shapes = [_shapes_of(a) for a in args]
+        dtypes = [t.dtype for t in flatten(args)]
+        try:
+            output_shape = self.ensure_built(shapes[0], dtypes) if len(shapes) == 1 else self._build_many(shapes)
+        except ValueError as e:
+            raise ValueError(f"Layer '{self.name}' ({type(self).__name__}) cannot be called on inputs of shape "
+                             f"{_describe_shapes(shapes[0] if len(shapes) == 1 else shapes)}: {e}") from e
+        out_dtype = self._output_dtype(dtypes[0])
+        if isinstance(output_shape, list):
+            outputs = [KerasTensor(s, out_dtype, name=f"{self.name}_{i}") for i, s in enumerate(output_shape)]
+        else:
+            outputs = KerasTensor(output_shape, out_dtype, name=self.name)
+        Node(self, args, kwargs, outputs)
+        return outputs
+
+    def _build_many(self, shapes):
+        """Several positional tensor arguments (e.g. attention's query and value)."""
+        shapes = [_unbatched(s) for s in shapes]
+        if not self.built:
+            self.input_shape = shapes
+            output = self.build(*shapes)
+            self.built = True
+            self.output_shape = _as_output_shape(output if output is not None else self.compute_output_shape(shapes))
+            return self.output_shape
+        return self.compute_output_shape(shapes)
+
+    # ---- graph attributes (Keras) ----------------------------------------------------------------------
+    def _single_node(self, what):
+        nodes = [n for n in self._inbound_nodes]
+        if not nodes:
+            raise AttributeError(f"Layer '{self.name}' has never been called on symbolic tensors, so it has no "
+                                 f"{what}")
+        if len(nodes) > 1:
+            raise AttributeError(f"Layer '{self.name}' has been called {len(nodes)} times, so its {what} is "
+                                 "ambiguous")
+        return nodes[0]
+
+    @property
+    def input(self):
+        """The symbolic input of the layer's one call (Keras' ``layer.input``)."""
+        node = self._single_node("input")
+        return node.input_tensors[0] if len(node.input_tensors) == 1 else list(node.input_tensors)
+
+    @property
+    def output(self):
+        """The symbolic output of the layer's one call (Keras' ``layer.output``)."""
+        return self._single_node("output").outputs
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
@@ -260,12 +548,13 @@ class Layer:
         registration.register_builtin(cls, "layer")
 
 
-registration.register_builtin(Layer, "layer")  # the base is a usable (identity) layer too
+registration.register_builtin(Layer, "layer")
 # ---- end of registration ------------------------------------------------------------------------
 
 
+# ---- shapes -------------------------------------------------------------------------------------------
 def _as_shape(shape, who):
-    if isinstance(shape, int):
+    if isinstance(shape, (int, np.integer)):
         shape = (shape,)
     try:
         shape = tuple(None if d is None else int(d) for d in shape)
@@ -276,10 +565,54 @@ def _as_shape(shape, who):
     return shape
 
 
+def _is_shape(value):
+    return isinstance(value, tuple) and all(d is None or isinstance(d, (int, np.integer)) for d in value)
+
+
+def _unbatched(shape):
+    """The shape (or list of shapes) with the batch axis unknown."""
+    if _is_shape(shape):
+        return tuple(None if i == 0 else d for i, d in enumerate(shape))
+    return [_unbatched(s) for s in shape]
+
+
+def _as_output_shape(shape):
+    if isinstance(shape, list) and shape and not _is_shape(shape):
+        return [tuple(s) for s in shape]
+    if isinstance(shape, list) and shape and all(isinstance(s, (tuple, list)) for s in shape):
+        return [tuple(s) for s in shape]
+    return tuple(shape)
+
+
+def _same_shapes(a, b):
+    if _is_shape(a) and _is_shape(b):
+        return tuple(a) == tuple(b)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return all(_same_shapes(x, y) for x, y in zip(a, b))
+    return False
+
+
 def _compatible(expected, got):
-    if len(expected) != len(got):
-        return False
-    return all(e is None or g is None or e == g for e, g in zip(expected, got))
+    if _is_shape(expected) and _is_shape(got):
+        if len(expected) != len(got):
+            return False
+        return all(e is None or g is None or e == g for e, g in zip(expected, got))
+    if isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
+        return all(_compatible(e, g) for e, g in zip(expected, got))
+    return False
+
+
+def _shapes_of(x):
+    """The shape of an array / KerasTensor, or the list of shapes of a list of them."""
+    if isinstance(x, (list, tuple)):
+        return [_shapes_of(item) for item in x]
+    if isinstance(x, dict):
+        return [_shapes_of(item) for item in x.values()]
+    return tuple(x.shape)
+
+
+def _describe_shapes(shapes):
+    return str(shapes)
 
 
 def _as_input(x, dtype, who):
@@ -294,6 +627,19 @@ def _as_input(x, dtype, who):
         if not np.all(np.isfinite(arr)) or not np.all(np.floor(arr) == arr):
             raise ValueError(f"{who}: expected integer ids, got non-integer values")
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _as_inputs(x, dtype, who):
+    """_as_input over a list of arrays (the inputs of a layer with several) or over one input."""
+    if isinstance(x, (list, tuple)) and any(isinstance(item, np.ndarray) for item in x):
+        return [_as_input(item, dtype, who) for item in x]
+    return _as_input(x, dtype, who)
+
+
+def trainable_grad(var):
+    """The gradient array a backward pass writes for `var`: its ``grad`` when the weight is
+    trainable now (itself and its layer), else None (nothing to write)."""
+    return var.grad if var is not None and var.grad is not None and var._trainable_now() else None
 
 
 def check_finite(x, who, what="x"):

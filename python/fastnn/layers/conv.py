@@ -2,11 +2,9 @@
 
 import numpy as np
 
-from .. import _core, activations, initializers, regularizers
-from .base import Layer
+from .. import activations, initializers, ops, regularizers
+from .base import Layer, trainable_grad
 from .core import _OutputActivation
-
-_LINEAR = activations.get("linear").kind
 
 
 def _tuple(value, rank, name, who):
@@ -23,7 +21,21 @@ def _tuple(value, rank, name, who):
     return value
 
 
-class _Conv(_OutputActivation, Layer):
+class _AnySpatialSize:
+    """Mixin of the layers over images and sequences (convolutions, pooling, padding, upsampling,
+    augmentation): as in Keras, once built they take inputs of other spatial sizes (the same
+    rank and channels), each call with its own output shape from ``compute_output_shape``.
+
+    Its ``build`` only validates the shape (layers with weights override it).
+    """
+
+    _flexible_input_shape = True
+
+    def build(self, input_shape):
+        return self.compute_output_shape(input_shape)
+
+
+class _Conv(_AnySpatialSize, _OutputActivation, Layer):
     """Shared by Conv1D and Conv2D: `rank` spatial axes, run by the 2-D kernel."""
 
     rank = 2
@@ -62,13 +74,16 @@ class _Conv(_OutputActivation, Layer):
     def activation(self):
         return self._act
 
-    def _spatial(self):
-        """(strides, dilation) for the 2-D kernel."""
-        if self.rank == 1:
-            return (1, self.strides[0]), (1, self.dilation_rate[0])
-        return self.strides, self.dilation_rate
-
     def build(self, input_shape):
+        self.compute_output_shape(input_shape)
+        self.kernel = self.add_weight(shape=self.kernel_size + (input_shape[-1], self.filters),
+                                      initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
+                                      name="kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer,
+                                        regularizer=self.bias_regularizer, name="bias")
+
+    def compute_output_shape(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
         if len(input_shape) != self.rank + 2:
             expected = "(batch, steps, channels)" if self.rank == 1 else "(batch, height, width, channels)"
@@ -76,10 +91,9 @@ class _Conv(_OutputActivation, Layer):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(f"{who}: the channel axis of the input must be known, got {input_shape}")
-        self.kernel = self.add_weight("kernel", self.kernel_size + (channels, self.filters), self.kernel_initializer,
-                                      self.kernel_regularizer)
-        if self.use_bias:
-            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer)
+        if self.kernel is not None and channels != self.kernel.shape[-2]:
+            raise ValueError(f"{who}: built for {self.kernel.shape[-2]} input channels, got inputs of shape "
+                             f"{input_shape}")
         spatial = []
         for axis, (size, k, s, d) in enumerate(zip(input_shape[1:-1], self.kernel_size, self.strides,
                                                     self.dilation_rate)):
@@ -98,55 +112,36 @@ class _Conv(_OutputActivation, Layer):
                 spatial.append((size - span) // s + 1)
         return (input_shape[0],) + tuple(spatial) + (self.filters,)
 
-    def ensure_built(self, input_shape):
-        """As Keras: once built, any image size with the built channel count is accepted."""
-        if self.built and len(input_shape) == len(self.input_shape) and input_shape[-1] == self.input_shape[-1]:
-            return self.output_shape
-        return super().ensure_built(input_shape)
-
-    def _as_4d(self, x):
-        return x[:, None] if self.rank == 1 else x
-
-    def _kernel_4d(self):
-        w = self.kernel.value
-        return w[None] if self.rank == 1 else w
-
-    def forward(self, x, training=False):
-        strides, dilation = self._spatial()
-        x4 = self._as_4d(x)
+    def _conv(self, x, activation=None, alpha=0.0, return_preactivation=False):
         bias = self.bias.value if self.use_bias else None
-        act = self._act
-        if self._emit_logits or act.kind is None:
-            y, _ = _core.conv2d_forward(x4, self._kernel_4d(), bias, strides, dilation, self.padding, _LINEAR)
-            z = y
-            if act.kind is None and not self._emit_logits:
-                y = act.forward(z)
-            act_used = None if self._emit_logits else act
-        else:
-            y, z = _core.conv2d_forward(x4, self._kernel_4d(), bias, strides, dilation, self.padding, act.kind,
-                                        act.alpha, training and act.needs_input)
-            act_used = act
-        if training:
-            self._cache = (x4, z, y, act_used)
-        return y[:, 0] if self.rank == 1 else y
+        return ops.conv(x, self.kernel.value, self.strides, self.padding, dilation_rate=self.dilation_rate,
+                        bias=bias, activation=activation, alpha=alpha, return_preactivation=return_preactivation)
 
-    def backward(self, dy):
-        x4, z, y, act = self._check_cache()
-        dy = np.ascontiguousarray(self._as_4d(dy), dtype=y.dtype)
-        kind, alpha = _LINEAR, 0.0
+    def forward(self, x, training=False, logits=False):
+        act = self._act
+        if logits or act.kind is None:  # linear here (a custom callable: its traced function after)
+            z = self._conv(x)
+            if logits:
+                return z, ((x, None, z, None) if training else None)
+            y = act.forward(z)
+            return y, ((x, z, y, act) if training else None)
+        if training and act.needs_input:
+            y, z = self._conv(x, act.kind, act.alpha, return_preactivation=True)
+        else:
+            y, z = self._conv(x, act.kind, act.alpha), None
+        return y, ((x, z, y, act) if training else None)
+
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        x, z, y, act = cache
+        dy = np.ascontiguousarray(dy, dtype=y.dtype)
+        kind, alpha = None, 0.0
         if act is not None and act.kind is None:
             dy = act.backward(z, y, dy)
         elif act is not None:
             kind, alpha = act.kind, act.alpha
-        strides, dilation = self._spatial()
-        trainable = self.trainable and self.kernel.trainable
-        dw = (self.kernel.grad[None] if self.rank == 1 else self.kernel.grad) if trainable else None
-        db = self.bias.grad if (self.use_bias and trainable) else None
-        dx = _core.conv2d_backward(x4, self._kernel_4d(), z, y, dy, strides, dilation, self.padding, kind, alpha,
-                                   dw, db, False, self._need_input_grad)
-        if dx is None:
-            return None
-        return dx[:, 0] if self.rank == 1 else dx
+        return ops.conv_backward(x, self.kernel.value, dy, y, trainable_grad(self.kernel), trainable_grad(self.bias),
+                                 self.strides, self.padding, self.dilation_rate, kind, z, alpha, accumulate,
+                                 need_input_grad)
 
     def get_config(self):
         cfg = super().get_config()

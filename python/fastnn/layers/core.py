@@ -2,54 +2,114 @@
 
 import numpy as np
 
-from .. import _core, activations, initializers, regularizers
+from .. import activations, initializers, ops, regularizers
+from ..keras_tensor import KerasTensor
 from ..utils import rng
-from .base import Layer
-
-_LINEAR = activations.get("linear").kind
+from .base import Layer, _as_shape, _unique_name, trainable_grad
 
 
 class InputLayer(Layer):
-    """Declares a model's input shape (without the batch axis).
+    """The input of a model: a symbolic tensor of the given shape (Keras' ``InputLayer``).
+
+    Usually made with ``keras.Input(shape)``, which returns its output tensor.
 
     Args:
-        shape: tuple, e.g. ``(784,)`` or ``(28, 28, 1)``.
+        shape: tuple without the batch axis, e.g. ``(784,)`` or ``(28, 28, 1)``.
         batch_size: optional int.
-        name: optional str.
+        dtype: default floatx ("float32"); an integer dtype for token ids.
+        batch_shape: optional tuple with the batch axis (instead of shape and batch_size).
+        name: optional str (default "input_layer", made unique).
     """
 
-    def __init__(self, shape=None, batch_size=None, dtype=None, name=None, input_shape=None, **kwargs):
+    _is_input_layer = True
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, input_tensor=None,
+                 optional=False, name=None, input_shape=None, **kwargs):
+        if batch_shape is not None:
+            batch_shape = _as_shape(batch_shape, "InputLayer")
+            shape, batch_size = batch_shape[1:], batch_shape[0]
         shape = shape if shape is not None else input_shape
         if shape is None:
             raise ValueError("InputLayer: 'shape' is required, e.g. Input(shape=(784,))")
+        if sparse:
+            raise ValueError("InputLayer: sparse inputs are not supported")
+        if input_tensor is not None:
+            raise ValueError("InputLayer: 'input_tensor' is not supported; use the tensor itself as the input")
         # Integer inputs (token ids for an Embedding) are declared with an integer dtype.
-        self._int_dtype = np.dtype(dtype) if dtype is not None and np.dtype(dtype).kind in "iu" else None
-        super().__init__(name=name, dtype=None if self._int_dtype is not None else dtype, input_shape=shape,
+        self._int_dtype = np.dtype(dtype) if dtype is not None and np.dtype(dtype).kind in "iub" else None
+        super().__init__(name=name or _unique_name("input_layer"),
+                         dtype=None if self._int_dtype is not None else dtype, input_shape=shape,
                          batch_size=batch_size, **kwargs)
         self.shape = self._declared_input_shape
+        self.input_shape = self.output_shape = (batch_size,) + tuple(self.shape)
+        self.built = True
+        from ..graph import Node
+
+        Node(self, (), {}, KerasTensor(self.output_shape, self.dtype, name=self.name))
 
     @property
     def dtype(self):
         return self._int_dtype.name if self._int_dtype is not None else self._dtype.name
 
+    @property
+    def input_dtype(self):
+        return self.dtype
+
+    def forward(self, x, training=False):
+        return x, None
+
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        return dy
+
     def get_config(self):
-        return {"shape": self.shape, "batch_size": self._batch_size, "dtype": self.dtype, "name": self.name}
+        return {"batch_shape": [self._batch_size] + list(self.shape), "dtype": self.dtype, "name": self.name}
+
+    @classmethod
+    def from_config(cls, cfg):
+        cfg = dict(cfg)
+        if "shape" in cfg and "batch_shape" not in cfg:  # files written before Keras 3's layout
+            cfg["batch_shape"] = [cfg.pop("batch_size", None)] + list(cfg.pop("shape"))
+        cfg.pop("sparse", None), cfg.pop("ragged", None), cfg.pop("optional", None)
+        return cls(**cfg)
 
 
-def Input(shape=None, batch_size=None, dtype=None, name=None, **kwargs):
-    """The input of a Sequential model: ``Sequential([Input(shape=(784,)), Dense(10)])``."""
-    return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, name=name, **kwargs)
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None, tensor=None,
+          optional=False):
+    """A symbolic input of a model (Keras' ``keras.Input``).
+
+    Args:
+        shape: tuple without the batch axis, e.g. ``(784,)``; None entries for sizes that
+            vary (e.g. ``(None, 64)`` for sequences of any length).
+        batch_size: optional int.
+        dtype: default floatx ("float32"); e.g. "int32" for token ids.
+        sparse: must be None or False.
+        batch_shape: optional tuple with the batch axis (instead of shape and batch_size).
+        name: optional str, default "input_layer" (made unique): the key of this input
+            when data is given as a dict.
+        tensor: must be None.
+        optional: accepted for Keras compatibility.
+
+    Returns:
+        KerasTensor: call layers on it, then ``keras.Model(inputs, outputs)``. In a
+        ``Sequential`` list it declares the input shape.
+
+    Example:
+        >>> inputs = fastnn.Input(shape=(784,))
+        >>> outputs = fastnn.layers.Dense(10, activation="softmax")(inputs)
+        >>> model = fastnn.Model(inputs, outputs)
+    """
+    layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse, batch_shape=batch_shape,
+                       input_tensor=tensor, optional=optional, name=name)
+    return layer.output
 
 
 class _OutputActivation:
     """Mixin: a layer whose activation a model may fuse with the loss.
 
-    When its activation is softmax (or sigmoid) and the loss is the matching cross-entropy,
-    a model trains on the logits (the loss kernel applies the activation stably, gradient
-    p - y) and sets ``_emit_logits``; predictions still apply the activation.
+    When its activation is softmax (or sigmoid) and the loss the matching cross-entropy, a
+    model calls ``forward(x, training, logits=True)`` on that output's node: the layer
+    returns the logits and the loss kernel applies the activation stably (gradient p - y).
     """
-
-    _emit_logits = False
 
     def output_activation(self):
         """'softmax', 'sigmoid' or None."""
@@ -99,49 +159,47 @@ class Dense(_OutputActivation, Layer):
         return self._act
 
     def build(self, input_shape):
+        self.compute_output_shape(input_shape)
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), initializer=self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer, name="kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(self.units,), initializer=self.bias_initializer,
+                                        regularizer=self.bias_regularizer, name="bias")
+
+    def compute_output_shape(self, input_shape):
         if len(input_shape) < 2:
             raise ValueError(f"Dense '{self.name}': input needs at least 2 axes (batch, features), got {input_shape}")
-        features = input_shape[-1]
-        if features is None:
+        if input_shape[-1] is None:
             raise ValueError(f"Dense '{self.name}': the last axis of the input must be known, got {input_shape}")
-        self.kernel = self.add_weight("kernel", (features, self.units), self.kernel_initializer,
-                                      self.kernel_regularizer)
-        if self.use_bias:
-            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer, self.bias_regularizer)
+        if self.kernel is not None and input_shape[-1] != self.kernel.shape[0]:
+            raise ValueError(f"Dense '{self.name}': built for {self.kernel.shape[0]} input features, got inputs of "
+                             f"shape {input_shape}")
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, logits=False):
         act = self._act
         bias = self.bias.value if self.use_bias else None
-        if self._emit_logits:  # a model fuses the activation with its loss
-            y, _ = _core.dense_forward(x, self.kernel.value, bias, _LINEAR)
-            if training:
-                self._cache = (x, None, y, None)
-            return y
-        if act.kind is None:  # a custom callable: linear here, then the traced function
-            z, _ = _core.dense_forward(x, self.kernel.value, bias, _LINEAR)
+        if logits or act.kind is None:  # linear here (a custom callable: its traced function after)
+            z = ops.dense(x, self.kernel.value, bias)
+            if logits:
+                return z, ((x, None, z, None) if training else None)
             y = act.forward(z)
-            if training:
-                self._cache = (x, z, y, act)
-            return y
-        y, z = _core.dense_forward(x, self.kernel.value, bias, act.kind, act.alpha,
-                                   training and act.needs_input)
-        if training:
-            self._cache = (x, z, y, act)
-        return y
+            return y, ((x, z, y, act) if training else None)
+        if training and act.needs_input:
+            y, z = ops.dense(x, self.kernel.value, bias, act.kind, act.alpha, return_preactivation=True)
+        else:
+            y, z = ops.dense(x, self.kernel.value, bias, act.kind, act.alpha), None
+        return y, ((x, z, y, act) if training else None)
 
-    def backward(self, dy):
-        x, z, y, act = self._check_cache()
-        kind, alpha = _LINEAR, 0.0
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        x, z, y, act = cache
+        kind, alpha = None, 0.0
         if act is not None and act.kind is None:
             dy = act.backward(z, y, dy)
         elif act is not None:
             kind, alpha = act.kind, act.alpha
-        trainable = self.trainable and self.kernel.trainable
-        dw = self.kernel.grad if trainable else None
-        db = self.bias.grad if (self.use_bias and trainable) else None
-        return _core.dense_backward(x, self.kernel.value, z, y, dy, kind, alpha, dw, db, False,
-                                    self._need_input_grad)
+        return ops.dense_backward(x, self.kernel.value, dy, y, trainable_grad(self.kernel), trainable_grad(self.bias),
+                                  kind, z, alpha, accumulate, need_input_grad)
 
     def get_config(self):
         cfg = super().get_config()
@@ -161,6 +219,7 @@ class Activation(_OutputActivation, Layer):
     """
 
     supports_masking = True
+    _shape_preserving = True
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
@@ -170,18 +229,14 @@ class Activation(_OutputActivation, Layer):
     def activation(self):
         return self._act
 
-    def forward(self, x, training=False):
-        if self._emit_logits:
-            if training:
-                self._cache = (None, None, None)
-            return x
+    def forward(self, x, training=False, logits=False):
+        if logits:
+            return x, ((None, None, None) if training else None)
         y = self._act.forward(x)
-        if training:
-            self._cache = (x if self._act.needs_input else None, y, self._act)
-        return y
+        return y, ((x if self._act.needs_input else None, y, self._act) if training else None)
 
-    def backward(self, dy):
-        x, y, act = self._check_cache()
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        x, y, act = cache
         if act is None:
             return dy
         return act.backward(x, y, np.ascontiguousarray(dy, dtype=y.dtype))
@@ -207,6 +262,8 @@ class Dropout(Layer):
     """
 
     supports_masking = True
+    _shape_preserving = True
+    _training_dependent = True
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -217,26 +274,23 @@ class Dropout(Layer):
         self.seed = seed
         self._generator = rng.generator_for(seed) if seed is not None else None
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, keep_cache=False):
         if not training or self.rate == 0:
-            self._cache = (None, None)
-            return x
+            return x, ((None, None) if training or keep_cache else None)
         seed = rng.draw_seed(self._generator)
         if self.noise_shape is None:
-            self._cache = (seed, None)
-            return _core.dropout_forward(x, self.rate, seed)
+            return ops.dropout(x, self.rate, seed), (seed, None)
         shape = tuple(x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
-        mask = _core.dropout_forward(np.ones(shape, x.dtype), self.rate, seed)
-        self._cache = (seed, mask)
-        return x * mask
+        mask = ops.dropout(np.ones(shape, x.dtype), self.rate, seed)
+        return x * mask, (seed, mask)
 
-    def backward(self, dy):
-        seed, mask = self._check_cache()
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        seed, mask = cache
         if seed is None:
             return dy
         if mask is not None:
             return dy * mask
-        return _core.dropout_backward(np.ascontiguousarray(dy), self.rate, seed)
+        return ops.dropout_backward(np.ascontiguousarray(dy), self.rate, seed)
 
     def get_config(self):
         cfg = super().get_config()
@@ -247,19 +301,20 @@ class Dropout(Layer):
 class Flatten(Layer):
     """Flattens every axis after the batch axis: (batch, ...) -> (batch, prod(...))."""
 
-    def build(self, input_shape):
+    def compute_output_shape(self, input_shape):
         rest = input_shape[1:]
         size = None if any(d is None for d in rest) else int(np.prod(rest, dtype=np.int64))
         return (input_shape[0], size if rest else 1)
 
-    def forward(self, x, training=False):
-        if training:
-            self._cache = x.shape
-        size = int(np.prod(x.shape[1:], dtype=np.int64)) if x.ndim > 1 else 1
-        return x.reshape(x.shape[0], size)  # explicit size: an empty batch cannot infer -1
+    def _output_dtype(self, input_dtype):
+        return input_dtype
 
-    def backward(self, dy):
-        return dy.reshape(self._check_cache())
+    def forward(self, x, training=False):
+        size = int(np.prod(x.shape[1:], dtype=np.int64)) if x.ndim > 1 else 1
+        return x.reshape(x.shape[0], size), (x.shape if training else None)  # an empty batch cannot infer -1
+
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        return dy.reshape(cache)
 
 
 class Reshape(Layer):
@@ -271,10 +326,10 @@ class Reshape(Layer):
         if sum(d == -1 for d in self.target_shape) > 1 or any(d < -1 or d == 0 for d in self.target_shape):
             raise ValueError(f"Reshape: 'target_shape' must hold positive sizes and at most one -1, got {target_shape}")
 
-    def build(self, input_shape):
+    def compute_output_shape(self, input_shape):
         rest = input_shape[1:]
         if any(d is None for d in rest):
-            return (input_shape[0],) + self.target_shape
+            return (input_shape[0],) + tuple(None if d == -1 else d for d in self.target_shape)
         size = int(np.prod(rest, dtype=np.int64))
         known = int(np.prod([d for d in self.target_shape if d != -1], dtype=np.int64))
         if -1 in self.target_shape:
@@ -286,16 +341,33 @@ class Reshape(Layer):
                              f"{self.target_shape} ({known} values)")
         return (input_shape[0],) + self.target_shape
 
-    def forward(self, x, training=False):
-        if training:
-            self._cache = x.shape
-        target = self.build((None,) + x.shape[1:])[1:]  # -1 resolved from the sample shape
-        return x.reshape((x.shape[0],) + target)
+    def _output_dtype(self, input_dtype):
+        return input_dtype
 
-    def backward(self, dy):
-        return dy.reshape(self._check_cache())
+    def forward(self, x, training=False):
+        target = self.compute_output_shape((None,) + x.shape[1:])[1:]  # -1 resolved from the sample shape
+        return x.reshape((x.shape[0],) + target), (x.shape if training else None)
+
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        return dy.reshape(cache)
 
     def get_config(self):
         cfg = super().get_config()
         cfg["target_shape"] = self.target_shape
         return cfg
+
+
+class Identity(Layer):
+    """Returns its input unchanged (a placeholder in a model, as Keras' ``Identity``)."""
+
+    supports_masking = True
+    _shape_preserving = True
+
+    def _output_dtype(self, input_dtype):
+        return input_dtype
+
+    def forward(self, x, training=False):
+        return x, None
+
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        return dy

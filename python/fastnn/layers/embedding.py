@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from .. import _core, initializers, regularizers
-from .base import Layer
+from .. import initializers, ops, regularizers
+from .base import Layer, _as_input, trainable_grad
 
 
 class Embedding(Layer):
@@ -11,7 +11,8 @@ class Embedding(Layer):
 
     Forward gathers rows in one C++ call; backward scatter-adds the output gradient into
     the table's gradient (duplicate ids summed in position order: the same bits on any
-    thread count). Ids outside [0, input_dim) raise ValueError.
+    thread count). Ids outside [0, input_dim) raise ValueError. Ids may come as integers or
+    as integer-valued floats (a model's float inputs); other floats raise ValueError.
 
     Args:
         input_dim: int > 0, the vocabulary size (largest id + 1).
@@ -58,26 +59,32 @@ class Embedding(Layer):
         return "int64"
 
     def build(self, input_shape):
-        self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim),
-                                          self.embeddings_initializer, self.embeddings_regularizer)
+        self.embeddings = self.add_weight(shape=(self.input_dim, self.output_dim),
+                                          initializer=self.embeddings_initializer,
+                                          regularizer=self.embeddings_regularizer, name="embeddings")
         if self._initial_weights is not None:
             self.set_weights(self._initial_weights)
             self._initial_weights = None
+
+    def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
 
     def compute_mask(self, inputs, mask=None):
         return np.asarray(inputs) != 0 if self.mask_zero else None
 
-    def forward(self, x, training=False):
-        if training:
-            self._cache = x
-        return _core.embedding_forward(self.embeddings.value, x)
+    def _may_produce_mask(self):
+        return self.mask_zero
 
-    def backward(self, dy):
-        ids = self._check_cache()
-        if self.embeddings.grad is not None:
-            _core.embedding_backward(ids, np.ascontiguousarray(dy, self.embeddings.dtype), self.embeddings.grad,
-                                     self.input_dim, False)
+    def forward(self, x, training=False):
+        if x.dtype.kind == "f":  # integer-valued floats (checked) as ids
+            x = _as_input(x, np.int64, self.name)
+        return ops.embedding(x, self.embeddings.value), (x if training else None)
+
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        grad = trainable_grad(self.embeddings)
+        if grad is not None:
+            ops.embedding_backward(cache, np.ascontiguousarray(dy, grad.dtype), self.input_dim, out=grad,
+                                   accumulate=accumulate)
         return None  # ids have no gradient
 
     def get_config(self):

@@ -21,6 +21,7 @@ class Masking(Layer):
     """
 
     supports_masking = True
+    _shape_preserving = True
 
     def __init__(self, mask_value=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -29,14 +30,15 @@ class Masking(Layer):
     def compute_mask(self, inputs, mask=None):
         return np.any(np.asarray(inputs) != self.mask_value, axis=-1)
 
+    def _may_produce_mask(self):
+        return True
+
     def forward(self, x, training=False):
         keep = np.any(x != self.mask_value, axis=-1, keepdims=True)
-        if training:
-            self._cache = keep
-        return x * keep
+        return x * keep, (keep if training else None)
 
-    def backward(self, dy):
-        return dy * self._check_cache()
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        return dy * cache
 
     def get_config(self):
         cfg = super().get_config()

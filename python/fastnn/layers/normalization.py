@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from .. import _core, initializers, regularizers
-from .base import Layer
+from .. import initializers, ops, regularizers
+from .base import Layer, trainable_grad
 
 
 class BatchNormalization(Layer):
@@ -54,6 +54,8 @@ class BatchNormalization(Layer):
         ... ])
     """
 
+    _training_dependent = True
+
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", moving_mean_initializer="zeros", moving_variance_initializer="ones",
                  beta_regularizer=None, gamma_regularizer=None, beta_constraint=None, gamma_constraint=None,
@@ -91,6 +93,21 @@ class BatchNormalization(Layer):
         self._channel_axis = None  # self.axis made non-negative, after build
 
     def build(self, input_shape):
+        self.compute_output_shape(input_shape)
+        self._channel_axis = self.axis % len(input_shape)
+        shape = (input_shape[self._channel_axis],)
+        if self.scale:
+            self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer,
+                                         regularizer=self.gamma_regularizer, name="gamma")
+        if self.center:
+            self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer,
+                                        regularizer=self.beta_regularizer, name="beta")
+        self.moving_mean = self.add_weight(shape=shape, initializer=self.moving_mean_initializer, trainable=False,
+                                           name="moving_mean")
+        self.moving_variance = self.add_weight(shape=shape, initializer=self.moving_variance_initializer,
+                                               trainable=False, name="moving_variance")
+
+    def compute_output_shape(self, input_shape):
         who = f"BatchNormalization '{self.name}'"
         ndim = len(input_shape)
         if not -ndim <= self.axis < ndim:
@@ -102,18 +119,12 @@ class BatchNormalization(Layer):
             hint = " (axis 0 is the batch axis)" if axis == 0 else ""
             raise ValueError(f"{who}: the channel axis {self.axis} of the input shape {input_shape} must have a "
                              f"known size{hint}")
-        self._channel_axis = axis
-        shape = (channels,)
-        if self.scale:
-            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer, self.gamma_regularizer)
-        if self.center:
-            self.beta = self.add_weight("beta", shape, self.beta_initializer, self.beta_regularizer)
-        self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer, trainable=False)
-        self.moving_variance = self.add_weight("moving_variance", shape, self.moving_variance_initializer,
-                                               trainable=False)
+        if self.moving_mean is not None and channels != self.moving_mean.shape[0]:
+            raise ValueError(f"{who}: built for {self.moving_mean.shape[0]} channels on axis {self.axis}, got "
+                             f"inputs of shape {input_shape}")
         return tuple(input_shape)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, keep_cache=False):
         axis = self._channel_axis
         channels = self.moving_mean.shape[0]
         if x.ndim != len(self.input_shape) or x.shape[axis] != channels:
@@ -123,20 +134,16 @@ class BatchNormalization(Layer):
         batch_statistics = bool(training) and self.trainable
         gamma = self.gamma.value if self.scale else None
         beta = self.beta.value if self.center else None
-        y, mean, invstd = _core.batchnorm_forward(x, gamma, beta, self.moving_mean.value,
-                                                  self.moving_variance.value, axis, self.epsilon, self.momentum,
-                                                  batch_statistics)
-        if training:
-            self._cache = (x, mean, invstd, batch_statistics)
-        return y
+        y, mean, invstd = ops.batch_norm_forward(x, gamma, beta, self.moving_mean.value, self.moving_variance.value,
+                                                 axis, self.epsilon, self.momentum, batch_statistics)
+        return y, ((x, mean, invstd, batch_statistics) if training or keep_cache else None)
 
-    def backward(self, dy):
-        x, mean, invstd, batch_statistics = self._check_cache()
-        dgamma = self.gamma.grad if (self.scale and self.trainable and self.gamma.trainable) else None
-        dbeta = self.beta.grad if (self.center and self.trainable and self.beta.trainable) else None
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        x, mean, invstd, batch_statistics = cache
         gamma = self.gamma.value if self.scale else None
-        return _core.batchnorm_backward(x, dy, mean, invstd, gamma, self._channel_axis, batch_statistics, dgamma,
-                                        dbeta, False, self._need_input_grad)
+        return ops.batch_norm_backward(dy, x, mean, invstd, gamma, self._channel_axis, batch_statistics,
+                                       trainable_grad(self.gamma), trainable_grad(self.beta), accumulate,
+                                       need_input_grad)
 
     def get_config(self):
         cfg = super().get_config()

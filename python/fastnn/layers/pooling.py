@@ -3,8 +3,9 @@ GlobalMaxPooling1D/2D, GlobalAveragePooling1D/2D, and the reshaping layers of sm
 ZeroPadding2D and UpSampling2D.
 
 Images are channels_last, (batch, height, width, channels); sequences (batch, steps,
-features). Each layer's forward and backward is one call into fastnn._core
-(cpp/include/fastnn/pool.hpp); none has weights.
+features). Each layer's forward and backward is one kernel call (``fastnn.ops`` pooling,
+cpp/include/fastnn/pool.hpp); none has weights. As in Keras, a layer built for one image size
+takes others too (each call gets its own output shape).
 
 Example:
     >>> import numpy as np
@@ -14,9 +15,10 @@ Example:
     (8, 14, 14, 16)
 """
 
-from .. import _core
-from ..ops.pool import _int_tuple, _padding, check_data_format, normalize_padding2d
+from .. import ops
+from ..ops.pool import check_data_format, normalize_padding2d, standardize_padding, standardize_tuple
 from .base import Layer
+from .conv import _AnySpatialSize
 
 
 def _pooled_size(size, pool, stride, padding, who, axis):
@@ -38,7 +40,7 @@ def _check_rank(input_shape, rank, who, layout):
                          f"{tuple(input_shape)}")
 
 
-class _Pooling(Layer):
+class _Pooling(_AnySpatialSize, Layer):
     """Shared by the max and average pooling layers (1-D and 2-D)."""
 
     _rank = 2  # spatial dimensions
@@ -47,17 +49,12 @@ class _Pooling(Layer):
     def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(**kwargs)
         who = type(self).__name__
-        self.pool_size = _int_tuple(pool_size, self._rank, "pool_size", who)
-        self.strides = _int_tuple(strides, self._rank, "strides", who, allow_none=True) or self.pool_size
-        self.padding = _padding(padding, who)
+        self.pool_size = standardize_tuple(pool_size, self._rank, "pool_size", who)
+        self.strides = standardize_tuple(strides, self._rank, "strides", who, allow_none=True) or self.pool_size
+        self.padding = standardize_padding(padding, who)
         self.data_format = check_data_format(data_format, who)
 
-    def _window(self):
-        if self._rank == 1:
-            return 1, self.pool_size[0], 1, self.strides[0]
-        return self.pool_size + self.strides
-
-    def build(self, input_shape):
+    def compute_output_shape(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
         if self._rank == 1:
             _check_rank(input_shape, 3, who, "(batch, steps, features)")
@@ -69,25 +66,20 @@ class _Pooling(Layer):
         return (input_shape[0], h, w, input_shape[3])
 
     def forward(self, x, training=False):
-        ph, pw, sh, sw = self._window()
         if not self._max:
-            if training:
-                self._cache = (x.shape, None)
-            return _core.average_pool(x, ph, pw, sh, sw, self.padding)
+            return ops.average_pool(x, self.pool_size, self.strides, self.padding), (x.shape if training else None)
         if not training:
-            return _core.max_pool(x, ph, pw, sh, sw, self.padding, False)
-        y, argmax = _core.max_pool(x, ph, pw, sh, sw, self.padding, True)
-        self._cache = (x.shape, argmax)
-        return y
+            return ops.max_pool(x, self.pool_size, self.strides, self.padding), None
+        y, argmax = ops.max_pool_with_argmax(x, self.pool_size, self.strides, self.padding)
+        return y, (x.shape, argmax)
 
-    def backward(self, dy):
-        shape, argmax = self._check_cache()
-        if not self._need_input_grad:
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if not need_input_grad:
             return None
-        ph, pw, sh, sw = self._window()
         if self._max:
-            return _core.max_pool_backward(dy, argmax, shape, ph, pw, sh, sw, self.padding)
-        return _core.average_pool_backward(dy, shape, ph, pw, sh, sw, self.padding)
+            shape, argmax = cache
+            return ops.max_pool_backward(dy, argmax, shape, self.pool_size, self.strides, self.padding)
+        return ops.average_pool_backward(dy, cache, self.pool_size, self.strides, self.padding)
 
     def get_config(self):
         cfg = super().get_config()
@@ -148,7 +140,7 @@ class AveragePooling1D(_Pooling):
         super().__init__(pool_size, strides, padding, data_format, **kwargs)
 
 
-class _GlobalPooling(Layer):
+class _GlobalPooling(_AnySpatialSize, Layer):
     """Shared by the global pooling layers: a max or mean over every position."""
 
     _rank = 2
@@ -159,7 +151,7 @@ class _GlobalPooling(Layer):
         self.data_format = check_data_format(data_format, type(self).__name__)
         self.keepdims = bool(keepdims)
 
-    def build(self, input_shape):
+    def compute_output_shape(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
         layout = "(batch, steps, features)" if self._rank == 1 else "(batch, height, width, channels)"
         _check_rank(input_shape, self._rank + 2, who, layout)
@@ -170,27 +162,20 @@ class _GlobalPooling(Layer):
         return (input_shape[0], input_shape[-1])
 
     def forward(self, x, training=False):
-        if self._max and training:
-            y, argmax = _core.global_max_pool(x, True)
-            self._cache = (x.shape, argmax)
-        elif self._max:
-            y = _core.global_max_pool(x, False)
-        else:
-            y = _core.global_average_pool(x)
-            if training:
-                self._cache = (x.shape, None)
-        if self.keepdims:
-            y = y.reshape((y.shape[0],) + (1,) * self._rank + (y.shape[1],))
-        return y
+        if not self._max:
+            return ops.global_average_pool(x, self.keepdims), (x.shape if training else None)
+        if not training:
+            return ops.global_max_pool(x, self.keepdims), None
+        y, argmax = ops.global_max_pool_with_argmax(x, self.keepdims)
+        return y, (x.shape, argmax)
 
-    def backward(self, dy):
-        shape, argmax = self._check_cache()
-        if not self._need_input_grad:
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if not need_input_grad:
             return None
-        dy = dy.reshape(shape[0], shape[-1])
         if self._max:
-            return _core.global_max_pool_backward(dy, argmax, shape)
-        return _core.global_average_pool_backward(dy, shape)
+            shape, argmax = cache
+            return ops.global_max_pool_backward(dy, argmax, shape)
+        return ops.global_average_pool_backward(dy, cache)
 
     def get_config(self):
         cfg = super().get_config()
@@ -228,7 +213,7 @@ class GlobalAveragePooling1D(_GlobalPooling):
     _max = False
 
 
-class ZeroPadding2D(Layer):
+class ZeroPadding2D(_AnySpatialSize, Layer):
     """Adds rows and columns of zeros around each image (channels_last).
 
     Args:
@@ -242,7 +227,7 @@ class ZeroPadding2D(Layer):
         self.padding = normalize_padding2d(padding, "ZeroPadding2D")
         self.data_format = check_data_format(data_format, "ZeroPadding2D")
 
-    def build(self, input_shape):
+    def compute_output_shape(self, input_shape):
         _check_rank(input_shape, 4, f"ZeroPadding2D '{self.name}'", "(batch, height, width, channels)")
         (top, bottom), (left, right) = self.padding
         h, w = input_shape[1], input_shape[2]
@@ -250,17 +235,10 @@ class ZeroPadding2D(Layer):
                 None if w is None else w + left + right, input_shape[3])
 
     def forward(self, x, training=False):
-        if training:
-            self._cache = True
-        (top, bottom), (left, right) = self.padding
-        return _core.zero_pad2d(x, top, bottom, left, right)
+        return ops.zero_pad2d(x, self.padding), None  # backward needs only the padding
 
-    def backward(self, dy):
-        self._check_cache()
-        if not self._need_input_grad:
-            return None
-        (top, bottom), (left, right) = self.padding
-        return _core.zero_pad2d_backward(dy, top, bottom, left, right)
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        return ops.zero_pad2d_backward(dy, self.padding) if need_input_grad else None
 
     def get_config(self):
         cfg = super().get_config()
@@ -268,7 +246,7 @@ class ZeroPadding2D(Layer):
         return cfg
 
 
-class UpSampling2D(Layer):
+class UpSampling2D(_AnySpatialSize, Layer):
     """Repeats each pixel size[0] × size[1] times (nearest-neighbour upsampling).
 
     Args:
@@ -279,29 +257,24 @@ class UpSampling2D(Layer):
 
     def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
         super().__init__(**kwargs)
-        self.size = _int_tuple(size, 2, "size", "UpSampling2D")
+        self.size = standardize_tuple(size, 2, "size", "UpSampling2D")
         self.data_format = check_data_format(data_format, "UpSampling2D")
         if interpolation != "nearest":
             raise ValueError(f"UpSampling2D: interpolation={interpolation!r} is not supported; fastnn "
                              "has 'nearest' only")
         self.interpolation = interpolation
 
-    def build(self, input_shape):
+    def compute_output_shape(self, input_shape):
         _check_rank(input_shape, 4, f"UpSampling2D '{self.name}'", "(batch, height, width, channels)")
         h, w = input_shape[1], input_shape[2]
         return (input_shape[0], None if h is None else h * self.size[0],
                 None if w is None else w * self.size[1], input_shape[3])
 
     def forward(self, x, training=False):
-        if training:
-            self._cache = True
-        return _core.upsample2d(x, *self.size)
+        return ops.upsample2d(x, self.size), None  # backward needs only the size
 
-    def backward(self, dy):
-        self._check_cache()
-        if not self._need_input_grad:
-            return None
-        return _core.upsample2d_backward(dy, *self.size)
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        return ops.upsample2d_backward(dy, self.size) if need_input_grad else None
 
     def get_config(self):
         cfg = super().get_config()

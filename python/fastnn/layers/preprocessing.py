@@ -2,6 +2,7 @@
 
 Both are ordinary layers: they sit at the start of a model, so that the model takes raw
 data, and their backward passes the gradient through (a model's first layer skips it).
+Their backward needs nothing from the forward pass, so they keep no cache.
 """
 
 import numpy as np
@@ -95,18 +96,24 @@ class Normalization(Layer):
         self._keep_axis = self._reduce_axis = self._broadcast_shape = None
 
     # ---- build -----------------------------------------------------------------------------------
-    def build(self, input_shape):
+    def compute_output_shape(self, input_shape):
         who = f"Normalization '{self.name}'"
         ndim = len(input_shape)
         if any(a < -ndim or a >= ndim for a in self.axis):
             raise ValueError(f"{who}: 'axis' {self.axis} is out of range for inputs of shape {input_shape} "
                              f"({ndim} axes)")
-        keep = tuple(sorted(a % ndim for a in self.axis))
-        for a in keep:
+        for a in sorted(a % ndim for a in self.axis):
             if input_shape[a] is None:
                 hint = (" (the batch axis: for inputs without feature axes use axis=None)" if a == 0 else "")
                 raise ValueError(f"{who}: axis {a} is kept (axis={self.axis}) but its size is unknown in the "
                                  f"input shape {input_shape}{hint}")
+        return tuple(input_shape)
+
+    def build(self, input_shape):
+        who = f"Normalization '{self.name}'"
+        self.compute_output_shape(input_shape)
+        ndim = len(input_shape)
+        keep = tuple(sorted(a % ndim for a in self.axis))
         self._keep_axis = keep
         self._reduce_axis = tuple(d for d in range(ndim) if d not in keep)
         self._broadcast_shape = tuple(input_shape[d] if d in keep else 1 for d in range(ndim))
@@ -115,8 +122,9 @@ class Normalization(Layer):
             # axis=None: shape (1,), not Keras' () -- the weight machinery (add_weight, saving)
             # passes arrays through np.ascontiguousarray, which makes 0-d arrays 1-d.
             weight_shape = stats_shape or (1,)
-            self.adapt_mean = self.add_weight("mean", weight_shape, "zeros", trainable=False)
-            self.adapt_variance = self.add_weight("variance", weight_shape, "ones", trainable=False)
+            self.adapt_mean = self.add_weight(shape=weight_shape, initializer="zeros", trainable=False, name="mean")
+            self.adapt_variance = self.add_weight(shape=weight_shape, initializer="ones", trainable=False,
+                                                  name="variance")
         else:
             expanded = [1] * ndim  # Keras: the given values align with the kept axes from the right
             for i in range(1, self.input_mean.ndim + 1):
@@ -129,7 +137,6 @@ class Normalization(Layer):
                 raise ValueError(f"{who}: 'mean' of shape {self.input_mean.shape} does not broadcast to the "
                                  f"kept axes {keep} of the input shape {input_shape} (sizes {stats_shape})") from None
             self._fixed = fixed
-        return tuple(input_shape)
 
     # ---- the statistics --------------------------------------------------------------------------
     def _stats(self):
@@ -231,24 +238,26 @@ class Normalization(Layer):
             raise ValueError(f"{who}: the layer was built for inputs of shape {self.input_shape} (kept axes "
                              f"{self._keep_axis}), got data of shape {tuple(shape)}")
 
+    def _std(self, variance):
+        """sqrt(variance), floored at fastnn.config.epsilon() (Keras' floor)."""
+        return np.maximum(np.sqrt(variance), np.asarray(config.epsilon(), variance.dtype))
+
     # ---- the contract ----------------------------------------------------------------------------
     def forward(self, x, training=False):
         mean, variance = self._stats()
-        std = np.maximum(np.sqrt(variance), np.asarray(config.epsilon(), variance.dtype))
+        std = self._std(variance)
         if self.invert:
             y = x * std
             y += mean
         else:
             y = x - mean
             y /= std
-        if training:
-            self._cache = std
-        return y
+        return y, None
 
-    def backward(self, dy):
-        std = self._check_cache()
-        if not self._need_input_grad:
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if not need_input_grad:
             return None
+        std = self._std(self._stats()[1])
         return dy * std if self.invert else dy / std
 
     def get_config(self):
@@ -294,6 +303,9 @@ class Rescaling(Layer):
         self._offset = self._offset64.astype(self._dtype)
 
     def build(self, input_shape):
+        return self.compute_output_shape(input_shape)  # validates the shape before the layer counts as built
+
+    def compute_output_shape(self, input_shape):
         for what, arr in (("scale", self._scale64), ("offset", self._offset64)):
             if arr.ndim >= len(input_shape) and arr.ndim > 0:
                 raise ValueError(f"Rescaling '{self.name}': '{what}' of shape {arr.shape} must broadcast over the "
@@ -312,15 +324,10 @@ class Rescaling(Layer):
                              f"to the input shape {x.shape}")
         if self._offset.ndim or self._offset != 0:
             y += self._offset
-        if training:
-            self._cache = True
-        return y
+        return y, None
 
-    def backward(self, dy):
-        self._check_cache()
-        if not self._need_input_grad:
-            return None
-        return dy * self._scale
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        return dy * self._scale if need_input_grad else None
 
     def get_config(self):
         cfg = super().get_config()

@@ -7,10 +7,9 @@ side by side: LSTM i, f, c, o; GRU z, r, h), so Keras weights load with set_weig
 
 import numpy as np
 
-from .. import _core, activations, initializers, regularizers
-from ..ops import rnn as rnn_ops
+from .. import activations, initializers, ops, regularizers
 from ..utils import rng
-from .base import Layer, _as_input
+from .base import Layer, trainable_grad
 
 _SUPPORTED = ("tanh", "sigmoid", "relu", "linear")
 
@@ -58,7 +57,7 @@ class RNN(Layer):
         return_sequences: bool, default False: output every step (batch, timesteps, units)
             rather than the last (batch, units).
         return_state: bool, default False: also return the final states ([output, h] or
-            [output, h, c]).
+            [output, h, c]); the layer's call then has several outputs.
         go_backwards: bool, default False: process the sequence last step first (with
             return_sequences the outputs come in that order, as in Keras).
         unroll: accepted for compatibility; the C++ loop is the same either way.
@@ -66,14 +65,24 @@ class RNN(Layer):
 
     Masks: after ``Embedding(mask_zero=True)`` (or given as ``layer(x, mask=...)``) masked
     steps leave the states unchanged and output the previous step's output, as Keras does.
-    Calling the layer directly also takes ``initial_state=[h0(, c0)]``; after a backward
-    pass their gradients are in ``initial_state_grads``.
+
+    Initial states: ``layer(x, initial_state=[h0(, c0)])`` takes arrays, or in a functional
+    model symbolic tensors (an encoder's final states starting a decoder, as in Keras); the
+    backward pass of such a call returns ``[dx, dh0(, dc0)]``.
+
+    Example:
+        >>> encoder_inputs = fastnn.Input((None, 8))
+        >>> _, h, c = fastnn.layers.LSTM(16, return_state=True)(encoder_inputs)
+        >>> decoder_inputs = fastnn.Input((None, 8))
+        >>> y = fastnn.layers.LSTM(16, return_sequences=True)(decoder_inputs, initial_state=[h, c])
     """
 
-    _kind = None
     _gates = 1
+    _n_states = 1
+    _has_recurrent_activation = True
     supports_masking = True
     _consumes_mask = True
+    _training_dependent = True  # dropout and recurrent_dropout
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
@@ -108,9 +117,19 @@ class RNN(Layer):
         self.go_backwards = bool(go_backwards)
         self.unroll = bool(unroll)
         self.kernel = self.recurrent_kernel = self.bias = None
-        self.initial_state_grads = None
 
-    # ---- weights --------------------------------------------------------------------------
+    # ---- the kernels (fastnn.ops faces), per subclass ---------------------------------------
+    @staticmethod
+    def _run(inputs, kernel, recurrent_kernel, **kwargs):
+        """The ops function over a sequence: (outputs, *final states, cache)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _run_backward(cache, d_outputs, **kwargs):
+        """The ops backward of ``_run``: dict of gradients."""
+        raise NotImplementedError
+
+    # ---- weights and shapes --------------------------------------------------------------------
     def _bias_shape(self):
         return (self._gates * self.units,)
 
@@ -118,46 +137,43 @@ class RNN(Layer):
         return self.bias_initializer
 
     def build(self, input_shape):
+        self.compute_output_shape(input_shape)
+        width = self._gates * self.units
+        self.kernel = self.add_weight(shape=(input_shape[-1], width), initializer=self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer, name="kernel")
+        self.recurrent_kernel = self.add_weight(shape=(self.units, width), initializer=self.recurrent_initializer,
+                                                regularizer=self.recurrent_regularizer, name="recurrent_kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=self._bias_shape(), initializer=self._bias_initializer(),
+                                        regularizer=self.bias_regularizer, name="bias")
+
+    def compute_output_shape(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
         if len(input_shape) != 3:
             raise ValueError(f"{who}: expects 3-D input (batch, timesteps, features), got shape {input_shape}")
-        features = input_shape[-1]
-        if features is None:
+        if input_shape[-1] is None:
             raise ValueError(f"{who}: the features axis must be known, got {input_shape}")
-        width = self._gates * self.units
-        self.kernel = self.add_weight("kernel", (features, width), self.kernel_initializer, self.kernel_regularizer)
-        self.recurrent_kernel = self.add_weight("recurrent_kernel", (self.units, width), self.recurrent_initializer,
-                                                self.recurrent_regularizer)
-        if self.use_bias:
-            self.bias = self.add_weight("bias", self._bias_shape(), self._bias_initializer(), self.bias_regularizer)
-        out = (input_shape[0], input_shape[1], self.units) if self.return_sequences else (input_shape[0], self.units)
-        return out
+        if self.kernel is not None and input_shape[-1] != self.kernel.shape[0]:
+            raise ValueError(f"{who}: built for {self.kernel.shape[0]} features, got inputs of shape {input_shape}")
+        batch = input_shape[0]
+        out = (batch, input_shape[1], self.units) if self.return_sequences else (batch, self.units)
+        return [out] + [(batch, self.units)] * self._n_states if self.return_state else out
 
-    @property
-    def _n_states(self):
-        return 2 if self._kind == rnn_ops._LSTM else 1
+    def compute_mask(self, inputs, mask=None):
+        out = mask if self.return_sequences else None
+        return [out] + [None] * self._n_states if self.return_state else out
 
     # ---- forward / backward -----------------------------------------------------------------
-    def __call__(self, x, training=False, mask=None, initial_state=None):
-        """Runs the layer: x (batch, timesteps, features); optional mask (batch, timesteps)
-        and initial_state ([h] or [h, c])."""
-        x = _as_input(x, self._dtype, self.name)
-        self._check_3d(x)  # before building: a clearer message than the build's
-        self.ensure_built(x.shape)
-        return self.forward(x, training=training, mask=mask, initial_state=initial_state)
-
     def _dropout_mask(self, rate, shape):
-        seed = rng.draw_seed(self._generator)
-        return _core.dropout_forward(np.ones(shape, self._dtype), rate, seed)
+        return ops.dropout(np.ones(shape, self._dtype), rate, rng.draw_seed(self._generator))
 
-    def _check_3d(self, x):
+    def forward(self, x, training=False, mask=None, initial_state=None, keep_cache=False):
+        """(output, cache): x (batch, timesteps, features); optional mask (batch, timesteps)
+        and initial_state ([h] or [h, c]). With return_state the output is [y, h(, c)]."""
         if x.ndim != 3:
             raise ValueError(f"{type(self).__name__} '{self.name}': expects 3-D input (batch, timesteps, "
                              f"features), got shape {x.shape}")
-
-    def forward(self, x, training=False, mask=None, initial_state=None):
-        self._check_3d(x)
-        batch = x.shape[0]
+        batch, steps = x.shape[:2]
         if initial_state is not None:  # the layer's dtype (Keras casts too)
             if isinstance(initial_state, np.ndarray) or not isinstance(initial_state, (list, tuple)):
                 initial_state = [initial_state]
@@ -169,47 +185,52 @@ class RNN(Layer):
         scale = None
         if training and self.recurrent_dropout > 0:
             scale = self._dropout_mask(self.recurrent_dropout, (batch, self.units))
-        bias = self.bias.value if self.use_bias else None
-        outputs, finals, cache = rnn_ops._forward(self._kind, x, self.kernel.value, self.recurrent_kernel.value,
-                                                  bias, initial_state, mask, self.go_backwards, self.activation,
-                                                  self.recurrent_activation, scale)
-        if training:
-            self._cache = (cache, input_mask)
+        kwargs = {"recurrent_activation": self.recurrent_activation} if self._has_recurrent_activation else {}
+        outputs, *finals, rnn_cache = self._run(x, self.kernel.value, self.recurrent_kernel.value,
+                                                bias=self.bias.value if self.use_bias else None,
+                                                initial_state=initial_state, mask=mask, go_backwards=self.go_backwards,
+                                                activation=self.activation, recurrent_dropout_mask=scale,
+                                                return_cache=True, **kwargs)
         if self.return_sequences:
             out = outputs
         else:  # the last output (with a mask: the last unmasked step's; no steps: the state)
-            out = np.ascontiguousarray(outputs[:, -1]) if outputs.shape[1] else finals[0]
-        if self.return_state:
-            return [out] + finals
-        return out
+            out = np.ascontiguousarray(outputs[:, -1]) if steps else finals[0]
+        y = [out] + finals if self.return_state else out
+        if not (training or keep_cache):
+            return y, None
+        # With a mask and initial states, an output before a sample's first step is zeros, not
+        # the state (see ops.rnn): then the last output is not the final state.
+        last_is_state = mask is None or initial_state is None or steps == 0
+        return y, (rnn_cache, input_mask, initial_state is not None, last_is_state, batch, steps)
 
-    def backward(self, dy):
-        cache, input_mask = self._check_cache()
-        d_states = [None] * self._n_states
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        rnn_cache, input_mask, has_initial, last_is_state, batch, steps = cache
+        n = self._n_states
+        needs = list(need_input_grad) if isinstance(need_input_grad, (list, tuple)) else [need_input_grad] * (1 + n)
+        d_states = [None] * n
         if self.return_state:
-            dy, *d_states = list(dy) + [None] * (self._n_states + 1 - len(dy))
+            dy, *d_states = list(dy) + [None] * (n + 1 - len(dy))
         d_outputs, d_h = None, d_states[0]
-        steps, batch = cache.tape[0].shape[0] - 1, cache.tape[0].shape[1]
         if dy is not None:
             dy = np.asarray(dy)
             if self.return_sequences:
                 d_outputs = dy
-            elif cache.seen is None or steps == 0:  # the output is the final state
+            elif last_is_state:
                 d_h = dy if d_h is None else d_h + dy
-            else:  # the last output may be zeros rather than the state (see ops.rnn)
+            else:
                 d_outputs = np.zeros((batch, steps, self.units), dy.dtype)
                 d_outputs[:, -1] = dy
-        grads = tuple(v.grad if v is not None else None for v in (self.kernel, self.recurrent_kernel, self.bias))
-        out = rnn_ops._backward(cache, d_outputs, d_h, d_states[1] if self._n_states == 2 else None,
-                                self._need_input_grad, grads=grads)
-        self.initial_state_grads = [out["h0"]] + ([out["c0"]] if self._n_states == 2 else [])
-        dx = out["dx"]
+        state_grads = {"d_h": d_h, "d_c": d_states[1]} if n == 2 else {"d_h": d_h}
+        grads = self._run_backward(rnn_cache, d_outputs, need_dx=bool(needs[0]), dkernel=trainable_grad(self.kernel),
+                                   drecurrent_kernel=trainable_grad(self.recurrent_kernel), dbias=trainable_grad(self.bias),
+                                   accumulate=accumulate, **state_grads)
+        dx = grads["dx"]
         if dx is not None and input_mask is not None:
             dx *= input_mask[:, None, :]
-        return dx
-
-    def compute_mask(self, inputs, mask=None):
-        return mask if self.return_sequences else None
+        if not has_initial:
+            return dx
+        d_initial = [grads["h0"], grads.get("c0")][:n]
+        return [dx] + [d if need else None for d, need in zip(d_initial, needs[1:])]
 
     def get_config(self):
         cfg = super().get_config()
@@ -223,7 +244,7 @@ class RNN(Layer):
                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, seed=self.seed,
                    return_sequences=self.return_sequences, return_state=self.return_state,
                    go_backwards=self.go_backwards, unroll=self.unroll)
-        if self._kind != rnn_ops._SIMPLE:
+        if self._has_recurrent_activation:
             cfg["recurrent_activation"] = self.recurrent_activation
         return cfg
 
@@ -247,8 +268,10 @@ class LSTM(RNN):
         ...                            fastnn.layers.LSTM(64), fastnn.layers.Dense(1, activation="sigmoid")])
     """
 
-    _kind = rnn_ops._LSTM
     _gates = 4
+    _n_states = 2
+    _run = staticmethod(ops.lstm)
+    _run_backward = staticmethod(ops.lstm_backward)
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
@@ -282,8 +305,9 @@ class GRU(RNN):
         computes; Keras' default since TF 2).
     """
 
-    _kind = rnn_ops._GRU
     _gates = 3
+    _run = staticmethod(ops.gru)
+    _run_backward = staticmethod(ops.gru_backward)
 
     def __init__(self, units, reset_after=True, **kwargs):
         if not reset_after:
@@ -307,8 +331,10 @@ class SimpleRNN(RNN):
         units and the rest: see ``RNN`` (no recurrent_activation).
     """
 
-    _kind = rnn_ops._SIMPLE
     _gates = 1
+    _has_recurrent_activation = False
+    _run = staticmethod(ops.simple_rnn)
+    _run_backward = staticmethod(ops.simple_rnn_backward)
 
     def __init__(self, units, activation="tanh", **kwargs):
         kwargs.pop("recurrent_activation", None)

@@ -1,4 +1,8 @@
-"""Layer wrappers: Bidirectional (a recurrent layer run both ways) and TimeDistributed."""
+"""Layer wrappers: Bidirectional (a recurrent layer run both ways) and TimeDistributed.
+
+A wrapper owns its inner layers (attributes: their weights are its weights) and runs them
+through their own forward and backward, keeping their caches inside its own.
+"""
 
 import numpy as np
 
@@ -8,23 +12,40 @@ _MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 class _Wrapper(Layer):
-    """A layer that owns other layers: their weights are its weights."""
+    """A layer around other layers, saved with their configs.
 
-    def _adopt(self, *layers):
-        self._variables = [v for layer in layers for v in layer._variables]
+    ``_layer_args`` maps each constructor argument that takes a layer to the attribute that
+    holds it.
+    """
 
-    @property
-    def _need_input_grad(self):
-        return self.__dict__.get("_need_grad", True)
+    _layer_args = {"layer": "layer"}
 
-    @_need_input_grad.setter
-    def _need_input_grad(self, value):
-        self.__dict__["_need_grad"] = value
-        for layer in self._inner_layers():
-            layer._need_input_grad = value
+    def get_config(self):
+        from . import serialize
 
-    def _inner_layers(self):
-        return []
+        cfg = super().get_config()
+        cfg.pop("dtype", None)
+        cfg.update({arg: serialize(getattr(self, attr)) for arg, attr in self._layer_args.items()})
+        return cfg
+
+    @classmethod
+    def from_config(cls, cfg):
+        from . import deserialize
+
+        cfg = dict(cfg)
+        for key in cls._layer_args:  # descriptions, or layers saving already rebuilt
+            if isinstance(cfg.get(key), dict):
+                cfg[key] = deserialize(cfg[key])
+        return cls(**cfg)
+
+
+def _split_needs(need_input_grad, n_forward):
+    """need_input_grad of a call with initial states, split for the forward and backward layers
+    (each gets the input's flag and its own states')."""
+    if not isinstance(need_input_grad, (list, tuple)):
+        return need_input_grad, need_input_grad
+    needs = list(need_input_grad)
+    return [needs[0]] + needs[1:1 + n_forward], [needs[0]] + needs[1 + n_forward:]
 
 
 class Bidirectional(_Wrapper):
@@ -37,9 +58,14 @@ class Bidirectional(_Wrapper):
     Args:
         layer: an LSTM, GRU or SimpleRNN instance (not yet built).
         merge_mode: "concat" (default), "sum", "mul", "ave" or None (a list of both outputs).
+        weights: optional list of arrays to set once built.
         backward_layer: optional recurrent layer to use as the backward one (its
             go_backwards must be the opposite of layer's).
         **kwargs: name, trainable, input_shape.
+
+    With the inner layer's return_state the outputs are the merged output(s) followed by the
+    forward layer's final states and the backward layer's; ``initial_state`` takes the
+    forward layer's states followed by the backward layer's.
 
     Example:
         >>> fastnn.layers.Bidirectional(fastnn.layers.LSTM(64, dropout=0.2))
@@ -47,6 +73,8 @@ class Bidirectional(_Wrapper):
 
     supports_masking = True
     _consumes_mask = True
+    _training_dependent = True
+    _layer_args = {"layer": "forward_layer", "backward_layer": "backward_layer"}
 
     def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, **kwargs):
         from .recurrent import RNN
@@ -68,35 +96,50 @@ class Bidirectional(_Wrapper):
                              "go_backwards of 'layer'")
         if layer._declared_input_shape is not None and self._declared_input_shape is None:
             self._declared_input_shape = layer._declared_input_shape
-        self.forward_layer, self.backward_layer = layer, backward_layer
-        self._need_input_grad = self._need_input_grad  # tell the inner layers
+        self.forward_layer = layer  # tracked sublayers: their weights are this layer's, forward's first
+        self.backward_layer = backward_layer
         self.merge_mode = merge_mode
         self.return_sequences = layer.return_sequences
         self.return_state = layer.return_state
         self._initial_weights = weights
 
-    def _inner_layers(self):
-        return [layer for layer in (getattr(self, "forward_layer", None), getattr(self, "backward_layer", None))
-                if layer is not None]
-
     def build(self, input_shape):
-        shape = self.forward_layer.ensure_built(input_shape)
+        self.forward_layer.ensure_built(input_shape)
         self.backward_layer.ensure_built(input_shape)
-        self._adopt(self.forward_layer, self.backward_layer)
         if self._initial_weights is not None:
             self.set_weights(self._initial_weights)
             self._initial_weights = None
-        if self.merge_mode == "concat":
-            return tuple(shape[:-1]) + (2 * shape[-1],)
-        return tuple(shape)
 
-    def forward(self, x, training=False, mask=None, initial_state=None):
+    @property
+    def _n_outputs(self):
+        return 2 if self.merge_mode is None else 1
+
+    def compute_output_shape(self, input_shape):
+        shape = self.forward_layer.compute_output_shape(input_shape)
+        states = []
+        if self.return_state:
+            shape, *states = shape
+            states = states + states  # the forward layer's, then the backward layer's
+        if self.merge_mode == "concat":
+            shape = tuple(shape[:-1]) + (2 * shape[-1],)
+        outputs = [tuple(shape)] * self._n_outputs
+        return outputs + states if self.return_state or self.merge_mode is None else outputs[0]
+
+    def compute_mask(self, inputs, mask=None):
+        out = mask if self.return_sequences else None
+        if not self.return_state and self.merge_mode is not None:
+            return out
+        return [out] * self._n_outputs + [None] * (2 * self.forward_layer._n_states if self.return_state else 0)
+
+    def forward(self, x, training=False, mask=None, initial_state=None, keep_cache=False):
         fwd_state = bwd_state = None
         if initial_state is not None:  # [forward states..., backward states...]
             half = len(initial_state) // 2
             fwd_state, bwd_state = initial_state[:half], initial_state[half:]
-        y_f = self.forward_layer.forward(x, training=training, mask=mask, initial_state=fwd_state)
-        y_b = self.backward_layer.forward(x, training=training, mask=mask, initial_state=bwd_state)
+        y_f, cache_f = self.forward_layer.forward(x, training, mask=mask, initial_state=fwd_state,
+                                                  keep_cache=keep_cache)
+        y_b, cache_b = self.backward_layer.forward(x, training, mask=mask, initial_state=bwd_state,
+                                                   keep_cache=keep_cache)
         states = []
         if self.return_state:
             y_f, *s_f = y_f
@@ -104,8 +147,6 @@ class Bidirectional(_Wrapper):
             states = s_f + s_b
         if self.return_sequences:
             y_b = y_b[:, ::-1]
-        if training:
-            self._cache = (y_f, y_b)
         if self.merge_mode == "concat":
             y = np.concatenate([y_f, y_b], axis=-1)
         elif self.merge_mode == "sum":
@@ -116,25 +157,29 @@ class Bidirectional(_Wrapper):
             y = (y_f + y_b) * y_f.dtype.type(0.5)
         else:
             y = [y_f, np.ascontiguousarray(y_b)]
-        return (y if isinstance(y, list) else [y]) + states if self.return_state else y
+        if self.return_state:
+            y = (y if isinstance(y, list) else [y]) + states
+        return y, ((cache_f, cache_b, y_f, y_b, initial_state is not None) if training or keep_cache else None)
 
-    def backward(self, dy):
-        y_f, y_b = self._check_cache()
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        cache_f, cache_b, y_f, y_b, has_initial = cache
         d_states = []
         if self.return_state:
             parts = list(dy)
             dy, d_states = (parts[:2], parts[2:]) if self.merge_mode is None else (parts[0], parts[1:])
-        if self.merge_mode == "concat":
+        if self.merge_mode is None:
+            d_f, d_b = dy
+        elif dy is None:  # only the states got a gradient
+            d_f = d_b = None
+        elif self.merge_mode == "concat":
             units = y_f.shape[-1]
             d_f, d_b = dy[..., :units], dy[..., units:]
         elif self.merge_mode == "sum":
             d_f = d_b = dy
         elif self.merge_mode == "mul":
             d_f, d_b = dy * y_b, dy * y_f
-        elif self.merge_mode == "ave":
+        else:  # ave
             d_f = d_b = dy * dy.dtype.type(0.5)
-        else:
-            d_f, d_b = dy
         if self.return_sequences and d_b is not None:
             d_b = d_b[:, ::-1]
         d_f = None if d_f is None else np.ascontiguousarray(d_f)
@@ -142,33 +187,20 @@ class Bidirectional(_Wrapper):
         if self.return_state:
             half = len(d_states) // 2
             d_f, d_b = [d_f] + d_states[:half], [d_b] + d_states[half:]
-        dx_f = self.forward_layer.backward(d_f)
-        dx_b = self.backward_layer.backward(d_b)
-        if dx_f is None or dx_b is None:
-            return None
-        return dx_f + dx_b
-
-    def compute_mask(self, inputs, mask=None):
-        return mask if self.return_sequences else None
+        need_f, need_b = _split_needs(need_input_grad, self.forward_layer._n_states)
+        dx_f = self.forward_layer.backward(cache_f, d_f, need_f, accumulate)
+        dx_b = self.backward_layer.backward(cache_b, d_b, need_b, accumulate)
+        d_initial = []
+        if has_initial:  # [dx, forward states' gradients..., backward states' gradients...]
+            (dx_f, *ds_f), (dx_b, *ds_b) = dx_f, dx_b
+            d_initial = ds_f + ds_b
+        dx = None if dx_f is None or dx_b is None else dx_f + dx_b
+        return [dx] + d_initial if has_initial else dx
 
     def get_config(self):
-        from . import serialize
-
         cfg = super().get_config()
-        cfg.pop("dtype", None)
-        cfg.update(layer=serialize(self.forward_layer), merge_mode=self.merge_mode,
-                   backward_layer=serialize(self.backward_layer))
+        cfg["merge_mode"] = self.merge_mode
         return cfg
-
-    @classmethod
-    def from_config(cls, cfg):
-        from . import deserialize
-
-        cfg = dict(cfg)
-        for key in ("layer", "backward_layer"):  # descriptions, or layers saving already rebuilt
-            if isinstance(cfg.get(key), dict):
-                cfg[key] = deserialize(cfg[key])
-        return cls(**cfg)
 
 
 class TimeDistributed(_Wrapper):
@@ -192,45 +224,36 @@ class TimeDistributed(_Wrapper):
             raise TypeError(f"TimeDistributed: 'layer' must be a Layer instance, got {type(layer).__name__}")
         kwargs.setdefault("dtype", layer.dtype)
         super().__init__(**kwargs)
-        self.layer = layer
-        self._need_input_grad = self._need_input_grad  # tell the inner layer
+        self.layer = layer  # a tracked sublayer: its weights are this layer's
 
-    def _inner_layers(self):
-        layer = getattr(self, "layer", None)
-        return [layer] if layer is not None else []
-
-    def build(self, input_shape):
+    def _step_shape(self, input_shape):
         if len(input_shape) < 3:
             raise ValueError(f"TimeDistributed '{self.name}': expects input (batch, timesteps, ...), got {input_shape}")
-        inner = self.layer.ensure_built((None,) + tuple(input_shape[2:]))
-        self._adopt(self.layer)
+        return (None,) + tuple(input_shape[2:])
+
+    def build(self, input_shape):
+        self.layer.ensure_built(self._step_shape(input_shape))
+
+    def compute_output_shape(self, input_shape):
+        inner = self.layer.ensure_built(self._step_shape(input_shape))
         return (input_shape[0], input_shape[1]) + tuple(inner[1:])
 
-    def forward(self, x, training=False):
+    @property
+    def _training_dependent(self):
+        return self.layer._training_dependent
+
+    def forward(self, x, training=False, keep_cache=False):
         batch, steps = x.shape[:2]
-        y = self.layer.forward(np.ascontiguousarray(x.reshape((batch * steps,) + x.shape[2:])), training=training)
-        if training:
-            self._cache = (batch, steps)
-        return y.reshape((batch, steps) + y.shape[1:])
+        steps_as_batch = np.ascontiguousarray(x.reshape((batch * steps,) + x.shape[2:]))
+        if keep_cache and not training and not self.layer._training_dependent:
+            training = True  # the same outputs either way: ask for the cache
+        kwargs = {"keep_cache": True} if keep_cache and not training else {}
+        y, inner = self.layer.forward(steps_as_batch, training, **kwargs)
+        keep = training or keep_cache
+        return y.reshape((batch, steps) + y.shape[1:]), ((batch, steps, inner) if keep else None)
 
-    def backward(self, dy):
-        batch, steps = self._check_cache()
-        dx = self.layer.backward(np.ascontiguousarray(dy.reshape((batch * steps,) + dy.shape[2:])))
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        batch, steps, inner = cache
+        dx = self.layer.backward(inner, np.ascontiguousarray(dy.reshape((batch * steps,) + dy.shape[2:])),
+                                 need_input_grad, accumulate)
         return None if dx is None else dx.reshape((batch, steps) + dx.shape[1:])
-
-    def get_config(self):
-        from . import serialize
-
-        cfg = super().get_config()
-        cfg.pop("dtype", None)
-        cfg["layer"] = serialize(self.layer)
-        return cfg
-
-    @classmethod
-    def from_config(cls, cfg):
-        from . import deserialize
-
-        cfg = dict(cfg)
-        if isinstance(cfg["layer"], dict):  # a description, or a layer saving already rebuilt
-            cfg["layer"] = deserialize(cfg["layer"])
-        return cls(**cfg)

@@ -1,8 +1,13 @@
 """Matrix products (kernel: cpp/include/fastnn/gemm.hpp)."""
 
+import numpy as np
+
 from .. import _core
+from ..autodiff import Tensor, is_traced, unbroadcast, value_of
+from ..operation import symbolic
 
 
+@symbolic
 def matmul(a, b, transpose_a=False, transpose_b=False, *, out=None, accumulate=False):
     """Matrix product of ``a`` and ``b``, optionally transposed: ``op(a) @ op(b)``.
 
@@ -36,7 +41,42 @@ def matmul(a, b, transpose_a=False, transpose_b=False, *, out=None, accumulate=F
         array([[ 5., 14.],
                [14., 50.]], dtype=float32)
     """
+    if is_traced(a, b):
+        return _traced_matmul(a, b, transpose_a, transpose_b)
     return _core.matmul(a, b, transpose_a, transpose_b, out, accumulate)
+
+
+def _traced_matmul(a, b, transpose_a, transpose_b):
+    """matmul on autodiff tensors: dA = dC·Bᵀ, dB = Aᵀ·dC (batch axes summed back, 1-D axes dropped)."""
+    av, bv = np.asarray(value_of(a)), np.asarray(value_of(b))
+    out = _core.matmul(av, bv, transpose_a, transpose_b, None, False)
+    a2 = av[None, :] if av.ndim == 1 else (np.swapaxes(av, -1, -2) if transpose_a else av)
+    b2 = bv[:, None] if bv.ndim == 1 else (np.swapaxes(bv, -1, -2) if transpose_b else bv)
+
+    def as_product(g):  # g with the axes 1-D operands dropped put back
+        g = np.asarray(g)
+        if av.ndim == 1:
+            g = np.expand_dims(g, -2)
+        if bv.ndim == 1:
+            g = np.expand_dims(g, -1)
+        return g
+
+    def grad_a(g):
+        da = _core.matmul(as_product(g), b2, False, True, None, False)
+        if av.ndim == 1:
+            return unbroadcast(da, (1,) + av.shape).reshape(av.shape)
+        da = unbroadcast(da, a2.shape)
+        return np.swapaxes(da, -1, -2) if transpose_a else da
+
+    def grad_b(g):
+        db = _core.matmul(a2, as_product(g), True, False, None, False)
+        if bv.ndim == 1:
+            return unbroadcast(db, bv.shape + (1,)).reshape(bv.shape)
+        db = unbroadcast(db, b2.shape)
+        return np.swapaxes(db, -1, -2) if transpose_b else db
+
+    parents = tuple((p, fn) for p, fn in ((a, grad_a), (b, grad_b)) if isinstance(p, Tensor))
+    return Tensor(out, parents)
 
 
 def linear(x, w, b=None):

@@ -38,7 +38,7 @@ def _batched(fn, images):
 
 
 def affine_transform(images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0,
-                     data_format=None):
+                     data_format=None, output_size=None):
     """Applies a projective transform to each image (Keras' ``ops.image.affine_transform``).
 
     With ``transform = [a0, a1, a2, b0, b1, b2, c0, c1]``, output pixel (y, x) reads the
@@ -63,13 +63,17 @@ def affine_transform(images, transform, interpolation="bilinear", fill_mode="con
             Each integer tap is extended separately, as in Keras' NumPy and JAX backends.
         fill_value: float, default 0: the value of taps outside the image in constant mode.
         data_format: None or "channels_last" (fastnn's only layout).
+        output_size: optional (height, width) of the output (a fastnn extension), default
+            the input's: e.g. a scaling transform then resizes the images.
 
     Returns:
-        The warped images, same shape and dtype as `images`.
+        The warped images, same dtype as `images` and the same shape but for the
+        output_size.
 
     Raises:
         ValueError: unknown interpolation, fill_mode or data_format, images that are not
-            3-D or 4-D, a transform of the wrong shape or with NaN/inf.
+            3-D or 4-D, a transform of the wrong shape or with NaN/inf, an output_size that
+            is not a pair of ints >= 0.
 
     Example:
         >>> x = np.random.random((2, 64, 80, 3)).astype(np.float32)
@@ -84,7 +88,7 @@ def affine_transform(images, transform, interpolation="bilinear", fill_mode="con
     images, unbatched = _batched(fn, images)
     if unbatched and np.ndim(transform) == 2 and np.shape(transform)[0] == 1:
         transform = np.asarray(transform)[0]
-    out = _core.image_affine_transform(images, transform, interpolation, fill_mode, float(fill_value))
+    out = _core.image_affine_transform(images, transform, interpolation, fill_mode, float(fill_value), output_size)
     return out[0] if unbatched else out
 
 

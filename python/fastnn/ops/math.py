@@ -2,7 +2,10 @@
 
 Each function computes with NumPy; given an ``autodiff.Tensor`` it also records its
 derivative, so that custom losses written with these functions train without a
-hand-written gradient. These are small per-batch computations, not hot kernels.
+hand-written gradient. Given symbolic tensors (``keras.Input``, or inside a traced
+``call()``), each records one node of the model graph, whose backward is that derivative:
+custom layers and subclassed models written with these functions train as they are.
+These are small per-batch computations, not hot kernels.
 """
 
 import builtins
@@ -10,6 +13,8 @@ import builtins
 import numpy as np
 
 from ..autodiff import Tensor, is_traced, unbroadcast, value_of
+from ..keras_tensor import KerasTensor
+from ..operation import symbolic
 
 
 def _node(value, *parents):
@@ -32,28 +37,33 @@ def _unary(x, value, local):
 
 
 # ---- elementwise --------------------------------------------------------------------------
+@symbolic
 def add(a, b):
     """a + b (broadcasting)."""
     return _binary(a, b, np.add(value_of(a), value_of(b)), lambda g: g, lambda g: g)
 
 
+@symbolic
 def subtract(a, b):
     """a - b."""
     return _binary(a, b, np.subtract(value_of(a), value_of(b)), lambda g: g, lambda g: -g)
 
 
+@symbolic
 def multiply(a, b):
     """a * b."""
     av, bv = value_of(a), value_of(b)
     return _binary(a, b, np.multiply(av, bv), lambda g: g * bv, lambda g: g * av)
 
 
+@symbolic
 def divide(a, b):
     """a / b."""
     av, bv = value_of(a), value_of(b)
     return _binary(a, b, np.divide(av, bv), lambda g: g / bv, lambda g: -g * av / np.square(bv))
 
 
+@symbolic
 def power(a, b):
     """a ** b."""
     av, bv = value_of(a), value_of(b)
@@ -62,11 +72,13 @@ def power(a, b):
                    lambda g: g * out * np.log(np.where(np.asarray(av) > 0, av, 1)))
 
 
+@symbolic
 def negative(x):
     """-x."""
     return _unary(x, np.negative(value_of(x)), lambda g: -g)
 
 
+@symbolic
 def abs(x):  # noqa: A001 - Keras' name
     """|x| (derivative 0 at 0)."""
     v = value_of(x)
@@ -76,48 +88,56 @@ def abs(x):  # noqa: A001 - Keras' name
 absolute = abs
 
 
+@symbolic
 def square(x):
     """x²."""
     v = value_of(x)
     return _unary(x, np.square(v), lambda g: 2 * g * v)
 
 
+@symbolic
 def sqrt(x):
     """√x."""
     out = np.sqrt(value_of(x))
     return _unary(x, out, lambda g: g / (2 * out))
 
 
+@symbolic
 def exp(x):
     """eˣ."""
     out = np.exp(value_of(x))
     return _unary(x, out, lambda g: g * out)
 
 
+@symbolic
 def log(x):
     """Natural logarithm."""
     v = value_of(x)
     return _unary(x, np.log(v), lambda g: g / v)
 
 
+@symbolic
 def log1p(x):
     """log(1 + x)."""
     v = value_of(x)
     return _unary(x, np.log1p(v), lambda g: g / (1 + v))
 
 
+@symbolic
 def expm1(x):
     """eˣ - 1."""
     v = value_of(x)
     return _unary(x, np.expm1(v), lambda g: g * np.exp(v))
 
 
+@symbolic
 def tanh(x):
     """Hyperbolic tangent."""
     out = np.tanh(value_of(x))
     return _unary(x, out, lambda g: g * (1 - out * out))
 
 
+@symbolic
 def sigmoid(x):
     """1 / (1 + e⁻ˣ)."""
     v = value_of(x)
@@ -125,12 +145,14 @@ def sigmoid(x):
     return _unary(x, out, lambda g: g * out * (1 - out))
 
 
+@symbolic
 def relu(x):
     """max(x, 0)."""
     v = value_of(x)
     return _unary(x, np.maximum(v, 0), lambda g: g * (v > 0))
 
 
+@symbolic
 def softplus(x):
     """log(1 + eˣ), stable."""
     v = value_of(x)
@@ -138,6 +160,7 @@ def softplus(x):
     return _unary(x, out, lambda g: g / (1 + np.exp(-v)))
 
 
+@symbolic
 def clip(x, x_min, x_max):
     """x limited to [x_min, x_max] (derivative 1 inside, 0 outside)."""
     v = value_of(x)
@@ -145,6 +168,7 @@ def clip(x, x_min, x_max):
     return _unary(x, np.clip(v, x_min, x_max), lambda g: g * inside)
 
 
+@symbolic
 def maximum(a, b):
     """Elementwise maximum (ties send the gradient to a)."""
     av, bv = value_of(a), value_of(b)
@@ -152,6 +176,7 @@ def maximum(a, b):
     return _binary(a, b, np.maximum(av, bv), lambda g: g * pick_a, lambda g: g * ~pick_a)
 
 
+@symbolic
 def minimum(a, b):
     """Elementwise minimum (ties send the gradient to a)."""
     av, bv = value_of(a), value_of(b)
@@ -159,6 +184,7 @@ def minimum(a, b):
     return _binary(a, b, np.minimum(av, bv), lambda g: g * pick_a, lambda g: g * ~pick_a)
 
 
+@symbolic
 def where(condition, x1, x2):
     """x1 where condition holds, else x2."""
     cond = np.asarray(value_of(condition), dtype=bool)
@@ -166,6 +192,7 @@ def where(condition, x1, x2):
                    lambda g: g * cond, lambda g: g * ~cond)
 
 
+@symbolic
 def stop_gradient(x):
     """x's value, with no derivative."""
     return np.array(value_of(x))
@@ -180,12 +207,14 @@ def _expand(g, shape, axis, keepdims):
     return np.broadcast_to(np.expand_dims(g, axes), shape)
 
 
+@symbolic
 def sum(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
     """Sum over `axis` (default all)."""
     v = value_of(x)
     return _unary(x, np.sum(v, axis=axis, keepdims=keepdims), lambda g: _expand(g, v.shape, axis, keepdims))
 
 
+@symbolic
 def mean(x, axis=None, keepdims=False):
     """Mean over `axis` (default all)."""
     v = np.asarray(value_of(x))
@@ -194,6 +223,7 @@ def mean(x, axis=None, keepdims=False):
                   lambda g: _expand(g, v.shape, axis, keepdims) / builtins.max(count, 1))
 
 
+@symbolic
 def max(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
     """Maximum over `axis` (the gradient goes to the maxima)."""
     v = np.asarray(value_of(x))
@@ -202,6 +232,7 @@ def max(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
     return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * top)
 
 
+@symbolic
 def min(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
     """Minimum over `axis` (the gradient goes to the minima)."""
     v = np.asarray(value_of(x))
@@ -217,6 +248,7 @@ def _shifted(v, axis):
     return top, shifted, np.sum(np.exp(shifted), axis=axis, keepdims=True)
 
 
+@symbolic
 def logsumexp(x, axis=None, keepdims=False):
     """log Σ eˣ over `axis`, computed stably."""
     v = np.asarray(value_of(x))
@@ -227,6 +259,7 @@ def logsumexp(x, axis=None, keepdims=False):
     return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * soft)
 
 
+@symbolic
 def softmax(x, axis=-1):
     """eˣ / Σ eˣ along `axis`."""
     v = np.asarray(value_of(x))
@@ -235,6 +268,7 @@ def softmax(x, axis=-1):
     return _unary(x, out, lambda g: out * (g - np.sum(g * out, axis=axis, keepdims=True)))
 
 
+@symbolic
 def log_softmax(x, axis=-1):
     """x - logsumexp(x) along `axis`."""
     v = np.asarray(value_of(x))
@@ -245,24 +279,28 @@ def log_softmax(x, axis=-1):
 
 
 # ---- shapes and types -------------------------------------------------------------------------
+@symbolic
 def reshape(x, new_shape):
     """x with a new shape."""
     v = np.asarray(value_of(x))
     return _unary(x, np.reshape(v, new_shape), lambda g: np.reshape(g, v.shape))
 
 
+@symbolic
 def expand_dims(x, axis):
     """x with a new axis of size 1 at `axis`."""
     v = np.asarray(value_of(x))
     return _unary(x, np.expand_dims(v, axis), lambda g: np.reshape(g, v.shape))
 
 
+@symbolic
 def squeeze(x, axis=None):
     """x without axes of size 1."""
     v = np.asarray(value_of(x))
     return _unary(x, np.squeeze(v, axis=axis), lambda g: np.reshape(g, v.shape))
 
 
+@symbolic
 def transpose(x, axes=None):
     """x with its axes permuted (reversed by default)."""
     v = np.asarray(value_of(x))
@@ -270,6 +308,61 @@ def transpose(x, axes=None):
     return _unary(x, np.transpose(v, axes), lambda g: np.transpose(g, inverse))
 
 
+@symbolic
+def concatenate(xs, axis=0):
+    """The arrays of `xs` joined along an existing `axis` (default 0, as Keras)."""
+    values = [np.asarray(value_of(x)) for x in xs]
+    out = np.concatenate(values, axis=axis)
+    if not is_traced(*xs):
+        return out
+    bounds = np.cumsum([v.shape[axis] for v in values])[:-1]
+
+    def part(i):
+        return lambda g: np.split(g, bounds, axis=axis)[i]
+
+    return _node(out, *((x, part(i)) for i, x in enumerate(xs)))
+
+
+@symbolic
+def stack(xs, axis=0):
+    """The arrays of `xs` (one shape) stacked along a new `axis` (default 0)."""
+    out = np.stack([np.asarray(value_of(x)) for x in xs], axis=axis)
+    if not is_traced(*xs):
+        return out
+
+    def part(i):
+        return lambda g: np.take(g, i, axis=axis)
+
+    return _node(out, *((x, part(i)) for i, x in enumerate(xs)))
+
+
+@symbolic
+def sin(x):
+    """Sine."""
+    v = value_of(x)
+    return _unary(x, np.sin(v), lambda g: g * np.cos(v))
+
+
+@symbolic
+def cos(x):
+    """Cosine."""
+    v = value_of(x)
+    return _unary(x, np.cos(v), lambda g: -g * np.sin(v))
+
+
+@symbolic
+def zeros_like(x, dtype=None):
+    """Zeros shaped like x (no derivative)."""
+    return np.zeros_like(np.asarray(value_of(x)), dtype=dtype)
+
+
+@symbolic
+def ones_like(x, dtype=None):
+    """Ones shaped like x (no derivative)."""
+    return np.ones_like(np.asarray(value_of(x)), dtype=dtype)
+
+
+@symbolic
 def take_index(x, index):
     """x[index] (basic and integer-array indexing)."""
     v = np.asarray(value_of(x))
@@ -282,6 +375,7 @@ def take_index(x, index):
     return _unary(x, v[index], local)
 
 
+@symbolic
 def cast(x, dtype):
     """x converted to `dtype` (the derivative passes through for float types)."""
     v = np.asarray(value_of(x))
@@ -289,47 +383,56 @@ def cast(x, dtype):
 
 
 def convert_to_tensor(x, dtype=None):
-    """x as an array (Tensors pass through)."""
-    if isinstance(x, Tensor):
+    """x as an array (Tensors and symbolic tensors pass through)."""
+    if isinstance(x, (Tensor, KerasTensor)):
         return x
     return np.asarray(x, dtype=dtype)
 
 
+@symbolic
 def convert_to_numpy(x):
     """The value of x as a NumPy array."""
     return np.asarray(value_of(x))
 
 
+@symbolic
 def one_hot(x, num_classes, dtype="float32"):
     """Integer labels to one-hot rows (no derivative)."""
     labels = np.asarray(value_of(x)).astype(np.int64)
     return np.eye(num_classes, dtype=dtype)[labels]
 
 
+@symbolic
 def argmax(x, axis=-1):
     """Index of the maximum along `axis` (no derivative)."""
     return np.argmax(value_of(x), axis=axis)
 
 
+@symbolic
 def equal(a, b):
     return np.equal(value_of(a), value_of(b))
 
 
+@symbolic
 def not_equal(a, b):
     return np.not_equal(value_of(a), value_of(b))
 
 
+@symbolic
 def greater(a, b):
     return np.greater(value_of(a), value_of(b))
 
 
+@symbolic
 def greater_equal(a, b):
     return np.greater_equal(value_of(a), value_of(b))
 
 
+@symbolic
 def less(a, b):
     return np.less(value_of(a), value_of(b))
 
 
+@symbolic
 def less_equal(a, b):
     return np.less_equal(value_of(a), value_of(b))

@@ -1,8 +1,10 @@
-"""Layer kernels (cpp/include/fastnn/{activation,dense,dropout}.hpp).
+"""Layer kernels (cpp/include/fastnn/{activation,dense,dropout}.hpp, PReLU in activation.hpp).
 
 These are the calls fastnn's layers make; they are public for people who write their own
 layers or training loops. The optimizer kernels are in ``optim.py``.
 """
+
+import numpy as np
 
 from .. import _core
 
@@ -29,10 +31,54 @@ def activation_forward(x, activation, alpha=0.0):
     return _core.activation_forward(x, _kind(activation), alpha)
 
 
+def activation_needs_input(activation):
+    """Whether ``activation_backward`` of this kernel needs the input x (besides the output y)."""
+    return bool(_core.activation_needs_input(_kind(activation)))
+
+
 def activation_backward(dy, activation, y, x=None, alpha=0.0):
     """``dy * activation'(x)`` from the output y (and the input x where the derivative needs it:
     leaky_relu, elu, selu, gelu, gelu_tanh, softplus, swish)."""
     return _core.activation_backward(_kind(activation), alpha, x, y, dy)
+
+
+def prelu(x, alpha):
+    """Parametric ReLU: ``x`` where x > 0, ``alpha * x`` elsewhere, in one kernel call.
+
+    Args:
+        x: array (batch, ...), float32 or float64.
+        alpha: the slopes, one per position of a sample: an array shaped like the trailing
+            axes of x (usually ``x.shape[1:]``), of x's dtype.
+
+    Returns:
+        Array shaped like x.
+
+    Example:
+        >>> fastnn.ops.prelu(np.array([[-2.0, 3.0]]), np.array([0.1, 0.1]))
+        array([[-0.2,  3. ]])
+    """
+    return _core.prelu_forward(x, alpha)
+
+
+def prelu_backward(x, alpha, dy, dalpha=None, accumulate=False):
+    """Backward of ``prelu``: the input's gradient and the slopes' gradient.
+
+    Args:
+        x, alpha: the forward's arguments.
+        dy: array shaped like x, dL/dy.
+        dalpha: optional array with alpha's values count (C-contiguous, alpha's dtype) that
+            receives the slopes' gradient in place (e.g. a layer's ``variable.grad``);
+            default None: a new array.
+        accumulate: bool, default False: add the slopes' gradient to dalpha instead of
+            overwriting it (only with a given dalpha).
+
+    Returns:
+        (dx shaped like x, dalpha).
+    """
+    if dalpha is None:
+        alpha_array = np.asarray(alpha)
+        dalpha, accumulate = np.zeros(alpha_array.shape, alpha_array.dtype), False
+    return _core.prelu_backward(x, alpha, dy, dalpha, bool(accumulate)), dalpha
 
 
 def dense(x, w, b=None, activation=None, alpha=0.0, return_preactivation=False):

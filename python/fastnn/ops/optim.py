@@ -208,3 +208,23 @@ def ema_update(ema, w, momentum):
         None.
     """
     _core.ema_update(ema, w, momentum)
+
+
+# ---- weight penalties -----------------------------------------------------------------------------
+def l1_l2_regularize(w, g, offsets, l1, l2):
+    """L1/L2 weight penalties of segments of a flat buffer, and their gradients, in one pass.
+
+    For each segment ``s`` (values ``offsets[s]:offsets[s+1]`` of w), adds
+    ``l1[s]·sign(w) + 2·l2[s]·w`` to g in place and returns the total penalty
+    ``Σ_s l1[s]·Σ|w| + l2[s]·Σw²`` (summed in a fixed order: the same on any thread count).
+
+    Args:
+        w: the parameters (flat).
+        g: their gradient, updated in place (writeable, C-contiguous, w's dtype).
+        offsets: int64 array of segment boundaries, len(l1) + 1 entries, increasing.
+        l1, l2: float arrays, one factor per segment.
+
+    Returns:
+        float: the penalty.
+    """
+    return _core.regularize(w, g, offsets, l1, l2)

@@ -23,10 +23,27 @@ import numpy as np
 from .. import _core
 
 
-def _int_tuple(value, n, name, fn, allow_none=False):
-    """Keras' standardize_tuple: an int or a sequence of n ints, each >= 1."""
+def standardize_tuple(value, n, name, fn, allow_none=False):
+    """A window argument as a tuple of n ints >= 1 (Keras' ``standardize_tuple``).
+
+    Args:
+        value: an int (repeated n times) or a sequence of n ints.
+        n: int, the number of spatial axes.
+        name: str, the argument's name for error messages (e.g. "pool_size").
+        fn: str, the caller's name for error messages.
+        allow_none: bool, default False: None is returned as None (e.g. strides that
+            default to the pool size).
+
+    Returns:
+        tuple of n ints (or None).
+
+    Raises:
+        TypeError, ValueError: naming `fn` and `name`, for anything else.
+    """
     if value is None and allow_none:
         return None
+    if _standard(value, n, 1):  # already standard (a layer's attribute): the per-call path
+        return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         values = (int(value),) * n
     else:
@@ -43,7 +60,18 @@ def _int_tuple(value, n, name, fn, allow_none=False):
     return values
 
 
-def _padding(padding, fn):
+def _standard(value, n, low):
+    """Whether value is already a tuple of n plain ints >= low."""
+    if type(value) is not tuple or len(value) != n:
+        return False
+    for v in value:
+        if type(v) is not int or v < low:
+            return False
+    return True
+
+
+def standardize_padding(padding, fn):
+    """A pooling padding argument, lower-cased: "valid" or "same" (ValueError naming `fn` otherwise)."""
     if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
         raise ValueError(f"{fn}: 'padding' must be 'valid' or 'same', got {padding!r}")
     return padding.lower()
@@ -70,9 +98,9 @@ def _window(fn, ndim, pool_size, strides, padding):
         raise ValueError(f"{fn}: 'inputs' must have 3 dimensions (batch, steps, channels) or 4 "
                          f"(batch, height, width, channels), got {ndim}")
     spatial = ndim - 2
-    pool = _int_tuple(pool_size, spatial, "pool_size", fn)
-    stride = _int_tuple(strides, spatial, "strides", fn, allow_none=True) or pool
-    padding = _padding(padding, fn)
+    pool = standardize_tuple(pool_size, spatial, "pool_size", fn)
+    stride = standardize_tuple(strides, spatial, "strides", fn, allow_none=True) or pool
+    padding = standardize_padding(padding, fn)
     if spatial == 1:
         return 1, pool[0], 1, stride[0], padding
     return pool[0], pool[1], stride[0], stride[1], padding
@@ -189,7 +217,22 @@ def global_average_pool_backward(dy, input_shape):
 
 
 def normalize_padding2d(padding, who):
-    """Keras ZeroPadding2D's padding: int, (sym_h, sym_w) or ((top, bottom), (left, right))."""
+    """Keras ZeroPadding2D's padding: int, (sym_h, sym_w) or ((top, bottom), (left, right)).
+
+    Args:
+        padding: int >= 0, a tuple of 2 ints (symmetric height and width padding) or
+            ((top, bottom), (left, right)).
+        who: str, the caller's name for error messages.
+
+    Returns:
+        ((top, bottom), (left, right)), ints.
+
+    Raises:
+        ValueError: naming `who`, for anything else.
+    """
+    if type(padding) is tuple and len(padding) == 2 and _standard(padding[0], 2, 0) and _standard(padding[1], 2, 0):
+        return padding  # already standard (a layer's attribute): the per-call path
+
     def nonneg(v):
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
 
@@ -236,11 +279,11 @@ def zero_pad2d_backward(dy, padding):
 def upsample2d(inputs, size):
     """Nearest-neighbour upsampling of (batch, height, width, channels): each pixel
     repeated size[0] × size[1] times (Keras UpSampling2D, interpolation="nearest")."""
-    sh, sw = _int_tuple(size, 2, "size", "upsample2d")
+    sh, sw = standardize_tuple(size, 2, "size", "upsample2d")
     return _core.upsample2d(inputs, sh, sw)
 
 
 def upsample2d_backward(dy, size):
     """Gradient of ``upsample2d``: the sum of each pixel's size[0] × size[1] block."""
-    sh, sw = _int_tuple(size, 2, "size", "upsample2d_backward")
+    sh, sw = standardize_tuple(size, 2, "size", "upsample2d_backward")
     return _core.upsample2d_backward(dy, sh, sw)

@@ -71,12 +71,18 @@ def _forward(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask, 
     return outputs, finals, RnnCache(kind, args, tape, seen)
 
 
-def _backward(cache, d_outputs, d_h, d_c, need_dx, grads=None, accumulate=False):
+def _backward(cache, d_outputs, d_h, d_c, need_dx, dkernel=None, drecurrent_kernel=None, dbias=None,
+              accumulate=False):
     if d_outputs is not None and cache.seen is not None:
         d_outputs = np.asarray(d_outputs) * cache.seen
-    dkernel, drecurrent, dbias = grads if grads is not None else (None, None, None)
+    if accumulate:  # the kernel adds into its outputs: a missing one starts from zeros
+        kernel, recurrent_kernel, bias = cache.args[1:4]
+        dkernel = np.zeros_like(kernel) if dkernel is None else dkernel
+        drecurrent_kernel = np.zeros_like(recurrent_kernel) if drecurrent_kernel is None else drecurrent_kernel
+        if dbias is None and bias is not None:
+            dbias = np.zeros_like(bias)
     dx, dk, dr, db, dh0, dc0 = _core.rnn_backward(cache.kind, *cache.args, cache.tape, d_outputs, d_h, d_c,
-                                                  dkernel, drecurrent, dbias, accumulate, need_dx)
+                                                  dkernel, drecurrent_kernel, dbias, bool(accumulate), bool(need_dx))
     out = {"dx": dx, "kernel": dk, "recurrent_kernel": dr, "bias": db, "h0": dh0}
     if cache.kind == _LSTM:
         out["c0"] = dc0
@@ -118,20 +124,31 @@ def lstm(inputs, kernel, recurrent_kernel, bias=None, initial_state=None, mask=N
     return (outputs, h, c, cache) if return_cache else (outputs, h, c)
 
 
-def lstm_backward(cache, d_outputs=None, d_h=None, d_c=None, need_dx=True):
+def lstm_backward(cache, d_outputs=None, d_h=None, d_c=None, need_dx=True, dkernel=None, drecurrent_kernel=None,
+                  dbias=None, accumulate=False):
     """Backward through time of ``lstm(..., return_cache=True)``.
 
     Args:
         cache: the forward's cache.
-        d_outputs: (batch, timesteps, units) gradient of the outputs, or None.
-        d_h, d_c: (batch, units) gradients of the final states, or None.
-        need_dx: compute the inputs' gradient (False saves one product).
+        d_outputs: (batch, timesteps, units) gradient of the outputs, or None (default).
+        d_h, d_c: (batch, units) gradients of the final states, or None (default).
+        need_dx: bool, default True: compute the inputs' gradient (False saves one product).
+        dkernel, drecurrent_kernel, dbias: optional arrays shaped like kernel, recurrent_kernel
+            and bias (C-contiguous, the weights' dtype) that receive the weights' gradients in
+            place, e.g. a layer's ``variable.grad``; default None: new arrays.
+        accumulate: bool, default False: add the weights' gradients to dkernel,
+            drecurrent_kernel and dbias instead of overwriting them (a shared layer).
 
     Returns:
         dict with "dx" (None unless need_dx), "kernel", "recurrent_kernel", "bias" (None
-        without a bias), "h0", "c0" (gradients of the initial states).
+        without a bias) (the given arrays when given), "h0", "c0" (gradients of the initial
+        states).
+
+    Example:
+        >>> y, h, c, cache = fastnn.ops.lstm(x, kernel, recurrent_kernel, bias, return_cache=True)
+        >>> grads = fastnn.ops.lstm_backward(cache, d_outputs=np.ones_like(y))
     """
-    return _backward(cache, d_outputs, d_h, d_c, need_dx)
+    return _backward(cache, d_outputs, d_h, d_c, need_dx, dkernel, drecurrent_kernel, dbias, accumulate)
 
 
 def gru(inputs, kernel, recurrent_kernel, bias=None, initial_state=None, mask=None, go_backwards=False,
@@ -157,10 +174,19 @@ def gru(inputs, kernel, recurrent_kernel, bias=None, initial_state=None, mask=No
     return (outputs, h, cache) if return_cache else (outputs, h)
 
 
-def gru_backward(cache, d_outputs=None, d_h=None, need_dx=True):
-    """Backward through time of ``gru(..., return_cache=True)``: dict with "dx", "kernel",
-    "recurrent_kernel", "bias", "h0" (as ``lstm_backward``)."""
-    return _backward(cache, d_outputs, d_h, None, need_dx)
+def gru_backward(cache, d_outputs=None, d_h=None, need_dx=True, dkernel=None, drecurrent_kernel=None, dbias=None,
+                 accumulate=False):
+    """Backward through time of ``gru(..., return_cache=True)``.
+
+    Args:
+        cache: the forward's cache.
+        d_outputs, d_h, need_dx, dkernel, drecurrent_kernel, dbias, accumulate: as
+            ``lstm_backward`` (dbias shaped (2, 3·units)).
+
+    Returns:
+        dict with "dx", "kernel", "recurrent_kernel", "bias", "h0" (as ``lstm_backward``).
+    """
+    return _backward(cache, d_outputs, d_h, None, need_dx, dkernel, drecurrent_kernel, dbias, accumulate)
 
 
 def simple_rnn(inputs, kernel, recurrent_kernel, bias=None, initial_state=None, mask=None, go_backwards=False,
@@ -179,9 +205,19 @@ def simple_rnn(inputs, kernel, recurrent_kernel, bias=None, initial_state=None, 
     return (outputs, h, cache) if return_cache else (outputs, h)
 
 
-def simple_rnn_backward(cache, d_outputs=None, d_h=None, need_dx=True):
-    """Backward through time of ``simple_rnn(..., return_cache=True)`` (as ``gru_backward``)."""
-    return _backward(cache, d_outputs, d_h, None, need_dx)
+def simple_rnn_backward(cache, d_outputs=None, d_h=None, need_dx=True, dkernel=None, drecurrent_kernel=None,
+                        dbias=None, accumulate=False):
+    """Backward through time of ``simple_rnn(..., return_cache=True)``.
+
+    Args:
+        cache: the forward's cache.
+        d_outputs, d_h, need_dx, dkernel, drecurrent_kernel, dbias, accumulate: as
+            ``lstm_backward``.
+
+    Returns:
+        dict with "dx", "kernel", "recurrent_kernel", "bias", "h0" (as ``lstm_backward``).
+    """
+    return _backward(cache, d_outputs, d_h, None, need_dx, dkernel, drecurrent_kernel, dbias, accumulate)
 
 
 def lstm_cell(inputs, h, c, kernel, recurrent_kernel, bias=None, activation="tanh",
@@ -212,9 +248,18 @@ def lstm_cell_backward(cache, d_h=None, d_c=None, need_dx=True):
 
 
 def embedding(indices, embeddings):
-    """Rows of ``embeddings`` (vocabulary, dim) at integer ``indices`` (any shape): the
-    result has shape ``indices.shape + (dim,)``. Indices outside [0, vocabulary) raise
-    ValueError."""
+    """Rows of ``embeddings`` at integer ``indices``: ``embeddings[indices]``, in one C++ call.
+
+    Args:
+        indices: integer array of any shape.
+        embeddings: (vocabulary, dim) array, float32 or float64.
+
+    Returns:
+        Array of shape ``indices.shape + (dim,)``.
+
+    Raises:
+        ValueError: an index outside [0, vocabulary). TypeError: non-integer indices.
+    """
     return _core.embedding_forward(embeddings, indices)
 
 
@@ -223,8 +268,14 @@ def embedding_backward(indices, dy, vocabulary, out=None, accumulate=False):
     indices (duplicates summed in position order: the same bits on any thread count).
 
     Args:
-        indices: the forward's integer indices. dy: indices.shape + (dim,).
-        vocabulary: rows of the table.
-        out: optional (vocabulary, dim) array to write (or add to, with accumulate).
+        indices: the forward's integer indices.
+        dy: array of shape ``indices.shape + (dim,)``.
+        vocabulary: int, rows of the table.
+        out: optional (vocabulary, dim) array (C-contiguous, dy's dtype) written in place,
+            e.g. a layer's ``variable.grad``; default None: a new array.
+        accumulate: bool, default False: add into `out` instead of overwriting it.
+
+    Returns:
+        The (vocabulary, dim) gradient (`out` when given).
     """
     return _core.embedding_backward(indices, dy, out, int(vocabulary), bool(accumulate))

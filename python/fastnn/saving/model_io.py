@@ -95,6 +95,16 @@ def _layer_variables(layer):
     return list(variables) if variables is not None else list(layer.weights)
 
 
+def _variable_groups(model):
+    """(holder, its variables) for each layer of the model, then the model's own weights (a
+    subclassed model's add_weight); a layer shared by several calls is one holder."""
+    groups = [(layer, _layer_variables(layer)) for layer in model.layers]
+    own = list(getattr(model, "_own_variables", ()))
+    if own:
+        groups.append((model, own))
+    return groups
+
+
 def _short_name(layer, var):
     prefix = f"{layer.name}/"
     return var.name[len(prefix):] if var.name.startswith(prefix) else var.name
@@ -103,8 +113,8 @@ def _short_name(layer, var):
 def _weight_arrays(model):
     """Manifest entries and values of every weight."""
     out = []
-    for index, layer in enumerate(model.layers):
-        for var in _layer_variables(layer):
+    for index, (layer, variables) in enumerate(_variable_groups(model)):
+        for var in variables:
             entry = archive.array_entry(f"weights/{len(out)}.npy", var.value, name=var.name, layer=layer.name,
                                  layer_index=index, layer_class=type(layer).__name__,
                                  weight=_short_name(layer, var))
@@ -148,11 +158,19 @@ def _compile_config(model):
     if callable(schedule):  # with its registered name, when it is a registered custom schedule
         optimizer["config"]["learning_rate"] = serialize_keras_object(schedule)
     optimizer["excluded_from_weight_decay"] = list(getattr(model.optimizer, "_excluded_names", []))
-    return {"optimizer": optimizer,
-            "loss": serialize_keras_object(model.loss),
-            "metrics": [metric(m) for m in model.compiled_metrics],
-            "weighted_metrics": [metric(m) for m in getattr(model, "weighted_metrics", [])],
-            "loss_weights": float(getattr(model, "_loss_weight", 1.0))}
+    outputs = model._compiled.outputs
+    if outputs is None or len(outputs) == 1:  # one output: plain lists, as before several outputs existed
+        weight = outputs[0].weight if outputs else 1.0
+        metrics = model._compiled.all_metrics
+        weighted = model._compiled.all_weighted_metrics
+        return {"optimizer": optimizer, "loss": serialize_keras_object(model.loss),
+                "metrics": [metric(m) for m in metrics], "weighted_metrics": [metric(m) for m in weighted],
+                "loss_weights": float(weight)}
+    return {"optimizer": optimizer,  # several outputs: everything keyed by output name
+            "loss": {o.name: serialize_keras_object(o.loss) for o in outputs},
+            "metrics": {o.name: [metric(m) for m in o.metrics] for o in outputs},
+            "weighted_metrics": {o.name: [metric(m) for m in o.weighted_metrics] for o in outputs},
+            "loss_weights": {o.name: float(o.weight) for o in outputs}}
 
 
 def _optimizer_arrays(model):
@@ -182,11 +200,17 @@ def _header(kind, model):
     else:
         header["model_info"] = {"class_name": type(model).__name__, "name": model.name,
                                 "build_input_shape": _build_shape(model)}
+    build_config = model._build_config() if hasattr(model, "_build_config") else None
+    if build_config is not None:  # a subclassed model: what its call() was traced for
+        header["build_config"] = build_config
     return header
 
 
 def _build_shape(model):
-    return list(model.input_shape) if getattr(model, "built", False) and getattr(model, "input_shape", None) else None
+    if not getattr(model, "built", False) or getattr(model, "input_shape", None) is None:
+        return None
+    shape = model.input_shape
+    return [list(s) for s in shape] if isinstance(shape, list) else list(shape)
 
 
 # ---- loading -----------------------------------------------------------------------------------------
@@ -230,7 +254,7 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
         if not hasattr(model, "layers") or not hasattr(model, "compile"):
             raise archive.corrupt(path, f"the model config describes {type(model).__name__}, not a model")
         if loaded.weights:
-            _ensure_built(model, _build_shape_from(header), path)
+            _ensure_built(model, header, path)
         pairs = _match_weights(model, loaded)
         _assign(pairs)
         _restore_layer_states(model, loaded, strict=True)
@@ -273,7 +297,7 @@ def load_weights(model, filepath, skip_mismatch=False):
             that does not match), or the file is not a fastnn file, truncated or corrupted.
     """
     loaded = archive.read_file(filepath)
-    _ensure_built(model, _build_shape_from(loaded.header), loaded.path)
+    _ensure_built(model, loaded.header, loaded.path)
     if hasattr(model, "_ensure_packed"):
         model._ensure_packed()
     pairs = _match_weights(model, loaded, skip_mismatch=skip_mismatch)
@@ -308,8 +332,7 @@ def _match_weights(model, loaded, skip_mismatch=False):
         skip_mismatch, warns and leaves that layer's weights as they are).
     """
     path = loaded.path
-    model_layers = [(layer, _layer_variables(layer)) for layer in model.layers]
-    model_layers = [(layer, vs) for layer, vs in model_layers if vs]
+    model_layers = [(layer, vs) for layer, vs in _variable_groups(model) if vs]
     file_layers = _group(loaded.weights, key=lambda item: item[0].get("layer_index"))
     pairs = []
     for i in range(max(len(model_layers), len(file_layers))):
@@ -376,9 +399,17 @@ def _restore_layer_states(model, loaded, strict):
             raise archive.corrupt(loaded.path, f"invalid random state for layer '{layer.name}': {e}") from e
 
 
-def _ensure_built(model, shape, path):
+def _ensure_built(model, header, path):
     if getattr(model, "built", False):
         return
+    build_config = header.get("build_config")
+    if isinstance(build_config, dict) and hasattr(model, "_build_from_config"):
+        try:
+            model._build_from_config(build_config)
+        except (KeyError, TypeError) as e:
+            raise archive.corrupt(path, f"invalid build_config {build_config!r:.200}: {e}") from e
+        return
+    shape = _build_shape_from(header)
     if shape is None:
         raise ValueError(f"Cannot load weights from {path!r} into model '{model.name}': the model is not built "
                          "and the file does not record an input shape; build the model first")
@@ -397,9 +428,9 @@ def _compile_from_config(model, config, loaded):
     optimizer = deserialize_keras_object({**opt_config, "config": inner}, kind="optimizer")
     if excluded:
         optimizer.exclude_from_weight_decay(var_names=excluded)
-    loss = deserialize_keras_object(config["loss"], kind="loss")
-    if is_function(loss):
-        loss = losses_module.get(loss)
+    def loss(entry):
+        value = deserialize_keras_object(entry, kind="loss")
+        return losses_module.get(value) if is_function(value) else value
 
     def metric(m):
         if isinstance(m, str):
@@ -407,8 +438,14 @@ def _compile_from_config(model, config, loaded):
         m = deserialize_keras_object(m, kind="metric")
         return metrics_module.get(m)
 
-    model.compile(optimizer=optimizer, loss=loss, metrics=[metric(m) for m in config.get("metrics") or []],
-                  weighted_metrics=[metric(m) for m in config.get("weighted_metrics") or []],
+    def per_output(value, fn):  # a list, or (several outputs) a dict keyed by output name
+        if isinstance(value, dict) and "class_name" not in value:
+            return {name: fn(v) for name, v in value.items()}
+        return fn(value)
+
+    model.compile(optimizer=optimizer, loss=per_output(config["loss"], loss),
+                  metrics=per_output(config.get("metrics") or [], lambda ms: [metric(m) for m in ms]),
+                  weighted_metrics=per_output(config.get("weighted_metrics") or [], lambda ms: [metric(m) for m in ms]),
                   loss_weights=config.get("loss_weights"))
     state = loaded.header.get("optimizer_state")
     if state is None:

@@ -1,7 +1,8 @@
-"""Utilities: seeding, label encoding, sequence padding, training curves."""
+"""Utilities: seeding, label encoding, sequence padding, training curves, model graphs."""
 
 import numpy as np
 
+from ..keras_tensor import is_keras_tensor
 from .plotting import plot_history
 from .rng import set_random_seed
 
@@ -57,4 +58,4 @@ def __dir__():
     return sorted(set(globals()) | {"pad_sequences"})
 
 
-__all__ = ["pad_sequences", "plot_history", "set_random_seed", "to_categorical"]
+__all__ = ["is_keras_tensor", "pad_sequences", "plot_history", "set_random_seed", "to_categorical"]

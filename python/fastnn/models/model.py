@@ -1,0 +1,657 @@
+"""``Model``: a graph of layer calls that trains (Keras 3's ``keras.Model``).
+
+Three ways to make one, all running on the same graph core (``fastnn.graph``):
+
+* functional: ``Model(inputs, outputs)`` from ``keras.Input`` tensors and layer calls;
+* ``Sequential([...])``: the chain case (models/sequential.py);
+* subclassing: ``class MyModel(Model)`` with layers made in ``__init__`` and
+  ``call(inputs, training=False)``, traced into a graph (``fastnn.tracing``).
+
+A model is also a layer: called on symbolic tensors it becomes one node of a bigger graph.
+
+A model's weights live in one flat parameter buffer (and their gradients in another); each
+Variable is a view into it. One optimizer kernel call then updates the whole model, and
+get_weights / set_weights are copies in and out.
+"""
+
+import numpy as np
+
+from .. import trainer
+from ..graph import Graph, flatten, pack_like
+from ..keras_tensor import KerasTensor, any_symbolic
+from ..layers.base import Layer, _unique_name
+from ..saving import registration
+from . import functional
+
+
+class Model(Layer):
+    """A model: layers in a graph, with compile, fit, evaluate, predict, save and summary.
+
+    Args:
+        inputs: (functional API) a KerasTensor from ``keras.Input``, or a list or dict of them.
+        outputs: (functional API) the KerasTensor(s) computed from the inputs: one, a list,
+            or a dict (its keys name the outputs).
+        name: str, default None ("functional", "sequential" or the snake-case class name,
+            made unique).
+        trainable: bool, default True.
+
+    Subclassing: define the layers in ``__init__`` (after ``super().__init__()``) and the
+    computation in ``call(self, inputs, training=False)``, with layers and ``fastnn.ops``
+    maths; ``fit`` trains it with no hand-written gradient.
+
+    Example:
+        >>> inputs = fastnn.Input((784,))
+        >>> x = fastnn.layers.Dense(64, activation="relu")(inputs)
+        >>> outputs = fastnn.layers.Dense(10, activation="softmax")(x)
+        >>> model = fastnn.Model(inputs, outputs)
+
+        >>> class MLP(fastnn.Model):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.hidden = fastnn.layers.Dense(64, activation="relu")
+        ...         self.out = fastnn.layers.Dense(10, activation="softmax")
+        ...     def call(self, inputs, training=False):
+        ...         return self.out(self.hidden(inputs))
+    """
+
+    _graph_masks = True
+    _consumes_mask = True  # a mask reaching a nested model flows on through its graph
+    _training_dependent = True  # it may hold Dropout or BatchNormalization
+
+    def __init__(self, *args, **kwargs):
+        inputs = kwargs.pop("inputs", args[0] if len(args) > 0 else None)
+        outputs = kwargs.pop("outputs", args[1] if len(args) > 1 else None)
+        if len(args) > 2:
+            raise TypeError(f"Model: expected at most 2 positional arguments (inputs, outputs), got {len(args)}")
+        if (inputs is None) != (outputs is None):
+            raise ValueError("Model: give both 'inputs' and 'outputs' (functional API), or neither (subclassing)")
+        if "name" not in kwargs or kwargs["name"] is None:
+            kwargs["name"] = _unique_name(self._default_name(inputs is not None))
+        super().__init__(**kwargs)
+        self.optimizer = None
+        self.loss = None
+        self.compiled = False
+        self.compiled_metrics = []
+        self.weighted_metrics = []
+        self._compiled = None
+        self.stop_training = False
+        self.history = None
+        self._params = self._grads = None
+        self._packed = []
+        self._functional = False
+        self._graph = None
+        if inputs is not None:
+            self._init_functional(inputs, outputs)
+
+    def _default_name(self, functional_api):
+        from .sequential import Sequential
+
+        if isinstance(self, Sequential):
+            return "sequential"
+        if functional_api and type(self) is Model:
+            return "functional"
+        from ..layers.base import _snake_case
+
+        return _snake_case(type(self).__name__)
+
+    def _init_functional(self, inputs, outputs):
+        """Makes this model the graph from `inputs` to `outputs` (structures of KerasTensors)."""
+        for what, structure in (("inputs", inputs), ("outputs", outputs)):
+            for t in flatten(structure):
+                if not isinstance(t, KerasTensor):
+                    raise TypeError(f"Model '{self.name}': '{what}' must be symbolic tensors (keras.Input and what "
+                                    f"layers return from it), got {type(t).__name__}")
+        self._inputs_struct = _normalize_structure(inputs)
+        self._outputs_struct = _normalize_structure(outputs)
+        self._graph = Graph(flatten(self._inputs_struct), flatten(self._outputs_struct), name=self.name)
+        self._functional = True
+        shapes = [t.shape for t in self._graph.inputs]
+        self.input_shape = shapes[0] if len(shapes) == 1 else shapes
+        out_shapes = [t.shape for t in self._graph.outputs]
+        self.output_shape = out_shapes[0] if len(out_shapes) == 1 else out_shapes
+        self.built = True
+        self._flat_input_specs = [(t.shape, functional.input_dtype(t, self._graph)) for t in self._graph.inputs]
+        self._pack_if_free()
+
+    # ---- structure -----------------------------------------------------------------------------------
+    @property
+    def layers(self):
+        """The layers, in graph order (functional: the InputLayers too, as Keras lists them)."""
+        if self._functional:
+            return functional.graph_layers(self._graph)
+        return self._sublayers()
+
+    def _sublayers(self):
+        if self._functional:
+            return [layer for layer in functional.graph_layers(self._graph) if not layer._is_input_layer]
+        return super()._sublayers()
+
+    def get_layer(self, name=None, index=None):
+        """A layer by name (or by index in ``layers``)."""
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"Model '{self.name}' has no layer named {name!r}; its layers: "
+                         f"{[layer.name for layer in self.layers]}")
+
+    @property
+    def inputs(self):
+        return list(self._graph.inputs) if self._functional else None
+
+    @property
+    def outputs(self):
+        return list(self._graph.outputs) if self._functional else None
+
+    @property
+    def input(self):
+        return self._inputs_struct if self._functional else super().input
+
+    @property
+    def output(self):
+        return self._outputs_struct if self._functional else super().output
+
+    @property
+    def input_names(self):
+        if isinstance(getattr(self, "_inputs_struct", None), dict):
+            return list(self._inputs_struct)
+        return [t.name for t in self._graph.inputs] if self._functional else None
+
+    @property
+    def output_names(self):
+        """The outputs' names: dict keys, else the names of the layers that make them (Keras)."""
+        if self._functional:
+            if isinstance(self._outputs_struct, dict):
+                return list(self._outputs_struct)
+            return [t._keras_history[0].name for t in self._graph.outputs]
+        graph = self._execution_graph(False) if self.built else None
+        if graph is None:
+            return ["output"]
+        return [t._keras_history[0].name if t._keras_history else f"output_{i}"
+                for i, t in enumerate(graph.outputs)]
+
+    # ---- the layer contract: a model as a node of a bigger graph ---------------------------------------
+    def _is_traced(self):
+        return not self._functional and type(self).call is not Model.call
+
+    def call(self, inputs, training=False, mask=None):
+        """The model's outputs for `inputs` (functional: its graph)."""
+        if not self._functional:
+            raise TypeError(f"{type(self).__name__} must implement call(inputs, training=False) (or be made with "
+                            "Model(inputs, outputs))")
+        outputs, _ = self.forward(inputs, training)
+        return outputs
+
+    def forward(self, inputs, training=False, penalties=False, mask=None, keep_cache=False, **kwargs):
+        """(outputs, cache): the model's graph run on `inputs` (arrays in the inputs' structure)."""
+        if not self._functional:
+            return super().forward(inputs, training, keep_cache=keep_cache, **kwargs)
+        flat = self._flatten_inputs(inputs)
+        masks = None if mask is None else (list(mask) if isinstance(mask, (list, tuple)) else [mask])
+        outputs, tape = self._graph.forward(flat, training, penalties=penalties, masks=masks, keep_cache=keep_cache)
+        return self._pack_outputs(outputs), tape
+
+    def _may_produce_mask(self):
+        graph = self._execution_graph(False) if self.built else None
+        return graph is not None and graph.has_masks
+
+    def backward(self, cache, dys, need_input_grad=True, accumulate=False):
+        if not self._functional:
+            return super().backward(cache, dys, need_input_grad, accumulate)
+        n = len(self._graph.inputs)
+        d_outputs = flatten(dys) if len(self._graph.outputs) > 1 else [dys]
+        needs = need_input_grad if isinstance(need_input_grad, (list, tuple)) else [need_input_grad] * n
+        d_inputs = self._graph.backward(cache, d_outputs, needs, accumulate)
+        return d_inputs[0] if n == 1 else d_inputs
+
+    def compute_output_shape(self, input_shape):
+        if self._functional:
+            return self.output_shape
+        return super().compute_output_shape(input_shape)
+
+    def _flatten_inputs(self, inputs):
+        struct = self._inputs_struct
+        if isinstance(struct, dict) and isinstance(inputs, dict):
+            return [inputs[k] for k in struct]
+        if isinstance(inputs, (list, tuple)):
+            return list(inputs)
+        if isinstance(inputs, dict):
+            return list(inputs.values())
+        return [inputs]
+
+    def _pack_outputs(self, outputs):
+        struct = self._outputs_struct
+        if isinstance(struct, KerasTensor):
+            return outputs[0]
+        return pack_like(struct, outputs)
+
+    def __call__(self, *args, **kwargs):
+        """The model's outputs for x (no batching, no callbacks); on symbolic tensors, a node."""
+        if args and any_symbolic(args, kwargs) or any_symbolic((), kwargs):
+            return super().__call__(*args, **kwargs)
+        if not args:
+            args = (kwargs.pop("inputs"),)
+        training = bool(kwargs.pop("training", False) or False)
+        kwargs.pop("mask", None)
+        if kwargs:
+            raise TypeError(f"Model '{self.name}': unexpected call arguments {sorted(kwargs)}")
+        flat = trainer.prepare_inputs(self, args[0], self.name, finite=False)
+        outputs, _ = self._run(flat, training)
+        return self._structure_outputs(outputs)
+
+    # ---- execution (the protocol the trainer talks to) ---------------------------------------------
+    def _execution_graph(self, training):
+        """The graph that runs this model (a subclassed model has one per training mode)."""
+        if self._functional:
+            return self._graph
+        if not self.built:
+            return None
+        from .. import tracing
+
+        return tracing.trace_for_specs(self, self._input_specs, training).graph
+
+    def _run(self, flat_inputs, training=False, logits=None, penalties=False):
+        """(flat outputs, tape) of the execution graph on the flat inputs."""
+        graph = self._execution_graph(training)
+        return graph.forward(flat_inputs, training, logits=logits, penalties=penalties)
+
+    def _structure_outputs(self, flat_outputs):
+        """Outputs as the model returns them: one array, a list, or a dict."""
+        if self._functional:
+            return self._pack_outputs(flat_outputs)
+        from .. import tracing
+
+        found = tracing.trace_for_specs(self, self._input_specs, False)
+        return pack_like(found.outputs, flat_outputs)
+
+    def _input_count(self):
+        if self._functional:
+            return len(self._graph.inputs)
+        from .. import tracing
+
+        specs = getattr(self, "_input_specs", None)
+        return len(tracing.flat_specs(specs)) if specs is not None else 1
+
+    def _float_dtype(self):
+        """The model's floating-point type (weights, outputs, targets)."""
+        variables = self._variables
+        if variables:
+            return variables[0].dtype.name
+        return self.dtype
+
+    def build(self, input_shape=None):
+        """Builds the model for inputs of `input_shape` (batch axis included): a subclassed model
+        traces its call(); the weights then move into the flat buffers."""
+        if self._functional:
+            return self.output_shape
+        if input_shape is None:
+            raise ValueError(f"Model '{self.name}'.build: give the input shape, e.g. build((None, 784))")
+        return self._build_from_specs(_specs_from_shape(input_shape, self.input_dtype))
+
+    def _build_from_specs(self, specs):
+        """Traces call() for inputs described by specs (structure of (shape, dtype)), packs weights."""
+        from .. import tracing
+        from ..layers.base import _unbatched
+
+        self._input_specs = specs
+        self._flat_input_specs = [(shape, np.dtype(dtype)) for shape, dtype in tracing.flat_specs(specs)]
+        found = tracing.trace_for_specs(self, specs, False)
+        shapes = [t.shape for t in flatten(found.inputs)]
+        self.input_shape = _unbatched(shapes[0] if isinstance(found.inputs, KerasTensor) else shapes)
+        out = [t.shape for t in flatten(found.outputs)]
+        self.output_shape = out[0] if isinstance(found.outputs, KerasTensor) else out
+        self.built = True
+        self._pack_weights()
+        return self.output_shape
+
+    def _build_on_data(self, flat_inputs, structure):
+        """Builds an unbuilt model from the first data it sees."""
+        specs = pack_like(structure, [((None,) + tuple(x.shape[1:]), x.dtype.name) for x in flat_inputs])
+        self._build_from_specs(specs)
+
+    # ---- compile / fit / evaluate / predict ---------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                run_eagerly=None, steps_per_execution=None, jit_compile=None, auto_scale_loss=None, **kwargs):
+        """Configures training.
+
+        Args:
+            optimizer: name ("adam") or Optimizer instance, default "rmsprop".
+            loss: a loss (name, Loss instance or function ``loss(y_true, y_pred)``), or one
+                per output: a list in output order or a dict keyed by output name (None
+                for an output that is not trained). One loss for a model with several
+                outputs applies to each.
+            loss_weights: float, or one per output (list or dict), default 1.0 each: the
+                total loss is the weighted sum of the outputs' losses.
+            metrics: list of metrics (names such as "accuracy", "mae", Metric instances or
+                functions); with several outputs a list of lists or a dict keyed by output
+                name (a flat list applies to each output).
+            weighted_metrics: as metrics; these also receive sample_weight.
+            run_eagerly, steps_per_execution, jit_compile, auto_scale_loss: accepted for
+                Keras compatibility (fastnn always runs its C++ kernels directly).
+        """
+        from ..compile_utils import CompiledOutputs
+        from .. import optimizers as optimizers_module
+
+        if kwargs:
+            raise TypeError(f"compile: unexpected keyword argument(s) {sorted(kwargs)}")
+        if loss is None:
+            raise ValueError("compile: 'loss' is required (e.g. loss='sparse_categorical_crossentropy')")
+        self.optimizer = optimizers_module.get(optimizer)
+        self._compiled = CompiledOutputs(self, loss, loss_weights, metrics, weighted_metrics)
+        self.loss = self._compiled.loss_structure
+        self.compiled_metrics = self._compiled.all_metrics
+        self.weighted_metrics = self._compiled.all_weighted_metrics
+        self.compiled = True
+        if self._params is not None:
+            self._attach_optimizer()
+
+    @property
+    def metrics_names(self):
+        """The names of evaluate()'s values, in order."""
+        if self._compiled is None:
+            return ["loss"]
+        return self._compiled.log_names()
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+            initial_epoch=0, steps_per_epoch=None, validation_batch_size=None, validation_freq=1):
+        """Trains for `epochs` epochs; returns a History (``history.history['loss']`` ...).
+
+        Args:
+            x: the inputs: an array (n, ...), or a list / dict of arrays for several inputs.
+            y: the targets: an array, or a list / dict (keyed by output name) for several outputs.
+            batch_size: int, default 32.
+            epochs: int, default 1.
+            verbose: "auto" (=1), 0 silent, 1 progress bar, 2 one line per epoch.
+            callbacks: list of Callback.
+            validation_split: float in [0, 1): the LAST fraction of x/y (before
+                shuffling) is held out and evaluated each epoch.
+            validation_data: (x_val, y_val) or (x_val, y_val, sample_weight_val).
+            shuffle: bool, default True (fastnn's seeded generator).
+            class_weight: dict class -> weight, turned into sample weights (one output).
+            sample_weight: array (n,) of per-sample loss weights (or one per output).
+            initial_epoch: int, default 0: the epoch to start from.
+            steps_per_epoch: int or None: batches per epoch (default all).
+            validation_batch_size: default batch_size.
+            validation_freq: int, default 1: validate every so many epochs.
+
+        With several outputs the logs hold the total ``loss``, each output's ``<name>_loss``
+        and its metrics as ``<name>_<metric>`` (``val_`` prefixed for validation), as Keras.
+        """
+        return trainer.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+                           validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
+                           class_weight=class_weight, sample_weight=sample_weight, initial_epoch=initial_epoch,
+                           steps_per_epoch=steps_per_epoch, validation_batch_size=validation_batch_size,
+                           validation_freq=validation_freq)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False):
+        """Loss (and metrics) on (x, y): a float, or a list in ``metrics_names`` order.
+
+        Args:
+            x, y: as fit. batch_size: default 32. verbose: "auto" (=1), 0, 1 or 2.
+            sample_weight: optional per-sample weights. steps: optional number of batches.
+            callbacks: list of Callback. return_dict: return {name: value}.
+        """
+        return trainer.evaluate(self, x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
+                                steps=steps, callbacks=callbacks, return_dict=return_dict)
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Outputs for x, in batches of `batch_size` (default 32): an array, or a list / dict.
+
+        The fast path: no progress display (``verbose='auto'`` is silent here; pass 1 for a
+        bar) and no callbacks unless given, so one sample costs microseconds.
+        """
+        return trainer.predict(self, x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One gradient update on the batch (x, y).
+
+        Returns the batch's loss (a float), or a list in ``metrics_names`` order when there
+        are metrics or several outputs (metrics over this batch alone), or a dict with
+        return_dict=True.
+        """
+        return trainer.train_on_batch(self, x, y, sample_weight=sample_weight, class_weight=class_weight,
+                                      return_dict=return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """Loss (and metrics) on one batch, without updating the weights; as train_on_batch."""
+        return trainer.test_on_batch(self, x, y, sample_weight=sample_weight, return_dict=return_dict)
+
+    def predict_on_batch(self, x):
+        """Outputs for x as one batch (no callbacks, no progress display)."""
+        flat = trainer.prepare_inputs(self, x, "predict_on_batch", finite=False)
+        outputs, _ = self._run(flat, False)
+        return self._structure_outputs(outputs)
+
+    # ---- weights ---------------------------------------------------------------------------------------
+    def get_weights(self):
+        """Copies of all weights, layer by layer (each layer's get_weights order)."""
+        return [w for layer in self._weight_groups() for w in layer.get_weights()] + \
+            [v.numpy() for v in self._own_weights()]
+
+    def set_weights(self, weights):
+        """Sets all weights from a list like get_weights(); on error nothing changes."""
+        weights = list(weights)
+        groups = [layer.weights for layer in self._weight_groups()] + [self._own_weights()]
+        variables = [v for group in groups for v in group]
+        if len(weights) != len(variables):
+            raise ValueError(f"set_weights: the model has {len(variables)} weight arrays, got {len(weights)}")
+        for var, value in zip(variables, weights):  # check everything before changing anything
+            value = np.asarray(value)
+            if value.shape != var.shape:
+                raise ValueError(f"set_weights: '{var.name}' has shape {var.shape}, got {value.shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"set_weights: the value for '{var.name}' contains NaN or inf")
+        for var, value in zip(variables, weights):
+            var.assign(value)
+
+    def _weight_groups(self):
+        """The layers that hold the model's weights, each once (a shared layer counts once)."""
+        seen, groups = set(), []
+        for layer in self._sublayers():
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                groups.append(layer)
+        return groups
+
+    def _own_weights(self):
+        return [v for v in self._own_variables]
+
+    def _pack_if_free(self):
+        """Packs the weights unless another model's flat buffer already holds some of them (a
+        sub-model made from a trained model's layers shares them; packing happens at fit)."""
+        if all(getattr(v, "_buffer", None) is None for v in self._variables):
+            self._pack_weights()
+
+    def _pack_weights(self):
+        """Moves every Variable into the flat buffers (trainable ones first, in layer order)."""
+        variables = self._variables
+        trainable = [v for v in variables if v._trainable_now()]
+        frozen = [v for v in variables if not v._trainable_now()]
+        dtypes = {v.dtype for v in variables}
+        if len(dtypes) > 1:
+            raise ValueError(f"Model '{self.name}': layers have different dtypes {sorted(d.name for d in dtypes)}")
+        dtype = dtypes.pop() if dtypes else np.dtype(self.dtype)
+        total_t = sum(v.value.size for v in trainable)
+        total = total_t + sum(v.value.size for v in frozen)
+        params = np.empty(total, dtype)
+        grads = np.zeros(total_t, dtype)
+        offset = 0
+        for v in trainable + frozen:
+            size = v.value.size
+            value_view = params[offset:offset + size].reshape(v.shape)
+            grad_view = grads[offset:offset + size].reshape(v.shape) if offset + size <= total_t else None
+            v._rebind(value_view, grad_view)
+            v._buffer = params
+            offset += size
+        self._params, self._grads = params, grads
+        same_order = self._packed == trainable
+        self._packed = trainable
+        if self.optimizer is not None:
+            if same_order and self.optimizer.built:
+                self.optimizer._flat = (params[:grads.size], grads)  # moved, not changed: keep the state
+            else:
+                self._attach_optimizer()
+
+    def _attach_optimizer(self):
+        self.optimizer.build(self._packed, flat=(self._params[:self._grads.size], self._grads))
+
+    def _ensure_packed(self):
+        """Repacks when layers were frozen or unfrozen, or the weights moved to another model's buffer."""
+        variables = self._variables
+        current = [v for v in variables if v._trainable_now()]
+        if self._params is None or current != self._packed or \
+                any(getattr(v, "_buffer", None) is not self._params for v in variables):
+            self._pack_weights()
+        elif self.optimizer is not None and not self.optimizer.built:
+            self._attach_optimizer()
+
+    # ---- copies and pickles --------------------------------------------------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if self.optimizer is not None and self.optimizer.built:
+            state["_optimizer_state"] = self.optimizer.get_state()
+        return state
+
+    def __setstate__(self, state):
+        # A copy gets its variables as separate arrays: move them back into flat buffers
+        # (otherwise the optimizer would update buffers the layers no longer read).
+        optimizer_state = state.pop("_optimizer_state", None)
+        self.__dict__.update(state)
+        if self._params is not None:
+            self._pack_weights()
+            if optimizer_state is not None:
+                self._attach_optimizer()
+                self.optimizer.set_state(optimizer_state)
+
+    # ---- saving ----------------------------------------------------------------------------------------
+    def save(self, filepath, overwrite=True):
+        """Saves the model to one file: architecture, weights, compile settings, optimizer state.
+
+        ``fastnn.models.load_model(filepath)`` rebuilds it, ready to predict or to resume
+        training exactly where it stopped. The write is atomic: a crash leaves any previous
+        file intact. See ``fastnn.saving`` for the format (a zip of JSON and .npy arrays,
+        never pickle).
+
+        Args:
+            filepath: str or path-like; ".fastnn" is suggested (".keras" works too).
+            overwrite: bool, default True: replace an existing file (False: FileExistsError).
+        """
+        from .. import saving
+
+        saving.save_model(self, filepath, overwrite=overwrite)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Saves the weights alone (no architecture, no optimizer state) to one file.
+
+        Args:
+            filepath: str or path-like (".weights.fastnn" is suggested).
+            overwrite: bool, default True.
+        """
+        from .. import saving
+
+        saving.save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath, skip_mismatch=False):
+        """Loads weights written by ``save_weights`` (or ``save``) into this model.
+
+        Args:
+            filepath: str or path-like.
+            skip_mismatch: bool, default False: leave layers whose weights do not match
+                as they are (with a warning) instead of raising.
+
+        Raises:
+            ValueError: a different architecture (the message names the first weight that
+                does not match), or a file that is not a fastnn file, truncated or corrupted.
+        """
+        from .. import saving
+
+        saving.load_weights(self, filepath, skip_mismatch=skip_mismatch)
+
+    def get_config(self):
+        """Functional models: Keras' layout (layers with their inbound nodes, input and output
+        layers). Subclassed models: the arguments of ``__init__`` (override this, as in Keras)."""
+        if self._functional:
+            return functional.get_config(self)
+        return {"name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """A new (untrained) model from ``get_config()``'s output (``custom_objects``: name -> class
+        or function, for custom layers)."""
+        if "layers" in config and "input_layers" in config:
+            return functional.from_config(cls, config, custom_objects)
+        return cls(**config)
+
+    def _build_config(self):
+        """What a saved file needs to build this model again before loading weights."""
+        if self._functional or not self.built:
+            return None
+        return {"input_specs": _specs_to_json(self._input_specs)}
+
+    def _build_from_config(self, build_config):
+        self._build_from_specs(_specs_from_json(build_config["input_specs"]))
+
+    # ---- summary ---------------------------------------------------------------------------------------
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False):
+        """Prints a table of the layers (name and type, output shape, parameter count; for graphs
+        the layers each is connected to, as Keras' "Connected to") and the totals.
+
+        Args:
+            line_length: int, default None (fits the columns).
+            positions: accepted for Keras compatibility.
+            print_fn: function taking one line, default print.
+            expand_nested: accepted for Keras compatibility.
+            show_trainable: add a column saying whether each layer is trainable.
+        """
+        from . import summary
+
+        summary.print_summary(self, line_length=line_length, print_fn=print_fn, show_trainable=show_trainable)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+    # ---- registration (saving/registration.py) ------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        """fastnn's own models register by name (as layers too: a model nests in another)."""
+        super().__init_subclass__(**kwargs)
+        registration.register_builtin(cls, "model")
+
+
+registration.register_builtin(Model, "model")
+# ---- end of registration ------------------------------------------------------------------------
+
+
+def _normalize_structure(structure):
+    if isinstance(structure, tuple):
+        return list(structure)
+    if isinstance(structure, list) and len(structure) == 1 and isinstance(structure[0], KerasTensor):
+        return structure  # Keras keeps a list of one as a list
+    return structure
+
+
+def _specs_from_shape(input_shape, dtype):
+    dtype = np.dtype(dtype).name
+    if isinstance(input_shape, list):
+        return [_specs_from_shape(s, dtype) for s in input_shape]
+    return ((None,) + tuple(input_shape[1:]), dtype)
+
+
+def _specs_to_json(specs):
+    if isinstance(specs, list):
+        return [_specs_to_json(s) for s in specs]
+    if isinstance(specs, dict):
+        return {k: _specs_to_json(v) for k, v in specs.items()}
+    shape, dtype = specs
+    return {"shape": list(shape), "dtype": dtype}
+
+
+def _specs_from_json(data):
+    if isinstance(data, list):
+        return [_specs_from_json(s) for s in data]
+    if isinstance(data, dict) and "shape" not in data:
+        return {k: _specs_from_json(v) for k, v in data.items()}
+    return (tuple(data["shape"]), data["dtype"])
+
