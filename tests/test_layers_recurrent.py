@@ -473,6 +473,37 @@ def test_encoder_states_initialise_a_decoder_in_a_functional_model(rng, tmp_path
     assert_gradient(got, _numeric_gradient(loss, encoder64.recurrent_kernel.value), "encoder recurrent kernel")
 
 
+def test_recurrent_layers_in_a_graph_shared_with_states_and_masks(rng):
+    """One graph: an LSTM shared by two inputs (its weight gradients add up), a Bidirectional
+    GRU's states (a multi-output node) added to the shared LSTM's output to start a GRU over a
+    masked embedding. Central differences of every weight and input."""
+    d = "float64"
+    a, b = fastnn.Input((5, 3), dtype=d), fastnn.Input((5, 3), dtype=d)
+    ids = fastnn.Input((4,), dtype="int32")
+    shared = layers.LSTM(4, dtype=d)
+    h_a, h_b = shared(a), shared(b)
+    merged, h_f, h_r = layers.Bidirectional(layers.GRU(4, return_state=True, dtype=d), merge_mode="sum")(a)
+    embedded = layers.Embedding(6, 3, mask_zero=True, dtype=d)(ids)
+    decoded = layers.GRU(4, return_sequences=True, dtype=d)(embedded, initial_state=[layers.Add()([h_f, h_a])])
+    outputs = layers.Concatenate()([layers.Flatten()(decoded), h_b, merged, h_r])
+    model = fastnn.Model([a, b, ids], outputs)
+    xa, xb = rng.standard_normal((3, 5, 3)), rng.standard_normal((3, 5, 3))
+    xi = np.array([[0, 1, 2, 3], [4, 5, 0, 0], [0, 0, 0, 0]])
+    out, tape = model.forward([xa, xb, xi], training=True)
+    dy = rng.standard_normal(out.shape)
+    dxa, dxb, _ = model.backward(tape, dy)
+    grads = {v.name: v.grad.copy() for v in model.trainable_weights}
+    assert len(grads) == 13
+
+    def loss():
+        return float(np.sum(model.forward([xa, xb, xi])[0] * dy))
+
+    assert_gradient(dxa, _numeric_gradient(loss, xa), "dx a")
+    assert_gradient(dxb, _numeric_gradient(loss, xb), "dx b")
+    for var in model.trainable_weights:
+        assert_gradient(grads[var.name], _numeric_gradient(loss, var.value), var.name)
+
+
 def test_a_symbolic_mask_before_the_initial_state(rng):
     d = "float64"
     x, h, m = fastnn.Input((5, 3), dtype=d), fastnn.Input((4,), dtype=d), fastnn.Input((5,), dtype=d)

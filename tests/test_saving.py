@@ -737,6 +737,8 @@ _MAKE = {  # the classes whose constructor needs arguments; every other class is
     layers.Activation: lambda: layers.Activation("relu"), layers.Dense: lambda: layers.Dense(3),
     layers.Dropout: lambda: layers.Dropout(0.5, seed=1), layers.InputLayer: lambda: layers.InputLayer(shape=(4,)),
     layers.Reshape: lambda: layers.Reshape((2, 2)), layers.Embedding: lambda: layers.Embedding(5, 2),
+    layers.Lambda: lambda: layers.Lambda(fastnn.activations.relu), layers.Dot: lambda: layers.Dot(axes=1),
+    layers.Permute: lambda: layers.Permute((2, 1)), layers.RepeatVector: lambda: layers.RepeatVector(3),
     layers.Conv1D: lambda: layers.Conv1D(2, 3), layers.Conv2D: lambda: layers.Conv2D(2, 3),
     layers.RandomContrast: lambda: layers.RandomContrast(0.2), layers.RandomCrop: lambda: layers.RandomCrop(2, 2),
     layers.RandomRotation: lambda: layers.RandomRotation(0.1),

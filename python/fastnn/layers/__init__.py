@@ -7,7 +7,10 @@ from .base import Layer, Variable
 from .conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from .core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape
 from .embedding import Embedding
+from .lambda_layer import Lambda
 from .masking import Masking
+from .merging import (Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract, add, average,
+                      concatenate, dot, maximum, minimum, multiply, subtract)
 from .normalization import BatchNormalization
 from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, GlobalAveragePooling1D,
                       GlobalAveragePooling2D, GlobalAvgPool1D, GlobalAvgPool2D, GlobalMaxPool1D, GlobalMaxPool2D,
@@ -15,6 +18,7 @@ from .pooling import (AveragePooling1D, AveragePooling2D, AvgPool1D, AvgPool2D, 
                       UpSampling2D, ZeroPadding2D)
 from .preprocessing import Normalization, Rescaling
 from .recurrent import GRU, LSTM, SimpleRNN
+from .reshaping import Cropping1D, Cropping2D, Permute, RepeatVector
 from .wrappers import Bidirectional, TimeDistributed
 
 def serialize(layer):
@@ -39,4 +43,7 @@ __all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "D
            "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "MaxPool1D", "MaxPool2D",
            "AvgPool1D", "AvgPool2D", "GlobalMaxPool1D", "GlobalMaxPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D",
            "ZeroPadding2D", "UpSampling2D", "BatchNormalization", "Embedding", "Masking", "LSTM", "GRU", "SimpleRNN",
-           "Bidirectional", "TimeDistributed", "Identity", "serialize", "deserialize"]
+           "Bidirectional", "TimeDistributed", "Identity", "Lambda", "Add", "Subtract", "Multiply", "Average",
+           "Maximum", "Minimum", "Concatenate", "Dot", "add", "subtract", "multiply", "average", "maximum",
+           "minimum", "concatenate", "dot", "Permute", "RepeatVector", "Cropping1D", "Cropping2D", "serialize",
+           "deserialize"]
