@@ -3,6 +3,7 @@
 import numpy as np
 
 from ..keras_tensor import is_keras_tensor
+from .model_visualization import model_to_dot, plot_model
 from .plotting import plot_history
 from .rng import set_random_seed
 
@@ -58,4 +59,5 @@ def __dir__():
     return sorted(set(globals()) | {"pad_sequences"})
 
 
-__all__ = ["is_keras_tensor", "pad_sequences", "plot_history", "set_random_seed", "to_categorical"]
+__all__ = ["is_keras_tensor", "model_to_dot", "pad_sequences", "plot_history", "plot_model", "set_random_seed",
+           "to_categorical"]
