@@ -5,6 +5,8 @@ import runpy
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -22,6 +24,11 @@ def test_text_classification_example_reads_word_order():
     assert bag_accuracy < 0.7  # word counts alone cannot tell
 
 
+def test_siamese_example_tells_matching_digits_apart():
+    example = runpy.run_path(str(ROOT / "examples" / "siamese_digits.py"))
+    assert example["main"]() >= 0.95  # chance is 0.5
+
+
 def test_bench_runs_and_prints_a_table():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--size", "smoke",
                           "--threads", "1", "--no-write", "--no-torch"],
@@ -30,3 +37,23 @@ def test_bench_runs_and_prints_a_table():
     assert "| gemm | matmul 16×32 @ 32×8 f32 | 1 |" in out.stdout
     assert "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: unset" in out.stdout
     assert "OMP_PROC_BIND=true" in out.stdout
+
+
+def test_readme_graph_example_runs(tmp_path, monkeypatch):
+    """README's functional / subclassing example runs as written (fewer epochs)."""
+    import re
+    import shutil
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Graphs"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1).replace("epochs=10", "epochs=5")
+    monkeypatch.chdir(tmp_path)
+    if shutil.which("dot") is None:  # plot_model then says what to install
+        with pytest.raises(ImportError, match="Graphviz"):
+            exec(compile(code, "README.md", "exec"), {})
+        return
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert (tmp_path / "model.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(namespace["history"].history) == ["digit_accuracy", "digit_loss", "ink_loss", "loss"]
+    assert namespace["mlp"].evaluate(namespace["x_test"], namespace["y_test"], verbose=0)[1] > 0.85
