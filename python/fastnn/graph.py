@@ -23,6 +23,7 @@ depends on are not visited at all.
 
 
 from .keras_tensor import KerasTensor
+from .operation import _TRAINABLE_EPOCH
 
 # how a node's operation is called (see _Step)
 _SIMPLE, _LIST, _GENERAL = 0, 1, 2
@@ -199,7 +200,7 @@ def _has_slot(template):
 class _Plan:
     """The backward walk for one set of 'which inputs need a gradient' and one trainable state."""
 
-    __slots__ = ("epoch", "order", "need", "accumulate", "variables", "shared", "requires")
+    __slots__ = ("epoch", "need_inputs", "order", "need", "accumulate", "variables", "shared", "requires", "walk")
 
 
 class GraphError(ValueError):
@@ -243,8 +244,25 @@ class Graph:
         self.consumers = self._consumers()
         self.has_masks = any(getattr(node.operation, "_may_produce_mask", lambda: False)() for node in self.nodes)
         self._plans = {}
+        self._last_plan = None
         self._chain = self._as_chain()
+        self._plain = self._as_plain()
         self._last_tape = None
+
+    def _as_plain(self):
+        """(operation, kind, input slot(s), output slot) per step when every step is a plain call (one
+        output, no keyword arguments or training override, no masks or activity regularizers): the
+        forward pass then skips the per-step checks (a few microseconds a step)."""
+        if self.has_masks:
+            return None
+        plain = []
+        for step in self.steps:
+            if (step.kind == _GENERAL or not step.single_out or step.static or step.training is not None
+                    or step.op.activity_regularizer is not None or step.op._graph_masks):
+                return None
+            ins = step.in_slots[0] if step.kind == _SIMPLE else step.in_slots
+            plain.append((step.op, step.kind == _SIMPLE, ins, step.out_slots[0]))
+        return plain
 
     def _as_chain(self):
         """The operations in order when the graph is a plain chain (one input, each step reading the
@@ -362,6 +380,8 @@ class Graph:
         values = [None] * self.n_slots
         for s, x in zip(self.input_slots, inputs):
             values[s] = x
+        if self._plain is not None and masks is None and (training or not keep):
+            return self._forward_plain(values, training, keep, logits, recycle)
         slot_masks = None
         if self.has_masks or masks is not None:
             slot_masks = [None] * self.n_slots
@@ -436,6 +456,26 @@ class Graph:
             self._last_tape.caches[:] = [None] * len(self._last_tape.caches)
         self._last_tape = None
 
+    def _forward_plain(self, values, training, keep, logits, recycle):
+        """forward() for a graph of plain steps (see _as_plain)."""
+        tape = Tape(len(self.steps), keep)
+        caches = tape.caches
+        previous = self._last_tape.caches if recycle and self._last_tape is not None else None
+        for k, (op, simple, ins, out) in enumerate(self._plain):
+            x = values[ins] if simple else [values[s] for s in ins]
+            if logits is not None and k in logits:
+                y, cache = op.forward(x, training, logits=True)
+            else:
+                y, cache = op.forward(x, training)
+            values[out] = y
+            if caches is not None:
+                caches[k] = cache
+                if previous is not None:
+                    previous[k] = None
+        if recycle:
+            self._last_tape = tape
+        return [values[s] for s in self.output_slots], tape
+
     def _propagate_masks(self, step, x, y, cache, slot_masks, values):
         op = step.op
         if step.graph_masks:  # a nested model: its own walk computed its outputs' masks
@@ -484,53 +524,55 @@ class Graph:
         if not accumulate:
             for v in plan.shared:
                 v.grad.fill(0)
-        caches, activity = tape.caches, tape.activity
-        for k in plan.order:
-            step = self.steps[k]
-            if step.single_out:
-                dy = grads[step.out_slots[0]]
+        caches, activity, requires = tape.caches, tape.activity, plan.requires
+        for k, op, in_slots, out_slots, single_out, need, node_accumulates, variables in plan.walk:
+            if single_out:
+                dy = grads[out_slots[0]]
                 reached = dy is not None
             else:
-                dy = [grads[s] for s in step.out_slots]
+                dy = [grads[s] for s in out_slots]
                 reached = any(d is not None for d in dy)
             if activity is not None and k in activity:
-                extra = step.op.activity_regularizer.gradient(activity[k])
-                if step.single_out:
+                extra = op.activity_regularizer.gradient(activity[k])
+                if single_out:
                     dy = extra.astype(activity[k].dtype) if dy is None else dy + extra.astype(dy.dtype, copy=False)
                 else:
                     dy[0] = extra if dy[0] is None else dy[0] + extra.astype(dy[0].dtype, copy=False)
                 reached = True
-            add = accumulate or plan.accumulate[k]
+            add = accumulate or node_accumulates
             if not reached:
                 if not add:
-                    for v in plan.variables[k]:
+                    for v in variables:
                         v.grad.fill(0)
                 continue
-            dx = step.op.backward(caches[k], dy, plan.need[k], add)
-            in_slots = step.in_slots
+            dx = op.backward(caches[k], dy, need, add)
             if len(in_slots) == 1:
-                dxs = (dx[0] if isinstance(dx, (list, tuple)) else dx,)
-            else:
-                dxs = dx if dx is not None else ()
-            requires = plan.requires
-            for s, g in zip(in_slots, dxs):
-                if g is None or not requires[s]:
-                    continue
-                grads[s] = g if grads[s] is None else grads[s] + g
-            for s in step.out_slots:  # let the memory go
+                s = in_slots[0]
+                if requires[s]:
+                    g = dx[0] if isinstance(dx, (list, tuple)) else dx
+                    if g is not None:
+                        grads[s] = g if grads[s] is None else grads[s] + g
+            elif dx is not None:
+                for s, g in zip(in_slots, dx):
+                    if g is not None and requires[s]:
+                        grads[s] = g if grads[s] is None else grads[s] + g
+            for s in out_slots:  # let the memory go
                 grads[s] = None
         return [grads[s] if need else None for s, need in zip(self.input_slots, need_inputs)]
 
     def plan(self, need_inputs):
         """The backward plan for `need_inputs` (cached until a layer or weight changes trainability)."""
-        from .layers import base
-
-        epoch = base.trainable_epoch()
+        epoch = _TRAINABLE_EPOCH[0]
+        plan = self._last_plan
+        if plan is not None and plan.epoch == epoch and plan.need_inputs == need_inputs:
+            return plan
         plan = self._plans.get(need_inputs)
         if plan is not None and plan.epoch == epoch:
+            self._last_plan = plan
             return plan
         plan = _Plan()
         plan.epoch = epoch
+        plan.need_inputs = need_inputs
         requires = [False] * self.n_slots
         for s, need in zip(self.input_slots, need_inputs):
             requires[s] = need
@@ -559,7 +601,9 @@ class Graph:
                     seen.add(id(v))
                     shared.append(v)
         plan.shared = shared  # the variables, not their grad arrays: a repack moves those
-        self._plans[need_inputs] = plan
+        plan.walk = [(k, self.steps[k].op, self.steps[k].in_slots, self.steps[k].out_slots, self.steps[k].single_out,
+                      plan.need[k], plan.accumulate[k], plan.variables[k]) for k in plan.order]
+        self._plans[need_inputs] = self._last_plan = plan
         return plan
 
 

@@ -29,6 +29,17 @@ from . import autodiff
 from .keras_tensor import KerasTensor, any_symbolic
 
 _TRACING = [0]  # > 0 while a call() is being traced: ops on weights alone are recorded too
+_TRAINABLE_EPOCH = [0]
+
+
+def trainable_epoch():
+    """A counter bumped whenever a layer or weight changes trainability (graphs re-plan then)."""
+    return _TRAINABLE_EPOCH[0]
+
+
+def trainability_changed():
+    """Bumps the trainability counter (a layer or weight was frozen or unfrozen)."""
+    _TRAINABLE_EPOCH[0] += 1
 
 
 class Operation:

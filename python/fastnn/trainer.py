@@ -353,7 +353,7 @@ class _Step:
     def _loss_weights(loss, mask, y_out, sample_weight):
         """Keras: masked rows weigh 0 and, for a mean, the valid ones total/valid, so that the
         loss is the mean over the valid rows."""
-        if mask is None or np.shape(mask) != y_out.shape[:-1]:
+        if np.shape(mask) != y_out.shape[:-1]:
             return sample_weight, None
         mask = np.asarray(mask, bool)
         weights = mask.astype(np.float64)
@@ -375,19 +375,20 @@ class _Step:
                 predictions.append(out)
                 used_masks.append(None)
                 continue
-            weights, mask = self._loss_weights(loss, None if masks is None else masks[i], out, ws[i])
+            weights, mask = ws[i], None
+            if masks is not None and masks[i] is not None:
+                weights, mask = self._loss_weights(loss, masks[i], out, ws[i])
             if fused:
                 value, grad, pred = loss.value_and_grad(ys[i], out, weights, want_grad=want_grad, want_probs=True)
             else:
                 (value, grad), pred = loss.value_and_grad(ys[i], out, weights, want_grad=want_grad), out
-            if not np.isfinite(value):
-                value = float(value)  # reported as is (TerminateOnNaN can stop on it)
-            total += float(value) * config.weight
+            value = float(value)  # NaN or inf reported as they are (TerminateOnNaN can stop on them)
+            total += value * config.weight
             if grad is not None:
                 if config.weight != 1.0:
                     grad = grad * grad.dtype.type(config.weight)
                 grad = np.ascontiguousarray(grad, dtype=out.dtype)
-            values.append(float(value))
+            values.append(value)
             grads.append(grad)
             predictions.append(pred)
             used_masks.append(mask)
@@ -464,7 +465,11 @@ def _train_step(model, step, xs, ys, ws):
 
 # ---- fit ---------------------------------------------------------------------------------------------------
 def _take(arrays, idx, buffers):
-    return [None if a is None else np.take(a, idx, axis=0, out=b[:len(idx)]) for a, b in zip(arrays, buffers)]
+    """The batch `idx` of each array, gathered into its preallocated buffer."""
+    m = len(idx)
+    if len(arrays) == 1 and arrays[0] is not None:  # the common case, without the loop
+        return [np.take(arrays[0], idx, axis=0, out=buffers[0][:m])]
+    return [None if a is None else np.take(a, idx, axis=0, out=b[:m]) for a, b in zip(arrays, buffers)]
 
 
 def _buffers(arrays, batch_size):
@@ -525,6 +530,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
 
     step = _Step(model, training=True)
     x_buffers, y_buffers = _buffers(xs, batch_size), _buffers(ys, batch_size)
+    unweighted = all(w is None for w in weights)
     callback_list.on_train_begin()
     logs = {}
     for epoch in range(initial_epoch, epochs):
@@ -536,7 +542,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
             callback_list.on_train_batch_begin(b)
             idx = order[b * batch_size:(b + 1) * batch_size]
             xb, yb = _take(xs, idx, x_buffers), _take(ys, idx, y_buffers)
-            wb = [None if w is None else w[idx] for w in weights]
+            wb = weights if unweighted else [None if w is None else w[idx] for w in weights]
             total, values = _train_step(model, step, xb, yb, wb)
             step.record(total, values, len(idx))
             logs = step.logs()

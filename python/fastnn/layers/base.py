@@ -26,21 +26,11 @@ import numpy as np
 
 from .. import config, initializers, regularizers
 from ..keras_tensor import KerasTensor, any_symbolic
-from ..operation import Operation
+from ..operation import Operation, trainability_changed
 from ..operators import ArithmeticOperators
 from ..saving import registration
 
 _NAME_COUNTS = {}
-_TRAINABLE_EPOCH = [0]
-
-
-def trainable_epoch():
-    """A counter bumped whenever a layer or weight changes trainability (graphs re-plan then)."""
-    return _TRAINABLE_EPOCH[0]
-
-
-def _trainability_changed():
-    _TRAINABLE_EPOCH[0] += 1
 
 
 def _unique_name(prefix):
@@ -89,11 +79,11 @@ class Variable(ArithmeticOperators):
     @trainable.setter
     def trainable(self, value):
         self._trainable = bool(value)
-        _trainability_changed()
+        trainability_changed()
 
     def _trainable_now(self):
         """Trainable itself and in a trainable layer."""
-        return self._trainable and (self._layer is None or self._layer.trainable)
+        return self._trainable and (self._layer is None or self._layer._trainable)
 
     @property
     def value(self):
@@ -232,7 +222,7 @@ class Layer(Operation):
         self._trainable = bool(value)
         for layer in self._sublayers():
             layer.trainable = value
-        _trainability_changed()
+        trainability_changed()
 
     # ---- weights ----------------------------------------------------------------------------------
     @property
@@ -639,7 +629,10 @@ def _as_inputs(x, dtype, who):
 def trainable_grad(var):
     """The gradient array a backward pass writes for `var`: its ``grad`` when the weight is
     trainable now (itself and its layer), else None (nothing to write)."""
-    return var.grad if var is not None and var.grad is not None and var._trainable_now() else None
+    if var is None or var.grad is None or not var._trainable:  # (Variable._trainable_now, inline: per step)
+        return None
+    layer = var._layer
+    return var.grad if layer is None or layer._trainable else None
 
 
 def check_finite(x, who, what="x"):

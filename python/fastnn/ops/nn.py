@@ -11,12 +11,15 @@ from .. import _core
 _ACTIVATIONS = dict(_core.activation_kinds)
 
 
+_ACTIVATIONS[None] = _ACTIVATIONS["linear"]
+
+
 def _kind(activation):
-    if activation is None:
-        return _ACTIVATIONS["linear"]
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[activation]
+    try:
+        return _ACTIVATIONS[activation]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown activation {activation!r}; expected one of "
+                         f"{sorted(k for k in _ACTIVATIONS if k is not None)}") from None
 
 
 def activation_forward(x, activation, alpha=0.0):
