@@ -155,3 +155,40 @@ def test_a_lambda_function_cannot_be_saved_but_a_registered_one_can(tmp_path):
     model.save(tmp_path / "halve.fastnn")
     x = np.ones((2, 3), np.float32)
     np.testing.assert_array_equal(keras.models.load_model(tmp_path / "halve.fastnn").predict(x), x * 0.5)
+
+
+@register_keras_serializable(package="TestSavingGraphs")
+class Widened(keras.Model):
+    """A subclassed model without get_config: its plain __init__ arguments are its config (Keras 3)."""
+
+    def __init__(self, width, depth=1, activation="relu", **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = [layers.Dense(width, activation=activation) for _ in range(depth)]
+        self.head = layers.Dense(2)
+
+    def call(self, x):
+        for layer in self.hidden:
+            x = layer(x)
+        return self.head(x)
+
+
+def test_a_subclassed_model_without_get_config_saves_its_init_arguments(tmp_path, rng):
+    model = Widened(7, depth=2, activation="tanh", name="wide")
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    model(x)
+    assert model.get_config() == {"name": "wide", "trainable": True, "width": 7, "depth": 2, "activation": "tanh"}
+    model.save(tmp_path / "wide.fastnn")
+    loaded = keras.models.load_model(tmp_path / "wide.fastnn")
+    assert len(loaded.hidden) == 2 and loaded.hidden[0].units == 7
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+    class WithArray(keras.Model):
+        def __init__(self, table):
+            super().__init__()
+            self.table = table
+
+        def call(self, x):
+            return x * 2.0
+
+    with pytest.raises(ValueError, match="argument table=.*is not a plain value.*implement get_config"):
+        WithArray(np.ones(3)).get_config()

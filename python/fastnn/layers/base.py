@@ -20,6 +20,7 @@ Calling a layer on arrays runs it (building it on first use); calling it on symb
 (``keras.Input`` and what layers return from it) records a node of a model graph.
 """
 
+import inspect
 import re
 
 import numpy as np
@@ -388,13 +389,47 @@ class Layer(Operation):
         return mask if self.supports_masking else None
 
     def get_config(self):
-        """The arguments that rebuild this layer (``type(layer).from_config(config)``)."""
+        """The arguments that rebuild this layer (``type(layer).from_config(config)``).
+
+        A user's layer that does not implement get_config gets the plain arguments its
+        ``__init__`` was called with (numbers, strings, lists...: Keras 3's auto-config).
+        """
         cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
         if self._declared_input_shape is not None:
             cfg["input_shape"] = self._declared_input_shape
         if self.activity_regularizer is not None:
             cfg["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
+        if type(self).get_config is Layer.get_config:
+            cfg.update(self._auto_config(cfg))
         return cfg
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        object.__setattr__(self, "_init_arguments", (args, kwargs))  # for _auto_config
+        return self
+
+    def _auto_config(self, base):
+        """The arguments of a user's __init__ (not fastnn's own classes) as a config, when plain."""
+        if type(self).__module__.startswith("fastnn."):
+            return {}
+        args, kwargs = getattr(self, "_init_arguments", ((), {}))
+        try:
+            bound = inspect.signature(type(self).__init__).bind(self, *args, **kwargs)
+        except TypeError:
+            return {}
+        config = {}
+        for name, value in list(bound.arguments.items())[1:]:
+            parameter = bound.signature.parameters[name]
+            values = value.items() if parameter.kind == parameter.VAR_KEYWORD else [(name, value)]
+            for key, item in values:
+                if key in base or parameter.kind == parameter.VAR_POSITIONAL:
+                    continue
+                if not _plain(item):
+                    raise ValueError(f"Cannot make the config of {type(self).__name__} '{self.name}': its __init__ "
+                                     f"argument {key}={item!r:.80} is not a plain value (number, string, list, "
+                                     "dict); implement get_config() (and from_config) as in Keras")
+                config[key] = item
+        return config
 
     @classmethod
     def from_config(cls, cfg):
@@ -624,6 +659,17 @@ def _as_inputs(x, dtype, who):
     if isinstance(x, (list, tuple)) and any(isinstance(item, np.ndarray) for item in x):
         return [_as_input(item, dtype, who) for item in x]
     return _as_input(x, dtype, who)
+
+
+def _plain(value):
+    """Whether a value fits in a JSON config as it is."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 def trainable_grad(var):

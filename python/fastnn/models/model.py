@@ -572,10 +572,14 @@ class Model(Layer):
 
     def get_config(self):
         """Functional models: Keras' layout (layers with their inbound nodes, input and output
-        layers). Subclassed models: the arguments of ``__init__`` (override this, as in Keras)."""
+        layers). Subclassed models: their name, and the plain arguments ``__init__`` was called
+        with (Keras 3's auto-config); override it (with from_config) for anything else."""
         if self._functional:
             return functional.get_config(self)
-        return {"name": self.name, "trainable": self.trainable}
+        config = {"name": self.name, "trainable": self.trainable}
+        if type(self).get_config is Model.get_config:
+            config.update(self._auto_config(config))
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
