@@ -653,3 +653,13 @@ def test_custom_loss_trains_a_linear_model(loss_fn):
     np.testing.assert_allclose(bias, [b_true], atol=2e-3)
     losses_seen = history.history["loss"]
     assert losses_seen[-1] < 1e-3 * losses_seen[0]
+
+
+def test_constant_makers_and_shape():
+    from fastnn import ops
+    import fastnn
+
+    np.testing.assert_array_equal(ops.arange(2, 8, 3), np.arange(2, 8, 3))
+    assert ops.zeros((2, 3)).dtype == np.float32 and not ops.zeros((2, 3)).any()
+    np.testing.assert_array_equal(ops.ones((2,), dtype="int32"), [1, 1])
+    assert ops.shape(np.ones((4, 5))) == (4, 5) and ops.shape(fastnn.Input((7,))) == (None, 7)

@@ -342,3 +342,18 @@ def test_a_layer_called_with_training_false_is_fine_tuned_in_inference_mode(rng,
     assert not np.allclose(base.get_weights()[0], before[0])  # but the base's Dense was trained
     # and the gradient is the inference-mode one (no dropout, moving statistics): finite differences
     check_model_gradients(model, [x], rng)
+
+
+def test_summary_expands_nested_models_and_places_columns():
+    inner_in = keras.Input((3,))
+    inner = keras.Model(inner_in, layers.Dense(2, name="inner_dense")(inner_in), name="inner")
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, layers.Dense(1, name="top")(inner(inputs)))
+    lines = []
+    model.summary(print_fn=lines.append, expand_nested=True, show_trainable=True)
+    nested = next(line for line in lines if "inner_dense (Dense)" in line)
+    assert nested.startswith(" | inner_dense (Dense)") and "(None, 2)" in nested and nested.rstrip().endswith("Y")
+    lines = []
+    model.summary(print_fn=lines.append, line_length=80, positions=[0.4, 0.6, 0.7, 1.0])
+    header = next(line for line in lines if "Layer (type)" in line)
+    assert header.index("Output Shape") == 32 and header.index("Param #") == 48

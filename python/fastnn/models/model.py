@@ -604,15 +604,18 @@ class Model(Layer):
         the layers each is connected to, as Keras' "Connected to") and the totals.
 
         Args:
-            line_length: int, default None (fits the columns).
-            positions: accepted for Keras compatibility.
+            line_length: int, default None (the columns' widths).
+            positions: optional list: where each column ends, as fractions of the line (<= 1)
+                or as characters.
             print_fn: function taking one line, default print.
-            expand_nested: accepted for Keras compatibility.
-            show_trainable: add a column saying whether each layer is trainable.
+            expand_nested: bool, default False: list the layers of nested models under them.
+            show_trainable: bool, default False: add a column saying whether each layer is
+                trainable.
         """
         from . import summary
 
-        summary.print_summary(self, line_length=line_length, print_fn=print_fn, show_trainable=show_trainable)
+        summary.print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn,
+                              expand_nested=expand_nested, show_trainable=show_trainable)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"

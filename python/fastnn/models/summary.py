@@ -37,8 +37,8 @@ def _shape_text(layer, model):
     return str(shape)
 
 
-def print_summary(model, line_length=None, print_fn=None, show_trainable=False):
-    print_fn = print_fn or print
+def _rows(model, show_trainable, expand_nested, indent=""):
+    """The table's rows for `model`'s layers (and, with expand_nested, its nested models')."""
     graph_like = model._functional and not _is_chain(model)
     layers = functional.graph_layers(model._graph, include_ops=True) if graph_like else model.layers
     links = _connections(model) if graph_like else {}
@@ -46,24 +46,38 @@ def print_summary(model, line_length=None, print_fn=None, show_trainable=False):
     for layer in layers:
         if isinstance(layer, FunctionOperation):
             kind = "".join(part.capitalize() for part in layer.fn.__name__.split("_"))
-            rows.append([f" {layer.name} ({kind})", _shape_text(layer, model), "0"] +
-                        ([", ".join(links.get(id(layer), [])) or "-"] if graph_like else []) +
-                        (["-"] if show_trainable else []))
-            continue
-        name = f" {layer.name} ({type(layer).__name__})"
-        params = f"{layer.count_params():,}" if (layer.built or layer._is_input_layer) else "0 (unbuilt)"
+            name, params, trainable = f" {indent}{layer.name} ({kind})", "0", "-"
+        else:
+            name = f" {indent}{layer.name} ({type(layer).__name__})"
+            params = f"{layer.count_params():,}" if (layer.built or layer._is_input_layer) else "0 (unbuilt)"
+            trainable = "Y" if layer.trainable else "N"
         row = [name, _shape_text(layer, model), params]
         if graph_like:
             row.append(", ".join(links.get(id(layer), [])) or "-")
         if show_trainable:
-            row.append("Y" if layer.trainable else "N")
+            row.append(trainable)
         rows.append(row)
+        if expand_nested and hasattr(layer, "_functional") and layer.built and layer is not model:
+            for inner in _rows(layer, show_trainable, expand_nested, indent + "| "):
+                rows.append(inner[:3] + (["-"] if graph_like else []) + inner[-1:] * show_trainable)
+    return rows
+
+
+def print_summary(model, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False):
+    print_fn = print_fn or print
+    graph_like = model._functional and not _is_chain(model)
+    rows = _rows(model, show_trainable, expand_nested)
     headers = [" Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if graph_like else []) + \
         (["Trainable"] if show_trainable else [])
     widths = [max(len(h), *(len(r[i]) for r in rows)) + 2 if rows else len(h) + 2 for i, h in enumerate(headers)]
     if line_length:  # scale the columns to the requested width
         scale = line_length / sum(widths)
         widths = [max(4, int(w * scale)) for w in widths]
+    if positions is not None:  # Keras: where each column ends, as fractions of the line or characters
+        total = line_length or sum(widths)
+        ends = [int(p * total) if p <= 1 else int(p) for p in positions][:len(widths)]
+        starts = [0] + ends[:-1]
+        widths[:len(ends)] = [max(4, e - b) for b, e in zip(starts, ends)]
     width = sum(widths)
 
     def line(cells):

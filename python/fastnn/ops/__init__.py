@@ -20,11 +20,13 @@ hand-written gradient (see ``fastnn.autodiff``).
 from .conv import conv, conv_backward
 from .gemm import linear, matmul
 from .image import affine_transform, affine_transform_backward
-from .math import (abs, absolute, add, argmax, cast, clip, concatenate, convert_to_numpy, convert_to_tensor, cos,
-                   divide, equal, exp, expand_dims, expm1, greater, greater_equal, less, less_equal, log, log1p,
-                   log_softmax, logsumexp, max, maximum, mean, min, minimum, multiply, negative, not_equal, one_hot,
-                   ones_like, power, relu, reshape, sigmoid, sin, softmax, softplus, sqrt, square, squeeze, stack,
-                   stop_gradient, subtract, sum, take_index, tanh, transpose, where, zeros_like)
+from .math import (abs, absolute, add, arange, argmax, cast, clip, concatenate, convert_to_numpy, convert_to_tensor,
+                   cos, divide, equal, exp, expand_dims, expm1, greater, greater_equal, less,
+                   less_equal, log, log1p, log_softmax, logsumexp, max, maximum, mean, min,
+                   minimum, multiply, negative, not_equal, one_hot, ones, ones_like, power, relu,
+                   reshape, shape, sigmoid, sin, softmax, softplus, sqrt, square, squeeze, stack,
+                   stop_gradient, subtract, sum, take_index, tanh, transpose, where, zeros,
+                   zeros_like)
 from .nn import (activation_backward, activation_forward, activation_needs_input, dense, dense_backward, dropout,
                  dropout_backward, prelu, prelu_backward)
 from .optim import (adadelta_update, adagrad_update, adam_update, clip_by_value, ema_update, l1_l2_regularize,

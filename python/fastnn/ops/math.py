@@ -382,6 +382,26 @@ def cast(x, dtype):
     return _unary(x, v.astype(dtype), lambda g: g)
 
 
+def arange(start, stop=None, step=1, dtype=None):
+    """Evenly spaced values in [start, stop) (NumPy's arange; a constant, no derivative)."""
+    return np.arange(start, stop, step, dtype=dtype)
+
+
+def zeros(shape, dtype="float32"):
+    """An array of zeros (a constant)."""
+    return np.zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype="float32"):
+    """An array of ones (a constant)."""
+    return np.ones(shape, dtype=dtype)
+
+
+def shape(x):
+    """The shape of x as a tuple (None for unknown sizes of a symbolic tensor, e.g. the batch)."""
+    return tuple(x.shape) if isinstance(x, (Tensor, KerasTensor)) else np.shape(x)
+
+
 def convert_to_tensor(x, dtype=None):
     """x as an array (Tensors and symbolic tensors pass through)."""
     if isinstance(x, (Tensor, KerasTensor)):
