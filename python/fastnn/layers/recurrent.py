@@ -5,6 +5,8 @@ layouts are Keras' (kernel (features, G·units), recurrent_kernel (units, G·uni
 side by side: LSTM i, f, c, o; GRU z, r, h), so Keras weights load with set_weights.
 """
 
+import abc
+
 import numpy as np
 
 from .. import activations, initializers, ops, regularizers
@@ -39,7 +41,7 @@ class _UnitForgetBias(initializers.Initializer):
         return np.concatenate([np.asarray(p, dtype=dtype or "float32") for p in parts])
 
 
-class RNN(Layer):
+class RNN(Layer, metaclass=abc.ABCMeta):
     """Base of LSTM, GRU and SimpleRNN: the arguments they share (Keras names).
 
     Args:
@@ -120,14 +122,14 @@ class RNN(Layer):
 
     # ---- the kernels (fastnn.ops faces), per subclass ---------------------------------------
     @staticmethod
+    @abc.abstractmethod
     def _run(inputs, kernel, recurrent_kernel, **kwargs):
         """The ops function over a sequence: (outputs, *final states, cache)."""
-        raise NotImplementedError
 
     @staticmethod
+    @abc.abstractmethod
     def _run_backward(cache, d_outputs, **kwargs):
         """The ops backward of ``_run``: dict of gradients."""
-        raise NotImplementedError
 
     # ---- weights and shapes --------------------------------------------------------------------
     def _bias_shape(self):
