@@ -1,5 +1,7 @@
 """End to end: one training epoch of an MLP 784-256-128-10 (batch 128, Adam) and a one-sample
-predict, fastnn vs PyTorch (torch.nn + torch.optim.Adam) vs a NumPy from-scratch loop."""
+predict, fastnn vs PyTorch (torch.nn + torch.optim.Adam) vs a NumPy from-scratch loop; and one
+epoch of a residual MLP built with the functional API (784-256, two blocks x + Dense(x), 10)
+against the same model as a torch.nn.Module."""
 
 import numpy as np
 
@@ -9,6 +11,61 @@ import fastnn
 
 SIZES = {"full": (60_000, 128), "quick": (12_000, 128), "smoke": (512, 128)}
 LAYERS = (784, 256, 128, 10)
+RESIDUAL = (784, 256, 2, 10)  # input, width, residual blocks, classes
+
+
+def _residual_model():
+    fastnn.utils.set_random_seed(0)
+    features, width, blocks, classes = RESIDUAL
+    inputs = fastnn.Input((features,))
+    x = fastnn.layers.Dense(width, activation="relu")(inputs)
+    for _ in range(blocks):
+        x = fastnn.layers.Add()([x, fastnn.layers.Dense(width, activation="relu")(x)])
+    outputs = fastnn.layers.Dense(classes, activation="softmax")(x)
+    model = fastnn.Model(inputs, outputs)
+    model.compile(optimizer=fastnn.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _residual_flops_per_epoch(n):
+    features, width, blocks, classes = RESIDUAL
+    return 3 * 2 * n * (features * width + blocks * width * width + width * classes)
+
+
+def _torch_residual(torch):
+    features, width, blocks, classes = RESIDUAL
+
+    class ResidualMLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Linear(features, width)
+            self.blocks = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(blocks))
+            self.head = torch.nn.Linear(width, classes)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            for block in self.blocks:
+                x = x + torch.relu(block(x))
+            return self.head(x)
+
+    return ResidualMLP()
+
+
+def _torch_epoch(torch, net, tx, ty, batch):
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    n = len(tx)
+
+    def epoch():
+        order = torch.randperm(n)
+        for s in range(0, n, batch):
+            idx = order[s:s + batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(tx[idx]), ty[idx])
+            loss.backward()
+            opt.step()
+
+    return epoch
 
 
 def _flops_per_epoch(n):
@@ -89,18 +146,8 @@ def cases(torch, size="full"):
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
                                   torch.nn.ReLU(), torch.nn.Linear(128, 10))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        loss_fn = torch.nn.CrossEntropyLoss()
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-
-        def torch_epoch():
-            order = torch.randperm(n)
-            for s in range(0, n, batch):
-                idx = order[s:s + batch]
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(net(tx[idx]), ty[idx])
-                loss.backward()
-                opt.step()
+        torch_epoch = _torch_epoch(torch, net, tx, ty, batch)
 
         def torch_predict():
             with torch.no_grad():
@@ -108,7 +155,15 @@ def cases(torch, size="full"):
 
         run["torch"] = torch_epoch
         predict["torch"] = torch_predict
+    residual = _residual_model()
+    residual_run = {"fastnn": lambda: residual.fit(x, y, batch_size=batch, epochs=1, verbose=0)}
+    if torch is not None:
+        torch.manual_seed(0)
+        residual_run["torch"] = _torch_epoch(torch, _torch_residual(torch), tx, ty, batch)
     return [Case("mlp", f"epoch MLP 784-256-128-10, {n:,} samples, batch {batch}, Adam", _flops_per_epoch(n),
                  run, rounds=3 if size == "full" else None),
+            Case("mlp", f"epoch residual MLP (functional, 2 Add blocks) 784-256-256-256-10, {n:,} samples, "
+                        f"batch {batch}, Adam", _residual_flops_per_epoch(n), residual_run,
+                 rounds=3 if size == "full" else None),
             Case("mlp", "predict 1 sample, MLP 784-256-128-10", 2 * sum(a * b for a, b in zip(LAYERS[:-1], LAYERS[1:])),
                  predict)]
