@@ -14,6 +14,7 @@ import pytest
 
 import fastnn
 from fastnn import activations, layers, ops
+from finite_differences import numeric_gradient
 
 try:  # optional: the exact erf; math.erf (vectorised) otherwise
     from scipy.special import erf as _erf
@@ -74,16 +75,7 @@ ACTIVATION_FUNCTIONS = {"relu": activations.relu, "sigmoid": activations.sigmoid
 
 def _numeric_gradient(loss, target):
     """Central differences of loss() with respect to the array `target` (perturbed in place)."""
-    fd = np.zeros(target.shape, np.float64)
-    for i in np.ndindex(target.shape):
-        keep = target[i]
-        target[i] = keep + H
-        plus = loss()
-        target[i] = keep - H
-        minus = loss()
-        target[i] = keep
-        fd[i] = (plus - minus) / (2 * H)
-    return fd
+    return numeric_gradient(loss, target, H)
 
 
 def assert_gradient(got, fd, what):

@@ -192,3 +192,14 @@ def test_a_subclassed_model_without_get_config_saves_its_init_arguments(tmp_path
 
     with pytest.raises(ValueError, match="argument table=.*is not a plain value.*implement get_config"):
         WithArray(np.ones(3)).get_config()
+
+
+def test_layers_and_ops_share_one_namespace_so_configs_never_collide(rng):
+    a, b = keras.Input((3,)), keras.Input((3,))
+    out = layers.Add()([a, b]) + a  # an Add layer and an ops.add: different names
+    model = keras.Model([a, b], out)
+    names = [entry["name"] for entry in model.get_config()["layers"]]
+    assert len(names) == len(set(names))
+    clone = keras.Model.from_config(model.get_config())
+    x = [rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)]
+    np.testing.assert_allclose(clone.predict(x), 2 * x[0] + x[1], rtol=1e-6)

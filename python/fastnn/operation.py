@@ -110,7 +110,7 @@ class FunctionOperation(Operation):
     """
 
     def __init__(self, fn, args, kwargs, name=None):
-        super().__init__(name=name or _op_name(fn.__name__))
+        super().__init__(name=name or unique_name(fn.__name__))
         self.fn = fn
         self.tensors, self.variables = [], []
         self.args_template = self._template(args)
@@ -300,10 +300,12 @@ def _decode(data):
 _NAME_COUNTS = {}
 
 
-def _op_name(base):
-    count = _NAME_COUNTS.get(base, 0)
-    _NAME_COUNTS[base] = count + 1
-    return base if count == 0 else f"{base}_{count}"
+def unique_name(prefix):
+    """`prefix`, then `prefix_1`, `prefix_2`...: one namespace for layers and ops (as Keras), so
+    names in a model's config never collide (an Add layer and an ops.add are add and add_1)."""
+    count = _NAME_COUNTS.get(prefix, 0)
+    _NAME_COUNTS[prefix] = count + 1
+    return prefix if count == 0 else f"{prefix}_{count}"
 
 
 def symbolic(fn):

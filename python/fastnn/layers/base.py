@@ -27,17 +27,11 @@ import numpy as np
 
 from .. import config, initializers, regularizers
 from ..keras_tensor import KerasTensor, any_symbolic
-from ..operation import Operation, trainability_changed
+from ..operation import Operation, trainability_changed, unique_name
 from ..operators import ArithmeticOperators
 from ..saving import registration
 
-_NAME_COUNTS = {}
-
-
-def _unique_name(prefix):
-    count = _NAME_COUNTS.get(prefix, 0)
-    _NAME_COUNTS[prefix] = count + 1
-    return prefix if count == 0 else f"{prefix}_{count}"
+_unique_name = unique_name  # layers' default names (the one namespace)
 
 
 def _snake_case(name):
