@@ -357,3 +357,21 @@ def test_summary_expands_nested_models_and_places_columns():
     model.summary(print_fn=lines.append, line_length=80, positions=[0.4, 0.6, 0.7, 1.0])
     header = next(line for line in lines if "Layer (type)" in line)
     assert header.index("Output Shape") == 32 and header.index("Param #") == 48
+
+
+def test_a_graph_trains_bit_identically_on_1_and_2_threads(digits, threads):
+    (x, y), _ = digits
+    results = []
+    for count in (1, 2):
+        threads(count)
+        keras.utils.set_random_seed(11)
+        inputs = keras.Input((64,))
+        h = layers.Dense(32, activation="relu")(inputs)
+        h = layers.Add()([h, layers.Dense(32, activation="tanh")(h)])
+        model = keras.Model(inputs, [layers.Dense(10, activation="softmax")(layers.Dropout(0.2)(h)), layers.Dense(1)(h)])
+        model.compile(keras.optimizers.Adam(0.01), ["sparse_categorical_crossentropy", "mse"])
+        history = model.fit(x, [y, x.mean(axis=1)], epochs=2, batch_size=64, verbose=0)
+        results.append((model.get_weights(), history.history))
+    for a, b in zip(results[0][0], results[1][0]):
+        assert a.tobytes() == b.tobytes()
+    assert list(results[0][1].values()) == list(results[1][1].values())  # (the output names differ)
