@@ -164,9 +164,6 @@ class CompiledOutputs:
         self._plans[id(graph)] = (graph, effective, logits)
         return effective, logits
 
-    def config(self):
-        """The compile arguments as given (for saving)."""
-        return self._args
 
 
 def _fusable(loss, activation):

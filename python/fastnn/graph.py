@@ -23,64 +23,11 @@ depends on are not visited at all.
 
 
 from .keras_tensor import KerasTensor
+from .structure import Slot, fill, flatten, has_slot, template
 from .operation import _TRAINABLE_EPOCH
 
 # how a node's operation is called (see _Step)
 _SIMPLE, _LIST, _GENERAL = 0, 1, 2
-
-
-class _Slot:
-    """A placeholder for the i-th tensor input in a node's call template."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index):
-        self.index = index
-
-
-def flatten(structure):
-    """The leaves of nested lists, tuples and dicts (dicts in insertion order)."""
-    if isinstance(structure, (list, tuple)):
-        return [leaf for item in structure for leaf in flatten(item)]
-    if isinstance(structure, dict):
-        return [leaf for item in structure.values() for leaf in flatten(item)]
-    return [structure]
-
-
-def pack_like(structure, leaves):
-    """Nests `leaves` (an iterator or list) like `structure`."""
-    leaves = iter(leaves)
-
-    def pack(s):
-        if isinstance(s, (list, tuple)):
-            return type(s)(pack(item) for item in s)
-        if isinstance(s, dict):
-            return {k: pack(v) for k, v in s.items()}
-        return next(leaves)
-
-    return pack(structure)
-
-
-def _template(structure, tensors):
-    """`structure` with each KerasTensor replaced by a _Slot (appending it to `tensors`)."""
-    if isinstance(structure, KerasTensor):
-        tensors.append(structure)
-        return _Slot(len(tensors) - 1)
-    if isinstance(structure, (list, tuple)):
-        return type(structure)(_template(s, tensors) for s in structure)
-    if isinstance(structure, dict):
-        return {k: _template(v, tensors) for k, v in structure.items()}
-    return structure
-
-
-def _fill(template, values):
-    if isinstance(template, _Slot):
-        return values[template.index]
-    if isinstance(template, (list, tuple)):
-        return type(template)(_fill(t, values) for t in template)
-    if isinstance(template, dict):
-        return {k: _fill(v, values) for k, v in template.items()}
-    return template
 
 
 def _keyword_order(operation, kwargs):
@@ -118,8 +65,9 @@ class Node:
         self.call_args = tuple(call_args)
         self.call_kwargs = dict(call_kwargs or {})
         tensors = []
-        self.args_template = _template(self.call_args, tensors)
-        self.kwargs_template = {name: _template(self.call_kwargs[name], tensors)
+        kinds = {"tensor": (lambda leaf: isinstance(leaf, KerasTensor), tensors)}
+        self.args_template = template(self.call_args, kinds)
+        self.kwargs_template = {name: template(self.call_kwargs[name], kinds)
                                 for name in _keyword_order(operation, self.call_kwargs)}
         self.input_tensors = tensors
         self.outputs = outputs
@@ -170,14 +118,14 @@ class _Step:
         self.in_slots = [slot_of[id(t)] for t in node.input_tensors]
         self.out_slots = [slot_of[id(t)] for t in node.output_tensors]
         self.single_out = isinstance(node.outputs, KerasTensor)
-        static = {k: v for k, v in node.kwargs_template.items() if not _has_slot(v)}
+        static = {k: v for k, v in node.kwargs_template.items() if not has_slot(v)}
         self.training = static.pop("training", None)
         self.static = static
         args, kwargs = node.args_template, node.kwargs_template
-        tensor_kwargs = [k for k, v in kwargs.items() if _has_slot(v)]
-        if len(args) == 1 and isinstance(args[0], _Slot) and not tensor_kwargs:
+        tensor_kwargs = [k for k, v in kwargs.items() if has_slot(v)]
+        if len(args) == 1 and isinstance(args[0], Slot) and not tensor_kwargs:
             self.kind = _SIMPLE
-        elif (len(args) == 1 and isinstance(args[0], list) and all(isinstance(a, _Slot) for a in args[0])
+        elif (len(args) == 1 and isinstance(args[0], list) and all(isinstance(a, Slot) for a in args[0])
               and not tensor_kwargs):
             self.kind = _LIST
         else:
@@ -185,16 +133,6 @@ class _Step:
         self.consumes_mask = bool(getattr(self.op, "_consumes_mask", False))
         self.mask_kwarg = "mask" in tensor_kwargs
         self.graph_masks = bool(getattr(self.op, "_graph_masks", False))
-
-
-def _has_slot(template):
-    if isinstance(template, _Slot):
-        return True
-    if isinstance(template, (list, tuple)):
-        return any(_has_slot(t) for t in template)
-    if isinstance(template, dict):
-        return any(_has_slot(t) for t in template.values())
-    return False
 
 
 class _Plan:
@@ -332,16 +270,6 @@ class Graph:
             counts[s] += 1
         return counts
 
-    @property
-    def operations(self):
-        """Every operation in node order, once."""
-        seen, ops = set(), []
-        for node in self.nodes:
-            if id(node.operation) not in seen:
-                seen.add(id(node.operation))
-                ops.append(node.operation)
-        return ops
-
     def step_of(self, tensor):
         """The index of the step that makes `tensor` (None for an input)."""
         for k, node in enumerate(self.nodes):
@@ -417,9 +345,9 @@ class Graph:
                 y, cache = op.forward(x, mode, **kwargs)
             else:
                 node = step.node
-                args_values = [values[s] for s in step.in_slots]
-                args = _fill(node.args_template, args_values)
-                call_kwargs = {**_fill(node.kwargs_template, args_values), **kwargs}
+                filled = {"tensor": [values[s] for s in step.in_slots]}
+                args = fill(node.args_template, filled)
+                call_kwargs = {**fill(node.kwargs_template, filled), **kwargs}
                 call_kwargs.pop("training", None)
                 y, cache = op.forward(*args, training=mode, **call_kwargs)
                 x = args[0] if args else None

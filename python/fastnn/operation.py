@@ -27,6 +27,7 @@ import numpy as np
 
 from . import autodiff
 from .keras_tensor import KerasTensor, any_symbolic
+from .structure import Slot, fill, flatten, template
 
 _TRACING = [0]  # > 0 while a call() is being traced: ops on weights alone are recorded too
 _TRAINABLE_EPOCH = [0]
@@ -77,20 +78,6 @@ class Operation:
         return []
 
 
-class _VarSlot:
-    __slots__ = ("index",)
-
-    def __init__(self, index):
-        self.index = index
-
-
-class _TensorSlot:
-    __slots__ = ("index",)
-
-    def __init__(self, index):
-        self.index = index
-
-
 def _is_variable(value):
     from .layers.base import Variable
 
@@ -113,35 +100,14 @@ class FunctionOperation(Operation):
         super().__init__(name=name or unique_name(fn.__name__))
         self.fn = fn
         self.tensors, self.variables = [], []
-        self.args_template = self._template(args)
-        self.kwargs_template = self._template(kwargs)
-
-    def _template(self, structure):
-        if isinstance(structure, KerasTensor):
-            self.tensors.append(structure)
-            return _TensorSlot(len(self.tensors) - 1)
-        if _is_variable(structure):
-            self.variables.append(structure)
-            return _VarSlot(len(self.variables) - 1)
-        if isinstance(structure, (list, tuple)):
-            return type(structure)(self._template(s) for s in structure)
-        if isinstance(structure, dict):
-            return {k: self._template(v) for k, v in structure.items()}
-        return structure
+        kinds = {"tensor": (lambda leaf: isinstance(leaf, KerasTensor), self.tensors),
+                 "variable": (_is_variable, self.variables)}
+        self.args_template = template(args, kinds)
+        self.kwargs_template = template(kwargs, kinds)
 
     def _call(self, tensors, variables):
-        def fill(t):
-            if isinstance(t, _TensorSlot):
-                return tensors[t.index]
-            if isinstance(t, _VarSlot):
-                return variables[t.index]
-            if isinstance(t, (list, tuple)):
-                return type(t)(fill(s) for s in t)
-            if isinstance(t, dict):
-                return {k: fill(v) for k, v in t.items()}
-            return t
-
-        return self.fn(*fill(self.args_template), **fill(self.kwargs_template))
+        values = {"tensor": tensors, "variable": variables}
+        return self.fn(*fill(self.args_template, values), **fill(self.kwargs_template, values))
 
     # ---- building the node -----------------------------------------------------------------------
     @classmethod
@@ -159,8 +125,8 @@ class FunctionOperation(Operation):
         """Output shape and dtype from two runs on small arrays of ones: axes whose size changes
         with the unknown sizes (given 2, then 3) are unknown (None) in the output."""
         results = []
-        for fill in (2, 3):
-            values = [np.ones(tuple(fill if d is None else d for d in t.shape), dtype=t.dtype) for t in self.tensors]
+        for size in (2, 3):
+            values = [np.ones(tuple(size if d is None else d for d in t.shape), dtype=t.dtype) for t in self.tensors]
             try:
                 with np.errstate(all="ignore"):
                     out = self._call(values, [v.value for v in self.variables])
@@ -213,13 +179,11 @@ class FunctionOperation(Operation):
         return [v for v in self.variables if v.grad is not None and v._trainable_now()]
 
     def get_config(self):
-        from .graph import flatten
-
         if self.variables:
             raise ValueError(f"Cannot save the op '{self.name}': it reads weights directly; put it in a layer's "
                              "call() so that the layer saves it")
         constants = [c for c in flatten((self.args_template, self.kwargs_template))
-                     if not isinstance(c, (_TensorSlot, _VarSlot))]
+                     if not isinstance(c, Slot)]
         for c in constants:
             if not (c is None or isinstance(c, (bool, int, float, str, np.generic, np.ndarray, slice,
                                                 type(Ellipsis)))):
@@ -257,25 +221,25 @@ class FunctionOperation(Operation):
         return f"<FunctionOperation ops.{self.fn.__name__} name={self.name}>"
 
 
-def _encode(template):
-    """A call template as JSON-ready values (slots, slices and arrays tagged)."""
-    if isinstance(template, _TensorSlot):
-        return {"__tensor__": template.index}
-    if isinstance(template, slice):
-        return {"__slice__": [template.start, template.stop, template.step]}
-    if template is Ellipsis:
+def _encode(value):
+    """A call template's value as JSON-ready data (slots, slices and arrays tagged)."""
+    if isinstance(value, Slot):
+        return {"__tensor__": value.index}  # (variables are never saved: get_config refuses them)
+    if isinstance(value, slice):
+        return {"__slice__": [value.start, value.stop, value.step]}
+    if value is Ellipsis:
         return {"__ellipsis__": True}
-    if isinstance(template, np.ndarray):
-        return {"__array__": template.tolist(), "dtype": template.dtype.str}
-    if isinstance(template, np.generic):
-        return template.item()
-    if isinstance(template, tuple):
-        return {"__tuple__": [_encode(t) for t in template]}
-    if isinstance(template, list):
-        return [_encode(t) for t in template]
-    if isinstance(template, dict):
-        return {"__dict__": {k: _encode(v) for k, v in template.items()}}
-    return template
+    if isinstance(value, np.ndarray):
+        return {"__array__": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(t) for t in value]}
+    if isinstance(value, list):
+        return [_encode(t) for t in value]
+    if isinstance(value, dict):
+        return {"__dict__": {k: _encode(v) for k, v in value.items()}}
+    return value
 
 
 def _decode(data):
@@ -283,7 +247,7 @@ def _decode(data):
         return [_decode(d) for d in data]
     if isinstance(data, dict):
         if "__tensor__" in data:
-            return _TensorSlot(int(data["__tensor__"]))
+            return Slot("tensor", int(data["__tensor__"]))
         if "__slice__" in data:
             return slice(*data["__slice__"])
         if "__ellipsis__" in data:
@@ -322,6 +286,4 @@ def symbolic(fn):
 
 
 def _any_variable(args, kwargs):
-    from .graph import flatten
-
     return any(_is_variable(v) for v in flatten((args, kwargs)))

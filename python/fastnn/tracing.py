@@ -18,7 +18,8 @@ import inspect
 import numpy as np
 
 from . import operation
-from .graph import Graph, flatten, pack_like
+from .graph import Graph
+from .structure import flatten, pack_like
 from .keras_tensor import KerasTensor
 
 

@@ -311,17 +311,7 @@ class Layer(Operation):
 
     def set_weights(self, weights):
         """Sets the weights from a list of arrays (shapes must match); nothing changes on error."""
-        current = self.weights
-        if len(weights) != len(current):
-            raise ValueError(f"{self.name}: expected {len(current)} weight arrays, got {len(weights)}")
-        arrays = [np.asarray(w) for w in weights]
-        for var, value in zip(current, arrays):
-            if value.shape != var.shape:
-                raise ValueError(f"{self.name}: weight '{var.name}' has shape {var.shape}, got {value.shape}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"{self.name}: weight '{var.name}' would contain NaN or inf")
-        for var, value in zip(current, arrays):
-            var.assign(value)
+        assign_weights(self.weights, weights, self.name)
 
     def count_params(self):
         return int(sum(v.value.size for v in self._variables))
@@ -502,7 +492,8 @@ class Layer(Operation):
         return outputs
 
     def _symbolic_call(self, args, kwargs):
-        from ..graph import Node, flatten
+        from ..graph import Node
+        from ..structure import flatten
 
         for leaf in flatten(args):
             if not isinstance(leaf, KerasTensor):
@@ -515,7 +506,7 @@ class Layer(Operation):
             output_shape = self.ensure_built(shapes[0], dtypes) if len(shapes) == 1 else self._build_many(shapes)
         except ValueError as e:
             raise ValueError(f"Layer '{self.name}' ({type(self).__name__}) cannot be called on inputs of shape "
-                             f"{_describe_shapes(shapes[0] if len(shapes) == 1 else shapes)}: {e}") from e
+                             f"{shapes[0] if len(shapes) == 1 else shapes}: {e}") from e
         out_dtype = self._output_dtype(dtypes[0])
         if isinstance(output_shape, list):
             outputs = [KerasTensor(s, out_dtype, name=f"{self.name}_{i}") for i, s in enumerate(output_shape)]
@@ -630,10 +621,6 @@ def _shapes_of(x):
     return tuple(x.shape)
 
 
-def _describe_shapes(shapes):
-    return str(shapes)
-
-
 def _as_input(x, dtype, who):
     """x as a C-contiguous array of dtype: converted once, strings and objects refused;
     non-integer values for an integer dtype (token ids) refused rather than truncated."""
@@ -653,6 +640,22 @@ def _as_inputs(x, dtype, who):
     if isinstance(x, (list, tuple)) and any(isinstance(item, np.ndarray) for item in x):
         return [_as_input(item, dtype, who) for item in x]
     return _as_input(x, dtype, who)
+
+
+def assign_weights(variables, weights, who):
+    """Copies `weights` (arrays) into `variables`, checking all of them first: on error (a count,
+    a shape, NaN or inf) nothing changes."""
+    weights = list(weights)
+    if len(weights) != len(variables):
+        raise ValueError(f"{who}: expected {len(variables)} weight arrays, got {len(weights)}")
+    arrays = [np.asarray(w) for w in weights]
+    for var, value in zip(variables, arrays):
+        if value.shape != var.shape:
+            raise ValueError(f"{who}: weight '{var.name}' has shape {var.shape}, got {value.shape}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{who}: weight '{var.name}' would contain NaN or inf")
+    for var, value in zip(variables, arrays):
+        var.assign(value)
 
 
 def _plain(value):

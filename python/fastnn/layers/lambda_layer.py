@@ -2,7 +2,7 @@
 
 import inspect
 
-from ..graph import flatten
+from ..structure import flatten
 from .base import Layer
 
 

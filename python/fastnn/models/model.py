@@ -17,9 +17,10 @@ get_weights / set_weights are copies in and out.
 import numpy as np
 
 from .. import trainer
-from ..graph import Graph, flatten, pack_like
+from ..graph import Graph
+from ..structure import flatten, pack_like
 from ..keras_tensor import KerasTensor, any_symbolic
-from ..layers.base import Layer, _unique_name
+from ..layers.base import Layer, _unique_name, assign_weights
 from ..saving import registration
 from . import functional
 
@@ -429,23 +430,12 @@ class Model(Layer):
     def get_weights(self):
         """Copies of all weights, layer by layer (each layer's get_weights order)."""
         return [w for layer in self._weight_groups() for w in layer.get_weights()] + \
-            [v.numpy() for v in self._own_weights()]
+            [v.numpy() for v in self._own_variables]
 
     def set_weights(self, weights):
         """Sets all weights from a list like get_weights(); on error nothing changes."""
-        weights = list(weights)
-        groups = [layer.weights for layer in self._weight_groups()] + [self._own_weights()]
-        variables = [v for group in groups for v in group]
-        if len(weights) != len(variables):
-            raise ValueError(f"set_weights: the model has {len(variables)} weight arrays, got {len(weights)}")
-        for var, value in zip(variables, weights):  # check everything before changing anything
-            value = np.asarray(value)
-            if value.shape != var.shape:
-                raise ValueError(f"set_weights: '{var.name}' has shape {var.shape}, got {value.shape}")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"set_weights: the value for '{var.name}' contains NaN or inf")
-        for var, value in zip(variables, weights):
-            var.assign(value)
+        variables = [v for layer in self._weight_groups() for v in layer.weights] + list(self._own_variables)
+        assign_weights(variables, weights, f"set_weights (model '{self.name}')")
 
     def _weight_groups(self):
         """The layers that hold the model's weights, each once (a shared layer counts once)."""
@@ -455,9 +445,6 @@ class Model(Layer):
                 seen.add(id(layer))
                 groups.append(layer)
         return groups
-
-    def _own_weights(self):
-        return [v for v in self._own_variables]
 
     def _pack_if_free(self):
         """Packs the weights unless another model's flat buffer already holds some of them (a
