@@ -14,7 +14,9 @@ The hot paths are C++ kernels (Eigen + OpenMP) in the extension ``fastnn._core``
 """
 
 from ._version import __version__
-from . import _core
+from .runtime import load_core as _load_core
+
+_core = _load_core()  # before anything else: the OpenMP runtime reads its settings as it loads
 from . import config
 from .config import get_num_threads, set_num_threads, show_config
 from . import (activations, autodiff, callbacks, datasets, initializers, layers, losses, metrics, models,

@@ -19,6 +19,7 @@ from . import metrics as metrics_module
 from . import ops
 from . import regularizers as regularizers_module
 from .layers.base import check_finite
+from .thread_tuner import ThreadTuner
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -533,6 +534,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     unweighted = all(w is None for w in weights)
     callback_list.on_train_begin()
     logs = {}
+    tuner = ThreadTuner()
     for epoch in range(initial_epoch, epochs):
         _reset_metrics(compiled)
         step.reset_logs()
@@ -541,9 +543,11 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         for b in range(steps):
             callback_list.on_train_batch_begin(b)
             idx = order[b * batch_size:(b + 1) * batch_size]
+            tuner.step_begin()
             xb, yb = _take(xs, idx, x_buffers), _take(ys, idx, y_buffers)
             wb = weights if unweighted else [None if w is None else w[idx] for w in weights]
             total, values = _train_step(model, step, xb, yb, wb)
+            tuner.step_end(measure=len(idx) == batch_size)
             step.record(total, values, len(idx))
             logs = step.logs()
             callback_list.on_train_batch_end(b, logs)
@@ -556,6 +560,7 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break
+    tuner.close()
     step.graph.release()
     callback_list.on_train_end(logs)
     model.optimizer.finalize_variable_values()
