@@ -86,7 +86,7 @@ def _threads_used(before):
     if steps.get(configured, 0) >= 0.9 * total:  # all, but for the tuner's rare probes
         return f"{configured} thread{'s' if configured > 1 else ''}"
     shares = ", ".join(f"{100 * n / total:.0f}% of steps on {t}" for t, n in sorted(steps.items(), reverse=True))
-    return f"{configured} threads configured; {shares}, as other processes kept cores busy"
+    return f"{configured} threads configured; {shares} (fit keeps the count it measures fastest)"
 
 
 if __name__ == "__main__":
