@@ -584,3 +584,8 @@ class TensorBoard(Callback):
         for writer in (self._train, self._validation):
             if writer is not None:
                 writer.close()
+
+
+__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping", "ModelCheckpoint",
+           "LearningRateScheduler", "ReduceLROnPlateau", "CSVLogger", "TensorBoard", "TerminateOnNaN",
+           "LambdaCallback", "SwapEMAWeights"]
