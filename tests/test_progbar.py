@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+import fastnn
 from fastnn.utils.progbar import Progbar
 
 FAKE_FD = 1000  # the fake terminal's file descriptor: os.get_terminal_size answers for it
@@ -220,8 +221,8 @@ def run_in_pty(columns, rows, timeout=60):
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "python"),
-                                         env.get("PYTHONPATH", "")])
+    here = os.path.dirname(os.path.dirname(fastnn.__file__))  # the child imports the fastnn this test imported
+    env["PYTHONPATH"] = os.pathsep.join([here] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     proc = subprocess.Popen([sys.executable, "-c", FIT], stdin=slave, stdout=slave, stderr=slave, env=env,
                             close_fds=True)
     os.close(slave)
