@@ -68,6 +68,21 @@ def test_a_star_import_brings_the_api_only(name):
     assert not brought & helpers
 
 
+# Classes and functions that public modules define for fastnn's own use, deliberately not exported.
+INTERNAL = {"fastnn.activations": {"ActivationSpec"}, "fastnn.autodiff": {"is_traced", "unbroadcast"},
+            "fastnn.initializers": {"compute_fans"}}
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_every_class_and_function_a_module_defines_is_exported_or_declared_internal(name):
+    """So that a function added to a module without a line in its __all__ is noticed."""
+    module, names = public_names(name)
+    defined = {attr for attr, value in vars(module).items()
+               if not attr.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))
+               and value.__module__ == name}
+    assert defined - set(names) == INTERNAL.get(name, set())
+
+
 def test_callbacks_no_longer_exports_its_imports():
     assert {"csv", "math", "np", "os", "sys", "Progbar"}.isdisjoint(fastnn.callbacks.__all__)
     assert "EarlyStopping" in fastnn.callbacks.__all__ and fastnn.callbacks.np is not None  # the imports still work
