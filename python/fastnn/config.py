@@ -141,3 +141,7 @@ def show_config():
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+
+
+__all__ = ["floatx", "set_floatx", "epsilon", "get_num_threads", "set_num_threads", "build_config",
+           "show_config"]
