@@ -143,5 +143,5 @@ def show_config():
         print(f"{key:<{width}}  {value}")
 
 
-__all__ = ["floatx", "set_floatx", "epsilon", "get_num_threads", "set_num_threads", "build_config",
-           "show_config"]
+__all__ = ["floatx", "set_floatx", "epsilon", "get_num_threads", "set_num_threads", "set_adaptive_threads",
+           "adaptive_threads", "build_config", "show_config"]
