@@ -12,7 +12,7 @@ namespace {
 Index last_axis(const py::array& a) { return a.ndim() ? a.shape(a.ndim() - 1) : 1; }
 
 template <typename T>
-py::object forward_impl(py::handle x_obj, const Activation& act) {
+py::object activation_forward_impl(py::handle x_obj, const Activation& act) {
   const char* fn = "activation_forward";
   auto x = input_array<T>(fn, {"x", x_obj});
   auto y = new_array<T>(shape_of(x));
@@ -24,7 +24,7 @@ py::object forward_impl(py::handle x_obj, const Activation& act) {
 }
 
 template <typename T>
-py::object backward_impl(const Activation& act, py::handle x_obj, py::handle y_obj,
+py::object activation_backward_impl(const Activation& act, py::handle x_obj, py::handle y_obj,
                          py::handle dy_obj) {
   const char* fn = "activation_backward";
   auto y = input_array<T>(fn, {"y", y_obj});
@@ -116,7 +116,7 @@ void register_activation(py::module_& m) {
       [](py::handle x, int kind, double alpha) {
         const Activation act = make_activation("activation_forward", kind, alpha);
         return dispatch(resolve_dtype("activation_forward", {{"x", x}}),
-                        [&](auto t) { return forward_impl<decltype(t)>(x, act); });
+                        [&](auto t) { return activation_forward_impl<decltype(t)>(x, act); });
       },
       py::arg("x"), py::arg("kind"), py::arg("alpha") = 0.0);
   m.def(
@@ -124,7 +124,7 @@ void register_activation(py::module_& m) {
       [](int kind, double alpha, py::handle x, py::handle y, py::handle dy) {
         const Activation act = make_activation("activation_backward", kind, alpha);
         return dispatch(resolve_dtype("activation_backward", {{"x", x}, {"y", y}, {"dy", dy}}),
-                        [&](auto t) { return backward_impl<decltype(t)>(act, x, y, dy); });
+                        [&](auto t) { return activation_backward_impl<decltype(t)>(act, x, y, dy); });
       },
       py::arg("kind"), py::arg("alpha"), py::arg("x"), py::arg("y"), py::arg("dy"));
   m.def(

@@ -49,7 +49,7 @@ const T* channel_vector(const char* fn, const char* name, py::handle obj, const 
 }
 
 template <typename T>
-py::tuple forward_impl(py::handle x_obj, py::handle gamma_obj, py::handle beta_obj,
+py::tuple batchnorm_forward_impl(py::handle x_obj, py::handle gamma_obj, py::handle beta_obj,
                        py::handle mm_obj, py::handle mv_obj, int axis, double epsilon,
                        double momentum, bool training) {
   const char* fn = "batchnorm_forward";
@@ -116,7 +116,7 @@ py::tuple forward_impl(py::handle x_obj, py::handle gamma_obj, py::handle beta_o
 }
 
 template <typename T>
-py::object backward_impl(py::handle x_obj, py::handle dy_obj, py::handle mean_obj,
+py::object batchnorm_backward_impl(py::handle x_obj, py::handle dy_obj, py::handle mean_obj,
                          py::handle invstd_obj, py::handle gamma_obj, int axis, bool training,
                          py::handle dgamma_obj, py::handle dbeta_obj, bool accumulate,
                          bool need_dx) {
@@ -179,7 +179,7 @@ void register_batchnorm(py::module_& m) {
                                         {"moving_mean", moving_mean},
                                         {"moving_variance", moving_variance}});
         return dispatch(dt, [&](auto t) {
-          return forward_impl<decltype(t)>(x, gamma, beta, moving_mean, moving_variance, axis,
+          return batchnorm_forward_impl<decltype(t)>(x, gamma, beta, moving_mean, moving_variance, axis,
                                            epsilon, momentum, training);
         });
       },
@@ -201,7 +201,7 @@ void register_batchnorm(py::module_& m) {
                                                               {"dgamma", dgamma},
                                                               {"dbeta", dbeta}});
         return dispatch(dt, [&](auto t) {
-          return backward_impl<decltype(t)>(x, dy, mean, invstd, gamma, axis, training, dgamma,
+          return batchnorm_backward_impl<decltype(t)>(x, dy, mean, invstd, gamma, axis, training, dgamma,
                                             dbeta, accumulate, need_dx);
         });
       },

@@ -37,17 +37,17 @@ std::pair<Index, Index> out_and_pad(const char* fn, const char* axis, Index in, 
 }
 
 template <typename T>
-struct Checked {
+struct CheckedConv {
   py::array_t<T> x, w, b;
   ConvArgs<T> args;
   std::vector<Index> out_shape;
 };
 
 template <typename T>
-Checked<T> check(const char* fn, py::handle x_obj, py::handle w_obj, py::handle b_obj,
+CheckedConv<T> check_conv(const char* fn, py::handle x_obj, py::handle w_obj, py::handle b_obj,
                  std::pair<Index, Index> strides, std::pair<Index, Index> dilation,
                  const std::string& padding, const Activation& act) {
-  Checked<T> c;
+  CheckedConv<T> c;
   c.x = input_array<T>(fn, {"x", x_obj});
   c.w = input_array<T>(fn, {"w", w_obj});
   require_ndim(fn, "x", c.x, 4, 4);
@@ -96,10 +96,10 @@ Checked<T> check(const char* fn, py::handle x_obj, py::handle w_obj, py::handle 
 }
 
 template <typename T>
-py::tuple forward_impl(py::handle x, py::handle w, py::handle b, std::pair<Index, Index> strides,
+py::tuple conv_forward_impl(py::handle x, py::handle w, py::handle b, std::pair<Index, Index> strides,
                        std::pair<Index, Index> dilation, const std::string& padding,
                        const Activation& act, bool keep_z) {
-  auto c = check<T>("conv", x, w, b, strides, dilation, padding, act);
+  auto c = check_conv<T>("conv", x, w, b, strides, dilation, padding, act);
   auto y = new_array<T>(c.out_shape);
   py::object z_out = py::none();
   T* z = nullptr;
@@ -116,13 +116,13 @@ py::tuple forward_impl(py::handle x, py::handle w, py::handle b, std::pair<Index
 }
 
 template <typename T>
-py::object backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handle y_obj,
+py::object conv_backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handle y_obj,
                          py::handle dy_obj, std::pair<Index, Index> strides,
                          std::pair<Index, Index> dilation, const std::string& padding,
                          const Activation& act, py::handle dw_obj, py::handle db_obj,
                          bool accumulate, bool need_dx) {
   const char* fn = "conv_backward";
-  auto c = check<T>(fn, x, w, py::none(), strides, dilation, padding, act);
+  auto c = check_conv<T>(fn, x, w, py::none(), strides, dilation, padding, act);
   const FusedBackwardArrays<T> a(fn, act, y_obj, dy_obj, z_obj, c.out_shape, dw_obj, shape_of(c.w), db_obj,
                                  c.args.s.f);
   py::object dx_out = py::none();
@@ -149,7 +149,7 @@ void register_conv(py::module_& m) {
          bool keep_z) {
         const Activation act = make_activation("conv", kind, alpha);
         return dispatch(resolve_dtype("conv", {{"x", x}, {"w", w}, {"b", b}}), [&](auto t) {
-          return forward_impl<decltype(t)>(x, w, b, strides, dilation, padding, act, keep_z);
+          return conv_forward_impl<decltype(t)>(x, w, b, strides, dilation, padding, act, keep_z);
         });
       },
       py::arg("x"), py::arg("w"), py::arg("b"), py::arg("strides"), py::arg("dilation"),
@@ -166,7 +166,7 @@ void register_conv(py::module_& m) {
             "conv_backward",
             {{"x", x}, {"w", w}, {"z", z}, {"y", y}, {"dy", dy}, {"dw", dw}, {"db", db}});
         return dispatch(dt, [&](auto t) {
-          return backward_impl<decltype(t)>(x, w, z, y, dy, strides, dilation, padding, act, dw,
+          return conv_backward_impl<decltype(t)>(x, w, z, y, dy, strides, dilation, padding, act, dw,
                                             db, accumulate, need_dx);
         });
       },

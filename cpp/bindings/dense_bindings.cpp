@@ -9,16 +9,16 @@ namespace {
 
 
 template <typename T>
-struct Checked {
+struct CheckedDense {
   py::array_t<T> x, w, b;
   DenseArgs<T> args;
   std::vector<Index> out_shape;
 };
 
 template <typename T>
-Checked<T> check(const char* fn, py::handle x_obj, py::handle w_obj, py::handle b_obj,
+CheckedDense<T> check_dense(const char* fn, py::handle x_obj, py::handle w_obj, py::handle b_obj,
                  const Activation& act) {
-  Checked<T> c;
+  CheckedDense<T> c;
   c.x = input_array<T>(fn, {"x", x_obj});
   c.w = input_array<T>(fn, {"w", w_obj});
   require_ndim(fn, "x", c.x, 1);
@@ -50,9 +50,9 @@ Checked<T> check(const char* fn, py::handle x_obj, py::handle w_obj, py::handle 
 }
 
 template <typename T>
-py::tuple forward_impl(py::handle x, py::handle w, py::handle b, const Activation& act,
+py::tuple dense_forward_impl(py::handle x, py::handle w, py::handle b, const Activation& act,
                        bool keep_z) {
-  auto c = check<T>("dense_forward", x, w, b, act);
+  auto c = check_dense<T>("dense_forward", x, w, b, act);
   auto y = new_array<T>(c.out_shape);
   py::object z_out = py::none();
   T* z = nullptr;
@@ -69,11 +69,11 @@ py::tuple forward_impl(py::handle x, py::handle w, py::handle b, const Activatio
 }
 
 template <typename T>
-py::object backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handle y_obj,
+py::object dense_backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handle y_obj,
                          py::handle dy_obj, const Activation& act, py::handle dw_obj,
                          py::handle db_obj, bool accumulate, bool need_dx) {
   const char* fn = "dense_backward";
-  auto c = check<T>(fn, x, w, py::none(), act);
+  auto c = check_dense<T>(fn, x, w, py::none(), act);
   const FusedBackwardArrays<T> a(fn, act, y_obj, dy_obj, z_obj, c.out_shape, dw_obj, shape_of(c.w), db_obj,
                                  c.args.n);
   py::object dx_out = py::none();
@@ -98,7 +98,7 @@ void register_dense(py::module_& m) {
       [](py::handle x, py::handle w, py::handle b, int kind, double alpha, bool keep_z) {
         const Activation act = make_activation("dense", kind, alpha);
         return dispatch(resolve_dtype("dense_forward", {{"x", x}, {"w", w}, {"b", b}}),
-                        [&](auto t) { return forward_impl<decltype(t)>(x, w, b, act, keep_z); });
+                        [&](auto t) { return dense_forward_impl<decltype(t)>(x, w, b, act, keep_z); });
       },
       py::arg("x"), py::arg("w"), py::arg("b"), py::arg("kind"), py::arg("alpha") = 0.0,
       py::arg("keep_z") = false,
@@ -112,7 +112,7 @@ void register_dense(py::module_& m) {
             "dense_backward",
             {{"x", x}, {"w", w}, {"z", z}, {"y", y}, {"dy", dy}, {"dw", dw}, {"db", db}});
         return dispatch(dt, [&](auto t) {
-          return backward_impl<decltype(t)>(x, w, z, y, dy, act, dw, db, accumulate, need_dx);
+          return dense_backward_impl<decltype(t)>(x, w, z, y, dy, act, dw, db, accumulate, need_dx);
         });
       },
       py::arg("x"), py::arg("w"), py::arg("z"), py::arg("y"), py::arg("dy"), py::arg("kind"),

@@ -28,18 +28,18 @@ Activation rnn_activation(const char* fn, const char* name, int kind) {
 
 // The arrays of one call, checked, and the kernel's arguments pointing into them.
 template <typename T>
-struct Checked {
+struct CheckedRnn {
   py::array_t<T> x, kernel, recurrent, bias, h0, c0, scale;
   MaskArray mask;
   RnnArgs<T> args;
 };
 
 template <typename T>
-Checked<T> check(RnnKind kind, py::handle x, py::handle kernel, py::handle recurrent,
+CheckedRnn<T> check_rnn(RnnKind kind, py::handle x, py::handle kernel, py::handle recurrent,
                  py::handle bias, py::handle h0, py::handle c0, py::handle mask,
                  py::handle scale, bool go_backwards, int act, int ract) {
   const char* fn = kind_name(kind);
-  Checked<T> c;
+  CheckedRnn<T> c;
   RnnArgs<T>& a = c.args;
   a.kind = kind;
   a.go_backwards = go_backwards;
@@ -128,10 +128,10 @@ py::tuple new_tape(const RnnArgs<T>& a, RnnTape<T>& tape) {
 }
 
 template <typename T>
-py::tuple forward_impl(RnnKind kind, py::handle x, py::handle kernel, py::handle recurrent,
+py::tuple rnn_forward_impl(RnnKind kind, py::handle x, py::handle kernel, py::handle recurrent,
                        py::handle bias, py::handle h0, py::handle c0, py::handle mask,
                        py::handle scale, bool go_backwards, int act, int ract) {
-  auto c = check<T>(kind, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards, act, ract);
+  auto c = check_rnn<T>(kind, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards, act, ract);
   RnnTape<T> tape;
   py::tuple out = new_tape(c.args, tape);
   {
@@ -152,13 +152,13 @@ py::array_t<T> tape_array(const char* fn, const char* name, py::handle value,
 }
 
 template <typename T>
-py::tuple backward_impl(RnnKind kind, py::handle x, py::handle kernel, py::handle recurrent,
+py::tuple rnn_backward_impl(RnnKind kind, py::handle x, py::handle kernel, py::handle recurrent,
                         py::handle bias, py::handle h0, py::handle c0, py::handle mask,
                         py::handle scale, bool go_backwards, int act, int ract, py::tuple tape_in, py::handle dy,
                         py::handle dh_last, py::handle dc_last, py::handle dkernel,
                         py::handle drecurrent, py::handle dbias, bool accumulate, bool need_dx) {
   const char* fn = kind_name(kind);
-  auto c = check<T>(kind, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards, act, ract);
+  auto c = check_rnn<T>(kind, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards, act, ract);
   const RnnArgs<T>& a = c.args;
   if (tape_in.size() != 5) throw py::value_error(cat(fn, ": 'tape' must be the forward's 5-tuple"));
   const std::vector<Index> states{a.steps + 1, a.batch, a.units}, steps{a.steps, a.batch, a.units};
@@ -303,7 +303,7 @@ void register_rnn(py::module_& m) {
                                                       {"recurrent_scale", scale}});
         return dispatch(dt, [&](auto t) {
           using T = decltype(t);
-          return forward_impl<T>(k, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards, act,
+          return rnn_forward_impl<T>(k, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards, act,
                                  ract);
         });
       },
@@ -326,7 +326,7 @@ void register_rnn(py::module_& m) {
                                                       {"recurrent_scale", scale}, {"d_outputs", dy}, {"d_h", dh}, {"d_c", dc}});
         return dispatch(dt, [&](auto t) {
           using T = decltype(t);
-          return backward_impl<T>(k, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards,
+          return rnn_backward_impl<T>(k, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards,
                                   act, ract, tape, dy, dh, dc, dkernel, drecurrent, dbias, accumulate,
                                   need_dx);
         });
