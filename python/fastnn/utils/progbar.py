@@ -48,7 +48,8 @@ class Progbar:
     """Progress over `target` steps.
 
     Args:
-        target: number of steps (None if unknown).
+        target: number of steps (None if unknown: the count is shown without a total, as
+            Keras' "Unknown").
         verbose: 1 (bar on a terminal, final line otherwise) or 2 (final line only).
         stream: file to write to (default sys.stdout).
     """
@@ -62,7 +63,8 @@ class Progbar:
         self._bar = None
         if interactive:
             self._bar = _Bar(total=target, file=self.stream, ascii=".>=", mininterval=0.1, leave=True,
-                             bar_format="{n_fmt}/{total_fmt} [{bar:30}] - {elapsed_s:.0f}s{logs}",
+                             bar_format="{n_fmt}/{total_fmt} [{bar:30}] - {elapsed_s:.0f}s{logs}" if target
+                             is not None else "{n_fmt}/Unknown - {elapsed_s:.0f}s{logs}",
                              dynamic_ncols=False)
 
     def update(self, current, values=None, finalize=False):
@@ -76,10 +78,11 @@ class Progbar:
             if finalize:
                 self._bar.close()
         elif finalize:
+            count = f"{current}/{self.target}" if self.target is not None else f"{current}/Unknown"
             if self.verbose == 1:
-                line = f"{current}/{self.target} [{'=' * 30}] - {elapsed:.0f}s {_per_step(step_time)}"
+                line = f"{count} [{'=' * 30}] - {elapsed:.0f}s {_per_step(step_time)}"
             else:
-                line = f"{current}/{self.target} - {elapsed:.0f}s - {_per_step(step_time)}"
+                line = f"{count} - {elapsed:.0f}s - {_per_step(step_time)}"
             self.stream.write(line + format_logs(values) + "\n")
             self.stream.flush()
         self.current = current
