@@ -357,6 +357,18 @@ def test_validation_data_as_pydataset_or_generator_with_validation_steps(data):
     assert history.history["val_loss"] == expected.history["val_loss"][:1]
 
 
+def test_an_exhausted_validation_generator_stops_validation_with_a_warning(data):
+    x, y, _ = data
+    reference = make_model()
+    expected = reference.fit(x, y, batch_size=BATCH, shuffle=False, validation_data=(x[:32], y[:32]), verbose=0)
+    model = make_model()
+    with pytest.warns(UserWarning, match="the generator 'validation_data' ran out of data; no validation from now on"):
+        history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, validation_data=batches(x[:32], y[:32]),
+                            verbose=0)
+    assert history.history["val_loss"] == expected.history["val_loss"]  # the first epoch's only
+    assert len(history.history["loss"]) == 2
+
+
 def test_evaluate_and_predict_on_generators_equal_the_arrays(data):
     x, y, w = data
     model = make_model()

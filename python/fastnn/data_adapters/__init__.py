@@ -51,10 +51,13 @@ def get_data_adapter(x, who, y=None, sample_weight=None, batch_size=None, shuffl
 
     Args:
         x: what fit / evaluate / predict got.
-        who: the caller, for messages ("fit", "fit (validation_data)", ...).
-        y, sample_weight, batch_size: the call's arguments: must be None with a batch source.
-        shuffle: bool: shuffle a PyDataset's batch order per pass (fit); ignored otherwise.
-        name: the argument's name, for messages. validation_split: fit's (must be 0).
+        who: str: the caller, for messages ("fit", "fit (validation_data)", ...).
+        y, sample_weight, batch_size: the call's arguments, default None: must be None with a
+            batch source.
+        shuffle: bool, default False: shuffle a PyDataset's batch order per pass (fit);
+            ignored for other sources.
+        name: str, default "x": the argument's name, for messages.
+        validation_split: float, default 0.0: fit's (must be 0 with a batch source).
 
     Raises:
         ValueError: y, sample_weight, batch_size or validation_split given with a batch source.

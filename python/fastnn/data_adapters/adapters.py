@@ -95,9 +95,10 @@ class PyDatasetAdapter(DataAdapter):
 
     Args:
         dataset: the PyDataset.
-        shuffle: bool: a new random order of the batch indices for each pass (fastnn's seeded
-            generator); an endless dataset (``num_batches`` None) is never shuffled.
-        who: the caller, for messages.
+        shuffle: bool, default False: a new random order of the batch indices for each pass
+            (fastnn's seeded generator); an endless dataset (``num_batches`` None) is never
+            shuffled.
+        who: str, default "fit": the caller, for messages.
     """
 
     kind = "PyDataset"
@@ -146,8 +147,10 @@ class ArrayAdapter(DataAdapter):
 
     Args:
         x: array, or list / dict of arrays. y, sample_weight: likewise, or None.
-        n: number of samples. batch_size: int. shuffle: bool.
-        targets: bool: batches are ``(x, y[, sample_weight])``; else ``x`` as predict gets it.
+        n: int: number of samples. batch_size: int.
+        shuffle: bool, default False: a new permutation of the samples for each pass.
+        targets: bool, default True: batches are ``(x, y[, sample_weight])``; else ``x`` as
+            predict gets it.
     """
 
     kind = "arrays"

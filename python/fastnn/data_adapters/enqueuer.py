@@ -42,10 +42,11 @@ class OrderedEnqueuer:
     Args:
         dataset: the PyDataset (anything indexable).
         workers: int >= 1: threads (or processes) loading at the same time.
-        use_multiprocessing: bool: processes instead of threads; the pool is made anew at
-            each ``resume`` (each epoch), so that the workers see the dataset as its
-            ``on_epoch_begin`` / ``on_epoch_end`` left it (Keras does the same).
-        max_queue_size: int: batches submitted ahead of the one being consumed (at least 1).
+        use_multiprocessing: bool, default False: processes instead of threads; the pool is
+            made anew at each ``resume`` (each epoch), so that the workers see the dataset as
+            its ``on_epoch_begin`` / ``on_epoch_end`` left it (Keras does the same).
+        max_queue_size: int, default 10: batches submitted ahead of the one being consumed
+            (at least 1).
     """
 
     def __init__(self, dataset, workers, use_multiprocessing=False, max_queue_size=10):

@@ -35,9 +35,10 @@ class EpochIterator:
 
     Args:
         adapter: a DataAdapter.
-        steps_per_epoch: int or None: batches per epoch (None: one pass).
+        steps_per_epoch: int or None, default None: batches per epoch (None: one pass).
         restart: bool, default False: every epoch starts a new pass (evaluation).
-        who: the caller, for warnings (e.g. "fit"). name: the argument (e.g. "'x'").
+        who: str, default "fit": the caller, for warnings.
+        name: str, default "'x'": the argument, for messages.
     """
 
     def __init__(self, adapter, steps_per_epoch=None, restart=False, who="fit", name="'x'"):
