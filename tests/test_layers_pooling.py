@@ -372,7 +372,7 @@ def test_a_model_with_every_2d_layer_trains_on_the_digits(digits, tmp_path):
     assert np.abs(model.layers[0].get_weights()[0] - first).max() > 0.01  # gradients got through
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy >= 0.95
-    path = tmp_path / "pooling.keras"
+    path = tmp_path / "pooling.fastnn"
     model.save(path)
     again = keras.models.load_model(path)
     np.testing.assert_array_equal(again.predict(x_test, verbose=0), model.predict(x_test, verbose=0))

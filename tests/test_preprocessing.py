@@ -303,7 +303,8 @@ def test_the_namespace():
     assert preprocessing.Normalization is layers.Normalization
     assert preprocessing.Rescaling is layers.Rescaling
     assert preprocessing.to_categorical is fastnn.utils.to_categorical
-    assert set(preprocessing.__all__) == {"Normalization", "Rescaling", "to_categorical", "min_max_scale"}
+    assert set(preprocessing.__all__) == {"Normalization", "Rescaling", "to_categorical", "min_max_scale",
+                                          "pad_sequences", "sequence"}
     assert not hasattr(preprocessing, "train_test_split")
     assert {"Normalization", "Rescaling"} <= set(layers.__all__)
 

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pathlib
+import warnings
 import zipfile
 
 import numpy as np
@@ -160,8 +161,9 @@ def test_save_load_gives_identical_predictions(tmp_path, suffix):
     model = classifier()
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     path = tmp_path / f"model{suffix}"
-    model.save(path)
-    loaded = fastnn.models.load_model(path)
+    with pytest.warns(UserWarning, match="fastnn's own format") if suffix == ".keras" else warnings.catch_warnings():
+        model.save(path)
+    loaded = fastnn.models.load_model(path)  # fastnn's file, whatever its name
     assert type(loaded) is fastnn.Sequential and loaded.name == model.name
     assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
     assert loaded.get_config() == model.get_config()
@@ -505,6 +507,95 @@ def test_files_that_are_not_fastnn_files(tmp_path):
         fastnn.models.load_model(keras)
     with pytest.raises(ValueError, match="is a folder"):
         fastnn.models.load_model(tmp_path)
+
+
+# ---- Keras' file names and Keras' files -------------------------------------------------------------------
+@pytest.mark.parametrize("method,name,suggestion", [
+    ("save", "model.keras", "model.fastnn"), ("save", "model.h5", "model.fastnn"),
+    ("save", "model.HDF5", "model.fastnn"), ("save_weights", "model.weights.h5", "model.weights.fastnn"),
+    ("save_weights", "model.keras", "model.weights.fastnn"), ("save_weights", "w.weights.json", "w.weights.fastnn"),
+])
+def test_a_keras_file_name_is_written_with_a_warning_that_says_what_the_file_is(tmp_path, method, name, suggestion):
+    model = classifier()
+    model.fit(*data(), epochs=1, batch_size=16, verbose=0)
+    path = tmp_path / name
+    with pytest.warns(UserWarning) as caught:
+        getattr(model, method)(path)
+    assert len(caught) == 1 and caught[0].filename == __file__  # at the caller's line, not inside fastnn
+    message = str(caught[0].message)
+    assert repr(str(path)) in message and "fastnn's own format" in message and "Keras cannot read it" in message
+    assert repr(str(tmp_path / suggestion)) in message and "'.fastnn' is fastnn's suffix" in message
+    with zipfile.ZipFile(path) as archive:  # what was written is what the warning says: fastnn's archive
+        assert "fastnn.json" in archive.namelist()
+    if method == "save":
+        np.testing.assert_array_equal(fastnn.models.load_model(path).predict(data()[0]), model.predict(data()[0]))
+    else:
+        other = classifier()
+        other.load_weights(path)
+        assert same_weights(model, other)
+
+
+@pytest.mark.parametrize("name", ["model.fastnn", "model.weights.fastnn", "model", "model.bin", "h5model.zip"])
+def test_other_names_are_written_silently(tmp_path, name):
+    model = classifier()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save(tmp_path / name)
+        model.save_weights(tmp_path / f"w-{name}")
+
+
+def test_a_model_checkpoint_with_a_keras_name_warns_at_the_fit_call(tmp_path):
+    model = classifier()
+    with pytest.warns(UserWarning, match=r"best\.keras' was written in fastnn's own format") as caught:
+        model.fit(*data(), epochs=2, batch_size=16, verbose=0,
+                  callbacks=[fastnn.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"))])
+    assert {w.filename for w in caught} == {__file__}
+
+
+def keras_archive(path, version="3.5.0"):
+    """A .keras file as Keras 3 writes it: a zip of config.json, metadata.json and model.weights.h5."""
+    config = {"module": "keras", "class_name": "Sequential", "registered_name": None,
+              "config": {"name": "sequential", "layers": [
+                  {"module": "keras.layers", "class_name": "Dense", "config": {"name": "dense", "units": 2}}]},
+              "compile_config": None}
+    metadata = {"date_saved": "2025-01-01@00:00:00"} if version is None else \
+        {"keras_version": version, "date_saved": "2025-01-01@00:00:00"}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps(metadata))
+        archive.writestr("config.json", json.dumps(config))
+        archive.writestr("model.weights.h5", HDF5_MAGIC + bytes(504))
+    return path
+
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("version,said", [("3.5.0", "(a model saved by Keras 3.5.0)"), (None, "(a model saved by Keras)")])
+def test_a_keras_archive_is_refused_with_what_to_do(tmp_path, version, said):
+    path = keras_archive(tmp_path / "model.keras", version)
+    model = classifier()
+    for load in (fastnn.models.load_model, fastnn.saving.load_model, model.load_weights):
+        with pytest.raises(ValueError) as error:
+            load(path)
+        message = str(error.value)
+        assert message.startswith(f"{str(path)!r} is a Keras .keras archive {said}, not a fastnn file")
+        assert "fastnn reads only the files it writes itself" in message
+        assert "rebuild it with fastnn layers" in message and "keras_model.get_weights()" in message
+        assert "set_weights" in message and "save('model.fastnn')" in message
+
+
+@pytest.mark.parametrize("name", ["model.h5", "model.weights.h5", "model.hdf5"])
+def test_a_keras_hdf5_file_is_refused_with_what_to_do(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(HDF5_MAGIC + bytes(2040))
+    model = classifier()
+    for load in (fastnn.models.load_model, model.load_weights):
+        with pytest.raises(ValueError) as error:
+            load(path)
+        message = str(error.value)
+        assert message.startswith(f"{str(path)!r} is an HDF5 file (the format of Keras' .h5 models and .weights.h5 "
+                                  "weights), not a fastnn file: fastnn reads only the files it writes itself")
+        assert "keras_model.get_weights()" in message and "set_weights" in message
 
 
 def test_a_newer_format_version_is_refused(saved):

@@ -37,7 +37,18 @@ void register_config(py::module_& m) {
         fastnn::set_num_threads(static_cast<int>(value));
       },
       py::arg("n"), "Sets the number of threads fastnn's kernels use.");
-  m.def("get_num_threads", &fastnn::num_threads, "Number of threads fastnn's kernels use.");
+  m.def("get_num_threads", &fastnn::configured_threads, "Number of threads fastnn's kernels use.");
+  m.def(
+      "set_thread_limit",
+      [](int limit) {
+        if (limit < 0) throw py::value_error(cat("set_thread_limit: 'limit' must be >= 0, got ", limit));
+        fastnn::set_thread_limit(limit);
+      },
+      py::arg("limit"), "Caps the threads kernels use (0: no cap) without changing the configured count.");
+  m.def("thread_limit", &fastnn::thread_limit, "The current thread cap (0: none).");
+  m.def("threads_in_use", &fastnn::num_threads, "Threads kernels use now: the configured count, capped.");
+  m.def("release_threads", &fastnn::release_threads,
+        "Ends OpenMP's worker threads (they restart when needed); called before fork.");
   m.def("num_processors", &fastnn::num_processors, "Processors available to OpenMP.");
   m.def("have_openmp", &fastnn::have_openmp, "Whether this build runs kernels on several threads.");
   m.attr("parallel_min_flops") = kParallelMinFlops;

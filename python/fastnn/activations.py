@@ -173,3 +173,7 @@ def get(identifier):
 def serialize(spec):
     """The name of an activation spec (a custom callable gives its __name__)."""
     return spec.name if spec.name is not None else getattr(spec.fn, "__name__", repr(spec.fn))
+
+
+__all__ = ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "elu", "selu", "gelu", "softplus",
+           "swish", "silu", "get", "serialize"]

@@ -131,3 +131,6 @@ def vjp(fn, x, dy):
         return np.zeros_like(leaf.value)
     g = backward(out, np.broadcast_to(dy, out.shape)).get(id(leaf))
     return np.zeros_like(leaf.value) if g is None else np.asarray(g)
+
+
+__all__ = ["Tensor", "grad", "vjp", "backward", "value_of"]

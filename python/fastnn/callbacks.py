@@ -102,18 +102,28 @@ class History(Callback):
 
 
 class ProgbarLogger(Callback):
-    """Prints progress: verbose=1 a bar (final line only when not a terminal), 2 a line per epoch.
+    """Prints progress: "Epoch 3/10", then a bar or a line per epoch (``fastnn.utils.progbar``).
+
+    fit and evaluate add one themselves when their ``verbose`` is not 0. On a terminal the
+    lines fit its width: the bar shrinks or goes, every figure is shown, and a final line
+    wider than the terminal continues on an indented row.
 
     With an unknown number of steps (a generator without ``steps_per_epoch``) the first
     epoch counts its steps without a total ("12/Unknown", as Keras); later epochs know it.
 
     Args:
-        verbose: 1 or 2.
-        stream: where to print (default sys.stdout).
+        verbose: 1 (default, or "auto"): a live bar on a terminal and each epoch's final
+            line (only that line when the output is not a terminal); 2: one line per epoch
+            without the bar; 0: nothing.
+        stream: file to print to, default None (``sys.stdout`` at the time of printing).
     """
 
     def __init__(self, verbose=1, stream=None):
         super().__init__()
+        if verbose == "auto":
+            verbose = 1
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"ProgbarLogger: 'verbose' must be 'auto', 0, 1 or 2, got {verbose!r}")
         self.verbose = verbose
         self.stream = stream
         self._bar = None
@@ -142,7 +152,7 @@ class ProgbarLogger(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         epochs = self.params.get("epochs", 1)
-        if epochs > 1:
+        if epochs > 1 and self.verbose:
             self._out().write(f"Epoch {epoch + 1}/{epochs}\n")
         self._start()
 
@@ -592,3 +602,8 @@ class TensorBoard(Callback):
         for writer in (self._train, self._validation):
             if writer is not None:
                 writer.close()
+
+
+__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping", "ModelCheckpoint",
+           "LearningRateScheduler", "ReduceLROnPlateau", "CSVLogger", "TensorBoard", "TerminateOnNaN",
+           "LambdaCallback", "SwapEMAWeights"]

@@ -304,3 +304,8 @@ def get(identifier):
 def serialize(initializer):
     """{'class_name': ..., 'config': ...} for a built-in initializer."""
     return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+
+
+__all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal",
+           "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform",
+           "LecunNormal", "Orthogonal", "get", "serialize"]

@@ -395,6 +395,14 @@ def get(identifier):
 
 
 def serialize(loss):
+    """A loss as a JSON-ready description (Keras' ``keras.losses.serialize``).
+
+    Args:
+        loss: a Loss instance.
+
+    Returns:
+        ``{"class_name": ..., "config": loss.get_config()}``.
+    """
     return {"class_name": type(loss).__name__, "config": loss.get_config()}
 
 
@@ -433,3 +441,10 @@ def _row_weights(sample_weight, rows_shape, dtype):
     if not np.all(np.isfinite(w)):
         raise ValueError("loss: sample_weight contains NaN or inf")
     return np.ascontiguousarray(w.ravel())
+
+
+__all__ = ["Loss", "LossFunctionWrapper", "MeanSquaredError", "MeanAbsoluteError", "Huber",
+           "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "KLDivergence",
+           "mean_squared_error", "mean_absolute_error", "huber", "binary_crossentropy",
+           "categorical_crossentropy", "sparse_categorical_crossentropy", "kl_divergence", "mse", "MSE",
+           "mae", "MAE", "kld", "KLD", "kullback_leibler_divergence", "get", "serialize"]

@@ -564,3 +564,11 @@ def get(identifier):
     if callable(identifier):
         return MeanMetricWrapper(identifier)
     raise TypeError(f"metric must be a name, a Metric or a function, got {type(identifier).__name__}")
+
+
+__all__ = ["Metric", "Mean", "MeanMetricWrapper", "Accuracy", "BinaryAccuracy", "CategoricalAccuracy",
+           "SparseCategoricalAccuracy", "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy",
+           "MeanSquaredError", "MeanAbsoluteError", "RootMeanSquaredError", "Precision", "Recall", "F1Score",
+           "AUC", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy",
+           "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy", "mean_squared_error",
+           "mean_absolute_error", "get"]

@@ -118,6 +118,17 @@ def get(identifier):
 
 
 def serialize(regularizer):
+    """A regularizer as a JSON-ready description, which ``get`` turns back into one.
+
+    Args:
+        regularizer: a Regularizer, or None.
+
+    Returns:
+        ``{"class_name": ..., "config": regularizer.get_config()}``, or None for None.
+    """
     if regularizer is None:
         return None
     return {"class_name": type(regularizer).__name__, "config": regularizer.get_config()}
+
+
+__all__ = ["Regularizer", "L1L2", "L1", "L2", "l1_l2", "l1", "l2", "get", "serialize"]

@@ -31,6 +31,7 @@ from . import ops
 from . import regularizers as regularizers_module
 from .layers.base import check_finite
 from .structure import flatten, map_leaves, pack_like
+from .thread_tuner import ThreadTuner
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -792,15 +793,17 @@ def _array_epochs(model, step, callback_list, xs, ys, weights, n, steps, batch_s
     x_buffers, y_buffers = _buffers(xs, batch_size), _buffers(ys, batch_size)
     unweighted = all(w is None for w in weights)
 
-    def run_epoch(epoch):
+    def run_epoch(epoch, tuner):
         logs = {}
         order = generator.permutation(n) if shuffle else np.arange(n)
         for b in range(steps):
             callback_list.on_train_batch_begin(b)
             idx = order[b * batch_size:(b + 1) * batch_size]
+            tuner.step_begin()
             xb, yb = _take(xs, idx, x_buffers), _take(ys, idx, y_buffers)
             wb = weights if unweighted else [None if w is None else w[idx] for w in weights]
             total, values = _train_step(model, step, xb, yb, wb)
+            tuner.step_end(measure=len(idx) == batch_size)
             step.record(total, values, len(idx))
             logs = step.logs()
             callback_list.on_train_batch_end(b, logs)
@@ -813,8 +816,11 @@ def _array_epochs(model, step, callback_list, xs, ys, weights, n, steps, batch_s
 
 def _source_epochs(model, step, callback_list, source, who, class_weight, custom):
     """One epoch over the batches of a source, each checked as arrays are (naming the batch), or
-    handed to the model's train_step override."""
-    def run_epoch(epoch):
+    handed to the model's train_step override. The thread tuner times the steps alone (not the
+    wait for a batch), and only those of the first batch's size."""
+    sizes = []
+
+    def run_epoch(epoch, tuner):
         logs = {}
         context = _enter_context(model, step, who)
         try:
@@ -823,14 +829,20 @@ def _source_epochs(model, step, callback_list, source, who, class_weight, custom
                 callback_list.on_train_batch_begin(b)
                 context.who = _batch_who(who, source, b, epoch)
                 if custom:
-                    logs = _step_logs(model.train_step(_step_data(model, batch, context.who, True, class_weight)),
-                                      "train_step")
+                    data = _step_data(model, batch, context.who, True, class_weight)
+                    size = len(flatten(data[0])[0])
+                    tuner.step_begin()
+                    logs = _step_logs(model.train_step(data), "train_step")
                 else:
                     x, y, sample_weight = data_adapters.standardize_batch(batch, context.who, targets=True)
                     xb, yb, wb = _prepare_training_data(model, x, y, sample_weight, class_weight, context.who)
+                    size = len(xb[0])
+                    tuner.step_begin()
                     total, values = _train_step(model, step, xb, yb, wb)
-                    step.record(total, values, len(xb[0]))
+                    step.record(total, values, size)
                     logs = step.logs()
+                sizes[:] = sizes or [size]
+                tuner.step_end(measure=size == sizes[0])
                 callback_list.on_train_batch_end(b, logs)
                 if model.stop_training:
                     break
@@ -847,21 +859,25 @@ def _train_epochs(model, step, callback_list, epochs, initial_epoch, run_epoch, 
     compiled = step.compiled
     callback_list.on_train_begin()
     logs = {}
-    for epoch in range(initial_epoch, epochs):
-        if source is not None and source.exhausted():
-            break
-        _reset_metrics(compiled)
-        step.reset_logs()
-        callback_list.on_epoch_begin(epoch)
-        logs = run_epoch(epoch)
-        epoch_logs = dict(logs)
-        if validation.given and (epoch + 1 - initial_epoch) % validation_freq == 0:
-            val_logs = validation(step, callback_list)
-            if val_logs is not None:
-                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        callback_list.on_epoch_end(epoch, epoch_logs)
-        if model.stop_training:
-            break
+    tuner = ThreadTuner()  # the thread count the steps run fastest at (fastnn.thread_tuner)
+    try:
+        for epoch in range(initial_epoch, epochs):
+            if source is not None and source.exhausted():
+                break
+            _reset_metrics(compiled)
+            step.reset_logs()
+            callback_list.on_epoch_begin(epoch)
+            logs = run_epoch(epoch, tuner)
+            epoch_logs = dict(logs)
+            if validation.given and (epoch + 1 - initial_epoch) % validation_freq == 0:
+                val_logs = validation(step, callback_list)
+                if val_logs is not None:
+                    epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            callback_list.on_epoch_end(epoch, epoch_logs)
+            if model.stop_training:
+                break
+    finally:
+        tuner.close()  # lifts its thread cap, also after an error
     step.graph.release()
     callback_list.on_train_end(logs)
     model.optimizer.finalize_variable_values()

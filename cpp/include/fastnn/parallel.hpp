@@ -28,10 +28,22 @@ namespace fastnn {
 
 using Index = std::ptrdiff_t;
 
-/// Threads kernels may use (>= 1).
+/// Threads kernels use now (>= 1): the configured count, capped by the thread limit.
 int num_threads();
+/// The configured thread count (set_num_threads; default OMP_NUM_THREADS or the processors).
+int configured_threads();
 /// Sets the thread count for all later kernel calls. Requires n >= 1.
 void set_num_threads(int n);
+/// Caps the threads kernels use at `limit` without changing the configured count (0 lifts
+/// the cap). The training loops lower it while other processes keep the cores busy: results
+/// do not depend on the thread count, so the cap changes speed only.
+void set_thread_limit(int limit);
+/// The current cap (0: none).
+int thread_limit();
+/// Ends the calling thread's OpenMP worker threads; the next parallel region starts new
+/// ones. Called before fork(): the child inherits the pool's bookkeeping but not its
+/// threads, and its first parallel region would wait for them forever.
+void release_threads();
 /// Processors OpenMP may use (1 when built without OpenMP).
 int num_processors();
 /// Whether the build has OpenMP (otherwise every kernel runs on the calling thread).

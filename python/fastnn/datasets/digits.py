@@ -37,3 +37,6 @@ def load_data(test_size=TEST_SIZE, seed=0):
     order = np.random.default_rng(seed).permutation(len(x))
     test, train = order[:test_size], order[test_size:]
     return (x[train], y[train]), (x[test], y[test])
+
+
+__all__ = ["load_data"]

@@ -294,3 +294,6 @@ def _write_atomic(target, payload):
         except OSError:
             pass
         raise
+
+
+__all__ = ["load_data", "read_idx"]

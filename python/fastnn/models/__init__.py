@@ -25,7 +25,11 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     Raises:
         FileNotFoundError: no such file.
         ValueError: not a fastnn model file, truncated or corrupted, arrays that would need
-            unpickling, or an unknown custom class or function (named, with the fix).
+            unpickling, or an unknown custom class or function (named, with the fix). A
+            file that Keras wrote (``.keras``, ``.h5``) is refused with a message that says
+            so and how to bring the model over (rebuild it with fastnn layers, then
+            ``set_weights(keras_model.get_weights())``); fastnn reads only its own format
+            (``.fastnn``, recognised by content, whatever the name).
     """
     from .. import saving
 

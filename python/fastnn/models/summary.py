@@ -1,6 +1,10 @@
 """``model.summary()``: a table of the layers, their output shapes and parameter counts, and for
 graphs Keras' "Connected to" column (``dense[0][0]``: layer, call, output)."""
 
+import numbers
+import sys
+import textwrap
+
 import numpy as np
 
 from ..operation import FunctionOperation
@@ -63,32 +67,46 @@ def _rows(model, show_trainable, expand_nested, indent=""):
     return rows
 
 
+_MIN_COLUMN = 4  # characters: the narrowest a column gets (one of them is the gap to the next)
+
+
 def print_summary(model, line_length=None, positions=None, print_fn=None, expand_nested=False, show_trainable=False):
+    """Prints the table of ``model.summary`` (see there for the arguments).
+
+    Each column is as wide as its widest cell, so names are shown whole. When the table
+    must be narrower (``line_length``, ``positions``, or a terminal narrower than the
+    table when printing to it), the widest columns give way first and their cells wrap
+    within the column, as Keras' do: at spaces where they can ("bidirectional" above
+    "(Bidirectional)"), else folded; nothing is ever cut.
+    """
     print_fn = print_fn or print
     graph_like = model._functional and not _is_chain(model)
     rows = _rows(model, show_trainable, expand_nested)
     headers = [" Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if graph_like else []) + \
         (["Trainable"] if show_trainable else [])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) + 2 if rows else len(h) + 2 for i, h in enumerate(headers)]
-    if line_length:  # scale the columns to the requested width
-        scale = line_length / sum(widths)
-        widths = [max(4, int(w * scale)) for w in widths]
-    if positions is not None:  # Keras: where each column ends, as fractions of the line or characters
-        total = line_length or sum(widths)
-        ends = [int(p * total) if p <= 1 else int(p) for p in positions][:len(widths)]
-        starts = [0] + ends[:-1]
-        widths[:len(ends)] = [max(4, e - b) for b, e in zip(starts, ends)]
+    natural = [max(len(h), *(len(r[i]) for r in rows)) + 2 if rows else len(h) + 2 for i, h in enumerate(headers)]
+    if line_length is None and positions is None and print_fn is print and _stdout_is_a_terminal():
+        from ..utils.progbar import terminal_columns
+
+        room = terminal_columns(sys.stdout) - 1
+        if sum(natural) > room >= _MIN_COLUMN * len(natural):  # narrower than the table: fit it
+            line_length = room
+    widths = _column_widths(natural, line_length, positions)
     width = sum(widths)
 
-    def line(cells):
-        return "".join(str(c)[:w - 1].ljust(w) for c, w in zip(cells, widths)).rstrip()
+    def lines(cells):
+        wrapped = [_wrap(str(cell), w - 1) for cell, w in zip(cells, widths)]  # w - 1: a space between columns
+        for i in range(max(len(parts) for parts in wrapped)):
+            yield "".join((parts[i] if i < len(parts) else "").ljust(w) for parts, w in zip(wrapped, widths)).rstrip()
 
     print_fn(f'Model: "{model.name}"')
     print_fn("_" * width)
-    print_fn(line(headers))
+    for text in lines(headers):
+        print_fn(text)
     print_fn("=" * width)
     for i, row in enumerate(rows):
-        print_fn(line(row))
+        for text in lines(row):
+            print_fn(text)
         if i < len(rows) - 1:
             print_fn("")
     print_fn("=" * width)
@@ -99,6 +117,62 @@ def print_summary(model, line_length=None, positions=None, print_fn=None, expand
     print_fn(f"Trainable params: {trainable:,} ({_memory(trainable, itemsize)})")
     print_fn(f"Non-trainable params: {frozen:,} ({_memory(frozen, itemsize)})")
     print_fn("_" * width)
+
+
+def _stdout_is_a_terminal():
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
+
+
+def _column_widths(natural, line_length, positions):
+    """The columns' widths: `natural` (each column's widest cell), or fitted to `line_length`
+    (the widest columns capped first), or where `positions` end them (Keras' argument)."""
+    count = len(natural)
+    if line_length is not None:
+        if isinstance(line_length, bool) or not isinstance(line_length, numbers.Integral):
+            raise TypeError(f"summary: 'line_length' must be an int, got {type(line_length).__name__}")
+        if line_length < _MIN_COLUMN * count:
+            raise ValueError(f"summary: 'line_length' must leave at least {_MIN_COLUMN} characters to each of the "
+                             f"{count} columns (at least {_MIN_COLUMN * count}), got {line_length}")
+        line_length = int(line_length)
+    if positions is not None:  # Keras: where each column ends, as fractions of the line or characters
+        try:
+            positions = [float(p) for p in positions]
+        except (TypeError, ValueError):
+            raise TypeError(f"summary: 'positions' must be a list of numbers, got {positions!r}") from None
+        total = line_length or sum(natural)
+        ends = [int(p * total) if p <= 1 else int(p) for p in positions][:count]
+        starts = [0] + ends[:-1]
+        return [max(_MIN_COLUMN, e - b) for b, e in zip(starts, ends)] + list(natural[len(ends):])
+    if line_length is None:
+        return list(natural)
+    if line_length >= sum(natural):  # room to spare: every column grows in proportion
+        widths = [int(w * line_length / sum(natural)) for w in natural]
+        widths[0] += line_length - sum(widths)
+        return widths
+    cap = max(natural)  # too narrow: cap the widest columns, as little as needed
+    while sum(min(w, cap) for w in natural) > line_length:
+        cap -= 1
+    widths = [min(w, cap) for w in natural]
+    spare = line_length - sum(widths)
+    for i, w in enumerate(natural):  # what the whole-character cap leaves, to the capped columns
+        if w > cap and spare:
+            widths[i] += 1
+            spare -= 1
+    return widths
+
+
+def _wrap(text, width):
+    """`text` as lines of at most `width` characters: broken at spaces, long words folded;
+    later lines keep the first's indentation (nested layers' " | ")."""
+    if len(text) <= width:
+        return [text]
+    indent = text[:len(text) - len(text.lstrip(" |"))]
+    if len(indent) >= width:
+        indent = ""
+    return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
 
 
 def _is_chain(model):

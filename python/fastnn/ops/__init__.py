@@ -17,6 +17,8 @@ NumPy and are differentiable: custom losses written with them train without a
 hand-written gradient (see ``fastnn.autodiff``).
 """
 
+import types as _types
+
 from .conv import conv, conv_backward
 from .gemm import linear, matmul
 from .image import affine_transform, affine_transform_backward
@@ -39,4 +41,7 @@ from .rnn import (embedding, embedding_backward, gru, gru_backward, lstm, lstm_b
                   lstm_cell_backward, simple_rnn, simple_rnn_backward)
 from .normalization import batch_norm_backward, batch_norm_forward, batch_normalization
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+# The public names: every function imported above, and not the submodules they come from
+# (computed, so that a function added to an import line above is exported with nothing else to edit).
+__all__ = [_name for _name, _value in list(globals().items())
+           if not _name.startswith("_") and not isinstance(_value, _types.ModuleType)]

@@ -430,29 +430,59 @@ def argmax(x, axis=-1):
 
 @symbolic
 def equal(a, b):
+    """Elementwise ``a == b`` with broadcasting: a bool array (no derivative).
+
+    Args:
+        a, b: arrays, numbers or tensors.
+    """
     return np.equal(value_of(a), value_of(b))
 
 
 @symbolic
 def not_equal(a, b):
+    """Elementwise ``a != b`` with broadcasting: a bool array (no derivative).
+
+    Args:
+        a, b: arrays, numbers or tensors.
+    """
     return np.not_equal(value_of(a), value_of(b))
 
 
 @symbolic
 def greater(a, b):
+    """Elementwise ``a > b`` with broadcasting: a bool array (no derivative).
+
+    Args:
+        a, b: arrays, numbers or tensors.
+    """
     return np.greater(value_of(a), value_of(b))
 
 
 @symbolic
 def greater_equal(a, b):
+    """Elementwise ``a >= b`` with broadcasting: a bool array (no derivative).
+
+    Args:
+        a, b: arrays, numbers or tensors.
+    """
     return np.greater_equal(value_of(a), value_of(b))
 
 
 @symbolic
 def less(a, b):
+    """Elementwise ``a < b`` with broadcasting: a bool array (no derivative).
+
+    Args:
+        a, b: arrays, numbers or tensors.
+    """
     return np.less(value_of(a), value_of(b))
 
 
 @symbolic
 def less_equal(a, b):
+    """Elementwise ``a <= b`` with broadcasting: a bool array (no derivative).
+
+    Args:
+        a, b: arrays, numbers or tensors.
+    """
     return np.less_equal(value_of(a), value_of(b))

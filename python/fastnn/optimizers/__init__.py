@@ -45,3 +45,7 @@ def get(identifier):
 def serialize(optimizer):
     """The optimizer as ``{"class_name": ..., "config": optimizer.get_config()}``."""
     return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "Nadam", "schedules", "get",
+           "serialize"]

@@ -209,3 +209,7 @@ def deserialize(config, custom_objects=None):
     if name not in classes:
         raise ValueError(f"Unknown learning-rate schedule {name!r}; pass it in custom_objects")
     return classes[name].from_config(config.get("config", {}))
+
+
+__all__ = ["LearningRateSchedule", "ExponentialDecay", "InverseTimeDecay", "PiecewiseConstantDecay",
+           "PolynomialDecay", "CosineDecay", "CosineDecayRestarts", "serialize", "deserialize"]

@@ -123,4 +123,4 @@ def _as_stat(value, name, shape, axes, keep_shape):
                          f"{reduced_shape} of x (shape {shape}, reduced over axis {axes})") from None
 
 
-__all__ = ["Normalization", "Rescaling", "to_categorical", "min_max_scale"]
+__all__ = ["Normalization", "Rescaling", "to_categorical", "min_max_scale", "pad_sequences", "sequence"]

@@ -7,6 +7,14 @@ training resumes exactly where it stopped. ``model.save_weights(path)`` and
 file: configs only name classes and functions, which are looked up among fastnn's own,
 those registered with ``register_keras_serializable`` and the given ``custom_objects``.
 
+The files are fastnn's own format (``.fastnn``: ``model.save("model.fastnn")``,
+``model.save_weights("model.weights.fastnn")``), not Keras' (``.keras`` archives hold
+HDF5 weights, which would need h5py), whatever their name: Keras cannot read them and
+fastnn does not read Keras' files. Keras names (``.keras``, ``.h5``, ``.weights.h5``) are
+still accepted, so that Keras programs run unchanged, with a warning that says what was
+written; loading a file that Keras wrote raises a ``ValueError`` that says how to bring the
+model over (rebuild it with fastnn layers, then ``set_weights(keras_model.get_weights())``).
+
 The package, one concern a module:
 
 * registration.py: the one registry: the user's (``register_keras_serializable``,

@@ -43,6 +43,7 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member dates: the same model gives th
 _MAX_CONFIG_BYTES = 256 << 20
 _NPY_HEADER_SLACK = 1 << 16
 _ALLOWED_KINDS = "fiub"  # float, signed, unsigned, bool arrays; never objects
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"  # the first bytes of an HDF5 file (Keras' .h5 and .weights.h5)
 
 
 class InvalidFileError(ValueError):
@@ -199,6 +200,29 @@ class Contents:
         self.path, self.header, self.weights, self.optimizer = path, header, weights, optimizer
 
 
+def keras_file_error(path, what):
+    """The InvalidFileError for a file that Keras wrote (`what` it is): fastnn does not read
+    Keras' formats; the message says how to bring the model over."""
+    return InvalidFileError(
+        f"{path!r} is {what}, not a fastnn file: fastnn reads only the files it writes itself "
+        "(model.save, model.save_weights). To bring the model over, rebuild it with fastnn layers (the same "
+        "layers in the same order: fastnn keeps Keras' weight layouts) and copy its weights: in Python with "
+        "Keras, load the file there (keras.saving.load_model, or load_weights into the Keras model) and "
+        "take keras_model.get_weights(), e.g. np.savez('weights.npz', *keras_model.get_weights()); then, in "
+        "fastnn, fastnn_model.set_weights(those arrays, in order) and fastnn_model.save('model.fastnn').")
+
+
+def _keras_version(archive):
+    """' 3.x.y' from a .keras archive's metadata.json, or '' when it does not say."""
+    try:
+        if archive.getinfo("metadata.json").file_size > (1 << 20):
+            return ""
+        version = json.loads(archive.read("metadata.json").decode("utf-8")).get("keras_version")
+    except (KeyError, ValueError, AttributeError, zipfile.BadZipFile):
+        return ""
+    return f" {version}" if isinstance(version, str) and len(version) < 40 else ""
+
+
 def corrupt(path, detail):
     """The InvalidFileError for a file that is damaged in the way `detail` says."""
     return InvalidFileError(f"{path!r} is truncated or corrupted ({detail}); it cannot be loaded. "
@@ -220,8 +244,9 @@ def read_file(filepath):
     if magic[:4] != b"PK\x03\x04":
         if not magic:
             raise InvalidFileError(f"{path!r} is empty: not a fastnn file (an interrupted copy?)")
-        what = " (it is an HDF5 file, e.g. Keras 2's .h5)" if magic.startswith(b"\x89HDF") else ""
-        raise InvalidFileError(f"{path!r} is not a fastnn file{what}: fastnn files are zip archives written "
+        if magic == _HDF5_MAGIC:
+            raise keras_file_error(path, "an HDF5 file (the format of Keras' .h5 models and .weights.h5 weights)")
+        raise InvalidFileError(f"{path!r} is not a fastnn file: fastnn files are zip archives written "
                                "by model.save or model.save_weights")
     try:
         with zipfile.ZipFile(path) as archive:
@@ -241,9 +266,8 @@ def read_file(filepath):
 def _read_header(archive, path):
     names = archive.namelist()
     if _CONFIG_MEMBER not in names:
-        if "config.json" in names and "metadata.json" in names:
-            raise InvalidFileError(f"{path!r} is a Keras .keras archive, not a fastnn file: fastnn cannot read "
-                                   "Keras weights; rebuild the model in fastnn and save it with model.save")
+        if "config.json" in names and ("metadata.json" in names or "model.weights.h5" in names):
+            raise keras_file_error(path, f"a Keras .keras archive (a model saved by Keras{_keras_version(archive)})")
         raise InvalidFileError(f"{path!r} is not a fastnn file: the zip archive has no {_CONFIG_MEMBER!r} member")
     info = archive.getinfo(_CONFIG_MEMBER)
     if info.file_size > _MAX_CONFIG_BYTES:

@@ -7,6 +7,8 @@ training resumes exactly where it stopped. ``model.save_weights(path)`` and
 this module maps a model's weights, optimizer state and layer states to and from it.
 """
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -24,14 +26,23 @@ def save_model(model, filepath, overwrite=True):
     the same optimizer state (iterations included), continues training exactly as the
     original would have.
 
+    The file is in fastnn's format (see ``fastnn.saving``), whatever its name: fastnn
+    does not write Keras' formats, and Keras cannot read this one. ``.fastnn`` is its
+    suffix. Unlike Keras 3, which refuses any name but ``.keras`` (or a legacy ``.h5``),
+    fastnn takes any name, so that Keras programs run unchanged; a Keras name
+    (``.keras``, ``.h5``, ``.hdf5``) gets a ``UserWarning`` that says the file is
+    fastnn's, Keras cannot read it, and which ``.fastnn`` name to use.
+
     Args:
         model: the Model to save.
-        filepath: str or path-like; ".fastnn" is suggested (".keras" is accepted too).
+        filepath: str or path-like, e.g. ``"model.fastnn"``.
         overwrite: bool, default True: replace an existing file (False: FileExistsError).
 
     Raises:
         ValueError: something in the model cannot be saved (e.g. a lambda as loss or
             activation, a custom class without get_config).
+        FileExistsError: the file exists and overwrite is False.
+        FileNotFoundError, IsADirectoryError: no such folder, or `filepath` is a folder.
     """
     path = archive.check_target(filepath, overwrite)
     header = _header("model", model)
@@ -44,15 +55,25 @@ def save_model(model, filepath, overwrite=True):
     _check_no_lambdas(header["compile_config"], "compile_config")
     _validate_json(header, path)
     archive.write_file(path, header, weights + optimizer_arrays)
+    _warn_if_keras_name(path, "model")
 
 
 def save_weights(model, filepath, overwrite=True):
     """Saves a model's weights alone (no architecture, no optimizer) to one file.
 
+    The file is in fastnn's format, whatever its name; ``.weights.fastnn`` is the
+    suggested suffix. Keras 3 requires ``.weights.h5`` (HDF5); fastnn takes that name too,
+    so that Keras programs run unchanged, with a ``UserWarning`` that the file is fastnn's
+    and Keras cannot read it (as for ``.keras``, ``.h5``, ``.hdf5`` and ``.weights.json``).
+
     Args:
-        model: the Model.
-        filepath: str or path-like (".weights.fastnn" is suggested; any name works).
-        overwrite: bool, default True.
+        model: the Model (built).
+        filepath: str or path-like, e.g. ``"model.weights.fastnn"``.
+        overwrite: bool, default True: replace an existing file (False: FileExistsError).
+
+    Raises:
+        ValueError: the model is not built yet.
+        FileExistsError: the file exists and overwrite is False.
     """
     path = archive.check_target(filepath, overwrite)
     if not getattr(model, "built", False):
@@ -64,6 +85,40 @@ def save_weights(model, filepath, overwrite=True):
     header["layer_states"] = _layer_states(model)
     _validate_json(header, path)
     archive.write_file(path, header, weights)
+    _warn_if_keras_name(path, "weights")
+
+
+# Keras' file names: what each promises (longest first: ".weights.h5" before ".h5").
+_KERAS_NAMES = ((".weights.h5", "Keras .weights.h5 (HDF5) weights file"),
+                (".weights.json", "Keras sharded weights file"), (".keras", "Keras .keras archive"),
+                (".hdf5", "Keras HDF5 file"), (".h5", "Keras HDF5 (.h5) file"))
+
+
+def _warn_if_keras_name(path, kind):
+    """Says, when `path` has a Keras file name, that the file is fastnn's, which Keras cannot read."""
+    lower = path.lower()
+    for suffix, what in _KERAS_NAMES:
+        if lower.endswith(suffix):
+            break
+    else:
+        return
+    suggestion = path[:len(path) - len(suffix)] + (".fastnn" if kind == "model" else ".weights.fastnn")
+    reader = "fastnn.models.load_model" if kind == "model" else "fastnn's model.load_weights"
+    warnings.warn(f"{path!r} was written in fastnn's own format (a zip archive of JSON and .npy arrays), not as "
+                  f"the {what} its name suggests: Keras cannot read it; {reader} reads it back. To say what it "
+                  f"holds, name it {suggestion!r} ('.fastnn' is fastnn's suffix).", UserWarning,
+                  stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel():
+    """The `stacklevel` for warnings.warn, called from the function calling this one, that
+    points at the first caller outside fastnn (model.save's caller, or the fit that ran a
+    ModelCheckpoint)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _validate_json(header, path):
@@ -235,7 +290,12 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
         FileNotFoundError: no such file.
         ValueError: the file is not a fastnn model file, is truncated or corrupted, holds
             arrays that would need unpickling, or names an unknown custom class or
-            function (the message names it and says how to provide it).
+            function (the message names it and says how to provide it). A file that Keras
+            wrote (a ``.keras`` archive, an HDF5 ``.h5``) is refused with a message that
+            says so and how to bring the model over: rebuild it with fastnn layers and
+            copy the weights with ``set_weights(keras_model.get_weights())``. The file
+            is recognised by its content, not its name: a fastnn file named ``.keras``
+            loads.
     """
     if custom_objects is not None and not isinstance(custom_objects, dict):
         raise TypeError(f"load_model: 'custom_objects' must be a dict, got {type(custom_objects).__name__}")
@@ -294,7 +354,9 @@ def load_weights(model, filepath, skip_mismatch=False):
 
     Raises:
         ValueError: the model's architecture differs (the message names the first weight
-            that does not match), or the file is not a fastnn file, truncated or corrupted.
+            that does not match), or the file is not a fastnn file, truncated or corrupted
+            (a Keras ``.weights.h5`` or ``.keras`` file: the message says how to copy its
+            weights over with ``set_weights``).
     """
     loaded = archive.read_file(filepath)
     _ensure_built(model, loaded.header, loaded.path)
