@@ -1154,7 +1154,7 @@ def _predict_source(model, source, verbose, callbacks, who):
             cbs.on_predict_batch_begin(b)
             context.who = _batch_who(who, source, b)
             if custom:
-                outputs = model.predict_step(_step_data(model, data_adapters.to_numpy(batch), context.who, False))
+                outputs = model.predict_step(_step_data(model, batch, context.who, False))
             else:
                 x, _, _ = data_adapters.standardize_batch(batch, context.who, targets=False)
                 flat, _ = graph.forward(prepare_inputs(model, x, context.who, finite=False))
