@@ -108,6 +108,9 @@ class ProgbarLogger(Callback):
     lines fit its width: the bar shrinks or goes, every figure is shown, and a final line
     wider than the terminal continues on an indented row.
 
+    With an unknown number of steps (a generator without ``steps_per_epoch``) the first
+    epoch counts its steps without a total ("12/Unknown", as Keras); later epochs know it.
+
     Args:
         verbose: 1 (default, or "auto"): a live bar on a terminal and each epoch's final
             line (only that line when the output is not a terminal); 2: one line per epoch
@@ -124,37 +127,52 @@ class ProgbarLogger(Callback):
         self.verbose = verbose
         self.stream = stream
         self._bar = None
+        self._seen = 0
+        self._learnt = None  # the steps counted in the first epoch, when params do not say
 
     def _out(self):
         return self.stream or sys.stdout
+
+    def _start(self):
+        self._seen = 0
+        target = self.params.get("steps")
+        self._bar = Progbar(target if target is not None else self._learnt, self.verbose, self._out())
+
+    def _advance(self, batch, logs):
+        if self._bar is not None:
+            self._seen = batch + 1
+            self._bar.update(self._seen, logs)
+
+    def _finish(self, logs):
+        if self._bar is not None:
+            if self._bar.target is None:
+                self._learnt = self._seen  # the next epochs show it as their total
+            self._bar.update(self._seen if self._bar.target is None else self._bar.target, logs, finalize=True)
+            self._bar = None
 
     def on_epoch_begin(self, epoch, logs=None):
         epochs = self.params.get("epochs", 1)
         if epochs > 1 and self.verbose:
             self._out().write(f"Epoch {epoch + 1}/{epochs}\n")
-        self._bar = Progbar(self.params.get("steps"), self.verbose, self._out())
+        self._start()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._bar is not None:
-            self._bar.update(batch + 1, logs)
+        self._advance(batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._bar is not None:
-            self._bar.update(self.params.get("steps"), logs, finalize=True)
-            self._bar = None
+        self._finish(logs)
 
     def on_test_begin(self, logs=None):
         if self.params.get("evaluating"):
-            self._bar = Progbar(self.params.get("steps"), self.verbose, self._out())
+            self._start()
 
     def on_test_batch_end(self, batch, logs=None):
-        if self.params.get("evaluating") and self._bar is not None:
-            self._bar.update(batch + 1, logs)
+        if self.params.get("evaluating"):
+            self._advance(batch, logs)
 
     def on_test_end(self, logs=None):
-        if self.params.get("evaluating") and self._bar is not None:
-            self._bar.update(self.params.get("steps"), logs, finalize=True)
-            self._bar = None
+        if self.params.get("evaluating"):
+            self._finish(logs)
 
 
 # ---- monitoring a quantity ------------------------------------------------------------------

@@ -9,16 +9,28 @@ and then for each batch: the graph's forward pass, each output's loss value and 
 one kernel call (softmax/sigmoid fused with cross-entropy where the output allows it), the
 graph's backward pass (weight gradients into the flat buffer), one optimizer call over the
 flat parameter buffer, metrics.
+
+Data that yields batches (a generator, a re-iterable iterable, a PyDataset: see
+``fastnn.data_adapters``) comes as an iterator of raw batches per epoch; each batch is checked
+and converted as arrays are (the messages name the batch) and runs the same fused step.
+
+A model class that overrides ``train_step`` / ``test_step`` / ``predict_step`` (Keras 3) gets
+each batch (arrays too, cut into batches) through its override; the defaults are the fused
+steps (``train_step`` & co. below), which take the running loop's state from
+``model._step_context``. The override is detected once per call, so that a model without one
+keeps the fast path.
 """
 
 import numpy as np
 
 from . import callbacks as callbacks_module
+from . import data_adapters
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import ops
 from . import regularizers as regularizers_module
 from .layers.base import check_finite
+from .structure import flatten, map_leaves, pack_like
 from .thread_tuner import ThreadTuner
 
 DEFAULT_BATCH_SIZE = 32
@@ -464,6 +476,213 @@ def _train_step(model, step, xs, ys, ws):
     return float(total), values
 
 
+# ---- batch sources and step overrides ----------------------------------------------------------------------
+DEFAULT_STEPS = {}  # name -> Model's own train_step / test_step / predict_step (models/model.py fills it)
+
+
+def _overridden(model, name):
+    """Whether the model's class overrides Model's step method `name` (fit and co. then call it)."""
+    return getattr(type(model), name) is not DEFAULT_STEPS[name]
+
+
+class _StepContext:
+    """What the default train_step / test_step, called by an override, take from the running loop:
+    its step state (so that the running loss and metrics are the loop's) and the batch's name."""
+
+    __slots__ = ("step", "who", "saved")
+
+    def __init__(self, model, step, who):
+        self.step, self.who = step, who
+        self.saved = model.__dict__.get("_step_context")
+
+
+def _enter_context(model, step, who):
+    context = _StepContext(model, step, who)
+    model._step_context = context
+    return context
+
+
+def _leave_context(model, context):
+    model._step_context = context.saved
+
+
+def _steps(value, name, who):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{who}: '{name}' must be a positive int or None, got {value!r}")
+    return int(value)
+
+
+def _as_structure(data):
+    """`data` (an array-like, or a list / dict of them) with NumPy arrays as leaves."""
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        return {k: None if v is None else np.asarray(v) for k, v in data.items()}
+    if _is_arrays(data):
+        return [None if v is None else np.asarray(v) for v in data]
+    return np.asarray(data)
+
+
+def _cut(structure, start, stop):
+    """Samples start:stop of each array in `structure`."""
+    return map_leaves(structure, lambda a: None if a is None else a[start:stop])
+
+
+def _restructure_inputs(model, x, flat):
+    """The converted inputs `flat` in the structure the user gave x in (a dict by input name, a
+    list, or one array), as step overrides receive them."""
+    if isinstance(x, dict):
+        keys = list(x) if len(flat) == 1 and len(x) == 1 else model.input_names
+        return dict(zip(keys, flat))
+    if _is_arrays(x):
+        return type(x)(flat) if isinstance(x, (list, tuple)) else list(flat)
+    return flat[0]
+
+
+def _source(adapter, steps, who, name="'x'", restart=False):
+    return data_adapters.EpochIterator(adapter, steps, restart=restart, who=who, name=name)
+
+
+def _first_batch(model, source, who, targets):
+    """Checks that the source yields a batch; builds an unbuilt model from it."""
+    batch = source.first_batch()
+    if batch is None:
+        raise ValueError(f"{who}: {source.description} yielded no batch")
+    if not model.built:
+        x, _, _ = data_adapters.standardize_batch(batch, f"{who} (batch 0 of {source.description})", targets)
+        prepare_inputs(model, x, f"{who} (batch 0 of {source.description})", finite=False)
+
+
+def _batch_who(who, source, b, epoch=None):
+    where = f"batch {b} of {source.description}" if epoch is None else \
+        f"epoch {epoch + 1}, batch {b} of {source.description}"
+    return f"{who} ({where})"
+
+
+def _step_data(model, batch, who, targets, class_weight=None):
+    """A raw batch as a step override receives it: ``(x, y[, sample_weight])`` (or x), x checked
+    and converted to the model's input dtypes in the structure given, y and sample_weight as
+    NumPy arrays (sample_weight times class_weight)."""
+    x, y, sample_weight = data_adapters.standardize_batch(batch, who, targets)
+    x = _restructure_inputs(model, x, prepare_inputs(model, x, who, finite=targets))
+    if not targets:
+        return data_adapters.pack_x_y_sample_weight(x)
+    if class_weight is not None:
+        xs, ys, ws = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
+        sample_weight = ws[0]
+    return data_adapters.pack_x_y_sample_weight(x, y, sample_weight)
+
+
+def _step_logs(logs, name):
+    if logs is None:
+        return {}
+    if not isinstance(logs, dict):
+        raise TypeError(f"{name} must return a dict of logs (e.g. {{'loss': value}}), got {type(logs).__name__}")
+    return logs
+
+
+# ---- the steps fit / evaluate / predict run per batch (Model.train_step & co. default to these) -----
+def train_step(model, data):
+    """One fused training step on the batch `data` (Model.train_step's default); returns the logs."""
+    x, y, sample_weight = data_adapters.unpack_x_y_sample_weight(data)
+    context = model.__dict__.get("_step_context")
+    if context is None:  # called directly, not from fit
+        _check_compiled(model, "train_step")
+        xs, ys, ws = _prepare_data(model, x, y, sample_weight, "train_step")
+        model._ensure_packed()
+        step = _Step(model, training=True)
+    else:
+        step = context.step
+        xs, ys, ws = _prepare_data(model, x, y, sample_weight, context.who)
+    total, values = _train_step(model, step, xs, ys, ws)
+    step.record(total, values, len(xs[0]))
+    return step.logs()
+
+
+def _test_batch(step, xb, yb, wb):
+    outputs, tape = step.eval_graph.forward(xb, False, logits=step.eval_logits, penalties=True)
+    total, values, _, predictions, masks = step.losses(outputs, tape.output_masks, yb, wb, step.eval_effective, False)
+    step.record(total + tape.penalty, values, len(xb[0]))
+    _update_metrics(step.compiled, yb, predictions, wb, masks)
+
+
+def _evaluation_logs(step):
+    logs = step.logs()
+    if step.regularization.regularized:
+        logs["loss"] += step.regularization.penalty()
+    return logs
+
+
+def test_step(model, data):
+    """One evaluation step on the batch `data` (Model.test_step's default); returns the logs."""
+    x, y, sample_weight = data_adapters.unpack_x_y_sample_weight(data)
+    context = model.__dict__.get("_step_context")
+    if context is None:
+        if model._compiled is None:
+            raise RuntimeError("test_step: compile the model first (model.compile(optimizer, loss))")
+        xs, ys, ws = _prepare_data(model, x, y, sample_weight, "test_step")
+        step = _Step(model, training=False)
+    else:
+        step = context.step
+        xs, ys, ws = _prepare_data(model, x, y, sample_weight, context.who)
+    _test_batch(step, xs, ys, ws)
+    return _evaluation_logs(step)
+
+
+def predict_step(model, data):
+    """The model's outputs for the batch `data` (Model.predict_step's default)."""
+    x, _, _ = data_adapters.unpack_x_y_sample_weight(data)
+    context = model.__dict__.get("_step_context")
+    xs = prepare_inputs(model, x, "predict_step" if context is None else context.who, finite=False)
+    outputs, _ = model._execution_graph(False).forward(xs)
+    return model._structure_outputs(outputs)
+
+
+def compute_loss(model, x, y, y_pred, sample_weight, want_grad, who):
+    """(total loss, its gradient with respect to y_pred or None) for Model.compute_loss and
+    compute_loss_and_grad: the compiled losses, weighted, plus the weight regularizers' penalties."""
+    if model._compiled is None:
+        raise RuntimeError(f"{who}: compile the model first (model.compile(optimizer, loss))")
+    compiled = _resolve_compiled(model)
+    preds = [np.asarray(p) for p in _align_targets(compiled, y_pred, f"{who} ('y_pred')")]
+    n = len(preds[0])
+    ys = prepare_targets(model, compiled, y, n, who)
+    ws = _prepare_output_weights(compiled, sample_weight, n, who)
+    total, grads = 0.0, []
+    for output, target, pred, weight in zip(compiled.outputs, ys, preds, ws):
+        if output.loss is None:
+            grads.append(None)
+            continue
+        value, grad = output.loss.value_and_grad(target, pred, weight, want_grad=want_grad)
+        total += float(value) * output.weight
+        if grad is not None and output.weight != 1.0:
+            grad = grad * grad.dtype.type(output.weight)
+        grads.append(grad)
+    total += _Regularization(model).penalty()
+    if not want_grad:
+        return total, None
+    if len(grads) == 1 and not isinstance(y_pred, (list, tuple, dict)):
+        return total, grads[0]
+    if isinstance(y_pred, dict):
+        return total, dict(zip(model.output_names, grads))
+    return total, grads
+
+
+def compute_metrics(model, x, y, y_pred, sample_weight):
+    """Updates the compiled metrics with one batch; returns their results (Model.compute_metrics)."""
+    if model._compiled is None:
+        raise RuntimeError("compute_metrics: compile the model first (model.compile(optimizer, loss))")
+    compiled = _resolve_compiled(model)
+    preds = [np.asarray(p) for p in _align_targets(compiled, y_pred, "compute_metrics ('y_pred')")]
+    n = len(preds[0])
+    ys = prepare_targets(model, compiled, y, n, "compute_metrics")
+    ws = _prepare_output_weights(compiled, sample_weight, n, "compute_metrics")
+    _update_metrics(compiled, ys, preds, ws, [None] * len(preds))
+    return _metric_logs(compiled)
+
+
 # ---- fit ---------------------------------------------------------------------------------------------------
 def _take(arrays, idx, buffers):
     """The batch `idx` of each array, gathered into its preallocated buffer."""
@@ -483,62 +702,99 @@ def _slice(arrays, start, stop):
 
 def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
         validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
-        steps_per_epoch=None, validation_batch_size=None, validation_freq=1):
+        steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
     who = "fit"
     _check_compiled(model, who)
-    batch_size = _batch_size(batch_size, who)
     verbose = _verbose(verbose, who)
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"fit: 'epochs' must be an int >= 0, got {epochs!r}")
     if not 0.0 <= validation_split < 1.0:
         raise ValueError(f"fit: 'validation_split' must be in [0, 1), got {validation_split}")
-    xs, ys, weights = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
-    compiled = model._compiled
+    steps_per_epoch = _steps(steps_per_epoch, "steps_per_epoch", who)
+    validation_steps = _steps(validation_steps, "validation_steps", who)
+    adapter = data_adapters.get_data_adapter(x, who, y=y, sample_weight=sample_weight, batch_size=batch_size,
+                                             shuffle=shuffle, validation_split=validation_split)
+    custom = _overridden(model, "train_step")
+    val_arrays = val_user = None
+    if adapter is None:
+        batch_size = _batch_size(batch_size, who)
+        xs, ys, weights, val_arrays, val_user, adapter = _training_arrays(
+            model, x, y, sample_weight, class_weight, validation_split if validation_data is None else 0.0,
+            batch_size, shuffle, custom, who)
+        if adapter is not None:  # the override's batches: class weights are in their sample weights
+            class_weight = None
+            steps_per_epoch = min(steps_per_epoch or adapter.num_batches, adapter.num_batches)
+    source = None if adapter is None else _source(adapter, steps_per_epoch, who)
+    validation = None
+    try:
+        if source is not None:
+            _first_batch(model, source, who, targets=True)
+        validation = _Validation(model, validation_data, val_arrays, val_user, validation_steps, batch_size,
+                                 validation_batch_size)
+        model._ensure_packed()
+        step = _Step(model, training=True)
+        history = callbacks_module.History()
+        cbs = list(callbacks or [])
+        if verbose:
+            cbs.append(callbacks_module.ProgbarLogger(verbose))
+        if source is None:
+            n = len(xs[0])
+            steps = -(-n // batch_size)
+            if steps_per_epoch is not None:
+                steps = min(steps, int(steps_per_epoch))
+        else:
+            steps = source.num_batches
+        params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size}
+        callback_list = callbacks_module.CallbackList(cbs + [history], model=model, params=params)
+        model.stop_training = False
+        model.history = history
+        if source is None:
+            run_epoch = _array_epochs(model, step, callback_list, xs, ys, weights, n, steps, batch_size, shuffle)
+        else:
+            run_epoch = _source_epochs(model, step, callback_list, source, who, class_weight, custom)
+        _train_epochs(model, step, callback_list, epochs, initial_epoch, run_epoch, validation, validation_freq,
+                      source)
+    finally:
+        if source is not None:
+            source.close()
+        if validation is not None:
+            validation.close()
+    return history
 
-    val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise ValueError("fit: 'validation_data' must be (x_val, y_val) or (x_val, y_val, sample_weight_val)")
-        vwho = "fit (validation_data)"
-        vxs = prepare_inputs(model, validation_data[0], vwho)
-        vys = prepare_targets(model, compiled, validation_data[1], len(vxs[0]), vwho)
-        vws = _prepare_output_weights(compiled, validation_data[2] if len(validation_data) == 3 else None,
-                                      len(vxs[0]), vwho)
-        val = (vxs, vys, vws)
-    elif validation_split > 0:
+
+def _training_arrays(model, x, y, sample_weight, class_weight, validation_split, batch_size, shuffle, custom, who):
+    """fit's arrays, converted and checked: (xs, ys, weights, validation arrays or None, the
+    validation data as a test_step override gets it or None, the training batches for a
+    train_step override (an ArrayAdapter) or None)."""
+    xs, ys, weights = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
+    user_y, user_weight = (_as_structure(y), _as_structure(sample_weight)) if custom else (None, None)
+    val_arrays = val_user = adapter = None
+    if validation_split > 0:
         n_all = len(xs[0])
         split = int(np.floor(n_all * (1 - validation_split)))
         if split == 0 or split == n_all:
             raise ValueError(f"fit: validation_split={validation_split} leaves no training or no validation "
                              f"samples out of {n_all}")
-        val = (_slice(xs, split, None), _slice(ys, split, None), _slice(weights, split, None))
+        val_arrays = (_slice(xs, split, None), _slice(ys, split, None), _slice(weights, split, None))
+        val_user = (_restructure_inputs(model, x, val_arrays[0]), _cut(user_y, split, None),
+                    _cut(user_weight, split, None))
+        user_y, user_weight = _cut(user_y, 0, split), _cut(user_weight, 0, split)
         xs, ys, weights = _slice(xs, 0, split), _slice(ys, 0, split), _slice(weights, 0, split)
+    if custom:  # batches of the arrays as given (class weights folded into the sample weights)
+        adapter = data_adapters.ArrayAdapter(_restructure_inputs(model, x, xs), user_y,
+                                             weights[0] if class_weight is not None else user_weight,
+                                             len(xs[0]), batch_size, shuffle=shuffle)
+    return xs, ys, weights, val_arrays, val_user, adapter
 
-    model._ensure_packed()
-    n = len(xs[0])
-    steps = -(-n // batch_size)
-    if steps_per_epoch is not None:
-        steps = min(steps, int(steps_per_epoch))
-    history = callbacks_module.History()
-    cbs = list(callbacks or [])
-    if verbose:
-        cbs.append(callbacks_module.ProgbarLogger(verbose))
-    params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size}
-    callback_list = callbacks_module.CallbackList(cbs + [history], model=model, params=params)
-    model.stop_training = False
-    model.history = history
+
+def _array_epochs(model, step, callback_list, xs, ys, weights, n, steps, batch_size, shuffle):
+    """One epoch over arrays: the fast path (batches gathered into preallocated buffers)."""
     generator = _generator()
-
-    step = _Step(model, training=True)
     x_buffers, y_buffers = _buffers(xs, batch_size), _buffers(ys, batch_size)
     unweighted = all(w is None for w in weights)
-    callback_list.on_train_begin()
-    logs = {}
-    tuner = ThreadTuner()
-    for epoch in range(initial_epoch, epochs):
-        _reset_metrics(compiled)
-        step.reset_logs()
-        callback_list.on_epoch_begin(epoch)
+
+    def run_epoch(epoch, tuner):
+        logs = {}
         order = generator.permutation(n) if shuffle else np.arange(n)
         for b in range(steps):
             callback_list.on_train_batch_begin(b)
@@ -553,18 +809,132 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
             callback_list.on_train_batch_end(b, logs)
             if model.stop_training:
                 break
-        epoch_logs = dict(logs)
-        if val is not None and (epoch + 1 - initial_epoch) % validation_freq == 0:
-            val_logs = _evaluate_arrays(model, step, *val, validation_batch_size or batch_size, callback_list)
-            epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        callback_list.on_epoch_end(epoch, epoch_logs)
-        if model.stop_training:
-            break
-    tuner.close()
+        return logs
+
+    return run_epoch
+
+
+def _source_epochs(model, step, callback_list, source, who, class_weight, custom):
+    """One epoch over the batches of a source, each checked as arrays are (naming the batch), or
+    handed to the model's train_step override. The thread tuner times the steps alone (not the
+    wait for a batch), and only those of the first batch's size."""
+    sizes = []
+
+    def run_epoch(epoch, tuner):
+        logs = {}
+        context = _enter_context(model, step, who)
+        try:
+            batches = source.epoch()
+            for b, batch in batches:
+                callback_list.on_train_batch_begin(b)
+                context.who = _batch_who(who, source, b, epoch)
+                if custom:
+                    data = _step_data(model, batch, context.who, True, class_weight)
+                    size = len(flatten(data[0])[0])
+                    tuner.step_begin()
+                    logs = _step_logs(model.train_step(data), "train_step")
+                else:
+                    x, y, sample_weight = data_adapters.standardize_batch(batch, context.who, targets=True)
+                    xb, yb, wb = _prepare_training_data(model, x, y, sample_weight, class_weight, context.who)
+                    size = len(xb[0])
+                    tuner.step_begin()
+                    total, values = _train_step(model, step, xb, yb, wb)
+                    step.record(total, values, size)
+                    logs = step.logs()
+                sizes[:] = sizes or [size]
+                tuner.step_end(measure=size == sizes[0])
+                callback_list.on_train_batch_end(b, logs)
+                if model.stop_training:
+                    break
+            batches.close()
+        finally:
+            _leave_context(model, context)
+        return logs
+
+    return run_epoch
+
+
+def _train_epochs(model, step, callback_list, epochs, initial_epoch, run_epoch, validation, validation_freq, source):
+    """The epochs: hooks, metrics reset, one epoch's batches, validation, stopping."""
+    compiled = step.compiled
+    callback_list.on_train_begin()
+    logs = {}
+    tuner = ThreadTuner()  # the thread count the steps run fastest at (fastnn.thread_tuner)
+    try:
+        for epoch in range(initial_epoch, epochs):
+            if source is not None and source.exhausted():
+                break
+            _reset_metrics(compiled)
+            step.reset_logs()
+            callback_list.on_epoch_begin(epoch)
+            logs = run_epoch(epoch, tuner)
+            epoch_logs = dict(logs)
+            if validation.given and (epoch + 1 - initial_epoch) % validation_freq == 0:
+                val_logs = validation(step, callback_list)
+                if val_logs is not None:
+                    epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            callback_list.on_epoch_end(epoch, epoch_logs)
+            if model.stop_training:
+                break
+    finally:
+        tuner.close()  # lifts its thread cap, also after an error
     step.graph.release()
     callback_list.on_train_end(logs)
     model.optimizer.finalize_variable_values()
-    return history
+
+
+class _Validation:
+    """fit's validation: arrays (the fast path), or a generator / iterable / PyDataset (or arrays
+    cut into batches for a test_step override) evaluated batch by batch, from the start of a
+    pass each time.
+
+    Args:
+        val_arrays: (xs, ys, weights) held out by validation_split, or None.
+        val_user: the same as a test_step override gets them (x in the structure given, y and
+            sample_weight as given), or None.
+    """
+
+    def __init__(self, model, validation_data, val_arrays, val_user, steps, batch_size, validation_batch_size):
+        who = "fit (validation_data)"
+        self.model, self.who = model, who
+        self.custom = _overridden(model, "test_step")
+        self.arrays, self.source, user = val_arrays, None, val_user
+        if validation_data is not None:
+            adapter = data_adapters.get_data_adapter(validation_data, who, batch_size=validation_batch_size,
+                                                     name="validation_data")
+            if adapter is not None:
+                self.source = _source(adapter, steps, who, "'validation_data'", restart=True)
+            else:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                    raise ValueError("fit: 'validation_data' must be (x_val, y_val), (x_val, y_val, "
+                                     "sample_weight_val), a generator, an iterable of batches or a PyDataset")
+                vx, vy = validation_data[0], validation_data[1]
+                vw = validation_data[2] if len(validation_data) == 3 else None
+                self.arrays = _prepare_data(model, vx, vy, vw, who)
+                user = (_restructure_inputs(model, vx, self.arrays[0]), _as_structure(vy), _as_structure(vw))
+        self.batch_size = _batch_size(validation_batch_size or batch_size, who)
+        if self.arrays is not None:
+            n = len(self.arrays[0][0])
+            if steps is not None:
+                n = min(n, steps * self.batch_size)
+                self.arrays = tuple(_slice(part, 0, n) for part in self.arrays)
+            if self.custom:
+                x_user, y_user, w_user = user
+                adapter = data_adapters.ArrayAdapter(_cut(x_user, 0, n), _cut(y_user, 0, n), _cut(w_user, 0, n), n,
+                                                     self.batch_size)
+                self.source, self.arrays = _source(adapter, None, who, "'validation_data'", restart=True), None
+        self.given = self.arrays is not None or self.source is not None
+
+    def __call__(self, step, callback_list):
+        if self.arrays is not None:
+            return _evaluate_arrays(self.model, step, *self.arrays, self.batch_size, callback_list)
+        if self.source.exhausted("no validation from now on"):
+            return None
+        return _evaluate_source(self.model, step, self.source, callback_list, self.who, self.custom)
+
+    def close(self):
+        if self.source is not None:
+            self.source.close()
 
 
 def _generator():
@@ -574,32 +944,59 @@ def _generator():
 
 
 # ---- evaluate ------------------------------------------------------------------------------------------------
-def _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list=None):
-    compiled = step.compiled
-    _reset_metrics(compiled)
+def _evaluate_loop(model, step, batches, callback_list, run_batch, fused):
+    """The evaluation skeleton: metrics reset, per-batch hooks; the final logs (the running loss
+    saved and restored around it: fit's validation leaves the training logs as they were)."""
+    _reset_metrics(step.compiled)
     saved = (step.seen, step.total, list(step.per_output))
     step.reset_logs()
-    n = len(xs[0])
     if callback_list is not None:
         callback_list.on_test_begin()
-    for b, start in enumerate(range(0, n, batch_size)):
+    logs = {}
+    for b, item in batches:
         if callback_list is not None:
             callback_list.on_test_batch_begin(b)
-        stop = start + batch_size
-        xb, yb, wb = _slice(xs, start, stop), _slice(ys, start, stop), _slice(ws, start, stop)
-        outputs, tape = step.eval_graph.forward(xb, False, logits=step.eval_logits, penalties=True)
-        total, values, _, predictions, masks = step.losses(outputs, tape.output_masks, yb, wb, step.eval_effective,
-                                                           False)
-        step.record(total + tape.penalty, values, len(xb[0]))
-        _update_metrics(compiled, yb, predictions, wb, masks)
+        logs = run_batch(b, item)
         if callback_list is not None:
-            callback_list.on_test_batch_end(b, step.logs())
-    logs = step.logs()
-    if step.regularization.regularized:
-        logs["loss"] += step.regularization.penalty()
+            callback_list.on_test_batch_end(b, logs)
+    if fused:
+        logs = _evaluation_logs(step)
     step.seen, step.total, step.per_output = saved
     if callback_list is not None:
         callback_list.on_test_end(logs)
+    return logs
+
+
+def _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list=None):
+    def batches():
+        for b, start in enumerate(range(0, len(xs[0]), batch_size)):
+            stop = start + batch_size
+            yield b, (_slice(xs, start, stop), _slice(ys, start, stop), _slice(ws, start, stop))
+
+    def run_batch(b, item):
+        _test_batch(step, *item)
+        return step.logs()
+
+    return _evaluate_loop(model, step, batches(), callback_list, run_batch, fused=True)
+
+
+def _evaluate_source(model, step, source, callback_list, who, custom):
+    context = _enter_context(model, step, who)
+
+    def run_batch(b, batch):
+        context.who = _batch_who(who, source, b)
+        if custom:
+            return _step_logs(model.test_step(_step_data(model, batch, context.who, True)), "test_step")
+        x, y, sample_weight = data_adapters.standardize_batch(batch, context.who, targets=True)
+        _test_batch(step, *_prepare_data(model, x, y, sample_weight, context.who))
+        return step.logs()
+
+    try:
+        batches = source.epoch()
+        logs = _evaluate_loop(model, step, batches, callback_list, run_batch, fused=not custom)
+        batches.close()
+    finally:
+        _leave_context(model, context)
     return logs
 
 
@@ -607,28 +1004,53 @@ def _ordered(compiled, logs):
     return [logs[name] for name in compiled.log_names()]
 
 
+def _result(compiled, logs, return_dict):
+    """evaluate's value: the dict, or the values in metrics_names order (a custom test_step's
+    other keys after them, sorted, as Keras); one value alone as a scalar."""
+    if return_dict:
+        return logs
+    names = compiled.log_names()
+    values = [logs[name] for name in names if name in logs] + [logs[k] for k in sorted(logs) if k not in names]
+    return values[0] if len(values) == 1 else values
+
+
 def evaluate(model, x, y, batch_size=None, verbose="auto", sample_weight=None, steps=None, callbacks=None,
              return_dict=False):
     who = "evaluate"
     _check_compiled(model, who)
-    batch_size = _batch_size(batch_size, who)
     verbose = _verbose(verbose, who)
-    xs, ys, ws = _prepare_data(model, x, y, sample_weight, who)
-    compiled = model._compiled
-    if steps is not None:
-        limit = steps * batch_size
-        xs, ys, ws = _slice(xs, 0, limit), _slice(ys, 0, limit), _slice(ws, 0, limit)
+    steps = _steps(steps, "steps", who)
+    adapter = data_adapters.get_data_adapter(x, who, y=y, sample_weight=sample_weight, batch_size=batch_size)
+    custom = _overridden(model, "test_step")
+    if adapter is None:
+        batch_size = _batch_size(batch_size, who)
+        xs, ys, ws = _prepare_data(model, x, y, sample_weight, who)
+        if steps is not None:
+            limit = steps * batch_size
+            xs, ys, ws = _slice(xs, 0, limit), _slice(ys, 0, limit), _slice(ws, 0, limit)
+        if custom:
+            n = len(xs[0])
+            adapter = data_adapters.ArrayAdapter(_restructure_inputs(model, x, xs), _cut(_as_structure(y), 0, n),
+                                                 _cut(_as_structure(sample_weight), 0, n), n, batch_size)
     cbs = list(callbacks or [])
     if verbose:
         cbs.append(callbacks_module.ProgbarLogger(verbose))
-    callback_list = callbacks_module.CallbackList(
-        cbs, model=model, params={"steps": -(-len(xs[0]) // batch_size), "verbose": verbose, "evaluating": True})
-    step = _Step(model, training=False)
-    logs = _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list)
-    if return_dict:
-        return logs
-    values = _ordered(compiled, logs)
-    return values[0] if len(values) == 1 else values
+    if adapter is None:
+        callback_list = callbacks_module.CallbackList(
+            cbs, model=model, params={"steps": -(-len(xs[0]) // batch_size), "verbose": verbose, "evaluating": True})
+        step = _Step(model, training=False)
+        logs = _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list)
+        return _result(step.compiled, logs, return_dict)
+    source = _source(adapter, steps, who, restart=True)
+    try:
+        _first_batch(model, source, who, targets=True)
+        callback_list = callbacks_module.CallbackList(
+            cbs, model=model, params={"steps": source.num_batches, "verbose": verbose, "evaluating": True})
+        step = _Step(model, training=False)
+        logs = _evaluate_source(model, step, source, callback_list, who, custom)
+    finally:
+        source.close()
+    return _result(step.compiled, logs, return_dict)
 
 
 # ---- one batch -----------------------------------------------------------------------------------------------
@@ -663,17 +1085,34 @@ def test_on_batch(model, x, y, sample_weight=None, return_dict=False):
 # ---- predict ---------------------------------------------------------------------------------------------------
 def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
     who = "predict"
-    batch_size = _batch_size(batch_size, who)
     if verbose not in ("auto", 0, 1, 2):
         raise ValueError(f"predict: 'verbose' must be 'auto', 0, 1 or 2, got {verbose!r}")
-    xs = prepare_inputs(model, x, who, finite=False)  # NaN propagates to the outputs, as in NumPy
-    if steps is not None:
-        xs = _slice(xs, 0, int(steps) * batch_size)
+    adapter = None if type(x) is np.ndarray else data_adapters.get_data_adapter(x, who, batch_size=batch_size)
+    steps = None if steps is None else _steps(steps, "steps", who)
+    if adapter is None:
+        batch_size = _batch_size(batch_size, who)
+        xs = prepare_inputs(model, x, who, finite=False)  # NaN propagates to the outputs, as in NumPy
+        if steps is not None:
+            xs = _slice(xs, 0, steps * batch_size)
+        if type(model).predict_step is DEFAULT_STEPS["predict_step"]:  # (_overridden, inline: predict latency)
+            if len(xs[0]) <= batch_size and verbose in ("auto", 0) and not callbacks:
+                outputs, _ = model._execution_graph(False).forward(xs)  # the fast path: one call per layer
+                return model._structure_outputs(outputs)
+            return _predict_arrays(model, xs, batch_size, verbose, callbacks)
+        adapter = data_adapters.ArrayAdapter(_restructure_inputs(model, x, xs), None, None, len(xs[0]), batch_size,
+                                             targets=False)
+    source = _source(adapter, steps, who, restart=True)
+    try:
+        _first_batch(model, source, who, targets=False)
+        return _predict_source(model, source, verbose, callbacks, who)
+    finally:
+        source.close()
+
+
+def _predict_arrays(model, xs, batch_size, verbose, callbacks):
+    """predict over arrays, batch by batch, into preallocated outputs."""
     n = len(xs[0])
     graph = model._execution_graph(False)
-    if n <= batch_size and verbose in ("auto", 0) and not callbacks:
-        outputs, _ = graph.forward(xs)  # the fast path: one call per layer
-        return model._structure_outputs(outputs)
     cbs = callbacks_module.CallbackList(list(callbacks or []), model=model, params={"steps": -(-n // batch_size)})
     bar = None
     if verbose in (1, 2):
@@ -695,3 +1134,40 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
     cbs.on_predict_end()
     return model._structure_outputs(results)
 
+
+def _predict_source(model, source, verbose, callbacks, who):
+    """predict over a source: each batch's outputs (from predict_step when overridden), joined."""
+    custom = _overridden(model, "predict_step")
+    cbs = callbacks_module.CallbackList(list(callbacks or []), model=model, params={"steps": source.num_batches})
+    bar = None
+    if verbose in (1, 2):
+        from .utils.progbar import Progbar
+
+        bar = Progbar(source.num_batches, verbose)
+    graph = model._execution_graph(False)
+    context = _enter_context(model, None, who)
+    parts = []
+    try:
+        cbs.on_predict_begin()
+        batches = source.epoch()
+        for b, batch in batches:
+            cbs.on_predict_batch_begin(b)
+            context.who = _batch_who(who, source, b)
+            if custom:
+                outputs = model.predict_step(_step_data(model, batch, context.who, False))
+            else:
+                x, _, _ = data_adapters.standardize_batch(batch, context.who, targets=False)
+                flat, _ = graph.forward(prepare_inputs(model, x, context.who, finite=False))
+                outputs = model._structure_outputs(flat)
+            parts.append(outputs)
+            cbs.on_predict_batch_end(b, {"outputs": outputs})
+            if bar is not None:
+                bar.update(b + 1)
+        batches.close()
+    finally:
+        _leave_context(model, context)
+    if bar is not None:
+        bar.update(len(parts), finalize=True)
+    cbs.on_predict_end()
+    leaves = [flatten(p) for p in parts]
+    return pack_like(parts[0], [np.concatenate([part[i] for part in leaves]) for i in range(len(leaves[0]))])

@@ -356,43 +356,63 @@ class Model(Layer):
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
-            initial_epoch=0, steps_per_epoch=None, validation_batch_size=None, validation_freq=1):
+            initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
+            validation_freq=1):
         """Trains for `epochs` epochs; returns a History (``history.history['loss']`` ...).
 
         Args:
             x: the inputs: an array (n, ...), or a list / dict of arrays for several inputs.
-            y: the targets: an array, or a list / dict (keyed by output name) for several outputs.
-            batch_size: int, default 32.
+                Or batches: a generator or iterator yielding ``(x, y)`` or ``(x, y,
+                sample_weight)`` batches, an iterable yielding them that can be iterated
+                again (e.g. a ``torch.utils.data.DataLoader``: each epoch iterates it
+                afresh), or a ``fastnn.utils.PyDataset`` (loaded ahead in background
+                workers). Each batch is checked as arrays are; an unbuilt model is built from
+                the first one.
+            y: the targets: an array, or a list / dict (keyed by output name) for several
+                outputs. None when x yields batches.
+            batch_size: int, default 32. None when x yields batches.
             epochs: int, default 1.
             verbose: "auto" (=1), 0 silent, 1 progress bar, 2 one line per epoch.
             callbacks: list of Callback.
             validation_split: float in [0, 1): the LAST fraction of x/y (before
-                shuffling) is held out and evaluated each epoch.
-            validation_data: (x_val, y_val) or (x_val, y_val, sample_weight_val).
-            shuffle: bool, default True (fastnn's seeded generator).
-            class_weight: dict class -> weight, turned into sample weights (one output).
+                shuffling) is held out and evaluated each epoch (arrays only).
+            validation_data: (x_val, y_val) or (x_val, y_val, sample_weight_val), or a
+                generator / iterable / PyDataset of such batches.
+            shuffle: bool, default True (fastnn's seeded generator): the samples of arrays,
+                the batch order of a PyDataset; a generator or iterable is used as it comes.
+            class_weight: dict class -> weight, turned into sample weights (one output); for
+                batches, batch by batch (Keras refuses it with a generator; fastnn applies it).
             sample_weight: array (n,) of per-sample loss weights (or one per output).
             initial_epoch: int, default 0: the epoch to start from.
-            steps_per_epoch: int or None: batches per epoch (default all).
-            validation_batch_size: default batch_size.
+            steps_per_epoch: int or None: batches per epoch. Default: all the arrays' batches,
+                or one pass over a PyDataset / iterable, or a generator until it is exhausted.
+                With batches, each epoch continues where the previous one stopped; a
+                generator that runs out stops training with a warning (as Keras).
+            validation_steps: int or None: validation batches per epoch (default: all);
+                validation starts from the first batch every time (a generator goes on).
+            validation_batch_size: default batch_size (arrays only).
             validation_freq: int, default 1: validate every so many epochs.
 
         With several outputs the logs hold the total ``loss``, each output's ``<name>_loss``
         and its metrics as ``<name>_<metric>`` (``val_`` prefixed for validation), as Keras.
+        A subclass's ``train_step`` (and ``test_step`` for validation) is called for each
+        batch when it overrides Model's.
         """
         return trainer.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
                            validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
                            class_weight=class_weight, sample_weight=sample_weight, initial_epoch=initial_epoch,
-                           steps_per_epoch=steps_per_epoch, validation_batch_size=validation_batch_size,
-                           validation_freq=validation_freq)
+                           steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                           validation_batch_size=validation_batch_size, validation_freq=validation_freq)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
         """Loss (and metrics) on (x, y): a float, or a list in ``metrics_names`` order.
 
         Args:
-            x, y: as fit. batch_size: default 32. verbose: "auto" (=1), 0, 1 or 2.
-            sample_weight: optional per-sample weights. steps: optional number of batches.
+            x, y: as fit (x may be a generator, iterable or PyDataset of batches; y then None).
+            batch_size: default 32 (None for batches). verbose: "auto" (=1), 0, 1 or 2.
+            sample_weight: optional per-sample weights. steps: optional number of batches
+                (default: all, or until the generator is exhausted).
             callbacks: list of Callback. return_dict: return {name: value}.
         """
         return trainer.evaluate(self, x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
@@ -401,10 +421,130 @@ class Model(Layer):
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Outputs for x, in batches of `batch_size` (default 32): an array, or a list / dict.
 
+        x: an array (or a list / dict of arrays), or a generator, iterable or PyDataset
+        yielding batches ``x`` or ``(x,)`` (``(x, y)`` too: y is not used); their outputs are
+        concatenated. steps: optional number of batches.
+
         The fast path: no progress display (``verbose='auto'`` is silent here; pass 1 for a
         bar) and no callbacks unless given, so one sample costs microseconds.
         """
         return trainer.predict(self, x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    # ---- one step (Keras 3's train_step / test_step / predict_step) -------------------------------------
+    def train_step(self, data):
+        """One training step on one batch; fit calls it for each batch.
+
+        The default is fastnn's fused step (forward, loss and its gradient, backward, one
+        optimizer update over the flat parameter buffer, metrics). Override it to change what
+        a step does; fit then calls the override (and keeps the fused path when it is not
+        overridden). A common pattern transforms the batch and calls the default::
+
+            def train_step(self, data):
+                x, y = data
+                return super().train_step((augment(x), y))
+
+        A step written from fastnn's pieces::
+
+            def train_step(self, data):
+                x, y = data
+                y_pred, cache = self.forward(x, training=True)
+                loss, d_y_pred = self.compute_loss_and_grad(x, y, y_pred)
+                self.backward(cache, d_y_pred, need_input_grad=False)  # into each weight's .grad
+                self.optimizer.apply_gradients(zip([v.grad for v in self.trainable_weights],
+                                                   self.trainable_weights))
+                return {"loss": loss, **self.compute_metrics(x, y, y_pred)}
+
+        Args:
+            data: the batch as fit got it: ``(x, y)`` or ``(x, y, sample_weight)`` (with
+                class_weight folded into sample_weight), x converted to the model's input
+                dtypes in the structure given (one array, a list or a dict), y and
+                sample_weight NumPy arrays as given.
+
+        Returns:
+            dict of logs for the progress bar, callbacks and History (the default: the loss
+            and metrics averaged over the epoch so far). The last batch's logs are the epoch's.
+        """
+        return trainer.train_step(self, data)
+
+    def test_step(self, data):
+        """One evaluation step on one batch; evaluate (and fit's validation) call it for each batch.
+
+        Args:
+            data: ``(x, y)`` or ``(x, y, sample_weight)``, as for train_step.
+
+        Returns:
+            dict of logs (the default: loss and metrics averaged over the evaluation so far,
+            weight penalties included). The last batch's logs are evaluate's result.
+        """
+        return trainer.test_step(self, data)
+
+    def predict_step(self, data):
+        """The outputs for one batch; predict calls it for each batch and concatenates them.
+
+        Args:
+            data: the batch: ``x`` (one array), or ``(x,)`` when x is a list of arrays;
+                ``x`` may also be a dict. Unpack it with
+                ``fastnn.utils.unpack_x_y_sample_weight(data)``.
+
+        Returns:
+            the outputs (an array, or a list / dict of arrays, each with the batch axis first).
+        """
+        return trainer.predict_step(self, data)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The total loss of a batch (Keras' ``compute_loss``): the compiled losses (times their
+        loss_weights) plus the weight regularizers' penalties.
+
+        Args:
+            x: the inputs (not used by the default). y: the targets, as fit takes them.
+            y_pred: the model's outputs for x (an array, or a list / dict for several outputs).
+            sample_weight: optional per-sample weights (or one per output).
+            training: bool, default True (not used by the default).
+
+        Returns:
+            float.
+        """
+        loss, _ = trainer.compute_loss(self, x, y, y_pred, sample_weight, False, "compute_loss")
+        return loss
+
+    def compute_loss_and_grad(self, x=None, y=None, y_pred=None, sample_weight=None):
+        """``compute_loss`` and its gradient with respect to ``y_pred``, for a hand-written
+        ``train_step`` (fastnn has no tape over a whole model: ``self.backward(cache, grad)``
+        then takes the gradient through the model's layers).
+
+        The gradient covers the compiled losses; the weight penalties' gradients (and output
+        masks) are applied by the default train_step only.
+
+        Returns:
+            (float loss, gradient shaped like y_pred: an array, or a list / dict with None for
+            an output that has no loss).
+        """
+        return trainer.compute_loss(self, x, y, y_pred, sample_weight, True, "compute_loss_and_grad")
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Updates the compiled metrics with a batch and returns their results (Keras' ``compute_metrics``).
+
+        Args:
+            x: the inputs (not used by the default). y: the targets. y_pred: the outputs.
+            sample_weight: optional per-sample weights (for weighted_metrics).
+
+        Returns:
+            dict metric name -> value (over the batches since the last reset).
+        """
+        return trainer.compute_metrics(self, x, y, y_pred, sample_weight)
+
+    @property
+    def metrics(self):
+        """The compiled metrics (Metric objects; fit resets them at each epoch). Unlike Keras' list,
+        no loss tracker: fit keeps the running loss itself."""
+        if self._compiled is None or self._compiled.outputs is None:
+            return []
+        return self._compiled.all_metrics + self._compiled.all_weighted_metrics
+
+    def reset_metrics(self):
+        """Resets every compiled metric's state."""
+        for metric in self.metrics:
+            metric.reset_state()
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One gradient update on the batch (x, y).
@@ -498,6 +638,7 @@ class Model(Layer):
     # ---- copies and pickles --------------------------------------------------------------------------
     def __getstate__(self):
         state = self.__dict__.copy()
+        state.pop("_step_context", None)  # a running fit's loop state
         if self.optimizer is not None and self.optimizer.built:
             state["_optimizer_state"] = self.optimizer.get_state()
         return state
@@ -616,6 +757,8 @@ class Model(Layer):
 
 registration.register_builtin(Model, "model")
 # ---- end of registration ------------------------------------------------------------------------
+# the steps fit / evaluate / predict call unless a subclass overrides them
+trainer.DEFAULT_STEPS.update(train_step=Model.train_step, test_step=Model.test_step, predict_step=Model.predict_step)
 
 
 def _normalize_structure(structure):

@@ -1,11 +1,13 @@
-"""Utilities: seeding, label encoding, sequence padding, training curves, model graphs."""
+"""Utilities: seeding, label encoding, sequence padding, training curves, model graphs, PyDataset."""
 
 import numpy as np
 
 from ..keras_tensor import is_keras_tensor
 from .model_visualization import model_to_dot, plot_model
 from .plotting import plot_history
+from .py_dataset import PyDataset, Sequence
 from .rng import set_random_seed
+from ..data_adapters.batches import pack_x_y_sample_weight, unpack_x_y_sample_weight  # after .rng: they use it
 
 
 def to_categorical(x, num_classes=None):
@@ -59,5 +61,5 @@ def __dir__():
     return sorted(set(globals()) | {"pad_sequences"})
 
 
-__all__ = ["is_keras_tensor", "model_to_dot", "pad_sequences", "plot_history", "plot_model", "set_random_seed",
-           "to_categorical"]
+__all__ = ["PyDataset", "Sequence", "is_keras_tensor", "model_to_dot", "pack_x_y_sample_weight", "pad_sequences",
+           "plot_history", "plot_model", "set_random_seed", "to_categorical", "unpack_x_y_sample_weight"]
