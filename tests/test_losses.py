@@ -688,3 +688,39 @@ def test_bad_constructor_arguments():
     for delta in (0.0, -1.0):
         with pytest.raises(ValueError, match="delta"):
             losses.Huber(delta=delta)
+
+
+# ---- built-in losses inside autodiff (a custom training loop's gradient) ----------------------------------------
+@pytest.mark.parametrize("loss, targets", [
+    (fastnn.losses.SparseCategoricalCrossentropy(from_logits=True), np.array([0, 2, 1])),
+    (fastnn.losses.CategoricalCrossentropy(), np.eye(3)[[1, 0, 2]]),
+    (fastnn.losses.MeanSquaredError(reduction="sum"), np.arange(9.0).reshape(3, 3) / 9),
+    (fastnn.losses.BinaryCrossentropy(from_logits=True), (np.arange(9).reshape(3, 3) % 2).astype(float)),
+])
+def test_builtin_loss_is_differentiable_inside_autodiff(loss, targets):
+    from finite_differences import numeric_gradient
+
+    from fastnn import autodiff, ops
+
+    rng = np.random.default_rng(0)
+    y_pred = rng.uniform(0.1, 0.9, (3, 3))
+    if isinstance(loss, fastnn.losses.CategoricalCrossentropy):
+        y_pred /= y_pred.sum(axis=1, keepdims=True)
+    weights = np.array([1.0, 0.5, 2.0])
+
+    def objective(z):  # the loss plus an autodiff term: both gradients must arrive
+        return loss(targets, z, sample_weight=weights) + 0.1 * ops.sum(ops.square(z))
+
+    grad = autodiff.grad(objective, y_pred)
+    fd = numeric_gradient(lambda: float(autodiff.value_of(objective(y_pred))), y_pred)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-7)
+
+
+def test_per_sample_builtin_loss_inside_autodiff():
+    from fastnn import autodiff, ops
+
+    loss = fastnn.losses.MeanSquaredError(reduction=None)
+    y_true, y_pred = np.zeros((4, 2)), np.arange(8.0).reshape(4, 2)
+    seed = np.array([1.0, 2.0, 0.0, -1.0])
+    grad = autodiff.grad(lambda z: ops.sum(loss(y_true, z) * seed), y_pred)
+    np.testing.assert_allclose(grad, seed[:, None] * 2 * y_pred / 2)  # d/dz of mean over 2 columns of z²

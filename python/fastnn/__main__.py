@@ -71,7 +71,7 @@ def main(argv=None):
     print(f"time per epoch: {per_epoch * 1e3:.1f} ms ({len(x_train)} samples, batch {args.batch_size}, "
           f"{_threads_used(steps_before)})\n")
     if others is not None and others >= BUSY_CORES:
-        print(f"warning: other processes kept {others:.1f} of {runtime.available_processors()} cores busy during "
+        print(f"warning: other processes kept {others:.1f} of {runtime.processors_at_start()} cores busy during "
               f"training: the time per epoch is slower than this machine's best\n", file=sys.stderr)
     keras.show_config()
     return accuracy

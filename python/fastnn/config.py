@@ -104,7 +104,7 @@ def build_config():
         threads=get_num_threads(),
         processors=_core.num_processors(),
         omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
-        available_processors=runtime.available_processors(),
+        available_processors=runtime.processors_at_start(),
         adaptive_threads=thread_tuner.enabled(),
         openmp_wait=runtime.spin_setting(),
         numpy=numpy.__version__,

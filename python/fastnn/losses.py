@@ -47,9 +47,25 @@ class Loss:
         raise TypeError(f"{type(self).__name__} must implement call(y_true, y_pred)")
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        """The reduced loss value (a float, or per-sample values for reduction=None)."""
+        """The reduced loss value (a float, or per-sample values for reduction=None).
+
+        Called on an ``autodiff.Tensor`` (inside ``autodiff.grad``, e.g. a custom training
+        loop's loss), it returns a Tensor whose derivative is the loss's own gradient, so
+        built-in losses (one C++ call for value and gradient) combine with other terms.
+        """
+        if isinstance(y_pred, autodiff.Tensor):
+            return self._traced(y_true, y_pred, sample_weight)
         value, _ = self.value_and_grad(y_true, y_pred, sample_weight, want_grad=False)
         return value
+
+    def _traced(self, y_true, y_pred, sample_weight):
+        value, grad = self.value_and_grad(autodiff.value_of(y_true), y_pred.value, sample_weight, want_grad=True)
+        value = np.asarray(value, dtype=np.float64)
+        if value.ndim == 0:
+            local = lambda g: np.asarray(g) * grad  # noqa: E731
+        else:  # per-sample values: each depends on its own row of y_pred
+            local = lambda g: np.asarray(g).reshape(value.shape + (1,) * (grad.ndim - value.ndim)) * grad  # noqa: E731
+        return autodiff.Tensor(value, ((y_pred, local),))
 
     # ---- value and gradient -----------------------------------------------------------------
     def value_and_grad(self, y_true, y_pred, sample_weight=None, want_grad=True):

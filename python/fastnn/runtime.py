@@ -24,7 +24,7 @@ SPIN_COUNT = 10_000
 _SPIN_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 # What load_core found, for show_config.
-_state = {"spin": None}
+_state = {"spin": None, "processors": None}
 
 
 def load_core():
@@ -33,6 +33,8 @@ def load_core():
     The OpenMP runtime reads its environment once, when it is loaded, so the spin count is set
     for the duration of the import only.
     """
+    # Read before the runtime loads: with OMP_PROC_BIND set it pins this thread to one CPU.
+    processors = available_processors()
     user_set = next((f"{name}={os.environ[name]}" for name in _SPIN_VARIABLES if name in os.environ), None)
     if user_set is None:
         os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
@@ -42,13 +44,17 @@ def load_core():
         if user_set is None:
             del os.environ["GOMP_SPINCOUNT"]
     _state["spin"] = user_set or f"GOMP_SPINCOUNT={SPIN_COUNT} (fastnn's default)"
-    if "OMP_NUM_THREADS" not in os.environ:
-        limit = available_processors()
-        if limit < _core.get_num_threads():
-            _core.set_num_threads(limit)
+    _state["processors"] = processors
+    if "OMP_NUM_THREADS" not in os.environ and processors < _core.get_num_threads():
+        _core.set_num_threads(processors)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(before=_core.release_threads)
     return _core
+
+
+def processors_at_start():
+    """Processors the process could use when fastnn loaded (before OpenMP pinned any thread)."""
+    return _state["processors"]
 
 
 def spin_setting():

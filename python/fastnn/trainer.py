@@ -953,12 +953,18 @@ def _evaluate_loop(model, step, batches, callback_list, run_batch, fused):
     if callback_list is not None:
         callback_list.on_test_begin()
     logs = {}
-    for b, item in batches:
-        if callback_list is not None:
-            callback_list.on_test_batch_begin(b)
-        logs = run_batch(b, item)
-        if callback_list is not None:
-            callback_list.on_test_batch_end(b, logs)
+    tuner = ThreadTuner()
+    try:
+        for b, item in batches:
+            if callback_list is not None:
+                callback_list.on_test_batch_begin(b)
+            tuner.step_begin()
+            logs = run_batch(b, item)
+            tuner.step_end()  # (a smaller last batch is one sample among the medians' eight)
+            if callback_list is not None:
+                callback_list.on_test_batch_end(b, logs)
+    finally:
+        tuner.close()
     if fused:
         logs = _evaluation_logs(step)
     step.seen, step.total, step.per_output = saved
@@ -1121,16 +1127,22 @@ def _predict_arrays(model, xs, batch_size, verbose, callbacks):
         bar = Progbar(-(-n // batch_size), verbose)
     cbs.on_predict_begin()
     results = None
-    for b, start in enumerate(range(0, n, batch_size)):
-        cbs.on_predict_batch_begin(b)
-        outputs, _ = graph.forward(_slice(xs, start, start + batch_size))
-        if results is None:
-            results = [np.empty((n,) + y.shape[1:], y.dtype) for y in outputs]
-        for out, y in zip(results, outputs):
-            out[start:start + len(y)] = y
-        cbs.on_predict_batch_end(b, {"outputs": model._structure_outputs(outputs)})
-        if bar is not None:
-            bar.update(b + 1, finalize=start + batch_size >= n)
+    tuner = ThreadTuner()
+    try:
+        for b, start in enumerate(range(0, n, batch_size)):
+            cbs.on_predict_batch_begin(b)
+            tuner.step_begin()
+            outputs, _ = graph.forward(_slice(xs, start, start + batch_size))
+            tuner.step_end(measure=start + batch_size <= n)
+            if results is None:
+                results = [np.empty((n,) + y.shape[1:], y.dtype) for y in outputs]
+            for out, y in zip(results, outputs):
+                out[start:start + len(y)] = y
+            cbs.on_predict_batch_end(b, {"outputs": model._structure_outputs(outputs)})
+            if bar is not None:
+                bar.update(b + 1, finalize=start + batch_size >= n)
+    finally:
+        tuner.close()
     cbs.on_predict_end()
     return model._structure_outputs(results)
 
@@ -1147,24 +1159,28 @@ def _predict_source(model, source, verbose, callbacks, who):
     graph = model._execution_graph(False)
     context = _enter_context(model, None, who)
     parts = []
+    tuner = ThreadTuner()
     try:
         cbs.on_predict_begin()
         batches = source.epoch()
         for b, batch in batches:
             cbs.on_predict_batch_begin(b)
             context.who = _batch_who(who, source, b)
+            tuner.step_begin()
             if custom:
                 outputs = model.predict_step(_step_data(model, batch, context.who, False))
             else:
                 x, _, _ = data_adapters.standardize_batch(batch, context.who, targets=False)
                 flat, _ = graph.forward(prepare_inputs(model, x, context.who, finite=False))
                 outputs = model._structure_outputs(flat)
+            tuner.step_end()
             parts.append(outputs)
             cbs.on_predict_batch_end(b, {"outputs": outputs})
             if bar is not None:
                 bar.update(b + 1)
         batches.close()
     finally:
+        tuner.close()
         _leave_context(model, context)
     if bar is not None:
         bar.update(len(parts), finalize=True)
