@@ -664,7 +664,9 @@ class Model(Layer):
         never pickle).
 
         Args:
-            filepath: str or path-like; ".fastnn" is suggested (".keras" works too).
+            filepath: str or path-like; any name works and ".fastnn" is suggested. Under a
+                Keras name (".keras", ".h5") the file is still fastnn's format, which Keras
+                cannot read, and a warning says so (unlike Keras, other suffixes are accepted).
             overwrite: bool, default True: replace an existing file (False: FileExistsError).
         """
         from .. import saving
@@ -732,7 +734,8 @@ class Model(Layer):
         the layers each is connected to, as Keras' "Connected to") and the totals.
 
         Args:
-            line_length: int, default None (the columns' widths).
+            line_length: int, default None: the widest cell's width (or the terminal's, when
+                narrower); a narrower table wraps cells within their columns, never cuts them.
             positions: optional list: where each column ends, as fractions of the line (<= 1)
                 or as characters.
             print_fn: function taking one line, default print.
