@@ -12,7 +12,10 @@ loads), the configurations alternating round by round:
 - fastnn 1 thread, torch, torch 1 thread.
 
 Goal: with the busy neighbour, fastnn's epoch within 2x of its quiet 1-thread epoch; quiet,
-its 2-thread epoch unchanged (within 3 %) against the fixed-threads configuration.
+its 2-thread epoch unchanged (within 3 %) against the fixed-threads configuration. The quiet
+comparison is made twice: across fresh processes (the spin setting can only change at load;
+±5-10 % between processes on a shared machine), and in one process with epochs alternating
+between the adaptive and the fixed thread count (the tuner's own cost, without that noise).
 
 Run: python bench/contention.py [--rounds 3] [--epochs 3]  (Linux; needs os.sched_setaffinity)
 """
@@ -60,6 +63,26 @@ def _worker(family, peer, epochs):
     print(json.dumps({"case": case.name, "times": times}))
 
 
+def _overhead_worker(family, rounds):
+    """In one process: epochs alternating with the adaptive thread count on and off (the
+    tuner's cost on a quiet machine, free of the differences between processes)."""
+    sys.path.insert(0, HERE)
+    import fastnn
+
+    module = __import__(FAMILIES[family])
+    case = next(c for c in module.cases(None, "quick") if "epoch" in c.name)
+    run = case.run["fastnn"]
+    run()
+    times = {True: [], False: []}
+    for r in range(rounds):
+        for adaptive in ((True, False) if r % 2 == 0 else (False, True)):
+            fastnn.config.set_adaptive_threads(adaptive)
+            start = time.perf_counter()
+            run()
+            times[adaptive].append(time.perf_counter() - start)
+    print(json.dumps({"case": case.name, "on": times[True], "off": times[False]}))
+
+
 def _measure(family, config, epochs):
     peer, extra = CONFIGS[config]
     env = {k: v for k, v in os.environ.items() if k not in CLEAN}
@@ -81,12 +104,14 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per process (default 3)")
     parser.add_argument("--families", default="mlp,cnn", help="comma-separated: mlp, cnn (default both)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--quiet-only", action="store_true", help="no busy neighbour (the quiet comparison only)")
     args = parser.parse_args(argv)
     configs = [c for c in CONFIGS if not (args.no_torch and CONFIGS[c][0] == "torch")]
     core = max(os.sched_getaffinity(0))
     samples = {}  # (family, condition, config) -> [seconds]
     names = {}
-    for condition in ("quiet", "busy neighbour"):
+    conditions = ("quiet",) if args.quiet_only else ("quiet", "busy neighbour")
+    for condition in conditions:
         neighbour = _busy_neighbour(core) if condition != "quiet" else None
         try:
             time.sleep(0.5)
@@ -101,13 +126,23 @@ def main(argv=None):
                 neighbour.wait()
     print(f"| case | configuration | quiet ms | busy neighbour ms | busy / quiet | busy / quiet fastnn 1 thread |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for family in args.families.split(","):
+    for family in args.families.split(",") if not args.quiet_only else ():
         one = statistics.median(samples[(family, "quiet", "fastnn 1 thread")])
         for config in configs:
             quiet = statistics.median(samples[(family, "quiet", config)])
             busy = statistics.median(samples[(family, "busy neighbour", config)])
             print(f"| {names[family]} | {config} | {quiet * 1e3:.0f} | {busy * 1e3:.0f} | {busy / quiet:.2f}x "
                   f"| {busy / one:.2f}x |")
+    print()
+    print("| case | quiet, one process: adaptive threads ms | fixed threads ms | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    for family in args.families.split(","):
+        out = subprocess.run([sys.executable, __file__, "--overhead", family, str(10 * args.epochs)], env=env,
+                             capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        on, off = statistics.median(result["on"]), statistics.median(result["off"])
+        print(f"| {result['case']} | {on * 1e3:.1f} | {off * 1e3:.1f} | {on / off:.3f} |")
     print()
     print("| case | quiet: fastnn ms | quiet: fixed threads + spin 300k ms | ratio |")
     print("| --- | ---: | ---: | ---: |")
@@ -119,5 +154,7 @@ def main(argv=None):
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _worker(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--overhead":
+        _overhead_worker(sys.argv[2], int(sys.argv[3]))
     else:
         main()

@@ -223,7 +223,7 @@ def four_threads():
     fastnn.config.set_adaptive_threads(True)
     thread_tuner._last_choice[0] = None
     yield
-    fastnn._core.set_thread_limit(0)
+    thread_tuner._apply(0)
     thread_tuner._last_choice[0] = None
     fastnn.set_num_threads(before)
     fastnn.config.set_adaptive_threads(adaptive)
@@ -262,6 +262,19 @@ def test_tuner_walks_down_to_one_thread_and_the_next_loop_starts_there(four_thre
     assert thread_tuner.ThreadTuner().current == 1
 
 
+def test_probe_schedule_is_shared_by_the_loops_of_a_process(four_threads):
+    thread_tuner._schedule.update(next=0.0, interval=None)
+    first = thread_tuner.ThreadTuner()
+    for _ in range(20):  # real steps of ~0 s: the first probe comes after the baseline
+        first.step_begin()
+        first.step_end()
+    first.close()
+    assert thread_tuner._schedule["next"] > 0  # the decision set the next probe time
+    second = thread_tuner.ThreadTuner()
+    assert second._next_probe == thread_tuner._schedule["next"]  # not a probe at once
+    thread_tuner._schedule.update(next=0.0, interval=None)
+
+
 def test_tuner_off_uses_the_configured_count(four_threads):
     fastnn.config.set_adaptive_threads(False)
     machine = _Machine({4: 1.0, 3: 0.1, 2: 0.1, 1: 0.1})
@@ -279,6 +292,7 @@ def test_adaptive_training_is_bit_identical_to_fixed_threads(fixed_threads):
     fixed = _train_weights(2)
     fastnn.config.set_adaptive_threads(True)
     thread_tuner._last_choice[0] = 1  # start on one thread: the tuner changes the count mid-epoch
+    thread_tuner._schedule.update(next=0.0, interval=None)  # and probes at once
     try:
         adaptive = _train_weights(2)
     finally:

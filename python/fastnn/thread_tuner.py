@@ -10,8 +10,8 @@ fastnn's kernels partition work by shape, never by thread count, so the count ca
 any step without changing a result. The training, evaluation and prediction loops therefore
 time their steps and now and then try one thread fewer (or, after dropping, one more) for a
 few steps, keeping the faster count. When the probes keep losing they become rarer (from every
-quarter second to every 4 s), so a quiet machine pays well under 1 % for them; a neighbour
-that comes or goes is noticed within seconds.
+quarter second to every 4 s, a schedule shared by all loops of the process), so a quiet machine
+pays well under 1 % for them; a neighbour that comes or goes is noticed within seconds.
 """
 
 import collections
@@ -25,6 +25,17 @@ _enabled = [os.environ.get("FASTNN_ADAPTIVE_THREADS", "1").strip().lower() not i
 # The count the last loop settled on: the next loop starts from it (a neighbour that slowed
 # training slows validation and prediction as well).
 _last_choice = [None]
+# When the next probe is due and the interval after it: shared by all loops, so that a program
+# calling fit(epochs=1) or predict in a loop does not probe afresh in every call.
+_schedule = {"next": 0.0, "interval": None}
+# The cap last given to the kernels (set only when it changes: a call per step costs).
+_applied = [0]
+
+
+def _apply(limit):
+    if _applied[0] != limit:
+        _core.set_thread_limit(limit)
+        _applied[0] = limit
 # Steps run at each thread count, for the demo's report.
 _steps_by_threads = collections.Counter()
 
@@ -55,17 +66,20 @@ class ThreadTuner:
 
     Args:
         baseline_steps: steps timed at the current count before the first probe. Defaults to 8.
-        probe_steps: steps a probe runs at the other count. Defaults to 5.
+        probe_steps: steps a probe times at the other count (after one untimed step: the first
+            step at a new count wakes or parks threads). Defaults to 5.
         margin: how much faster (relative median step time) a probe must be to be adopted.
             Defaults to 0.07.
+        abort_ratio: a probe step this many times slower than the current median ends the
+            probe at once (a quiet machine then pays one slow step per probe). Defaults to 1.2.
         first_interval: seconds between probes after a change. Defaults to 0.25.
         max_interval: the longest interval; each probe that loses doubles it. Defaults to 4.0.
         clock: the time source (a callable returning seconds). Defaults to time.perf_counter.
         max_threads: the most threads to use. Defaults to the configured thread count.
     """
 
-    def __init__(self, baseline_steps=8, probe_steps=5, margin=0.07, first_interval=0.25, max_interval=4.0,
-                 clock=time.perf_counter, max_threads=None):
+    def __init__(self, baseline_steps=8, probe_steps=5, margin=0.07, abort_ratio=1.2, first_interval=0.25,
+                 max_interval=4.0, clock=time.perf_counter, max_threads=None):
         self.max_threads = max_threads or _core.get_num_threads()
         self.active = _enabled[0] and self.max_threads > 1
         start = _last_choice[0] if _last_choice[0] is not None else self.max_threads
@@ -75,12 +89,14 @@ class ThreadTuner:
         self._margin = margin
         self._first_interval = first_interval
         self._max_interval = max_interval
-        self._interval = first_interval
+        self._interval = _schedule["interval"] or first_interval
         self._clock = clock
         self._times = collections.defaultdict(lambda: collections.deque(maxlen=baseline_steps))
         self._probe = None  # thread count being tried
         self._probe_left = 0
-        self._next_probe = clock()
+        self._kept = None  # the current count's median step time when the probe began
+        self._abort = abort_ratio
+        self._next_probe = _schedule["next"] if clock is time.perf_counter else clock()
         self._fewer_first = True
         self._threads = self.current
         self._began = None
@@ -89,7 +105,7 @@ class ThreadTuner:
         """Sets the thread count of the coming step and starts its clock."""
         self._threads = self._probe or self.current
         if self.active:
-            _core.set_thread_limit(0 if self._threads >= self.max_threads else self._threads)
+            _apply(0 if self._threads >= self.max_threads else self._threads)
         self._began = self._clock()
 
     def step_end(self, measure=True):
@@ -98,12 +114,19 @@ class ThreadTuner:
         _steps_by_threads[self._threads if self.active else self.max_threads] += 1
         if not self.active or not measure or self._began is None:
             return
-        self._times[self._threads].append(end - self._began)
+        elapsed = end - self._began
         if self._probe is not None:
             self._probe_left -= 1
-            if self._probe_left == 0:
+            if self._probe_left == self._probe_steps:  # the first step at a new count wakes or parks threads
+                return
+            self._times[self._threads].append(elapsed)
+            if elapsed > self._abort * self._kept:  # clearly slower: stop paying for this probe
+                self._decide(end, lost=True)
+            elif self._probe_left == 0:
                 self._decide(end)
-        elif len(self._times[self.current]) >= self._baseline_steps and end >= self._next_probe:
+            return
+        self._times[self._threads].append(elapsed)
+        if len(self._times[self.current]) >= self._baseline_steps and end >= self._next_probe:
             self._start_probe()
 
     def _start_probe(self):
@@ -111,13 +134,13 @@ class ThreadTuner:
         options = [n for n in ((fewer, more) if self._fewer_first else (more, fewer)) if 1 <= n <= self.max_threads]
         self._fewer_first = not self._fewer_first
         self._probe = options[0]
-        self._probe_left = self._probe_steps
+        self._probe_left = self._probe_steps + 1  # one unmeasured step first
         self._times[self._probe].clear()
+        self._kept = statistics.median(self._times[self.current])
 
-    def _decide(self, now):
+    def _decide(self, now, lost=False):
         tried = statistics.median(self._times[self._probe])
-        kept = statistics.median(self._times[self.current])
-        if tried < (1.0 - self._margin) * kept:
+        if not lost and tried < (1.0 - self._margin) * self._kept:
             self.current = self._probe
             self._interval = self._first_interval
         else:
@@ -125,9 +148,11 @@ class ThreadTuner:
         self._probe = None
         self._next_probe = now + self._interval
         _last_choice[0] = self.current
+        if self._clock is time.perf_counter:
+            _schedule.update(next=self._next_probe, interval=self._interval)
 
     def close(self):
         """Ends the loop: lifts the thread cap (direct kernel calls use every configured thread)."""
         if self.active:
-            _core.set_thread_limit(0)
+            _apply(0)
             _last_choice[0] = self.current
