@@ -66,8 +66,10 @@ class ThreadTuner:
 
     Args:
         baseline_steps: steps timed at the current count before the first probe. Defaults to 8.
-        probe_steps: steps a probe times at the other count (after one untimed step: the first
-            step at a new count wakes or parks threads). Defaults to 5.
+        probe_steps: steps a probe times at the other count, after untimed steps that let the
+            threads settle (1 when dropping a thread; when adding one, 4 steps and at least
+            30 ms: a woken thread often runs beside its waker until the scheduler moves it).
+            Defaults to 5.
         margin: how much faster (relative median step time) a probe must be to be adopted.
             Defaults to 0.07.
         abort_ratio: a probe step this many times slower than the current median ends the
@@ -96,6 +98,12 @@ class ThreadTuner:
         self._probe_left = 0
         self._kept = None  # the current count's median step time when the probe began
         self._abort = abort_ratio
+        self._steps = 0
+        self._warmup_steps = 3
+        self._settle_up = 4
+        self._settle_seconds = 0.03
+        self._settle_steps = 0
+        self._settle_until = 0.0
         self._next_probe = _schedule["next"] if clock is time.perf_counter else clock()
         self._fewer_first = True
         self._threads = self.current
@@ -115,10 +123,14 @@ class ThreadTuner:
         if not self.active or not measure or self._began is None:
             return
         elapsed = end - self._began
+        self._steps += 1
+        if self._steps <= self._warmup_steps:  # a loop's first steps warm caches and buffers up
+            return
         if self._probe is not None:
-            self._probe_left -= 1
-            if self._probe_left == self._probe_steps:  # the first step at a new count wakes or parks threads
+            if self._settle_steps > 0 or end < self._settle_until:  # settling at the new count: untimed
+                self._settle_steps -= 1
                 return
+            self._probe_left -= 1
             self._times[self._threads].append(elapsed)
             if elapsed > self._abort * self._kept:  # clearly slower: stop paying for this probe
                 self._decide(end, lost=True)
@@ -134,7 +146,12 @@ class ThreadTuner:
         options = [n for n in ((fewer, more) if self._fewer_first else (more, fewer)) if 1 <= n <= self.max_threads]
         self._fewer_first = not self._fewer_first
         self._probe = options[0]
-        self._probe_left = self._probe_steps + 1  # one unmeasured step first
+        # Untimed steps first: parked threads wake where the scheduler puts them (at first often
+        # beside the thread that woke them) and need a few steps to spread to idle cores.
+        up = self._probe > self.current
+        self._probe_left = self._probe_steps
+        self._settle_steps = self._settle_up if up else 1
+        self._settle_until = self._clock() + (self._settle_seconds if up else 0.0)
         self._times[self._probe].clear()
         self._kept = statistics.median(self._times[self.current])
 
