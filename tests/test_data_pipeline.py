@@ -127,9 +127,32 @@ def test_steps_per_epoch_continues_the_generator_and_running_out_ends_training(d
     assert same_weights(model, reference)
 
 
-def test_a_reiterable_dataloader_is_iterated_afresh_each_epoch(data):
-    import torch
+class Reiterable:
+    """What a DataLoader is to fit: an object (not an iterator) that gives a fresh pass per iter()."""
 
+    def __init__(self, x, y):
+        self.x, self.y, self.passes = x, y, 0
+
+    def __iter__(self):
+        self.passes += 1
+        return ((self.x[s:s + BATCH], self.y[s:s + BATCH]) for s in range(0, len(self.x), BATCH))
+
+
+def test_a_reiterable_object_is_iterated_afresh_each_epoch(data):
+    x, y, _ = data
+    loader = Reiterable(x, y)
+    reference = make_model()
+    expected = reference.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0)
+    model = make_model()
+    history = model.fit(loader, epochs=3, verbose=0)
+    assert same_weights(model, reference)
+    assert history.history == expected.history
+    assert loader.passes == 3
+    assert model.evaluate(loader, verbose=0) == reference.evaluate(x, y, batch_size=BATCH, verbose=0)
+
+
+def test_a_torch_dataloader_is_iterated_afresh_each_epoch(data):
+    torch = pytest.importorskip("torch")  # an optional peer: its tensors are converted with np.asarray
     x, y, _ = data
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
                                          batch_size=BATCH, shuffle=False)
