@@ -216,6 +216,14 @@ class _Machine:
             tuner.step_end()
 
 
+QUIET = {4: 0.01, 3: 0.013, 2: 0.019, 1: 0.037}  # seconds per step at each thread count
+
+
+def _tuned(seconds):
+    machine = _Machine(seconds)
+    return machine, thread_tuner.ThreadTuner(clock=lambda: machine.now)
+
+
 @pytest.fixture
 def four_threads():
     before, adaptive = fastnn.get_num_threads(), fastnn.config.adaptive_threads()
@@ -230,8 +238,7 @@ def four_threads():
 
 
 def test_tuner_keeps_all_threads_on_a_quiet_machine(four_threads):
-    machine = _Machine({4: 0.01, 3: 0.013, 2: 0.019, 1: 0.037})
-    tuner = thread_tuner.ThreadTuner(clock=lambda: machine.now)
+    machine, tuner = _tuned(QUIET)
     machine.run(tuner, 2000)
     tuner.close()
     assert tuner.current == 4
@@ -242,20 +249,18 @@ def test_tuner_keeps_all_threads_on_a_quiet_machine(four_threads):
 
 def test_tuner_drops_the_threads_a_busy_neighbour_slows(four_threads):
     # one core busy: 4 threads wait for the one sharing it; 3 run at full speed
-    machine = _Machine({4: 0.05, 3: 0.013, 2: 0.019, 1: 0.037})
-    tuner = thread_tuner.ThreadTuner(clock=lambda: machine.now)
+    machine, tuner = _tuned({4: 0.05, 3: 0.013, 2: 0.019, 1: 0.037})
     machine.run(tuner, 100)
     assert tuner.current == 3
     # the neighbour leaves: the tuner goes back to 4 within a few seconds
-    machine.seconds = {4: 0.01, 3: 0.013, 2: 0.019, 1: 0.037}
+    machine.seconds = QUIET
     machine.run(tuner, 800)
     assert tuner.current == 4
     tuner.close()
 
 
 def test_tuner_walks_down_to_one_thread_and_the_next_loop_starts_there(four_threads):
-    machine = _Machine({4: 0.2, 3: 0.15, 2: 0.1, 1: 0.04})
-    tuner = thread_tuner.ThreadTuner(clock=lambda: machine.now)
+    machine, tuner = _tuned({4: 0.2, 3: 0.15, 2: 0.1, 1: 0.04})
     machine.run(tuner, 200)
     tuner.close()
     assert tuner.current == 1
@@ -277,8 +282,7 @@ def test_probe_schedule_is_shared_by_the_loops_of_a_process(four_threads):
 
 def test_tuner_off_uses_the_configured_count(four_threads):
     fastnn.config.set_adaptive_threads(False)
-    machine = _Machine({4: 1.0, 3: 0.1, 2: 0.1, 1: 0.1})
-    tuner = thread_tuner.ThreadTuner(clock=lambda: machine.now)
+    machine, tuner = _tuned({4: 1.0, 3: 0.1, 2: 0.1, 1: 0.1})
     machine.run(tuner, 100)
     assert set(machine.threads) == {4}
 
