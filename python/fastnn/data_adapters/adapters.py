@@ -7,6 +7,7 @@ An adapter hands out passes (``new_pass``: an iterator of raw batches) and the d
 hooks; ``EpochIterator`` decides how epochs map onto passes.
 """
 
+import abc
 import itertools
 
 import numpy as np
@@ -19,7 +20,7 @@ from .enqueuer import OrderedEnqueuer
 __all__ = ["ArrayAdapter", "DataAdapter", "GeneratorAdapter", "IterableAdapter", "PyDatasetAdapter"]
 
 
-class DataAdapter:
+class DataAdapter(abc.ABC):
     """The batches of one call, pass by pass.
 
     Attributes:
@@ -36,9 +37,9 @@ class DataAdapter:
     restarts_each_epoch = False
     num_batches = None
 
+    @abc.abstractmethod
     def new_pass(self):
         """An iterator over the raw batches of a new pass."""
-        raise NotImplementedError
 
     def on_epoch_begin(self):
         """Before the first batch of an epoch is taken."""
