@@ -21,6 +21,7 @@ Run: python bench/contention.py [--rounds 3] [--epochs 3]  (Linux; needs os.sche
 """
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -105,7 +106,15 @@ def main(argv=None):
     parser.add_argument("--families", default="mlp,cnn", help="comma-separated: mlp, cnn (default both)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--quiet-only", action="store_true", help="no busy neighbour (the quiet comparison only)")
+    parser.add_argument("--output", default=os.path.join(HERE, "CONTENTION.md"),
+                        help="where to write the tables (default bench/CONTENTION.md; '' to print only)")
     args = parser.parse_args(argv)
+    lines = []
+
+    def emit(line=""):
+        print(line)
+        lines.append(line)
+
     configs = [c for c in CONFIGS if not (args.no_torch and CONFIGS[c][0] == "torch")]
     core = max(os.sched_getaffinity(0))
     samples = {}  # (family, condition, config) -> [seconds]
@@ -124,32 +133,46 @@ def main(argv=None):
             if neighbour is not None:
                 neighbour.kill()
                 neighbour.wait()
-    print(f"| case | configuration | quiet ms | busy neighbour ms | busy / quiet | busy / quiet fastnn 1 thread |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    emit(f"| case | configuration | quiet ms | busy neighbour ms | busy / quiet | busy / quiet fastnn 1 thread |")
+    emit("| --- | --- | ---: | ---: | ---: | ---: |")
     for family in args.families.split(",") if not args.quiet_only else ():
         one = statistics.median(samples[(family, "quiet", "fastnn 1 thread")])
         for config in configs:
             quiet = statistics.median(samples[(family, "quiet", config)])
             busy = statistics.median(samples[(family, "busy neighbour", config)])
-            print(f"| {names[family]} | {config} | {quiet * 1e3:.0f} | {busy * 1e3:.0f} | {busy / quiet:.2f}x "
+            emit(f"| {names[family]} | {config} | {quiet * 1e3:.0f} | {busy * 1e3:.0f} | {busy / quiet:.2f}x "
                   f"| {busy / one:.2f}x |")
-    print()
-    print("| case | quiet, one process: adaptive threads ms | fixed threads ms | ratio |")
-    print("| --- | ---: | ---: | ---: |")
+    emit()
+    emit("| case | quiet, one process: adaptive threads ms | fixed threads ms | ratio |")
+    emit("| --- | ---: | ---: | ---: |")
     env = {k: v for k, v in os.environ.items() if k not in CLEAN}
     for family in args.families.split(","):
         out = subprocess.run([sys.executable, __file__, "--overhead", family, str(10 * args.epochs)], env=env,
                              capture_output=True, text=True, check=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         on, off = statistics.median(result["on"]), statistics.median(result["off"])
-        print(f"| {result['case']} | {on * 1e3:.1f} | {off * 1e3:.1f} | {on / off:.3f} |")
-    print()
-    print("| case | quiet: fastnn ms | quiet: fixed threads + spin 300k ms | ratio |")
-    print("| --- | ---: | ---: | ---: |")
+        emit(f"| {result['case']} | {on * 1e3:.1f} | {off * 1e3:.1f} | {on / off:.3f} |")
+    emit()
+    emit("| case | quiet: fastnn ms | quiet: fixed threads + spin 300k ms | ratio |")
+    emit("| --- | ---: | ---: | ---: |")
     for family in args.families.split(","):
         new = statistics.median(samples[(family, "quiet", "fastnn")])
         old = statistics.median(samples[(family, "quiet", "fastnn, fixed threads + spin 300k")])
-        print(f"| {names[family]} | {new * 1e3:.0f} | {old * 1e3:.0f} | {new / old:.3f} |")
+        emit(f"| {names[family]} | {new * 1e3:.0f} | {old * 1e3:.0f} | {new / old:.3f} |")
+    if args.output:
+        sys.path.insert(0, HERE)
+        import harness
+
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        header = [f"# Training on a busy machine ({datetime.date.today()})", "",
+                  f"`python bench/contention.py --rounds {args.rounds} --epochs {args.epochs}`: each figure the "
+                  f"median epoch of fresh processes, default settings; the busy neighbour is a pure-Python loop "
+                  f"pinned to the last core.", ""] + harness.machine_description(torch)[1:] + [""]
+        with open(args.output, "w") as f:
+            f.write("\n".join(header + lines) + "\n")
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
