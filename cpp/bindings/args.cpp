@@ -1,5 +1,7 @@
 #include "args.hpp"
 
+#include <cmath>
+
 #include <cstdint>
 
 namespace fastnn::bindings {
@@ -163,6 +165,11 @@ void require_no_overlap(const char* func, const char* out_name, const py::array&
   if (o < i_end && i < o_end)
     throw py::value_error(cat(func, ": '", out_name, "' shares memory with '", in_name,
                               "'; pass a separate output array"));
+}
+
+void require_epsilon(const char* func, double epsilon) {
+  if (!(epsilon > 0) || !std::isfinite(epsilon))
+    throw py::value_error(cat(func, ": 'epsilon' must be a finite number > 0, got ", epsilon));
 }
 
 template py::array_t<float> inout_array<float>(const char*, const Arg&, Index);

@@ -63,10 +63,34 @@ py::array_t<T> output_array(const char* func, const Arg& arg, const std::vector<
 template <typename T>
 py::array_t<T> inout_array(const char* func, const Arg& arg, Index size);
 
+/// The optional output arg.value (output_array) kept in `keep`: its data, or nullptr for None.
+template <typename T>
+T* optional_output(const char* func, const Arg& arg, const std::vector<Index>& shape,
+                   py::array_t<T>& keep) {
+  if (arg.value.is_none()) return nullptr;
+  keep = output_array<T>(func, arg, shape);
+  return keep.mutable_data();
+}
+
+/// ValueError unless epsilon is a finite number > 0.
+void require_epsilon(const char* func, double epsilon);
+
 /// A new C-contiguous array of T with `shape`.
 template <typename T>
 py::array_t<T> new_array(const std::vector<Index>& shape) {
   return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+/// When `want`: a new array of T with `shape` stored in `out`, and its data; else nullptr
+/// (out left None). For outputs a caller may skip (dx with need_dx=False).
+template <typename T>
+T* new_array_if(bool want, const std::vector<Index>& shape, py::object& out) {
+  out = py::none();
+  if (!want) return nullptr;
+  auto a = new_array<T>(shape);
+  T* data = a.mutable_data();
+  out = std::move(a);
+  return data;
 }
 
 /// ValueError unless a's shape is `shape`.

@@ -3,7 +3,6 @@
 // fastnn/batchnorm.hpp); moving statistics are updated in place.
 #include <pybind11/pybind11.h>
 
-#include <cmath>
 
 #include "args.hpp"
 #include "fastnn/batchnorm.hpp"
@@ -30,11 +29,6 @@ Split split_axis(const char* fn, const std::vector<Index>& shape, int axis) {
   return s;
 }
 
-void check_epsilon(const char* fn, double epsilon) {
-  if (!(epsilon > 0) || !std::isfinite(epsilon))
-    throw py::value_error(cat(fn, ": 'epsilon' must be a finite number > 0, got ", epsilon));
-}
-
 // A per-channel vector argument (gamma, beta, mean, ...): None or C values.
 template <typename T>
 const T* channel_vector(const char* fn, const char* name, py::handle obj, const Split& s,
@@ -57,7 +51,7 @@ py::tuple batchnorm_forward_impl(py::handle x_obj, py::handle gamma_obj, py::han
   require_ndim(fn, "x", x, 1);
   const auto xs = shape_of(x);
   const Split s = split_axis(fn, xs, axis);
-  check_epsilon(fn, epsilon);
+  require_epsilon(fn, epsilon);
   py::array_t<T> gamma, beta, mm_in, mv_in, mm_io, mv_io;
   BatchNormArgs<T> a;
   a.outer = s.outer;
@@ -139,24 +133,11 @@ py::object batchnorm_backward_impl(py::handle x_obj, py::handle dy_obj, py::hand
   a.inner = s.inner;
   a.x = x.data();
   a.gamma = channel_vector<T>(fn, "gamma", gamma_obj, s, xs, gamma);
-  T* dgamma_p = nullptr;
-  T* dbeta_p = nullptr;
-  if (!dgamma_obj.is_none()) {
-    dgamma = output_array<T>(fn, {"dgamma", dgamma_obj}, {s.channels});
-    dgamma_p = dgamma.mutable_data();
-  }
-  if (!dbeta_obj.is_none()) {
-    dbeta = output_array<T>(fn, {"dbeta", dbeta_obj}, {s.channels});
-    dbeta_p = dbeta.mutable_data();
-    if (dgamma_p) require_no_overlap(fn, "dbeta", dbeta, "dgamma", dgamma);
-  }
-  py::object dx_out = py::none();
-  T* dx = nullptr;
-  if (need_dx) {
-    auto dxa = new_array<T>(xs);
-    dx = dxa.mutable_data();
-    dx_out = std::move(dxa);
-  }
+  T* dgamma_p = optional_output<T>(fn, {"dgamma", dgamma_obj}, {s.channels}, dgamma);
+  T* dbeta_p = optional_output<T>(fn, {"dbeta", dbeta_obj}, {s.channels}, dbeta);
+  if (dgamma_p && dbeta_p) require_no_overlap(fn, "dbeta", dbeta, "dgamma", dgamma);
+  py::object dx_out;
+  T* dx = new_array_if<T>(need_dx, xs, dx_out);
   {
     py::gil_scoped_release nogil;
     batchnorm_backward<T>(a, mean_p, invstd_p, dy.data(), training, dgamma_p, dbeta_p, accumulate,
