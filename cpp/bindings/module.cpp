@@ -20,6 +20,7 @@ void register_dense(py::module_& m);
 void register_dropout(py::module_& m);
 void register_gemm(py::module_& m);
 void register_image(py::module_& m);
+void register_layernorm(py::module_& m);
 void register_loss(py::module_& m);
 void register_optim(py::module_& m);
 void register_pool(py::module_& m);
@@ -74,5 +75,6 @@ PYBIND11_MODULE(_core, m) {
   register_image(m);
   register_pool(m);
   register_batchnorm(m);
+  register_layernorm(m);
   register_rnn(m);
 }

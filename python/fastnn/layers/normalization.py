@@ -1,4 +1,4 @@
-"""Normalization layers: BatchNormalization."""
+"""Normalization layers: BatchNormalization, LayerNormalization."""
 
 import math
 
@@ -155,4 +155,155 @@ class BatchNormalization(Layer):
                    moving_variance_initializer=initializers.serialize(self.moving_variance_initializer),
                    beta_regularizer=regularizers.serialize(self.beta_regularizer),
                    gamma_regularizer=regularizers.serialize(self.gamma_regularizer))
+        return cfg
+
+
+class LayerNormalization(Layer):
+    """Normalizes each example over its last axes (Ba et al., 2016; Keras 3's LayerNormalization).
+
+    For each example (every index of the axes not normalised) with k values ``x_i`` in the
+    normalised axes::
+
+        mean = sum(x_i) / k
+        var = sum((x_i - mean) ** 2) / k
+        output_i = (x_i - mean) / sqrt(var + epsilon) * gamma_i + beta_i
+
+    ``gamma`` and ``beta`` span the normalised axes (shape ``input_shape[axis]``), so their
+    size must be known when the layer is built. Unlike BatchNormalization the statistics are
+    each example's own: training and inference compute the same thing, and there are no
+    moving statistics.
+
+    ``rms_scaling=True`` is Keras 3's (deprecated there) variant: ``x / sqrt(var + epsilon) *
+    gamma``, no mean subtracted and no beta (gamma is created even with scale=False).
+
+    Forward and backward are one C++ call each (one pass over each example for its moments;
+    dgamma and dbeta summed in a fixed order, the same bit for bit on any thread count). The
+    kernel normalises trailing axes: ``axis`` must be the last axis or a run of trailing axes
+    (``-1``, ``[-2, -1]``, ``[1, 2]`` for 3-D inputs); other axes raise ValueError. After
+    building, ``axis`` is the sorted list of the normalised axes (non-negative), as in Keras.
+    Weights order: gamma, beta (those that exist), as in Keras. Masks pass through.
+
+    Args:
+        axis: int or list/tuple of ints, default -1: the axes to normalise over.
+        epsilon: float > 0, default 1e-3: added to the variance.
+        center: bool, default True: add beta (False: no beta weight).
+        scale: bool, default True: multiply by gamma (False: no gamma weight).
+        rms_scaling: bool, default False: Keras' RMS scaling variant (see above).
+        beta_initializer: default "zeros". gamma_initializer: default "ones".
+        beta_regularizer, gamma_regularizer: default None.
+        beta_constraint, gamma_constraint: must be None (constraints are not supported).
+        **kwargs: name, dtype, trainable, input_shape, input_dim.
+
+    Example:
+        >>> layer = fastnn.layers.LayerNormalization(axis=[1, 2])
+        >>> layer.ensure_built((5, 20, 30))
+        (None, 20, 30)
+        >>> layer.gamma.shape, layer.axis
+        ((20, 30), [1, 2])
+    """
+
+    supports_masking = True
+    _shape_preserving = True
+
+    def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, rms_scaling=False, beta_initializer="zeros",
+                 gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
+                 gamma_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        who = f"LayerNormalization '{self.name}'"
+        if isinstance(axis, (list, tuple)):
+            if not axis or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axis):
+                raise TypeError(f"{who}: 'axis' must be an int or a non-empty list/tuple of ints, got {axis!r}")
+            axis = [int(a) for a in axis]
+        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+            axis = int(axis)
+        else:
+            raise TypeError(f"{who}: 'axis' must be an int or a list/tuple of ints, got {axis!r}")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{who}: 'epsilon' must be a float, got {epsilon!r}")
+        if not (math.isfinite(float(epsilon)) and float(epsilon) > 0):
+            raise ValueError(f"{who}: 'epsilon' must be a finite float > 0, got {epsilon!r}")
+        if beta_constraint is not None or gamma_constraint is not None:
+            raise ValueError(f"{who}: weight constraints are not supported (beta_constraint / gamma_constraint "
+                             f"must be None)")
+        self.axis = axis
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.rms_scaling = bool(rms_scaling)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.gamma = self.beta = None
+        self._first_axis = None  # the first normalised axis, after build
+
+    def _axes(self, input_shape):
+        """The normalised axes (sorted, non-negative) for inputs of `input_shape`, checked."""
+        who = f"LayerNormalization '{self.name}'"
+        ndim = len(input_shape)
+        axes = self.axis if isinstance(self.axis, list) else [self.axis]
+        for a in axes:
+            if not -ndim <= a < ndim:
+                raise ValueError(f"{who}: 'axis' {a} is out of range for inputs of shape {input_shape} ({ndim} axes)")
+        canonical = sorted(a % ndim for a in axes)
+        if len(set(canonical)) != len(canonical):
+            raise ValueError(f"{who}: duplicate axes are not allowed, got axis={self.axis}")
+        if canonical != list(range(canonical[0], ndim)):
+            raise ValueError(f"{who}: axis={self.axis} must be the last axis or a run of trailing axes of the inputs "
+                             f"of shape {input_shape} (fastnn's kernel normalises trailing axes only)")
+        if canonical[0] == 0 or any(input_shape[a] is None for a in canonical):
+            raise ValueError(f"{who}: the normalised axes {canonical} of the input shape {input_shape} must have "
+                             f"known sizes (axis 0 is the batch axis)")
+        return canonical
+
+    def build(self, input_shape):
+        axes = self._axes(input_shape)
+        self.axis = axes
+        self._first_axis = axes[0]
+        shape = tuple(input_shape[a] for a in axes)
+        if self.scale or self.rms_scaling:
+            self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer,
+                                         regularizer=self.gamma_regularizer, name="gamma")
+        if self.center and not self.rms_scaling:
+            self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer,
+                                        regularizer=self.beta_regularizer, name="beta")
+
+    def compute_output_shape(self, input_shape):
+        axes = self._axes(input_shape)
+        if self.built:
+            built = tuple(self.input_shape[self._first_axis:])
+            if len(input_shape) != len(self.input_shape) or tuple(input_shape[axes[0]:]) != built:
+                raise ValueError(f"LayerNormalization '{self.name}': built for inputs of shape {self.input_shape} "
+                                 f"(normalised axes {self.axis} of sizes {built}), got inputs of shape {input_shape}")
+        return tuple(input_shape)
+
+    def _mode(self):
+        return "rms_scaling" if self.rms_scaling else "standard"
+
+    def forward(self, x, training=False, keep_cache=False):
+        first = self._first_axis
+        if x.ndim != len(self.input_shape) or x.shape[first:] != tuple(self.input_shape[first:]):
+            raise ValueError(f"LayerNormalization '{self.name}': built for inputs of shape {self.input_shape} "
+                             f"(normalised axes {self.axis}), got shape {x.shape}")
+        gamma = self.gamma.value if self.gamma is not None else None
+        beta = self.beta.value if self.beta is not None else None
+        y, mean, invstd = ops.layer_norm_forward(x, gamma, beta, first, self.epsilon, self._mode())
+        return y, ((x, mean, invstd) if training or keep_cache else None)
+
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        x, mean, invstd = cache
+        gamma = self.gamma.value if self.gamma is not None else None
+        return ops.layer_norm_backward(dy, x, mean, invstd, gamma, self._first_axis, self._mode(),
+                                       trainable_grad(self.gamma), trainable_grad(self.beta), accumulate,
+                                       need_input_grad)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(axis=self.axis, epsilon=self.epsilon, center=self.center, scale=self.scale,
+                   rms_scaling=self.rms_scaling,
+                   beta_initializer=initializers.serialize(self.beta_initializer),
+                   gamma_initializer=initializers.serialize(self.gamma_initializer),
+                   beta_regularizer=regularizers.serialize(self.beta_regularizer),
+                   gamma_regularizer=regularizers.serialize(self.gamma_regularizer),
+                   beta_constraint=None, gamma_constraint=None)
         return cfg

@@ -39,7 +39,8 @@ from .pool import (average_pool, average_pool_backward, global_average_pool, glo
                    zero_pad2d_backward)
 from .rnn import (embedding, embedding_backward, gru, gru_backward, lstm, lstm_backward, lstm_cell,
                   lstm_cell_backward, simple_rnn, simple_rnn_backward)
-from .normalization import batch_norm_backward, batch_norm_forward, batch_normalization
+from .normalization import (batch_norm_backward, batch_norm_forward, batch_normalization, layer_norm_backward,
+                            layer_norm_forward, layer_normalization, rms_normalization)
 
 # The public names: every function imported above, and not the submodules they come from
 # (computed, so that a function added to an import line above is exported with nothing else to edit).
