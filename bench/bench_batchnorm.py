@@ -10,7 +10,7 @@ layout is its own row. Memory-bound: no GFLOP/s.
 
 import numpy as np
 
-from harness import Case
+from harness import Case, normalization_inputs
 
 import fastnn
 
@@ -58,10 +58,7 @@ def cases(torch, size="full"):
     out = []
     for shape in SHAPES[size]:
         c = shape[-1]
-        x = rng.normal(0.5, 2.0, shape).astype(np.float32)
-        dy = rng.standard_normal(shape).astype(np.float32)
-        gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
-        beta = rng.uniform(-0.5, 0.5, c).astype(np.float32)
+        x, dy, gamma, beta = normalization_inputs(rng, shape)
         mm, mv = np.zeros(c, np.float32), np.ones(c, np.float32)
         dgamma, dbeta = np.empty(c, np.float32), np.empty(c, np.float32)
 

@@ -9,7 +9,7 @@ Memory-bound: no GFLOP/s.
 
 import numpy as np
 
-from harness import Case
+from harness import Case, normalization_inputs
 
 import fastnn
 
@@ -61,10 +61,7 @@ def cases(torch, size="full"):
     out = []
     for shape in SHAPES[size]:
         f = shape[-1]
-        x = rng.normal(0.5, 2.0, shape).astype(np.float32)
-        dy = rng.standard_normal(shape).astype(np.float32)
-        gamma = rng.uniform(0.5, 1.5, f).astype(np.float32)
-        beta = rng.uniform(-0.5, 0.5, f).astype(np.float32)
+        x, dy, gamma, beta = normalization_inputs(rng, shape)
         dgamma, dbeta = np.empty(f, np.float32), np.empty(f, np.float32)
         x2, dy2 = x.reshape(-1, f), dy.reshape(-1, f)
         label = "×".join(map(str, shape))

@@ -142,6 +142,17 @@ def format_row(row):
             f"{ms('torch')} | {ratio('numpy')} | {ratio('torch')} | {gflops} |")
 
 
+def normalization_inputs(rng, shape):
+    """float32 inputs of a normalization benchmark over the last axis of `shape`: x (mean 0.5,
+    std 2), an upstream gradient dy, and gamma, beta of the last axis' size."""
+    features = shape[-1]
+    x = rng.normal(0.5, 2.0, shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    gamma = rng.uniform(0.5, 1.5, features).astype(np.float32)
+    beta = rng.uniform(-0.5, 0.5, features).astype(np.float32)
+    return x, dy, gamma, beta
+
+
 def machine_description(torch=None):
     """Lines describing the machine and the peers' builds."""
     import threadpoolctl
