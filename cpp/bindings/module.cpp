@@ -13,6 +13,7 @@ namespace py = pybind11;
 
 namespace fastnn::bindings {
 void register_activation(py::module_& m);
+void register_attention(py::module_& m);
 void register_batchnorm(py::module_& m);
 void register_config(py::module_& m);
 void register_conv(py::module_& m);
@@ -76,5 +77,6 @@ PYBIND11_MODULE(_core, m) {
   register_pool(m);
   register_batchnorm(m);
   register_layernorm(m);
+  register_attention(m);
   register_rnn(m);
 }

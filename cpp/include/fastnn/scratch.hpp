@@ -35,6 +35,13 @@ enum class ScratchSlot : int {
   RnnRowTemp,
   RnnOffsets,
   EmbeddingOrder,
+  AttentionQueries,
+  AttentionScores,
+  AttentionProbs,
+  AttentionAccumulator,
+  AttentionKeyGrads,
+  AttentionValueGrads,
+  AttentionRowStats,
   kCount
 };
 
