@@ -19,6 +19,7 @@ hand-written gradient (see ``fastnn.autodiff``).
 
 import types as _types
 
+from .attention import attention_backward, attention_forward, dot_product_attention
 from .conv import conv, conv_backward
 from .gemm import linear, matmul
 from .image import affine_transform, affine_transform_backward
