@@ -6,6 +6,7 @@ from .augmentation import RandomContrast, RandomCrop, RandomFlip, RandomRotation
 from .base import Layer, Variable
 from .conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from .core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape
+from .einsum_dense import EinsumDense
 from .embedding import Embedding
 from .lambda_layer import Lambda
 from .masking import Masking
@@ -35,8 +36,8 @@ def deserialize(config, custom_objects=None):
     return classes[name].from_config(config["config"])
 
 
-__all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape",
-           "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "Conv1D", "Conv2D",
+__all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "EinsumDense", "Activation", "Dropout", "Flatten",
+           "Reshape", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "Conv1D", "Conv2D",
            "Convolution1D", "Convolution2D",
            "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomCrop", "RandomContrast",
            "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalMaxPooling1D",
