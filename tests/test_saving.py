@@ -827,6 +827,7 @@ _SCHEDULE_ARGS = {"initial_learning_rate": 0.1, "decay_steps": 10}
 _MAKE = {  # the classes whose constructor needs arguments; every other class is built with none
     layers.Activation: lambda: layers.Activation("relu"), layers.Dense: lambda: layers.Dense(3),
     layers.EinsumDense: lambda: layers.EinsumDense("abc,cde->abde", (None, 2, 3), bias_axes="de"),
+    layers.MultiHeadAttention: lambda: layers.MultiHeadAttention(num_heads=2, key_dim=4),
     layers.Dropout: lambda: layers.Dropout(0.5, seed=1), layers.InputLayer: lambda: layers.InputLayer(shape=(4,)),
     layers.Reshape: lambda: layers.Reshape((2, 2)), layers.Embedding: lambda: layers.Embedding(5, 2),
     layers.Lambda: lambda: layers.Lambda(fastnn.activations.relu), layers.Dot: lambda: layers.Dot(axes=1),

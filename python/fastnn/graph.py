@@ -48,6 +48,23 @@ def _keyword_order(operation, kwargs):
     return sorted(kwargs, key=rank)
 
 
+def _mask_sources(operation, node):
+    """Keras fills a call argument ``<name>_mask`` from the mask of the tensor passed as
+    ``<name>`` (MultiHeadAttention's query_mask, value_mask, key_mask): the (keyword, index
+    into the node's input tensors) pairs for this call, the ones given explicitly excepted."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(operation.forward).parameters
+    except (TypeError, ValueError):
+        return ()
+    names = list(parameters)
+    bound = list(zip(names, node.args_template)) + list(node.kwargs_template.items())
+    return tuple((f"{name}_mask", value.index) for name, value in bound
+                 if isinstance(value, Slot) and f"{name}_mask" in parameters
+                 and f"{name}_mask" not in node.kwargs_template)
+
+
 class Node:
     """One call of an operation: its arguments (with symbolic tensors) and its outputs.
 
@@ -110,7 +127,7 @@ class _Step:
     """A node compiled for the executor: slots instead of tensors, the call kind decided once."""
 
     __slots__ = ("op", "node", "in_slots", "out_slots", "kind", "training", "static", "single_out",
-                 "consumes_mask", "mask_kwarg", "graph_masks")
+                 "consumes_mask", "mask_kwarg", "graph_masks", "mask_sources")
 
     def __init__(self, node, slot_of):
         self.node = node
@@ -133,6 +150,8 @@ class _Step:
         self.consumes_mask = bool(getattr(self.op, "_consumes_mask", False))
         self.mask_kwarg = "mask" in tensor_kwargs
         self.graph_masks = bool(getattr(self.op, "_graph_masks", False))
+        self.mask_sources = tuple((name, self.in_slots[i]) for name, i in _mask_sources(self.op, node)) \
+            if self.kind == _GENERAL else ()
 
 
 class _Plan:
@@ -335,6 +354,10 @@ class Graph:
                 mask = slot_masks[step.in_slots[0]] if step.in_slots else None
                 if mask is not None:
                     kwargs = {**kwargs, "mask": mask}
+            if slot_masks is not None and step.mask_sources:
+                given = {name: slot_masks[s] for name, s in step.mask_sources if slot_masks[s] is not None}
+                if given:
+                    kwargs = {**kwargs, **given}
             if logits is not None and k in logits:
                 kwargs = {**kwargs, "logits": True}
             if step.kind == _SIMPLE:

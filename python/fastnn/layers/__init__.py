@@ -7,6 +7,7 @@ from .base import Layer, Variable
 from .conv import Conv1D, Conv2D, Convolution1D, Convolution2D
 from .core import Activation, Dense, Dropout, Flatten, Identity, Input, InputLayer, Reshape
 from .einsum_dense import EinsumDense
+from .multi_head_attention import MultiHeadAttention
 from .embedding import Embedding
 from .lambda_layer import Lambda
 from .masking import Masking
@@ -36,7 +37,7 @@ def deserialize(config, custom_objects=None):
     return classes[name].from_config(config["config"])
 
 
-__all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "EinsumDense", "Activation", "Dropout", "Flatten",
+__all__ = ["Layer", "Variable", "Input", "InputLayer", "Dense", "EinsumDense", "MultiHeadAttention", "Activation", "Dropout", "Flatten",
            "Reshape", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "Normalization", "Rescaling", "Conv1D", "Conv2D",
            "Convolution1D", "Convolution2D",
            "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomCrop", "RandomContrast",
