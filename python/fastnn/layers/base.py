@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import config, initializers, regularizers
 from ..keras_tensor import KerasTensor, any_symbolic
-from ..operation import Operation, trainability_changed, unique_name
+from ..operation import _TRACING, Operation, trainability_changed, unique_name
 from ..operators import ArithmeticOperators
 from ..saving import registration
 
@@ -489,7 +489,22 @@ class Layer(Operation):
         if mask is not None and self._consumes_mask:
             kwargs["mask"] = np.asarray(mask, bool)
         outputs, _ = self.forward(first, *rest, training=training, **kwargs)
+        if _TRACING[0] and self.trainable_weights:
+            return self._constant_node(first, rest, kwargs, outputs)
         return outputs
+
+    def _constant_node(self, first, rest, kwargs, outputs):
+        """Inside a traced call(), a layer with weights called on constants (Keras' position
+        embedding: ``self.pos_emb(ops.arange(maxlen))``) is recorded as a node of the graph, so
+        that its weights train; its output's shape is that of the value just computed."""
+        from ..graph import Node
+        from ..structure import flatten
+
+        if not all(isinstance(y, np.ndarray) for y in flatten(outputs)):
+            return outputs
+        symbolic = [KerasTensor(y.shape, y.dtype.name, name=self.name) for y in flatten(outputs)]
+        Node(self, (first, *rest), kwargs, symbolic[0] if isinstance(outputs, np.ndarray) else symbolic)
+        return symbolic[0] if isinstance(outputs, np.ndarray) else symbolic
 
     def _symbolic_call(self, args, kwargs):
         from ..graph import Node
