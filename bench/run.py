@@ -60,17 +60,23 @@ def main(argv=None):
             torch = None
 
     threads = sorted({int(t) for t in args.threads.split(",")})
-    cases = []
+    cases, modules = [], []
     for family in args.families:
         module = importlib.import_module(f"bench_{family}")
+        modules.append(module)
         cases += module.cases(torch, size=args.size)
 
     print("\n".join(harness.machine_description(torch)) + "\n")
     print(harness.HEADER + "\n" + harness.RULE)
     rounds, batch = (1, 0.005) if args.size == "smoke" else (11, 0.03)
     rows = harness.run_cases(cases, threads, torch, rounds=rounds, batch_seconds=batch)
+    # Families may add what a time table cannot show (e.g. attention's peak memory).
+    notes = [module.notes(torch, size=args.size) for module in modules if hasattr(module, "notes")]
+    notes = "\n\n".join(n for n in notes if n)
+    if notes:
+        print("\n" + notes)
     if not args.no_write:
-        harness.write_results(args.output, rows, harness.machine_description(torch))
+        harness.write_results(args.output, rows, harness.machine_description(torch), note=notes)
         print(f"\nwritten to {args.output}")
 
 
