@@ -156,31 +156,52 @@ void attention_options(const char* fn, AttentionArgs<T>& a, const AttentionShape
   }
 }
 
+// What forward and backward both read: q, k, v and the options, checked, as kernel arguments.
+template <typename T>
+struct AttentionCall {
+  py::array_t<T> q, k, v, bias;
+  py::array_t<uint8_t> mask;
+  AttentionShape shape;
+  AttentionArgs<T> args;
+
+  AttentionCall(const char* fn, py::handle q_obj, py::handle k_obj, py::handle v_obj,
+                py::handle mask_obj, py::handle bias_obj, double scale, bool causal,
+                double dropout_rate, uint64_t seed, int heads_axis) {
+    heads_axis = attention_heads_axis(fn, heads_axis);
+    q = input_array<T>(fn, {"query", q_obj});
+    k = input_array<T>(fn, {"key", k_obj});
+    v = input_array<T>(fn, {"value", v_obj});
+    shape = attention_shape(fn, q, k, v, heads_axis);
+    attention_options(fn, args, shape, mask_obj, bias_obj, scale, causal, dropout_rate, seed, mask,
+                      bias);
+    args.q = attention_view<const T>(q.data(), shape, shape.queries, shape.key_dim);
+    args.k = attention_view<const T>(k.data(), shape, shape.keys, shape.key_dim);
+    args.v = attention_view<const T>(v.data(), shape, shape.keys, shape.value_dim);
+  }
+
+  // A (batch, time, heads, d) tensor of the call's layout: its shape, and a view of `data`.
+  std::vector<Index> tensor(Index time, Index d) const { return shape.tensor(time, d); }
+  template <typename E>
+  HeadsView<E> view(E* data, Index time, Index d) const {
+    return attention_view<E>(data, shape, time, d);
+  }
+};
+
 template <typename T>
 py::tuple attention_forward_impl(py::handle q_obj, py::handle k_obj, py::handle v_obj,
                                  py::handle mask_obj, py::handle bias_obj, double scale,
                                  bool causal, double dropout_rate, uint64_t seed,
                                  bool return_probabilities, int heads_axis) {
-  const char* fn = "attention_forward";
-  heads_axis = attention_heads_axis(fn, heads_axis);
-  auto q = input_array<T>(fn, {"query", q_obj});
-  auto k = input_array<T>(fn, {"key", k_obj});
-  auto v = input_array<T>(fn, {"value", v_obj});
-  const AttentionShape s = attention_shape(fn, q, k, v, heads_axis);
-  AttentionArgs<T> a;
-  py::array_t<uint8_t> mask;
-  py::array_t<T> bias;
-  attention_options(fn, a, s, mask_obj, bias_obj, scale, causal, dropout_rate, seed, mask, bias);
-  a.q = attention_view<const T>(q.data(), s, s.queries, s.key_dim);
-  a.k = attention_view<const T>(k.data(), s, s.keys, s.key_dim);
-  a.v = attention_view<const T>(v.data(), s, s.keys, s.value_dim);
-  auto out = new_array<T>(s.tensor(s.queries, s.value_dim));
+  const AttentionCall<T> c("attention_forward", q_obj, k_obj, v_obj, mask_obj, bias_obj, scale,
+                           causal, dropout_rate, seed, heads_axis);
+  const AttentionShape& s = c.shape;
+  auto out = new_array<T>(c.tensor(s.queries, s.value_dim));
   auto lse = new_array<T>({s.batch, s.heads, s.queries});
   py::object probs_out;
   T* probs = new_array_if<T>(return_probabilities, {s.batch, s.heads, s.queries, s.keys}, probs_out);
   {
     py::gil_scoped_release nogil;
-    attention_forward<T>(a, attention_view<T>(out.mutable_data(), s, s.queries, s.value_dim),
+    attention_forward<T>(c.args, c.view(out.mutable_data(), s.queries, s.value_dim),
                          lse.mutable_data(), probs);
   }
   return py::make_tuple(std::move(out), std::move(lse), probs_out);
@@ -193,35 +214,25 @@ py::tuple attention_backward_impl(py::handle q_obj, py::handle k_obj, py::handle
                                   bool causal, double dropout_rate, uint64_t seed, int heads_axis,
                                   bool need_dq, bool need_dk, bool need_dv) {
   const char* fn = "attention_backward";
-  heads_axis = attention_heads_axis(fn, heads_axis);
-  auto q = input_array<T>(fn, {"query", q_obj});
-  auto k = input_array<T>(fn, {"key", k_obj});
-  auto v = input_array<T>(fn, {"value", v_obj});
-  const AttentionShape s = attention_shape(fn, q, k, v, heads_axis);
+  const AttentionCall<T> c(fn, q_obj, k_obj, v_obj, mask_obj, bias_obj, scale, causal,
+                           dropout_rate, seed, heads_axis);
+  const AttentionShape& s = c.shape;
   auto out = input_array<T>(fn, {"out", out_obj});
-  require_shape(fn, "out", out, s.tensor(s.queries, s.value_dim));
+  require_shape(fn, "out", out, c.tensor(s.queries, s.value_dim));
   auto dout = input_array<T>(fn, {"dout", dout_obj});
-  require_shape(fn, "dout", dout, s.tensor(s.queries, s.value_dim));
+  require_shape(fn, "dout", dout, c.tensor(s.queries, s.value_dim));
   auto lse = input_array<T>(fn, {"logsumexp", lse_obj});
   require_shape(fn, "logsumexp", lse, {s.batch, s.heads, s.queries});
-  AttentionArgs<T> a;
-  py::array_t<uint8_t> mask;
-  py::array_t<T> bias;
-  attention_options(fn, a, s, mask_obj, bias_obj, scale, causal, dropout_rate, seed, mask, bias);
-  a.q = attention_view<const T>(q.data(), s, s.queries, s.key_dim);
-  a.k = attention_view<const T>(k.data(), s, s.keys, s.key_dim);
-  a.v = attention_view<const T>(v.data(), s, s.keys, s.value_dim);
   py::object dq_out, dk_out, dv_out;
-  T* dq = new_array_if<T>(need_dq, s.tensor(s.queries, s.key_dim), dq_out);
-  T* dk = new_array_if<T>(need_dk, s.tensor(s.keys, s.key_dim), dk_out);
-  T* dv = new_array_if<T>(need_dv, s.tensor(s.keys, s.value_dim), dv_out);
+  T* dq = new_array_if<T>(need_dq, c.tensor(s.queries, s.key_dim), dq_out);
+  T* dk = new_array_if<T>(need_dk, c.tensor(s.keys, s.key_dim), dk_out);
+  T* dv = new_array_if<T>(need_dv, c.tensor(s.keys, s.value_dim), dv_out);
   {
     py::gil_scoped_release nogil;
-    attention_backward<T>(a, attention_view<const T>(out.data(), s, s.queries, s.value_dim),
-                          attention_view<const T>(dout.data(), s, s.queries, s.value_dim),
-                          lse.data(), attention_view<T>(dq, s, s.queries, s.key_dim),
-                          attention_view<T>(dk, s, s.keys, s.key_dim),
-                          attention_view<T>(dv, s, s.keys, s.value_dim));
+    attention_backward<T>(c.args, c.view(out.data(), s.queries, s.value_dim),
+                          c.view(dout.data(), s.queries, s.value_dim), lse.data(),
+                          c.view(dq, s.queries, s.key_dim), c.view(dk, s.keys, s.key_dim),
+                          c.view(dv, s.keys, s.value_dim));
   }
   return py::make_tuple(dq_out, dk_out, dv_out);
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "fastnn/dropout.hpp"
 #include "fastnn/gemm.hpp"
 #include "fastnn/scratch.hpp"
 
@@ -17,40 +18,15 @@ namespace {
 constexpr Index kQueryBlock = 128;
 constexpr Index kKeyBlock = 256;
 
+// Dropout on the probabilities: entry (b, h, i, j) is kept by the rule of fastnn/dropout.hpp
+// applied to its flat index.
+struct Dropout : DropoutMask {
+  bool active;
+  Dropout(double rate, uint64_t seed) : DropoutMask(rate, seed), active(rate > 0.0) {}
+};
+
 template <typename T>
 using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-
-inline uint64_t splitmix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// The dropout of the probabilities: entry (b, h, i, j) is kept when the 24-bit draw of its
-// flat index is at or above rate·2²⁴ (the rule of fastnn/dropout.hpp).
-struct AttentionDropout {
-  bool active = false;
-  uint64_t key = 0, threshold = 0;
-  double scale = 1.0;  // 1 / (1 − rate)
-
-  AttentionDropout(double rate, uint64_t seed) {
-    active = rate > 0.0;
-    key = splitmix64(seed);
-    threshold = uint64_t(rate * double(1u << 24));
-    scale = rate < 1.0 ? 1.0 / (1.0 - rate) : 0.0;
-  }
-
-  // out[c] = in[c]·keep(first + c)·scale for c < n (in may be out).
-  template <typename T>
-  void apply(const T* in, T* out, Index n, uint64_t first) const {
-    const T s = T(scale);
-    for (Index c = 0; c < n; ++c) {
-      const uint64_t draw = splitmix64(key ^ (first + uint64_t(c))) >> 40;
-      out[c] = draw >= threshold ? in[c] * s : T(0);
-    }
-  }
-};
 
 // C (m×n, row stride ldc) = / += op(A)·op(B) on the calling thread.
 template <typename T>
@@ -169,7 +145,7 @@ T exp_shifted_sum(T* row, Index n, T shift) {
 }
 
 template <typename T>
-void forward_block(const AttentionArgs<T>& a, const AttentionDropout& drop, Index b, Index h,
+void forward_block(const AttentionArgs<T>& a, const Dropout& drop, Index b, Index h,
                    Index i0, Index rows, const HeadsView<T>& out, T* logsumexp, T* probabilities) {
   const Index dk = a.key_dim, dv = a.value_dim;
   HeadAttention<T> head(a, b, h);
@@ -241,7 +217,7 @@ void forward_block(const AttentionArgs<T>& a, const AttentionDropout& drop, Inde
 }
 
 template <typename T>
-void backward_head(const AttentionArgs<T>& a, const AttentionDropout& drop, Index b, Index h,
+void backward_head(const AttentionArgs<T>& a, const Dropout& drop, Index b, Index h,
                    const HeadsView<const T>& out, const HeadsView<const T>& dout,
                    const T* logsumexp, const HeadsView<T>& dq, const HeadsView<T>& dk,
                    const HeadsView<T>& dv) {
@@ -324,7 +300,7 @@ void attention_forward(const AttentionArgs<T>& a, const HeadsView<T>& out, T* lo
   const Index blocks = (a.queries + kQueryBlock - 1) / kQueryBlock;
   const Index tasks = a.batch * a.heads * blocks;
   if (tasks == 0) return;
-  const AttentionDropout drop(a.dropout_rate, a.seed);
+  const Dropout drop(a.dropout_rate, a.seed);
   const double flops = 2.0 * double(a.batch * a.heads) * double(a.queries) * double(a.keys) *
                        double(a.key_dim + a.value_dim + 4);
   parallel_for(tasks, threads_for(flops), [&](Index t) {
@@ -350,7 +326,7 @@ void attention_backward(const AttentionArgs<T>& a, const HeadsView<const T>& out
         }
     return;
   }
-  const AttentionDropout drop(a.dropout_rate, a.seed);
+  const Dropout drop(a.dropout_rate, a.seed);
   const double flops = 5.0 * double(tasks) * double(a.queries) * double(a.keys) *
                        double(a.key_dim + a.value_dim + 4);
   parallel_for(tasks, threads_for(flops), [&](Index t) {
