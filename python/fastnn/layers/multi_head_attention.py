@@ -70,7 +70,8 @@ class MultiHeadAttention(Layer):
         query_mask, value_mask, key_mask: optional boolean (B, T) / (B, S) masks; in a
             functional model they come from the inputs' Keras masks (Embedding with
             ``mask_zero=True``).
-        attention_mask: optional boolean (B, T, S) (or broadcastable): True = attend.
+        attention_mask: optional boolean (B, T, S) (or broadcastable), or per head
+            (B, num_heads, T, S): True = attend.
         return_attention_scores: bool, default False: also return the probabilities,
             shape (B, num_heads, T, S).
         training: bool: dropout on.
@@ -207,12 +208,14 @@ class MultiHeadAttention(Layer):
         key_shape = self._check_shapes(query_shape, value_shape, None if key_shape is None else tuple(key_shape))
         rank = len(query_shape)
         inner = list(range(1, rank - 1))
-        axes = inner if self._attention_axes is None else sorted(a % (rank - 1) if a < 0 else a
-                                                                 for a in self._attention_axes)
+        # Keras counts a negative axis from the end of the query's shape (-2: the last inner axis)
+        # and keeps the axes in the order given (the order of the scores' axes).
+        axes = inner if self._attention_axes is None else [a + rank if a < 0 else a for a in self._attention_axes]
         if not axes or any(a not in inner for a in axes) or len(set(axes)) != len(axes):
             raise ValueError(f"MultiHeadAttention '{self.name}': 'attention_axes' {self._attention_axes} must name "
                              f"distinct axes among {inner} of inputs of shape {query_shape}")
         self._axes = (tuple(axes), tuple(a for a in inner if a not in axes))
+        self._check_other_axes(query_shape, value_shape)
         heads = self._num_heads
         self._query_dense = self._projection(rank, 1, 2, (heads, self._key_dim), "query")
         self._query_dense.ensure_built(query_shape)
@@ -228,11 +231,26 @@ class MultiHeadAttention(Layer):
         self._output_dense.ensure_built(query_shape[:-1] + (heads, self._value_dim))
         return self.compute_output_shape(query_shape, value_shape, key_shape)
 
+    def _check_other_axes(self, query_shape, value_shape):
+        """The inner axes attention does not run over are batch axes: query and value agree on them."""
+        if self._axes is None or len(query_shape) != len(value_shape):
+            return
+        for a in self._axes[1]:
+            if None not in (query_shape[a], value_shape[a]) and query_shape[a] != value_shape[a]:
+                raise ValueError(f"MultiHeadAttention '{self.name}': axis {a} is not an attention axis (attention_axes="
+                                 f"{self._attention_axes}), so 'query' and 'value' must have the same size on it; "
+                                 f"got shapes {tuple(query_shape)} and {tuple(value_shape)}")
+
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
         if value_shape is None and isinstance(query_shape, list):
             query_shape, value_shape, key_shape = (list(query_shape) + [None, None])[:3]
-        query_shape = tuple(query_shape)
-        self._check_shapes(query_shape, tuple(value_shape), None if key_shape is None else tuple(key_shape))
+        query_shape, value_shape = tuple(query_shape), tuple(value_shape)
+        key_shape = self._check_shapes(query_shape, value_shape, None if key_shape is None else tuple(key_shape))
+        self._check_other_axes(query_shape, value_shape)
+        if self._query_dense is not None:  # built: the projections check the ranks and feature sizes
+            for dense, shape in ((self._query_dense, query_shape), (self._value_dense, value_shape),
+                                 (self._key_dense, key_shape)):
+                dense.compute_output_shape(shape)
         return query_shape[:-1] + (self._output_shape or (query_shape[-1],))
 
     def _scores_shape(self, query_shape, value_shape):
@@ -295,16 +313,20 @@ class MultiHeadAttention(Layer):
             m = m.astype(bool).reshape(batch, 1, 1, s)
             mask = m if mask is None else mask & m
         if attention_mask is not None:
+            # (B, T, S) or fewer axes, or per head (B, heads, T, S) (Keras broadcasts over the heads)
             m = np.asarray(attention_mask).astype(bool)
+            full = (batch, self._num_heads, t, s) if m.ndim == 4 else (batch, t, s)
+            what = "(batch, T, S)" if m.ndim != 4 else "(batch, num_heads, T, S)"
             try:
-                m = np.broadcast_to(m, np.broadcast_shapes(m.shape, (batch, t, s)))
+                m = np.broadcast_to(m, np.broadcast_shapes(m.shape, full))
             except ValueError:
-                raise ValueError(f"{who}: 'attention_mask' must broadcast to (batch, T, S) = {(batch, t, s)}, got "
-                                 f"shape {m.shape}") from None
-            if m.shape != (batch, t, s):
-                raise ValueError(f"{who}: 'attention_mask' must broadcast to (batch, T, S) = {(batch, t, s)}, got "
-                                 f"shape {np.shape(attention_mask)}")
-            m = m[:, None]
+                raise ValueError(f"{who}: 'attention_mask' must broadcast to {what} = {full}, got shape "
+                                 f"{m.shape}") from None
+            if m.shape != full:
+                raise ValueError(f"{who}: 'attention_mask' must broadcast to {what} = {full}, got shape "
+                                 f"{np.shape(attention_mask)}")
+            if m.ndim == 3:
+                m = m[:, None]
             mask = m if mask is None else mask & m
         if self._sliding_window is not None:
             band = np.abs(np.arange(t)[:, None] - np.arange(s)[None, :]) < self._sliding_window
@@ -315,8 +337,8 @@ class MultiHeadAttention(Layer):
                 key_mask=None, attention_mask=None, return_attention_scores=False, use_causal_mask=False):
         self_key = key is None
         key = value if self_key else key
-        if key_mask is not None and self_key:
-            key_mask = None  # (Keras: ignored without a separate key)
+        # (an explicit key_mask applies even without a separate key, as in Keras' code, whatever
+        # its docstring says; a graph fills key_mask only when a key tensor is passed)
         keep = training or keep_cache
         who = f"MultiHeadAttention '{self.name}'"
         qp, q_cache = self._query_dense.forward(query, keep)
