@@ -353,6 +353,55 @@ def test_embedding_masks_reach_the_layer_in_a_functional_model(rng):
                                atol=1e-6)
 
 
+class _AttentionBlock(layers.Layer):
+    """A custom layer calling MultiHeadAttention inside its call() (Keras' TransformerBlock)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.att = MHA(num_heads=2, key_dim=3)
+
+    def call(self, x):
+        return self.att(x, x)
+
+
+@pytest.mark.parametrize("wrapper", ["layer", "subclassed_model"])
+def test_masks_reach_a_layer_inside_a_custom_layer_call(wrapper, rng):
+    """Keras' layers inside a custom call() see their inputs' masks: Embedding(mask_zero=True)
+    -> Block()(x) attends as mha(e, e, query_mask, value_mask), and the block's output carries
+    the query's mask on (a following LSTM skips the padding)."""
+    keras.utils.set_random_seed(4)
+    tokens = masked_tokens()
+    inputs = keras.Input((7,), dtype="int32")
+    embedding = layers.Embedding(10, 6, mask_zero=True)
+    if wrapper == "layer":
+        block = _AttentionBlock()
+        attention = block.att
+    else:
+        class Block(keras.Model):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.att = MHA(num_heads=2, key_dim=3)
+
+            def call(self, x):
+                return self.att(x, x)
+
+        block = Block()
+        attention = block.att
+    lstm = layers.LSTM(4)
+    attended = block(embedding(inputs))
+    model = keras.Model(inputs, attended)
+    with_lstm = keras.Model(inputs, lstm(attended))
+    random_weights(attention, rng)
+
+    e = embedding(tokens)
+    mask = tokens != 0
+    explicit = attention(e, e, query_mask=mask, value_mask=mask)
+    np.testing.assert_allclose(model.predict(tokens, verbose=0), explicit, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(explicit, attention(e, e), atol=1e-3)  # the masks matter
+    np.testing.assert_allclose(with_lstm.predict(tokens, verbose=0), lstm(explicit, mask=mask), rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_query_value_and_key_masks_come_from_their_own_tensors(rng):
     """Cross-attention with three token inputs: query_mask, value_mask and key_mask are each
     the mask of the tensor passed in that place; an explicit mask argument wins (Keras)."""

@@ -352,6 +352,9 @@ class Graph:
                     mode = True
             if slot_masks is not None and step.consumes_mask and not step.mask_kwarg:
                 mask = slot_masks[step.in_slots[0]] if step.in_slots else None
+                if step.graph_masks and len(step.in_slots) > 1:  # a nested graph: every input's mask
+                    mask = [slot_masks[s] for s in step.in_slots]
+                    mask = mask if any(m is not None for m in mask) else None
                 if mask is not None:
                     kwargs = {**kwargs, "mask": mask}
             if slot_masks is not None and step.mask_sources:

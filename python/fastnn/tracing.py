@@ -139,12 +139,17 @@ def forward(layer, inputs, training, kwargs):
     """The traced layer's (outputs, cache)."""
     kwargs = dict(kwargs)
     keep_cache = kwargs.pop("keep_cache", False)
-    kwargs.pop("mask", None)
+    mask = kwargs.pop("mask", None)
     if kwargs:
         raise TypeError(f"{type(layer).__name__} '{layer.name}': unexpected call arguments {sorted(kwargs)} "
                         "(a traced call() takes its inputs and training)")
     found = trace_for(layer, inputs, training)
-    outputs, tape = found.graph.forward(flatten(inputs), training, keep_cache=keep_cache)
+    flat = flatten(inputs)
+    masks = None
+    if mask is not None:  # the inputs' masks flow on through the traced graph
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
+        masks = (masks + [None] * len(flat))[:len(flat)]
+    outputs, tape = found.graph.forward(flat, training, keep_cache=keep_cache, masks=masks)
     return pack_like(found.outputs, outputs), TracedCall(found, tape)
 
 

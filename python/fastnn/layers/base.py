@@ -165,7 +165,6 @@ class Layer(Operation):
     """
 
     supports_masking = False
-    _consumes_mask = False
     _shape_preserving = False  # output shape == input shape (elementwise layers)
     _flexible_input_shape = False  # once built, other input shapes go to compute_output_shape to judge
 
@@ -359,6 +358,12 @@ class Layer(Operation):
         """Whether this layer is written with call() (its forward is a traced graph)."""
         cls = type(self)
         return cls.call is not Layer.call and cls.forward is Layer.forward
+
+    @property
+    def _consumes_mask(self):
+        """A traced call() takes its inputs' masks into its graph (as Keras' layers inside a
+        custom layer see them); built-in layers that use masks say so with a class attribute."""
+        return self._is_traced()
 
     @property
     def _graph_masks(self):

@@ -187,7 +187,7 @@ class Model(Layer):
     def forward(self, inputs, training=False, penalties=False, mask=None, keep_cache=False, **kwargs):
         """(outputs, cache): the model's graph run on `inputs` (arrays in the inputs' structure)."""
         if not self._functional:
-            return super().forward(inputs, training, keep_cache=keep_cache, **kwargs)
+            return super().forward(inputs, training, keep_cache=keep_cache, mask=mask, **kwargs)
         flat = self._flatten_inputs(inputs)
         masks = None if mask is None else (list(mask) if isinstance(mask, (list, tuple)) else [mask])
         outputs, tape = self._graph.forward(flat, training, penalties=penalties, masks=masks, keep_cache=keep_cache)
