@@ -203,3 +203,38 @@ def test_layers_and_ops_share_one_namespace_so_configs_never_collide(rng):
     clone = keras.Model.from_config(model.get_config())
     x = [rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)]
     np.testing.assert_allclose(clone.predict(x), 2 * x[0] + x[1], rtol=1e-6)
+
+
+@register_keras_serializable(package="TestSavingGraphs")
+class TokenAndPositionEmbedding(layers.Layer):
+    """Keras' example layer: its sublayers are auto-named (embedding_7...), and position
+    embeddings of ops.arange."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.maxlen, self.vocab_size, self.embed_dim = maxlen, vocab_size, embed_dim
+        self.token_emb = layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+        self.pos_emb = layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+    def call(self, x):
+        return self.token_emb(x) + self.pos_emb(ops.arange(0, self.maxlen))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(maxlen=self.maxlen, vocab_size=self.vocab_size, embed_dim=self.embed_dim)
+        return config
+
+
+def test_custom_layers_with_auto_named_sublayers_load_in_the_same_process(tmp_path, rng):
+    """The loaded model's sublayers get other automatic names than the saved ones (the process
+    has made layers since): weights still match by structure, as in Keras."""
+    inputs = keras.Input((8,), dtype="int32")
+    model = keras.Model(inputs, layers.Dense(2)(TokenAndPositionEmbedding(8, 10, 4)(inputs)))
+    model.compile("adam", "mse")
+    x = rng.integers(0, 10, (16, 8))
+    model.fit(x, rng.random((16, 2)), epochs=1, verbose=0)
+    path = tmp_path / "m.fastnn"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert [v.name for v in loaded.weights] != [v.name for v in model.weights]
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

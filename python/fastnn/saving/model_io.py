@@ -165,6 +165,13 @@ def _short_name(layer, var):
     return var.name[len(prefix):] if var.name.startswith(prefix) else var.name
 
 
+def _base_name(weight_name):
+    """'kernel' of 'dense_3/kernel': a sublayer's weights are named after the sublayer, whose
+    automatic name depends on how many layers the process made before (Keras matches weights by
+    structure, not by such names): the order, the shapes and this last part identify them."""
+    return str(weight_name).rsplit("/", 1)[-1]
+
+
 def _weight_arrays(model):
     """Manifest entries and values of every weight."""
     out = []
@@ -427,7 +434,8 @@ def _layer_mismatch(layer, variables, items):
         if j >= len(variables):
             return f"the file's weight {_describe(entry)} has no counterpart in the model"
         var = variables[j]
-        if tuple(var.shape) != tuple(array.shape) or entry.get("weight") != _short_name(layer, var):
+        if tuple(var.shape) != tuple(array.shape) or _base_name(entry.get("weight")) != _base_name(
+                _short_name(layer, var)):
             return f"the model's weight {_describe_var(layer, var)} does not match the file's {_describe(entry)}"
         if array.dtype.kind not in "fiub":
             return f"the file's weight {_describe(entry)} is not numeric"
