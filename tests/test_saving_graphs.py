@@ -232,7 +232,7 @@ def test_custom_layers_with_auto_named_sublayers_load_in_the_same_process(tmp_pa
     model = keras.Model(inputs, layers.Dense(2)(TokenAndPositionEmbedding(8, 10, 4)(inputs)))
     model.compile("adam", "mse")
     x = rng.integers(0, 10, (16, 8))
-    model.fit(x, rng.random((16, 2)), epochs=1, verbose=0)
+    model.fit(x, rng.random((16, 8, 2)), epochs=1, verbose=0)
     path = tmp_path / "m.fastnn"
     model.save(path)
     loaded = keras.models.load_model(path)
