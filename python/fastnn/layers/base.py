@@ -150,7 +150,10 @@ class Layer(Operation):
     Masks (Keras): a layer with ``supports_masking`` passes the mask of its input on
     (``compute_mask``); a layer that produces one (Embedding with mask_zero=True) overrides
     ``compute_mask`` and ``_may_produce_mask``; a layer that uses one (recurrent layers) sets
-    ``_consumes_mask`` and takes ``forward(x, training, mask=...)``.
+    ``_consumes_mask`` and takes ``forward(x, training, mask=...)``. A layer written with
+    ``call`` gets its input's mask as Keras gives it, in ``call(inputs, mask=None)``; its
+    output's mask is what its ``compute_mask`` says when it overrides it or sets
+    ``supports_masking``, else what the layers inside it made.
 
     Example:
         >>> class Linear(fastnn.layers.Layer):
@@ -165,7 +168,6 @@ class Layer(Operation):
     """
 
     supports_masking = False
-    _consumes_mask = False
     _shape_preserving = False  # output shape == input shape (elementwise layers)
     _flexible_input_shape = False  # once built, other input shapes go to compute_output_shape to judge
 
@@ -361,11 +363,31 @@ class Layer(Operation):
         return cls.call is not Layer.call and cls.forward is Layer.forward
 
     @property
+    def _consumes_mask(self):
+        """Whether forward takes the input's mask: a layer written with ``call(inputs, mask=None)``
+        (Keras passes the mask in); the built-in layers that use one set this to True."""
+        if not self._is_traced():
+            return False
+        from .. import tracing
+
+        return tracing.takes_mask(self)
+
+    @property
     def _graph_masks(self):
-        """A traced layer's output masks come from its own graph's walk."""
-        return self._is_traced()
+        """A traced layer's output masks come from its own graph's walk, unless the layer says
+        what they are (Keras 3: it overrides ``compute_mask``, or sets ``supports_masking`` to
+        pass its input's mask on)."""
+        return self._is_traced() and not self._declares_masks()
+
+    def _declares_masks(self):
+        return self._overrides_compute_mask() or bool(self.supports_masking)
+
+    def _overrides_compute_mask(self):
+        return type(self).compute_mask is not Layer.compute_mask
 
     def _may_produce_mask(self):
+        if self._is_traced() and self._overrides_compute_mask():
+            return True  # a user's compute_mask may make one (TokenAndPositionEmbedding's padding mask)
         return any(trace.graph.has_masks for trace in self._traces.values())
 
     def compute_mask(self, inputs, mask=None):
