@@ -27,16 +27,20 @@ def make_reviews(rng, n, vocab_size, max_words):
     return reviews, np.array(labels)
 
 
-def main(samples=4000, vocab_size=200, max_words=40, embedding_dim=32, epochs=4, seed=0, verbose=2):
-    rng = np.random.default_rng(seed)
-    keras.utils.set_random_seed(seed)
-    reviews, y = make_reviews(rng, samples, vocab_size, max_words)
+def load_reviews(samples, vocab_size, max_words, seed):
+    """((x_train, y_train), (x_test, y_test)): reviews padded with zeros at the front to
+    max_words, 4/5 of them for training."""
+    reviews, y = make_reviews(np.random.default_rng(seed), samples, vocab_size, max_words)
     x = keras.preprocessing.sequence.pad_sequences(reviews, maxlen=max_words)  # zeros first
     split = samples * 4 // 5
-    x_train, y_train, x_test, y_test = x[:split], y[:split], x[split:], y[split:]
+    return (x[:split], y[:split]), (x[split:], y[split:])
 
+
+def bidirectional_lstm_accuracy(data, vocab_size, embedding_dim=32, epochs=4, verbose=2):
+    """Trains the bidirectional LSTM on data = load_reviews(...); returns its test accuracy."""
+    (x_train, y_train), (x_test, y_test) = data
     model = keras.Sequential([
-        keras.layers.Embedding(vocab_size + 1, embedding_dim, input_length=max_words, mask_zero=True),
+        keras.layers.Embedding(vocab_size + 1, embedding_dim, input_length=x_train.shape[1], mask_zero=True),
         keras.layers.Bidirectional(keras.layers.LSTM(units=embedding_dim, dropout=0.2)),
         keras.layers.Dense(units=64, activation="relu"),
         keras.layers.Dropout(rate=0.2),
@@ -44,17 +48,28 @@ def main(samples=4000, vocab_size=200, max_words=40, embedding_dim=32, epochs=4,
     ])
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=32, validation_split=0.1, verbose=verbose)
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    return model.evaluate(x_test, y_test, verbose=0)[1]
 
+
+def bag_of_words_accuracy(data, vocab_size, embedding_dim=32, epochs=4):
+    """Trains the bag-of-embeddings baseline (word order lost) on data; returns its test accuracy."""
+    (x_train, y_train), (x_test, y_test) = data
     bag = keras.Sequential([
-        keras.layers.Embedding(vocab_size + 1, embedding_dim, input_length=max_words),
+        keras.layers.Embedding(vocab_size + 1, embedding_dim, input_length=x_train.shape[1]),
         keras.layers.GlobalAveragePooling1D(),
         keras.layers.Dense(units=64, activation="relu"),
         keras.layers.Dense(units=1, activation="sigmoid"),
     ])
     bag.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     bag.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
-    _, bag_accuracy = bag.evaluate(x_test, y_test, verbose=0)
+    return bag.evaluate(x_test, y_test, verbose=0)[1]
+
+
+def main(samples=4000, vocab_size=200, max_words=40, embedding_dim=32, epochs=4, seed=0, verbose=2):
+    keras.utils.set_random_seed(seed)
+    data = load_reviews(samples, vocab_size, max_words, seed)
+    accuracy = bidirectional_lstm_accuracy(data, vocab_size, embedding_dim, epochs, verbose)
+    bag_accuracy = bag_of_words_accuracy(data, vocab_size, embedding_dim, epochs)
     print(f"bidirectional LSTM test accuracy: {accuracy:.3f}; bag of words: {bag_accuracy:.3f}")
     return accuracy, bag_accuracy
 

@@ -24,6 +24,14 @@ def test_text_classification_example_reads_word_order():
     assert bag_accuracy < 0.7  # word counts alone cannot tell
 
 
+def test_transformer_example_reads_word_order():
+    example = runpy.run_path(str(ROOT / "examples" / "transformer_classification.py"))
+    accuracy, lstm_accuracy, bag_accuracy = example["main"](samples=8000, epochs=12, verbose=0)
+    assert accuracy >= 0.9
+    assert lstm_accuracy >= 0.95
+    assert bag_accuracy < 0.65  # word counts alone cannot tell
+
+
 def test_siamese_example_tells_matching_digits_apart():
     example = runpy.run_path(str(ROOT / "examples" / "siamese_digits.py"))
     assert example["main"]() >= 0.95  # chance is 0.5

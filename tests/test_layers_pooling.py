@@ -225,6 +225,43 @@ def test_global_pooling(rng, cls, rank, mode, keepdims):
     assert config["keepdims"] is keepdims and config["data_format"] == "channels_last"
 
 
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_average_pooling1d_averages_the_unmasked_steps(rng, keepdims):
+    """Keras: with a mask, the mean is over the unmasked steps only; the output has no mask."""
+    layer = layers.GlobalAveragePooling1D(keepdims=keepdims, dtype="float64")
+    x = distinct(rng, (3, 5, 4))
+    mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [1, 0, 1, 0, 0]], bool)
+    want = np.stack([x[i][mask[i]].mean(axis=0) for i in range(3)])
+    want = want[:, None] if keepdims else want
+    np.testing.assert_allclose(layer(x, mask=mask), want, rtol=1e-14)
+    y, cache = layer.forward(x, training=True, mask=mask)
+    np.testing.assert_allclose(y, want, rtol=1e-14)
+    dy = rng.uniform(-1, 1, y.shape)
+    dx = layer.backward(cache, dy)
+    assert dx.shape == x.shape and layer.backward(cache, dy, need_input_grad=False) is None
+    np.testing.assert_allclose(dx, dy.reshape(3, 1, 4) * mask[..., None] / mask.sum(1)[:, None, None], rtol=1e-14)
+    assert layer.compute_mask(x, mask) is None
+    with pytest.raises(ValueError, match=r"the mask must have shape \(batch, steps\) = \(3, 5\)"):
+        layer(x, mask=mask[:, :4])
+
+
+def test_global_average_pooling1d_takes_the_mask_of_an_embedding(rng):
+    """In a model, the padding mask of Embedding(mask_zero=True) reaches the pooling (as Keras):
+    padded steps change neither the output nor get a gradient."""
+    tokens = np.array([[0, 0, 3, 4], [1, 2, 3, 4], [0, 5, 5, 6]])
+    model = keras.Sequential([keras.Input((4,)), layers.Embedding(8, 3, mask_zero=True),
+                              layers.GlobalAveragePooling1D(), layers.Dense(2, activation="softmax")])
+    embeddings = model.layers[0].get_weights()[0]
+    pooled = np.stack([embeddings[t[t != 0]].mean(axis=0) for t in tokens])
+    kernel, bias = model.layers[-1].get_weights()
+    logits = pooled @ kernel + bias
+    want = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict(tokens, verbose=0), want, rtol=1e-5)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.fit(tokens, np.array([0, 1, 0]), epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.layers[0].get_weights()[0][0], embeddings[0])  # padding: no gradient
+
+
 # ----------------------------------------------------------------------------------------
 # ZeroPadding2D and UpSampling2D
 # ----------------------------------------------------------------------------------------

@@ -101,3 +101,17 @@ def test_lambda_declared_output_shape_is_checked_when_the_graph_is_built():
 def test_lambda_with_numpy_maths_says_to_use_ops():
     with pytest.raises(TypeError, match="symbolic tensor.*fastnn.ops"):
         layers.Lambda(lambda x: np.exp(x))(fastnn.Input((3,)))
+
+
+def test_lambda_mask_is_the_output_mask_in_a_model():
+    """Lambda(mask=...) says its output's mask (a function of the inputs and their mask)."""
+    tokens = np.array([[0, 0, 3, 4], [1, 2, 3, 0]])
+    inputs = fastnn.Input((4,))
+    embedded = layers.Embedding(6, 3, mask_zero=True)(inputs)
+    doubled = layers.Lambda(lambda x: x * 2.0, mask=lambda x, mask: mask)(embedded)
+    unmasked = layers.Lambda(lambda x: x * 2.0)(embedded)  # no mask= : the output has none (Keras)
+    model = fastnn.Model(inputs, [doubled, layers.GlobalAveragePooling1D()(doubled),
+                                  layers.GlobalAveragePooling1D()(unmasked)])
+    y, pooled, pooled_all = model.predict(tokens, verbose=0)
+    np.testing.assert_allclose(pooled, np.stack([y[i][tokens[i] != 0].mean(axis=0) for i in range(2)]), rtol=1e-6)
+    np.testing.assert_allclose(pooled_all, y.mean(axis=1), rtol=1e-6)

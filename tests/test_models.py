@@ -94,6 +94,12 @@ def test_main_module_trains_a_bidirectional_lstm_on_the_digits():
     assert main(["--model", "rnn", "--epochs", "20", "--verbose", "0"]) >= 0.95
 
 
+def test_main_module_trains_a_transformer_on_the_digits():
+    from fastnn.__main__ import main
+
+    assert main(["--model", "transformer", "--epochs", "20", "--verbose", "0"]) >= 0.95
+
+
 def test_predict_matches_an_independent_numpy_forward(digits):
     (x_train, _), _ = digits
     model = small_model()

@@ -155,3 +155,80 @@ def test_call_must_return_tensors_computed_from_its_inputs():
 
     with pytest.raises(ValueError, match="call\\(\\) returned a ndarray, not a tensor computed from its inputs"):
         Constant()(np.ones((2, 3), np.float32))
+
+
+# ---- masks through custom layers (Keras 3's rules) -----------------------------------------------
+class TokenAndPositionEmbedding(layers.Layer):
+    """Keras' example layer, with the padding mask of its token embedding (compute_mask)."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.token_emb = layers.Embedding(vocab_size, embed_dim, mask_zero=True)
+        self.pos_emb = layers.Embedding(maxlen, embed_dim)
+
+    def call(self, x):
+        return self.token_emb(x) + self.pos_emb(ops.arange(0, ops.shape(x)[-1], 1))
+
+    def compute_mask(self, inputs, mask=None):
+        return self.token_emb.compute_mask(inputs)
+
+
+class MaskedAttention(layers.Layer):
+    """call(inputs, mask=None) receives its input's mask; supports_masking passes it on."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.att = layers.MultiHeadAttention(num_heads=2, key_dim=3)
+        self.seen = []
+
+    def call(self, inputs, mask=None):
+        self.seen.append(mask)
+        return inputs + self.att(inputs, inputs, query_mask=mask, value_mask=mask)
+
+
+TOKENS = np.array([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5], [0, 6, 6, 2, 1]])
+
+
+def test_a_custom_layer_gives_the_mask_its_compute_mask_says():
+    inputs = keras.Input((5,))
+    embedded = TokenAndPositionEmbedding(5, 8, 4)(inputs)
+    model = keras.Model(inputs, [embedded, layers.GlobalAveragePooling1D()(embedded)])
+    x, pooled = model.predict(TOKENS, verbose=0)
+    np.testing.assert_allclose(pooled, np.stack([x[i][TOKENS[i] != 0].mean(axis=0) for i in range(3)]), rtol=1e-6)
+
+
+def test_a_custom_layer_call_receives_its_input_mask_and_passes_it_on(rng):
+    inputs = keras.Input((5,))
+    embedding = TokenAndPositionEmbedding(5, 8, 6)
+    block = MaskedAttention()
+    x = embedding(inputs)
+    y = block(x)
+    model = keras.Model(inputs, [x, y, layers.GlobalAveragePooling1D()(y)])
+    assert block.seen[-1] is None  # traced without a mask for the output shape
+    x_val, y_val, pooled = model.predict(TOKENS, verbose=0)
+    assert block.seen[-1] is not None and block.seen[-1].dtype == "bool"  # traced with a symbolic mask
+    mask = TOKENS != 0
+    want = x_val + block.att(x_val, x_val, query_mask=mask, value_mask=mask)
+    np.testing.assert_allclose(y_val, want, rtol=1e-6)
+    np.testing.assert_allclose(block(x_val, mask=mask), want, rtol=1e-6)  # an explicit mask, eagerly
+    np.testing.assert_allclose(pooled, np.stack([y_val[i][mask[i]].mean(axis=0) for i in range(3)]), rtol=1e-6)
+    # the padded steps' values do not matter; training goes through the masked graph
+    head = layers.Dense(1, activation="sigmoid")(layers.GlobalAveragePooling1D()(y))
+    classifier = keras.Model(inputs, head)
+    classifier.compile("adam", "binary_crossentropy")
+    tokens = rng.integers(0, 8, (64, 5))
+    history = classifier.fit(tokens, (tokens[:, -1] > 3).astype("float32"), epochs=2, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+
+
+def test_a_custom_layer_without_a_mask_argument_or_compute_mask_keeps_keras_rules():
+    class Plain(layers.Layer):
+        def call(self, inputs):
+            return inputs * 2.0
+
+    inputs = keras.Input((5,))
+    y = Plain()(layers.Embedding(8, 4, mask_zero=True)(inputs))
+    model = keras.Model(inputs, [y, layers.GlobalAveragePooling1D()(y)])
+    y_val, pooled = model.predict(TOKENS, verbose=0)
+    np.testing.assert_allclose(pooled, y_val.mean(axis=1), rtol=1e-6)  # the mask stopped at the layer

@@ -9,7 +9,10 @@ the layer's forward and backward are that graph's, run with the kernels of the l
 it and the recorded derivatives of the ops.
 
 A ``call`` that takes ``training`` is traced once per value of it (Dropout, BatchNormalization
-and Python branches on ``training`` behave as written). Python control flow on tensor values
+and Python branches on ``training`` behave as written). A ``call`` that takes ``mask`` gets, as
+in Keras, the mask of its input (``Embedding(mask_zero=True)`` upstream, or ``layer(x,
+mask=m)``) as a symbolic boolean tensor, an extra input of the graph (traced once with a mask
+and once without, None). Python control flow on tensor values
 cannot be traced: it raises a TypeError that says so (see ``fastnn.keras_tensor``).
 """
 
@@ -24,12 +27,13 @@ from .keras_tensor import KerasTensor
 
 
 class Trace:
-    """One traced call(): its graph and the structure of its inputs and outputs."""
+    """One traced call(): its graph and the structure of its inputs and outputs (the graph's
+    inputs are the flattened inputs, then the mask when call() was given one)."""
 
-    __slots__ = ("graph", "inputs", "outputs")
+    __slots__ = ("graph", "inputs", "outputs", "n_inputs")
 
-    def __init__(self, graph, inputs, outputs):
-        self.graph, self.inputs, self.outputs = graph, inputs, outputs
+    def __init__(self, graph, inputs, outputs, n_inputs):
+        self.graph, self.inputs, self.outputs, self.n_inputs = graph, inputs, outputs, n_inputs
 
 
 class TracedCall:
@@ -53,13 +57,22 @@ def _takes(layer, argument):
     return argument in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
 
 
+def takes_mask(layer):
+    """Whether ``layer.call`` names a ``mask`` argument (Keras then passes the input's mask)."""
+    try:
+        return "mask" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _spec(x):
     """(unbatched shape, dtype) of an array or symbolic tensor."""
     return (None,) + tuple(x.shape[1:]), np.dtype(x.dtype).name
 
 
-def trace(layer, specs, training):
-    """Runs layer.call on symbolic inputs described by `specs` (a structure of (shape, dtype)).
+def trace(layer, specs, training, mask_spec=None):
+    """Runs layer.call on symbolic inputs described by `specs` (a structure of (shape, dtype)),
+    and on a symbolic ``mask`` described by `mask_spec` when given.
 
     Returns:
         Trace.
@@ -73,6 +86,10 @@ def trace(layer, specs, training):
 
     inputs = _map_specs(specs, symbolic)
     kwargs = {"training": training} if _takes(layer, "training") else {}
+    extra = []
+    if mask_spec is not None:
+        extra = [KerasTensor(mask_spec[0], mask_spec[1], name=f"{layer.name}_mask")]
+        kwargs["mask"] = extra[0]
     operation._TRACING[0] += 1
     try:
         outputs = layer.call(inputs, **kwargs)
@@ -83,8 +100,8 @@ def trace(layer, specs, training):
             raise ValueError(f"{type(layer).__name__} '{layer.name}': call() returned a {type(out).__name__}, not a "
                              "tensor computed from its inputs; compute the outputs from the inputs with layers and "
                              "fastnn.ops functions")
-    graph = Graph(flatten(inputs), flatten(outputs), name=layer.name)
-    return Trace(graph, inputs, outputs)
+    graph = Graph(flatten(inputs) + extra, flatten(outputs), name=layer.name)
+    return Trace(graph, inputs, outputs, len(flatten(inputs)))
 
 
 def _map_specs(specs, fn):
@@ -125,13 +142,14 @@ def trace_for(layer, inputs, training):
     return trace_for_specs(layer, _specs_of(inputs), training)
 
 
-def trace_for_specs(layer, specs, training):
-    """The trace of layer.call for inputs described by `specs`, made once per specs and mode."""
+def trace_for_specs(layer, specs, training, mask_spec=None):
+    """The trace of layer.call for inputs described by `specs` (and a mask described by
+    `mask_spec`), made once per specs, mask spec and mode."""
     mode = bool(training) if _takes(layer, "training") else None
-    key = (_key(specs), mode)
+    key = (_key(specs), mode) if mask_spec is None else (_key(specs), mode, mask_spec)
     found = layer._traces.get(key)
     if found is None:
-        found = layer._traces[key] = trace(layer, specs, bool(training))
+        found = layer._traces[key] = trace(layer, specs, bool(training), mask_spec)
     return found
 
 
@@ -142,13 +160,22 @@ def forward(layer, inputs, training, kwargs):
     mask = kwargs.pop("mask", None)
     if kwargs:
         raise TypeError(f"{type(layer).__name__} '{layer.name}': unexpected call arguments {sorted(kwargs)} "
-                        "(a traced call() takes its inputs and training)")
-    found = trace_for(layer, inputs, training)
+                        "(a traced call() takes its inputs, training and mask)")
     flat = flatten(inputs)
     masks = None
-    if mask is not None:  # the inputs' masks flow on through the traced graph
+    if mask is not None:  # the inputs' masks flow on through the graph: the layers inside see them
         masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
         masks = (masks + [None] * len(flat))[:len(flat)]
+    if mask is not None and takes_mask(layer):
+        if isinstance(mask, (list, tuple, dict)):
+            raise TypeError(f"{type(layer).__name__} '{layer.name}': call() takes one mask array (the mask of its "
+                            f"first input), got a {type(mask).__name__}")
+        mask = np.asarray(mask, bool)
+        found = trace_for_specs(layer, _specs_of(inputs), training, _spec(mask))
+        flat = flat + [mask]
+        masks = masks + [None]
+    else:  # (a call() that takes no mask argument does not get one, as in Keras)
+        found = trace_for(layer, inputs, training)
     outputs, tape = found.graph.forward(flat, training, keep_cache=keep_cache, masks=masks)
     return pack_like(found.outputs, outputs), TracedCall(found, tape)
 
@@ -156,10 +183,11 @@ def forward(layer, inputs, training, kwargs):
 def backward(layer, cache, dys, need_input_grad, accumulate):
     """The traced layer's input gradients (weights' gradients into the flat buffer)."""
     found, tape = cache.trace, cache.tape
-    n_in = len(found.graph.inputs)
+    n_in = found.n_inputs
     d_outputs = flatten(dys) if len(found.graph.outputs) > 1 else [dys]
     needs = need_input_grad if isinstance(need_input_grad, (list, tuple)) else [need_input_grad] * n_in
-    d_inputs = found.graph.backward(tape, d_outputs, needs, accumulate)
+    needs = list(needs) + [False] * (len(found.graph.inputs) - n_in)  # the mask has no gradient
+    d_inputs = found.graph.backward(tape, d_outputs, needs, accumulate)[:n_in]
     return d_inputs[0] if n_in == 1 else d_inputs
 
 

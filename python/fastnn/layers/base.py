@@ -150,7 +150,10 @@ class Layer(Operation):
     Masks (Keras): a layer with ``supports_masking`` passes the mask of its input on
     (``compute_mask``); a layer that produces one (Embedding with mask_zero=True) overrides
     ``compute_mask`` and ``_may_produce_mask``; a layer that uses one (recurrent layers) sets
-    ``_consumes_mask`` and takes ``forward(x, training, mask=...)``.
+    ``_consumes_mask`` and takes ``forward(x, training, mask=...)``. A layer written with
+    ``call`` gets its input's mask as Keras gives it, in ``call(inputs, mask=None)``; its
+    output's mask is what its ``compute_mask`` says when it overrides it or sets
+    ``supports_masking``, else what the layers inside it made.
 
     Example:
         >>> class Linear(fastnn.layers.Layer):
@@ -361,16 +364,27 @@ class Layer(Operation):
 
     @property
     def _consumes_mask(self):
-        """A traced call() takes its inputs' masks into its graph (as Keras' layers inside a
-        custom layer see them); built-in layers that use masks say so with a class attribute."""
+        """Whether forward takes the input's mask: a layer written with call() takes it into its
+        graph (the layers inside see it, as in Keras; a ``call(inputs, mask=None)`` also gets it
+        as an argument); the built-in layers that use one set this to True."""
         return self._is_traced()
 
     @property
     def _graph_masks(self):
-        """A traced layer's output masks come from its own graph's walk."""
-        return self._is_traced()
+        """A traced layer's output masks come from its own graph's walk, unless the layer says
+        what they are (Keras 3: it overrides ``compute_mask``, or sets ``supports_masking`` to
+        pass its input's mask on)."""
+        return self._is_traced() and not self._declares_masks()
+
+    def _declares_masks(self):
+        return self._overrides_compute_mask() or bool(self.supports_masking)
+
+    def _overrides_compute_mask(self):
+        return type(self).compute_mask is not Layer.compute_mask
 
     def _may_produce_mask(self):
+        if self._is_traced() and self._overrides_compute_mask():
+            return True  # a user's compute_mask may make one (TokenAndPositionEmbedding's padding mask)
         return any(trace.graph.has_masks for trace in self._traces.values())
 
     def compute_mask(self, inputs, mask=None):

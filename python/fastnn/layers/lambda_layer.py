@@ -76,6 +76,9 @@ class Lambda(Layer):
             return self.mask(inputs, mask)
         return self.mask
 
+    def _may_produce_mask(self):
+        return self.mask is not None  # (without one, the output has no mask, as in Keras)
+
     def get_config(self):
         cfg = super().get_config()
         cfg.update(function=getattr(self.function, "__name__", repr(self.function)), arguments=self.arguments)

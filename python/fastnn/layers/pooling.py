@@ -15,6 +15,8 @@ Example:
     (8, 14, 14, 16)
 """
 
+import numpy as np
+
 from .. import ops
 from ..ops.pool import check_data_format, normalize_padding2d, standardize_padding, standardize_tuple
 from .base import Layer
@@ -207,10 +209,44 @@ class GlobalMaxPooling1D(_GlobalPooling):
 
 
 class GlobalAveragePooling1D(_GlobalPooling):
-    """Mean over steps, per feature: (batch, steps, f) -> (batch, f)."""
+    """Mean over steps, per feature: (batch, steps, f) -> (batch, f).
+
+    With a mask (``Embedding(mask_zero=True)`` upstream, or ``layer(x, mask=m)``), the mean is
+    over the unmasked steps only, as in Keras (a sequence with every step masked gives NaN, as
+    Keras' 0/0); the output has no mask.
+    """
 
     _rank = 1
     _max = False
+    supports_masking = True
+    _consumes_mask = True
+
+    def forward(self, x, training=False, mask=None):
+        if mask is None:
+            return super().forward(x, training)
+        mask = np.asarray(mask, bool)
+        if mask.shape != x.shape[:2]:
+            raise ValueError(f"GlobalAveragePooling1D '{self.name}': the mask must have shape (batch, steps) = "
+                             f"{x.shape[:2]}, got {mask.shape}")
+        weights = mask.astype(x.dtype)[:, :, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = 1 / weights.sum(axis=1, keepdims=True)  # (batch, 1, 1)
+        y = np.einsum("btf,bt->bf", x, weights[:, :, 0]) * scale[:, 0]
+        if self.keepdims:
+            y = y[:, None, :]
+        return np.ascontiguousarray(y, dtype=x.dtype), (weights * scale if training else None)
+
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if not isinstance(cache, np.ndarray):  # no mask: the kernel's backward
+            return super().backward(cache, dy, need_input_grad, accumulate)
+        if not need_input_grad:
+            return None
+        share = cache  # (batch, steps, 1): mask / unmasked steps
+        dy = dy.reshape(dy.shape[0], 1, dy.shape[-1])
+        return np.ascontiguousarray(share * dy, dtype=dy.dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
 
 
 class ZeroPadding2D(_AnySpatialSize, Layer):
