@@ -24,7 +24,7 @@ import fastnn
 from fastnn import autodiff, ops
 from finite_differences import numeric_gradient
 
-PYTHON_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python")
+PYTHON_DIR = os.path.dirname(os.path.dirname(fastnn.__file__))  # the child imports the fastnn this test imported
 
 
 # ----------------------------------------------------------------------------------------
