@@ -184,7 +184,33 @@ def machine_description(torch=None):
     return lines
 
 
-def write_results(path, rows, description, note=""):
+def write_results(path, rows, description, note="", update=False):
+    """Writes the table (and the machine's description and the families' notes) to `path`.
+
+    With `update`, only the families in `rows` are replaced: the file's rows of other families
+    stay, under a line saying which run they come from (rerunning one family after a change
+    need not rerun them all)."""
+    lines = [format_row(row) for row in rows]
+    if update and os.path.exists(path):
+        families = {row.family for row in rows}
+        with open(path) as f:
+            old = f.read().splitlines()
+        kept = [line for line in old if line.startswith("| ") and not line.startswith(("| family", "| ---"))
+                and line.split("|")[1].strip() not in families]
+        marker = "the other rows are from the run of "
+        earlier = next((line.split(marker, 1)[1] for line in old if marker in line), None)
+        if earlier is None:
+            earlier = next((line[len("- date: "):] for line in old if line.startswith("- date:")), "unknown")
+        description = description + [f"- rerun of {', '.join(sorted(families))} only; {marker}{earlier}"]
+        fresh = {paragraph[:40] for paragraph in note.split("\n\n")} if note else set()
+        old_notes = [p for p in _notes(old).split("\n\n") if p and p[:40] not in fresh]
+        note = "\n\n".join(n for n in [note] + old_notes if n)
+
+        def order(line):
+            cells = line.split("|")
+            return int(cells[3]), cells[1].strip()
+
+        lines = sorted(kept + lines, key=order)  # (stable: each family keeps its cases' order)
     with open(path, "w") as f:
         f.write("# Benchmark results\n\n")
         f.write("Written by `python bench/run.py`. Times are medians over rounds in which the "
@@ -195,5 +221,12 @@ def write_results(path, rows, description, note=""):
         if note:
             f.write(note + "\n\n")
         f.write(HEADER + "\n" + RULE + "\n")
-        for row in rows:
-            f.write(format_row(row) + "\n")
+        for line in lines:
+            f.write(line + "\n")
+
+
+def _notes(lines):
+    """The notes of an existing results file: the text between its description list and its table."""
+    start = max((i for i, line in enumerate(lines) if line.startswith("- ")), default=-1) + 1
+    end = next((i for i, line in enumerate(lines) if line.startswith("| family")), len(lines))
+    return "\n".join(lines[start:end]).strip()

@@ -45,6 +45,8 @@ def main(argv=None):
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"),
                         help="Markdown file to write (default: bench/RESULTS.md)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only these families' rows in the output file, keep the others")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(HERE))
@@ -76,7 +78,8 @@ def main(argv=None):
     if notes:
         print("\n" + notes)
     if not args.no_write:
-        harness.write_results(args.output, rows, harness.machine_description(torch), note=notes)
+        harness.write_results(args.output, rows, harness.machine_description(torch), note=notes,
+                              update=args.update)
         print(f"\nwritten to {args.output}")
 
 
