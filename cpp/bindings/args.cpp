@@ -41,6 +41,58 @@ int deciding_bits(py::handle value) {
 }
 }  // namespace
 
+Index int_arg(const char* func, const std::string& name, py::handle value, Index min_value,
+              Index max_value) {
+  const auto range = [&] {
+    return max_value == PTRDIFF_MAX ? cat(">= ", min_value) : cat("in [", min_value, ", ", max_value, "]");
+  };
+  if (PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr()))
+    throw py::type_error(cat(func, ": '", name, "' must be an int ", range(), ", got ",
+                             describe(value)));
+  py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
+  if (!index) throw py::error_already_set();
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+  if (overflow || v < min_value || v > max_value)
+    throw py::value_error(cat(func, ": '", name, "' must be an int ", range(), ", got ",
+                              std::string(py::str(index))));
+  return Index(v);
+}
+
+std::pair<Index, Index> int_pair_arg(const char* func, const char* name, py::handle value,
+                                     Index min_value) {
+  if (!(py::isinstance<py::tuple>(value) || py::isinstance<py::list>(value)) || py::len(value) != 2)
+    throw py::type_error(cat(func, ": '", name, "' must be a pair of ints >= ", min_value, ", got ",
+                             std::string(py::repr(value))));
+  const auto items = py::reinterpret_borrow<py::sequence>(value);
+  return {int_arg(func, name, items[0], min_value), int_arg(func, name, items[1], min_value)};
+}
+
+Index checked_add(const char* func, const std::string& what, Index a, Index b) {
+  Index r = 0;
+  if (__builtin_add_overflow(a, b, &r))
+    throw py::value_error(cat(func, ": ", what, " (", a, " + ", b, ") exceeds 2**63 - 1"));
+  return r;
+}
+
+Index checked_mul(const char* func, const std::string& what, Index a, Index b) {
+  Index r = 0;
+  if (__builtin_mul_overflow(a, b, &r))
+    throw py::value_error(cat(func, ": ", what, " (", a, " × ", b, ") exceeds 2**63 - 1"));
+  return r;
+}
+
+std::vector<Index> checked_shape(const char* func, std::vector<Index> shape) {
+  Index n = 1;
+  for (Index d : shape)
+    if (d != 0 && n > PTRDIFF_MAX / d)
+      throw py::value_error(cat(func, ": the result would have shape ", shape_str(shape),
+                                ", more than 2**63 - 1 elements"));
+    else
+      n *= d;
+  return shape;
+}
+
 DType resolve_dtype(const char* func, std::initializer_list<Arg> args) {
   const Arg* decided = nullptr;
   int bits = 0;

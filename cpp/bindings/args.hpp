@@ -14,6 +14,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <initializer_list>
 #include <sstream>
 #include <string>
@@ -71,6 +72,25 @@ T* optional_output(const char* func, const Arg& arg, const std::vector<Index>& s
   keep = output_array<T>(func, arg, shape);
   return keep.mutable_data();
 }
+
+/// An integer argument: a Python int or anything with __index__ (NumPy integers), not a bool
+/// or a float, in [min_value, max_value]; otherwise a TypeError / ValueError naming the
+/// argument and the accepted range (never pybind11's "Unable to cast ... to C++ type").
+Index int_arg(const char* func, const std::string& name, py::handle value, Index min_value,
+              Index max_value = PTRDIFF_MAX);
+
+/// Two such integers (a tuple or list of two, e.g. strides).
+std::pair<Index, Index> int_pair_arg(const char* func, const char* name, py::handle value,
+                                     Index min_value);
+
+/// Arithmetic on sizes that come from users (shapes, strides, dilations, paddings, repeats):
+/// exact, or a ValueError saying what overflows (`what`: "the output height"...), never a
+/// wrap-around. Operands are >= 0.
+Index checked_add(const char* func, const std::string& what, Index a, Index b);
+Index checked_mul(const char* func, const std::string& what, Index a, Index b);
+
+/// `shape` itself, once the product of its sizes (the element count) is known to fit.
+std::vector<Index> checked_shape(const char* func, std::vector<Index> shape);
 
 /// ValueError unless epsilon is a finite number > 0.
 void require_epsilon(const char* func, double epsilon);

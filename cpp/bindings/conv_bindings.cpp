@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <tuple>
 
 #include "activation_args.hpp"
 #include "fastnn/conv.hpp"
@@ -16,7 +17,15 @@ namespace {
 // Output size and padding before, along one axis.
 std::pair<Index, Index> out_and_pad(const char* fn, const char* axis, Index in, Index k,
                                     Index stride, Index dilation, const std::string& padding) {
-  const Index span = (k - 1) * dilation + 1;
+  const Index span = checked_add(fn, cat("the receptive field along the ", axis, " (kernel size ", k, " with dilation_rate ", dilation, ")"),
+                                 checked_mul(fn, cat("the receptive field along the ", axis, " (kernel size ", k, " with dilation_rate ", dilation, ")"), k - 1, dilation), 1);
+  // The kernels index positions o·stride − pad + tap·dilation in rows of the input: keep the
+  // receptive field (and with it the padding) where that arithmetic cannot overflow.
+  constexpr Index kMaxSpan = (Index(1) << 31) - 1;
+  if (span > kMaxSpan)
+    throw py::value_error(cat(fn, ": the receptive field along the ", axis, " (kernel size ", k,
+                              " with dilation_rate ", dilation, ") spans ", span,
+                              " positions; at most 2**31 - 1 are supported"));
   if (padding == "valid") {
     if (span > in)
       throw py::value_error(cat(fn, ": the kernel spans ", span, " ", axis,
@@ -25,13 +34,12 @@ std::pair<Index, Index> out_and_pad(const char* fn, const char* axis, Index in, 
     return {(in - span) / stride + 1, 0};
   }
   if (padding == "same") {
-    const Index out = (in + stride - 1) / stride;
-    const Index total = std::max<Index>((out - 1) * stride + span - in, 0);
+    const Index out = in / stride + (in % stride != 0);
+    const Index total = std::max<Index>((out - 1) * stride - in + span, 0);  // (out − 1)·stride < in
     return {out, total / 2};
   }
-  if (padding == "causal") {
-    const Index pad = span - 1;
-    return {(in + pad - span) / stride + 1, pad};
+  if (padding == "causal") {  // all span − 1 positions of padding before: (in − 1) / stride + 1
+    return {in == 0 ? 0 : (in - 1) / stride + 1, span - 1};
   }
   throw py::value_error(cat(fn, ": 'padding' must be 'valid', 'same' or 'causal', got '", padding, "'"));
 }
@@ -45,7 +53,7 @@ struct CheckedConv {
 
 template <typename T>
 CheckedConv<T> check_conv(const char* fn, py::handle x_obj, py::handle w_obj, py::handle b_obj,
-                 std::pair<Index, Index> strides, std::pair<Index, Index> dilation,
+                 py::handle strides_obj, py::handle dilation_obj,
                  const std::string& padding, const Activation& act) {
   CheckedConv<T> c;
   c.x = input_array<T>(fn, {"x", x_obj});
@@ -67,14 +75,8 @@ CheckedConv<T> check_conv(const char* fn, py::handle x_obj, py::handle w_obj, py
   if (s.kh < 1 || s.kw < 1)
     throw py::value_error(cat(fn, ": 'w' must have a kernel of at least 1×1, got shape ",
                               shape_str(shape_of(c.w))));
-  s.sh = strides.first;
-  s.sw = strides.second;
-  s.dh = dilation.first;
-  s.dw = dilation.second;
-  if (s.sh < 1 || s.sw < 1)
-    throw py::value_error(cat(fn, ": 'strides' must be >= 1, got (", s.sh, ", ", s.sw, ")"));
-  if (s.dh < 1 || s.dw < 1)
-    throw py::value_error(cat(fn, ": 'dilation_rate' must be >= 1, got (", s.dh, ", ", s.dw, ")"));
+  std::tie(s.sh, s.sw) = int_pair_arg(fn, "strides", strides_obj, 1);
+  std::tie(s.dh, s.dw) = int_pair_arg(fn, "dilation_rate", dilation_obj, 1);
   // "causal" pads the time axis (the width of a 1-D convolution); the height stays "valid".
   const std::string vertical = padding == "causal" ? std::string("valid") : padding;
   const auto [oh, pt] = out_and_pad(fn, "rows", s.h, s.kh, s.sh, s.dh, vertical);
@@ -91,13 +93,13 @@ CheckedConv<T> check_conv(const char* fn, py::handle x_obj, py::handle w_obj, py
   c.args.w = c.w.data();
   c.args.b = b_obj.is_none() ? nullptr : c.b.data();
   c.args.act = act;
-  c.out_shape = {s.n, s.oh, s.ow, s.f};
+  c.out_shape = checked_shape(fn, {s.n, s.oh, s.ow, s.f});
   return c;
 }
 
 template <typename T>
-py::tuple conv_forward_impl(py::handle x, py::handle w, py::handle b, std::pair<Index, Index> strides,
-                       std::pair<Index, Index> dilation, const std::string& padding,
+py::tuple conv_forward_impl(py::handle x, py::handle w, py::handle b, py::handle strides,
+                       py::handle dilation, const std::string& padding,
                        const Activation& act, bool keep_z) {
   auto c = check_conv<T>("conv", x, w, b, strides, dilation, padding, act);
   auto y = new_array<T>(c.out_shape);
@@ -117,8 +119,8 @@ py::tuple conv_forward_impl(py::handle x, py::handle w, py::handle b, std::pair<
 
 template <typename T>
 py::object conv_backward_impl(py::handle x, py::handle w, py::handle z_obj, py::handle y_obj,
-                         py::handle dy_obj, std::pair<Index, Index> strides,
-                         std::pair<Index, Index> dilation, const std::string& padding,
+                         py::handle dy_obj, py::handle strides,
+                         py::handle dilation, const std::string& padding,
                          const Activation& act, py::handle dw_obj, py::handle db_obj,
                          bool accumulate, bool need_dx) {
   const char* fn = "conv_backward";
@@ -144,8 +146,8 @@ py::object conv_backward_impl(py::handle x, py::handle w, py::handle z_obj, py::
 void register_conv(py::module_& m) {
   m.def(
       "conv2d_forward",
-      [](py::handle x, py::handle w, py::handle b, std::pair<Index, Index> strides,
-         std::pair<Index, Index> dilation, const std::string& padding, int kind, double alpha,
+      [](py::handle x, py::handle w, py::handle b, py::handle strides,
+         py::handle dilation, const std::string& padding, int kind, double alpha,
          bool keep_z) {
         const Activation act = make_activation("conv", kind, alpha);
         return dispatch(resolve_dtype("conv", {{"x", x}, {"w", w}, {"b", b}}), [&](auto t) {
@@ -158,7 +160,7 @@ void register_conv(py::module_& m) {
   m.def(
       "conv2d_backward",
       [](py::handle x, py::handle w, py::handle z, py::handle y, py::handle dy,
-         std::pair<Index, Index> strides, std::pair<Index, Index> dilation,
+         py::handle strides, py::handle dilation,
          const std::string& padding, int kind, double alpha, py::handle dw, py::handle db,
          bool accumulate, bool need_dx) {
         const Activation act = make_activation("conv", kind, alpha);

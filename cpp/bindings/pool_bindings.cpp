@@ -16,25 +16,6 @@
 namespace fastnn::bindings {
 namespace {
 
-// An integer argument: a Python int or anything with __index__ (NumPy integers), not a
-// bool or a float. Sets v and returns true when it is one.
-bool int_value(py::handle value, long long& v) {
-  if (PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr())) return false;
-  v = py::reinterpret_steal<py::int_>(PyNumber_Index(value.ptr())).cast<long long>();
-  return true;
-}
-
-// A size argument: an int >= min_value.
-Index size_arg(const char* fn, const char* name, py::handle value, Index min_value) {
-  long long v = 0;
-  if (!int_value(value, v))
-    throw py::type_error(cat(fn, ": '", name, "' must be an int >= ", min_value, ", got ",
-                             describe(value)));
-  if (v < min_value)
-    throw py::value_error(cat(fn, ": '", name, "' must be >= ", min_value, ", got ", v));
-  return Index(v);
-}
-
 struct Window {
   Index pool_h, pool_w, stride_h, stride_w;
   bool same;
@@ -43,10 +24,10 @@ struct Window {
 Window window_args(const char* fn, py::handle ph, py::handle pw, py::handle sh, py::handle sw,
                    const std::string& padding) {
   Window w;
-  w.pool_h = size_arg(fn, "pool_h", ph, 1);
-  w.pool_w = size_arg(fn, "pool_w", pw, 1);
-  w.stride_h = size_arg(fn, "stride_h", sh, 1);
-  w.stride_w = size_arg(fn, "stride_w", sw, 1);
+  w.pool_h = int_arg(fn, "pool_h", ph, 1);
+  w.pool_w = int_arg(fn, "pool_w", pw, 1);
+  w.stride_h = int_arg(fn, "stride_h", sh, 1);
+  w.stride_w = int_arg(fn, "stride_w", sw, 1);
   if (padding != "valid" && padding != "same")
     throw py::value_error(cat(fn, ": 'padding' must be 'valid' or 'same', got '", padding, "'"));
   w.same = padding == "same";
@@ -67,15 +48,8 @@ std::vector<Index> shape_arg(const char* fn, const char* name, py::handle value)
   std::vector<Index> shape;
   if (py::isinstance<py::str>(value) || !py::isinstance<py::sequence>(value))
     throw py::type_error(cat(fn, ": '", name, "' must be a tuple of ints, got ", describe(value)));
-  for (py::handle d : py::reinterpret_borrow<py::sequence>(value)) {
-    long long v = 0;
-    if (!int_value(d, v))
-      throw py::type_error(cat(fn, ": '", name, "' must be a tuple of ints, got an element ",
-                               describe(d)));
-    if (v < 0)
-      throw py::value_error(cat(fn, ": '", name, "' must hold sizes >= 0, got ", v));
-    shape.push_back(Index(v));
-  }
+  for (py::handle d : py::reinterpret_borrow<py::sequence>(value))
+    shape.push_back(int_arg(fn, cat(name, "[", shape.size(), "]"), d, 0));
   return shape;
 }
 
@@ -129,7 +103,7 @@ py::object max_pool_impl(py::handle x_obj, const Window& win, bool with_argmax) 
   auto y = new_array<T>(out_shape);
   py::array_t<int32_t> argmax;
   if (with_argmax) argmax = new_array<int32_t>(out_shape);
-  {
+  if (y.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     max_pool_forward<T>(p, x.data(), y.mutable_data(), with_argmax ? argmax.mutable_data() : nullptr);
   }
@@ -147,7 +121,7 @@ py::object max_pool_backward_impl(py::handle dy_obj, py::handle argmax_obj,
   require_shape(fn, "dy", dy, out_shape);
   auto argmax = argmax_arg(fn, argmax_obj, out_shape);
   auto dx = new_array<T>(in_shape);
-  {
+  if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     max_pool_backward<T>(p, argmax.data(), dy.data(), dx.mutable_data());
   }
@@ -161,7 +135,7 @@ py::object average_pool_impl(py::handle x_obj, const Window& win) {
   const auto shape = shape_of(x);
   const Pool2D p = geometry(fn, shape, win);
   auto y = new_array<T>(pooled_shape(shape, p));
-  {
+  if (y.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     average_pool_forward<T>(p, x.data(), y.mutable_data());
   }
@@ -176,7 +150,7 @@ py::object average_pool_backward_impl(py::handle dy_obj, const std::vector<Index
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_shape(fn, "dy", dy, pooled_shape(in_shape, p));
   auto dx = new_array<T>(in_shape);
-  {
+  if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     average_pool_backward<T>(p, dy.data(), dx.mutable_data());
   }
@@ -211,7 +185,7 @@ py::object global_max_pool_impl(py::handle x_obj, bool with_argmax) {
   auto y = new_array<T>({g.batch, g.channels});
   py::array_t<int32_t> argmax;
   if (with_argmax) argmax = new_array<int32_t>({g.batch, g.channels});
-  {
+  if (y.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     global_max_pool_forward<T>(g.batch, g.steps, g.channels, x.data(), y.mutable_data(),
                                with_argmax ? argmax.mutable_data() : nullptr);
@@ -229,7 +203,7 @@ py::object global_max_pool_backward_impl(py::handle dy_obj, py::handle argmax_ob
   require_shape(fn, "dy", dy, {g.batch, g.channels});
   auto argmax = argmax_arg(fn, argmax_obj, {g.batch, g.channels});
   auto dx = new_array<T>(in_shape);
-  {
+  if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     global_max_pool_backward<T>(g.batch, g.steps, g.channels, argmax.data(), dy.data(),
                                 dx.mutable_data());
@@ -243,7 +217,7 @@ py::object global_average_pool_impl(py::handle x_obj) {
   auto x = input_array<T>(fn, {"inputs", x_obj});
   const Global g = global_dims(fn, "inputs", shape_of(x));
   auto y = new_array<T>({g.batch, g.channels});
-  {
+  if (y.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     global_average_pool_forward<T>(g.batch, g.steps, g.channels, x.data(), y.mutable_data());
   }
@@ -257,7 +231,7 @@ py::object global_average_pool_backward_impl(py::handle dy_obj, const std::vecto
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_shape(fn, "dy", dy, {g.batch, g.channels});
   auto dx = new_array<T>(in_shape);
-  {
+  if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     global_average_pool_backward<T>(g.batch, g.steps, g.channels, dy.data(), dx.mutable_data());
   }
@@ -265,8 +239,8 @@ py::object global_average_pool_backward_impl(py::handle dy_obj, const std::vecto
 }
 
 Pad2D pad_args(const char* fn, py::handle top, py::handle bottom, py::handle left, py::handle right) {
-  return {size_arg(fn, "top", top, 0), size_arg(fn, "bottom", bottom, 0),
-          size_arg(fn, "left", left, 0), size_arg(fn, "right", right, 0)};
+  return {int_arg(fn, "top", top, 0), int_arg(fn, "bottom", bottom, 0),
+          int_arg(fn, "left", left, 0), int_arg(fn, "right", right, 0)};
 }
 
 template <typename T>
@@ -275,8 +249,10 @@ py::object zero_pad2d_impl(py::handle x_obj, const Pad2D& pad) {
   auto x = input_array<T>(fn, {"inputs", x_obj});
   require_ndim(fn, "inputs", x, 4, 4);
   const auto s = shape_of(x);
-  auto y = new_array<T>({s[0], s[1] + pad.top + pad.bottom, s[2] + pad.left + pad.right, s[3]});
-  {
+  const Index h = checked_add(fn, "the padded height", s[1], checked_add(fn, "the padding (top + bottom)", pad.top, pad.bottom));
+  const Index w = checked_add(fn, "the padded width", s[2], checked_add(fn, "the padding (left + right)", pad.left, pad.right));
+  auto y = new_array<T>(checked_shape(fn, {s[0], h, w, s[3]}));
+  if (y.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     zero_pad2d_forward<T>(s[0], s[1], s[2], s[3], pad, x.data(), y.mutable_data());
   }
@@ -289,12 +265,12 @@ py::object zero_pad2d_backward_impl(py::handle dy_obj, const Pad2D& pad) {
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_ndim(fn, "dy", dy, 4, 4);
   const auto s = shape_of(dy);
-  if (s[1] < pad.top + pad.bottom || s[2] < pad.left + pad.right)
+  if (s[1] < pad.top || s[1] - pad.top < pad.bottom || s[2] < pad.left || s[2] - pad.left < pad.right)
     throw py::value_error(cat(fn, ": 'dy' of shape ", shape_str(s), " is smaller than the padding (",
                               pad.top, ", ", pad.bottom, "), (", pad.left, ", ", pad.right, ")"));
   const Index h = s[1] - pad.top - pad.bottom, w = s[2] - pad.left - pad.right;
   auto dx = new_array<T>({s[0], h, w, s[3]});
-  {
+  if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     zero_pad2d_backward<T>(s[0], h, w, s[3], pad, dy.data(), dx.mutable_data());
   }
@@ -307,8 +283,9 @@ py::object upsample2d_impl(py::handle x_obj, Index sh, Index sw) {
   auto x = input_array<T>(fn, {"inputs", x_obj});
   require_ndim(fn, "inputs", x, 4, 4);
   const auto s = shape_of(x);
-  auto y = new_array<T>({s[0], s[1] * sh, s[2] * sw, s[3]});
-  {
+  auto y = new_array<T>(checked_shape(fn, {s[0], checked_mul(fn, "the upsampled height (height × size_h)", s[1], sh),
+                                            checked_mul(fn, "the upsampled width (width × size_w)", s[2], sw), s[3]}));
+  if (y.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     upsample2d_forward<T>(s[0], s[1], s[2], s[3], sh, sw, x.data(), y.mutable_data());
   }
@@ -326,7 +303,7 @@ py::object upsample2d_backward_impl(py::handle dy_obj, Index sh, Index sw) {
                               sh, ", ", sw, ") in height and width"));
   const Index h = s[1] / sh, w = s[2] / sw;
   auto dx = new_array<T>({s[0], h, w, s[3]});
-  {
+  if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     upsample2d_backward<T>(s[0], h, w, s[3], sh, sw, dy.data(), dx.mutable_data());
   }
@@ -438,8 +415,8 @@ void register_pool(py::module_& m) {
   m.def(
       "upsample2d",
       [](py::handle x, py::handle size_h, py::handle size_w) {
-        const Index sh = size_arg("upsample2d", "size_h", size_h, 1);
-        const Index sw = size_arg("upsample2d", "size_w", size_w, 1);
+        const Index sh = int_arg("upsample2d", "size_h", size_h, 1);
+        const Index sw = int_arg("upsample2d", "size_w", size_w, 1);
         return dispatch(resolve_dtype("upsample2d", {{"inputs", x}}),
                         [&](auto t) { return upsample2d_impl<decltype(t)>(x, sh, sw); });
       },
@@ -447,8 +424,8 @@ void register_pool(py::module_& m) {
   m.def(
       "upsample2d_backward",
       [](py::handle dy, py::handle size_h, py::handle size_w) {
-        const Index sh = size_arg("upsample2d_backward", "size_h", size_h, 1);
-        const Index sw = size_arg("upsample2d_backward", "size_w", size_w, 1);
+        const Index sh = int_arg("upsample2d_backward", "size_h", size_h, 1);
+        const Index sw = int_arg("upsample2d_backward", "size_w", size_w, 1);
         return dispatch(resolve_dtype("upsample2d_backward", {{"dy", dy}}),
                         [&](auto t) { return upsample2d_backward_impl<decltype(t)>(dy, sh, sw); });
       },

@@ -264,6 +264,24 @@ void max_pool_forward_impl(const Pool2D& p, const T* x, T* y, int32_t* argmax) {
 
 }  // namespace
 
+// The output size and the padding before along one axis of `in` positions, for any window k
+// and stride s >= 1 (up to 2^63 - 1): exact, with no intermediate overflow. A stride only
+// matters between the windows that exist and a window wider than 2·(in + s + 1) covers the
+// whole input wherever it starts, so both are clamped to sizes that give the same windows
+// (the kernels' index arithmetic then stays far from overflow).
+static void pool_axis(Index in, bool same, Index& k, Index& s, Index& out, Index& pad) {
+  if (same) {
+    out = in / s + (in % s != 0);
+    if (out <= 1) s = std::max<Index>(in, 1);
+    if (in < PTRDIFF_MAX / 8) k = std::min<Index>(k, 2 * (in + s + 1));
+    pad = std::max<Index>((out - 1) * s - in + k, 0) / 2;  // (out − 1)·s < in: no overflow
+  } else {
+    out = in >= k ? (in - k) / s + 1 : 0;
+    if (out <= 1) s = std::max<Index>(in - std::min(in, k) + 1, 1);
+    pad = 0;
+  }
+}
+
 Pool2D make_pool2d(Index batch, Index in_h, Index in_w, Index channels, Index pool_h,
                    Index pool_w, Index stride_h, Index stride_w, bool same) {
   Pool2D p;
@@ -275,15 +293,8 @@ Pool2D make_pool2d(Index batch, Index in_h, Index in_w, Index channels, Index po
   p.pool_w = pool_w;
   p.stride_h = stride_h;
   p.stride_w = stride_w;
-  if (same) {
-    p.out_h = (in_h + stride_h - 1) / stride_h;
-    p.out_w = (in_w + stride_w - 1) / stride_w;
-    p.pad_top = std::max<Index>((p.out_h - 1) * stride_h + pool_h - in_h, 0) / 2;
-    p.pad_left = std::max<Index>((p.out_w - 1) * stride_w + pool_w - in_w, 0) / 2;
-  } else {
-    p.out_h = in_h >= pool_h ? (in_h - pool_h) / stride_h + 1 : 0;
-    p.out_w = in_w >= pool_w ? (in_w - pool_w) / stride_w + 1 : 0;
-  }
+  pool_axis(in_h, same, p.pool_h, p.stride_h, p.out_h, p.pad_top);
+  pool_axis(in_w, same, p.pool_w, p.stride_w, p.out_w, p.pad_left);
   return p;
 }
 

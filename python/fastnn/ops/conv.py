@@ -5,12 +5,19 @@ from .nn import _kind
 
 
 def _pair(value, name, rank):
-    if isinstance(value, int):
+    """`value` (an int or `rank` ints) as a tuple; the ranges are checked by the kernel."""
+    import numbers
+
+    def integral(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    if integral(value):
         value = (value,) * rank
-    value = tuple(int(v) for v in value)
+    if not isinstance(value, (tuple, list)) or not all(integral(v) for v in value):
+        raise TypeError(f"conv: '{name}' must be an int or a tuple of {rank} ints, got {value!r}")
     if len(value) != rank:
-        raise ValueError(f"conv: '{name}' must be an int or {rank} ints, got {value}")
-    return value
+        raise ValueError(f"conv: '{name}' must be an int or {rank} ints, got {tuple(value)}")
+    return tuple(int(v) for v in value)
 
 
 def _as_2d(inputs, kernel, strides, dilation_rate, padding):
