@@ -672,10 +672,13 @@ def test_dropout_bad_input():
         ops.dropout_backward(np.array(["a", "b"]), 0.5, 1)
     with pytest.raises(TypeError, match="'x' must be an array, got None"):
         ops.dropout(None, 0.5, 1)
-    with pytest.raises(TypeError):  # a seed is an unsigned 64-bit int
+    seed_range = r"dropout_forward: 'seed' must be an int in \[0, 18446744073709551615\]"  # unsigned 64-bit
+    with pytest.raises(ValueError, match=seed_range + ", got int -1"):
         ops.dropout(np.ones(3), 0.5, -1)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=seed_range):
         ops.dropout(np.ones(3), 0.5, 2**64)
+    with pytest.raises(TypeError, match="dropout_forward: 'rate' must be a float, got str"):
+        ops.dropout(np.ones(3), "half", 1)
 
 
 # ----------------------------------------------------------------------------------------

@@ -27,14 +27,7 @@ void register_config(py::module_& m) {
   m.def(
       "set_num_threads",
       [](py::handle n) {
-        // Reject bool and float explicitly: both would otherwise convert to int.
-        if (!PyLong_Check(n.ptr()) || PyBool_Check(n.ptr()))
-          throw py::type_error(cat("set_num_threads: 'n' must be an int >= 1, got ", describe(n),
-                                   " ", std::string(py::repr(n))));
-        const long long value = n.cast<long long>();
-        if (value < 1 || value > 1 << 16)
-          throw py::value_error(cat("set_num_threads: 'n' must be an int >= 1, got ", value));
-        fastnn::set_num_threads(static_cast<int>(value));
+        fastnn::set_num_threads(static_cast<int>(int_arg("set_num_threads", "n", n, 1, 1 << 16)));
       },
       py::arg("n"), "Sets the number of threads fastnn's kernels use.");
   m.def("get_num_threads", &fastnn::configured_threads, "Number of threads fastnn's kernels use.");

@@ -6,7 +6,9 @@
 #include <pybind11/pybind11.h>
 
 #include <string>
+#include <vector>
 
+#include "args.hpp"
 #include "fastnn/build_info.hpp"
 
 namespace py = pybind11;
@@ -53,6 +55,24 @@ std::string missing_isa() {
 #endif
   return missing;
 }
+
+// Every function gets a second overload taking anything: pybind11 reaches it only when the
+// arguments did not convert to the first one's C++ types, and it raises the error that names
+// the argument (fastnn._arguments.diagnose) instead of pybind11's "incompatible function
+// arguments". The successful path is unchanged (the first overload is tried first).
+void add_argument_diagnostics(py::module_& m) {
+  std::vector<std::string> names;
+  for (auto item : py::reinterpret_borrow<py::dict>(m.attr("__dict__")))
+    if (PyCFunction_Check(item.second.ptr())) names.push_back(std::string(py::str(item.first)));
+  for (const std::string& name : names) {
+    const std::string doc = py::str(m.attr(name.c_str()).attr("__doc__"));
+    const std::string signature = doc.substr(0, doc.find('\n'));
+    m.def(name.c_str(), [name, signature](py::args args, py::kwargs kwargs) -> py::object {
+      py::module_::import("fastnn._arguments").attr("diagnose")(name, signature, args, kwargs);
+      throw py::type_error(cat(name, ": invalid arguments for ", signature));
+    });
+  }
+}
 }  // namespace
 }  // namespace fastnn::bindings
 
@@ -79,4 +99,5 @@ PYBIND11_MODULE(_core, m) {
   register_layernorm(m);
   register_attention(m);
   register_rnn(m);
+  add_argument_diagnostics(m);
 }

@@ -3,6 +3,8 @@
 // same size; parameters and state are updated in place.
 #include <pybind11/pybind11.h>
 
+#include <cmath>
+
 #include "args.hpp"
 #include "fastnn/optim.hpp"
 
@@ -46,6 +48,13 @@ struct Buffers {
     return state(name, obj);
   }
 };
+
+// The step counter of the bias-corrected updates: 1 for the first update (0 or less would
+// divide by 1 − β^step = 0 and turn the weights into NaN).
+void require_step(const char* fn, double step) {
+  if (!(step >= 1.0 && std::isfinite(step)))
+    throw py::value_error(cat(fn, ": 'step' must be >= 1 (the number of this update, from 1), got ", step));
+}
 
 }  // namespace
 
@@ -111,6 +120,7 @@ void register_optim(py::module_& m) {
       "adam_update",
       [](py::handle w, py::handle g, py::handle mo, py::handle vo, py::handle vmax, double lr,
          double beta1, double beta2, double eps, double step, double weight_decay) {
+        require_step("adam_update", step);
         with_params("adam_update", w, [&](auto t) {
           using T = decltype(t);
           Buffers<T> b("adam_update", w, g);
@@ -130,6 +140,7 @@ void register_optim(py::module_& m) {
       [](py::handle w, py::handle g, py::handle mo, py::handle vo, double lr, double beta1,
          double beta2, double eps, double step, double u_product_t, double u_product_t1,
          double weight_decay) {
+        require_step("nadam_update", step);
         with_params("nadam_update", w, [&](auto t) {
           using T = decltype(t);
           Buffers<T> b("nadam_update", w, g);

@@ -1,0 +1,93 @@
+"""Names the argument of a ``fastnn._core`` call that pybind11 could not convert.
+
+Each kernel binding has a second overload that pybind11 reaches only when the arguments did
+not convert to the C++ types of the first; it calls ``diagnose``, which raises the error a
+user can act on ("dropout_forward: 'rate' must be a float, got str") instead of pybind11's
+"incompatible function arguments" listing of C++ types.
+"""
+
+import numbers
+import re
+
+_PARAMETER = re.compile(r"(\w+): (.+?)(?: = .*)?$")
+
+
+def _parameters(signature):
+    """[(name, type name, has a default)] from pybind11's ``f(a: float, b: int = 0) -> object``."""
+    inner = signature[signature.index("(") + 1:signature.rindex(")")]
+    out, depth, current = [], 0, ""
+    for ch in inner + ",":  # split on the commas outside brackets (defaults may hold some)
+        if ch == "," and depth == 0:
+            part = current.strip()
+            if part:
+                match = _PARAMETER.match(part)
+                if match:
+                    out.append((match.group(1), match.group(2), "=" in part))
+            current = ""
+            continue
+        depth += ch in "([{" and 1 or 0
+        depth -= ch in ")]}" and 1 or 0
+        current += ch
+    return out
+
+
+def _kind(annotation):
+    """pybind11's annotation of a C++ scalar as float / int / bool / str (or None: any object).
+    Recent pybind11 writes ``typing.SupportsFloat | typing.SupportsIndex`` for a double."""
+    if annotation in ("float", "int", "bool", "str"):
+        return annotation
+    if "SupportsFloat" in annotation:
+        return "float"
+    if "SupportsInt" in annotation:
+        return "int"
+    return None
+
+
+# The integer arguments left typed in the bindings are C++ ints, but the seeds (uint64).
+_INT_RANGES = {"seed": (0, 2**64 - 1)}
+
+
+def _problem(kind, value, name):
+    """Why `value` does not convert to the C++ `kind`, or None."""
+    if kind == "float":
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return None
+        return "must be a float"
+    if kind == "int":
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            return "must be an int"
+        low, high = _INT_RANGES.get(name, (-2**31, 2**31 - 1))
+        if not low <= int(value) <= high:
+            return f"must be an int in [{low}, {high}]"
+        return None
+    if kind == "bool":
+        return None if isinstance(value, (bool, numbers.Integral)) or value is None else "must be a bool"
+    if kind == "str":
+        return None if isinstance(value, str) else "must be a string"
+    return None
+
+
+def diagnose(name, signature, args, kwargs):
+    """Raises the TypeError / ValueError that names the argument that did not convert."""
+    parameters = _parameters(signature)
+    names = [p[0] for p in parameters]
+    if len(args) > len(parameters):
+        raise TypeError(f"{name}: takes {len(parameters)} arguments ({', '.join(names)}), got {len(args)}")
+    given = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise TypeError(f"{name}: unexpected argument {key!r}; it takes {', '.join(names)}")
+        if key in given:
+            raise TypeError(f"{name}: argument {key!r} given twice")
+        given[key] = value
+    for parameter, kind, has_default in parameters:
+        if parameter not in given:
+            if not has_default:
+                raise TypeError(f"{name}: missing argument {parameter!r}")
+            continue
+        value = given[parameter]
+        problem = _problem(_kind(kind), value, parameter)
+        if problem is not None:
+            error = ValueError if problem.startswith("must be an int in") else TypeError
+            raise error(f"{name}: {parameter!r} {problem}, got {type(value).__name__} {value!r:.80}")
+    raise TypeError(f"{name}: invalid arguments for {signature}")
