@@ -32,18 +32,7 @@ FillMode parse_fill_mode(const char* fn, const std::string& name) {
 // A (height, width) pair of sizes >= min_size.
 std::pair<Index, Index> parse_size(const char* fn, const char* what, py::handle value,
                                    Index min_size) {
-  const std::string why = cat(fn, ": '", what, "' must be a pair of ints (height, width) >= ",
-                              min_size, ", got ");
-  std::pair<Index, Index> size;
-  try {
-    auto pair = py::cast<std::pair<Index, Index>>(value);
-    size = pair;
-  } catch (const py::cast_error&) {
-    throw py::value_error(cat(why, std::string(py::repr(value))));
-  }
-  if (size.first < min_size || size.second < min_size)
-    throw py::value_error(cat(why, "(", size.first, ", ", size.second, ")"));
-  return size;
+  return int_pair_arg(fn, what, value, min_size);
 }
 
 // The transforms as an (n, 8) float64 array: one row per image, or one (8,) row for all.
@@ -82,7 +71,7 @@ py::object forward(py::handle images_obj, py::handle transform_obj, const std::s
                               shape_str(shape_of(images))));
   if (!output_size.is_none()) std::tie(s.out_h, s.out_w) = parse_size(fn, "output_size", output_size, 0);
   auto transforms = transforms_for(fn, transform_obj, s.n);
-  auto out = new_array<T>({s.n, s.out_h, s.out_w, s.channels});
+  auto out = new_array<T>(checked_shape(fn, {s.n, s.out_h, s.out_w, s.channels}));
   {
     py::gil_scoped_release nogil;
     affine_transform_forward<T>(images.data(), transforms.data(), out.mutable_data(), s,

@@ -271,6 +271,8 @@ template <typename T>
 py::array_t<T> embedding_backward_impl(py::handle ids_obj, py::handle dy_obj, py::handle dtable_obj,
                                        Index vocabulary, bool accumulate) {
   const char* fn = "embedding_backward";
+  if (vocabulary < 0)
+    throw py::value_error(cat(fn, ": 'vocabulary' must be >= 0, got ", vocabulary));
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_ndim(fn, "dy", dy, 1);
   const Index dim = dy.shape(dy.ndim() - 1);
@@ -278,7 +280,7 @@ py::array_t<T> embedding_backward_impl(py::handle ids_obj, py::handle dy_obj, py
   std::vector<Index> expected = shape_of(ids);
   expected.push_back(dim);
   require_shape(fn, "dy", dy, expected);
-  auto dtable = dtable_obj.is_none() ? new_array<T>({vocabulary, dim})
+  auto dtable = dtable_obj.is_none() ? new_array<T>(checked_shape(fn, {vocabulary, dim}))
                                      : output_array<T>(fn, {"dtable", dtable_obj}, {vocabulary, dim});
   {
     py::gil_scoped_release nogil;

@@ -43,8 +43,9 @@ def _kind(annotation):
     return None
 
 
-# The integer arguments left typed in the bindings are C++ ints, but the seeds (uint64).
-_INT_RANGES = {"seed": (0, 2**64 - 1)}
+# The integer arguments left typed in the bindings are C++ ints, but the seeds (uint64) and
+# the vocabulary size (int64).
+_INT_RANGES = {"seed": (0, 2**64 - 1), "vocabulary": (-2**63, 2**63 - 1)}
 
 
 def _problem(kind, value, name):
