@@ -58,13 +58,16 @@ def number(value, arg, who, low=None, high=None, low_open=False, high_open=False
 
     Raises:
         type_error (default TypeError): not a number (bools and strings included).
-        ValueError: NaN, infinite (with `finite`) or out of range.
+        ValueError: None (a missing value, as Keras' ReLU says), NaN, infinite (with
+            `finite`) or out of range.
     """
     if value is None and allow_none:
         return None
     expected = ("a finite number" if finite else "a number") + _bounds(low, high, low_open, high_open)
     expected += " or None" if allow_none else ""
     if not is_number(value):
+        if value is None:
+            raise ValueError(f"{who}: '{arg}' must be {expected}, got None")
         raise type_error(f"{who}: '{arg}' must be {expected}, got {value!r}")
     v = float(value)
     bad = (math.isnan(v) or (finite and math.isinf(v))

@@ -113,10 +113,8 @@ class MultiHeadAttention(Layer):
         if flash_attention not in (None, True, False):
             raise TypeError(f"{who}: 'flash_attention' must be None, True or False, got {flash_attention!r}")
         if output_shape is not None and output_shape != ():
-            if isinstance(output_shape, (int, np.integer)):
-                output_shape = (output_shape,)
             try:
-                items = tuple(output_shape)
+                items = (output_shape,) if _validation.is_int(output_shape) else tuple(output_shape)
             except TypeError:
                 items = None
             if items is None or isinstance(output_shape, (str, bytes)) or not all(_validation.is_int(d)

@@ -88,7 +88,8 @@ class Normalization(Layer):
                 raise ValueError(f"{who}: 'mean' has {m.ndim} dimensions but 'axis' keeps {len(self.axis)} "
                                  f"({self.axis}); give one value per index of the kept axes")
             if not (np.all(np.isfinite(m)) and np.all(np.isfinite(v))):
-                raise ValueError(f"{who}: 'mean' and 'variance' must be finite")
+                raise ValueError(f"{who}: 'mean' and 'variance' must be finite, got mean={mean!r}, "
+                                 f"variance={variance!r}")
             if np.any(v < 0):
                 raise ValueError(f"{who}: 'variance' must be >= 0, got {v.min()}")
             self.input_mean, self.input_variance = m, v

@@ -44,14 +44,17 @@ def _real(fn, name, value, low=None, high=None, low_open=False, high_open=False)
     return v
 
 
-def _hyper(fn, learning_rate=None, epsilon=None, weight_decay=None, **rates):
+_UNUSED = object()  # an update without that scalar
+
+
+def _hyper(fn, learning_rate=_UNUSED, epsilon=_UNUSED, weight_decay=_UNUSED, **rates):
     """Checks an update's scalars: learning_rate and weight_decay >= 0, epsilon > 0, and each
     of `rates` (name=(value, high_open)) in [0, 1] or [0, 1)."""
-    if learning_rate is not None:
+    if learning_rate is not _UNUSED:
         _real(fn, "learning_rate", learning_rate, low=0.0)
-    if epsilon is not None:
+    if epsilon is not _UNUSED:
         _real(fn, "epsilon", epsilon, low=0.0, low_open=True)
-    if weight_decay is not None:
+    if weight_decay is not _UNUSED:
         _real(fn, "weight_decay", weight_decay, low=0.0)
     for name, (value, high_open) in rates.items():
         _real(fn, name, value, 0.0, 1.0, high_open=high_open)
