@@ -296,7 +296,7 @@ def test_gradients_reach_the_layers_before_the_augmentation(digits):
                                                             "'constant', 'nearest', got 'mirror'"),
     (lambda: layers.RandomRotation(0.1, interpolation="bicubic"), "'interpolation' must be one of 'nearest', "
                                                                   "'bilinear', got 'bicubic'"),
-    (lambda: layers.RandomRotation(0.1, fill_value="zero"), "'fill_value' must be a number"),
+    (lambda: layers.RandomRotation(0.1, fill_value="zero"), "'fill_value' must be a finite number"),
     (lambda: layers.RandomTranslation(0.1, 1.2), r"'width_factor' must be in \[-1.0, 1.0\]"),
     (lambda: layers.RandomTranslation(-1.1, 0.1), r"'height_factor' must be in"),
     (lambda: layers.RandomZoom(0.1, (0.1, 2)), r"'width_factor' must be in"),

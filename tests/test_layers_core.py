@@ -442,7 +442,7 @@ def test_relu_layer_threshold_is_strict_like_keras():
 
 @pytest.mark.parametrize("arg", ["max_value", "negative_slope", "threshold"])
 def test_relu_layer_rejects_negative_arguments(arg):
-    with pytest.raises(ValueError, match=f"'{arg}' must be >= 0"):
+    with pytest.raises(ValueError, match=f"ReLU: '{arg}' must be a finite number >= 0"):
         layers.ReLU(**{arg: -1.0})
 
 
@@ -462,7 +462,7 @@ def test_leaky_relu_layer(rng):
         np.testing.assert_allclose(layer(x), np.where(x > 0, x, slope * x), rtol=1e-15)
         assert layers.LeakyReLU.from_config(layer.get_config()).negative_slope == slope
     np.testing.assert_allclose(layers.LeakyReLU(alpha=0.1, dtype="float64")(x), np.where(x > 0, x, 0.1 * x))
-    with pytest.raises(ValueError, match="'negative_slope' must be >= 0"):
+    with pytest.raises(ValueError, match="LeakyReLU: 'negative_slope' must be a finite number >= 0, got -0.1"):
         layers.LeakyReLU(negative_slope=-0.1)
 
 
@@ -691,10 +691,10 @@ def test_reshape(rng, in_shape, target, out_shape):
 def test_reshape_impossible():
     with pytest.raises(ValueError, match=r"cannot reshape \(6,\) \(6 values\) into \(4,\) \(4 values\)"):
         layers.Reshape((4,))(np.ones((2, 6)))
-    with pytest.raises(ValueError, match=r"cannot reshape \(2, 5\) into \(-1, 4\)"):
+    with pytest.raises(ValueError, match=r"cannot reshape \(2, 5\) \(10 values\) into \(-1, 4\)"):
         layers.Reshape((-1, 4))(np.ones((3, 2, 5)))
-    for bad in ((-1, -1), (0, 3), (2, -2)):
-        with pytest.raises(ValueError, match="'target_shape' must hold positive sizes and at most one -1"):
+    for bad in ((-1, -1), (2, -2)):
+        with pytest.raises(ValueError, match="'target_shape' must be a tuple of ints >= 0 with at most one -1"):
             layers.Reshape(bad)
 
 

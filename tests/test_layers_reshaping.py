@@ -58,7 +58,7 @@ def test_shape_layer_errors():
         layers.Permute((0, 1))
     with pytest.raises(ValueError, match="permute 2 axes but the input"):
         layers.Permute((2, 1))(fastnn.Input((3, 4, 5)))
-    with pytest.raises(ValueError, match="'n' must be a positive int"):
+    with pytest.raises(ValueError, match="'n' must be an int >= 1, got 0"):
         layers.RepeatVector(0)
     with pytest.raises(ValueError, match="expects 2-D input"):
         layers.RepeatVector(2)(fastnn.Input((3, 4)))

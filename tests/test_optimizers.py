@@ -8,6 +8,9 @@ thread count does not change any bit; defaults, names and argument errors; the r
 of fastnn.ops reject bad buffers.
 """
 
+import math
+import re
+
 import numpy as np
 import pytest
 
@@ -841,3 +844,178 @@ def test_results_bit_identical_for_1_and_2_threads(rng, threads, kind, kwargs):
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_array_equal(results[0][0], results[0][1])
     assert not np.array_equal(results[0][0], w0)
+
+
+# ---- the step and the scalars of the raw kernels ---------------------------------------------------
+def _adam_like(fn, step, **kwargs):
+    """(w before, w after, m, v) of one adam_update / nadam_update call."""
+    w = np.array([0.5, -1.0, 2.0], np.float64)
+    before = w.copy()
+    g, m, v = np.array([0.1, -0.2, 0.3]), np.zeros(3), np.zeros(3)
+    if fn == "adam_update":
+        ops.adam_update(w, g, m, v, step, **kwargs)
+    else:
+        ops.nadam_update(w, g, m, v, step, kwargs.pop("u_product_t", 0.45), kwargs.pop("u_product_t1", 0.2),
+                         **kwargs)
+    return before, w, m, v
+
+
+@pytest.mark.parametrize("fn", ["adam_update", "nadam_update"])
+@pytest.mark.parametrize("step, error", [(0, ValueError), (-1, ValueError), (-(2**70), ValueError),
+                                         (1.0, TypeError), (2.5, TypeError), (True, TypeError), ("1", TypeError),
+                                         (None, TypeError), (np.float64(3), TypeError)])
+def test_update_step_must_be_an_int_of_at_least_one(fn, step, error):
+    """step 0 made 1 - beta**0 = 0 a divisor: the weights became NaN. Now nothing is written."""
+    w = np.array([0.5, -1.0, 2.0])
+    m, v = np.zeros(3), np.zeros(3)
+    with pytest.raises(error, match=rf"{fn}: 'step' must be an int >= 1, got {re.escape(repr(step))}"):
+        if fn == "adam_update":
+            ops.adam_update(w, np.ones(3), m, v, step, v_max=np.zeros(3))  # AMSGrad too
+        else:
+            ops.nadam_update(w, np.ones(3), m, v, step, 0.45, 0.2)
+    np.testing.assert_array_equal(w, [0.5, -1.0, 2.0])
+    assert not m.any() and not v.any()
+
+
+@pytest.mark.parametrize("fn", ["adam_update", "nadam_update"])
+@pytest.mark.parametrize("step", [1, np.int64(7), np.uint8(2), 2**40])
+def test_update_step_accepts_ints_and_numpy_ints(fn, step):
+    before, w, m, v = _adam_like(fn, step)
+    assert np.all(np.isfinite(w)) and not np.array_equal(w, before)
+    if fn == "adam_update":  # the bias correction with t = step: lr·sqrt(1-β2ᵗ)/(1-β1ᵗ)·m/(sqrt(v)+ε)
+        t = int(step)
+        g = np.array([0.1, -0.2, 0.3])
+        m_ref, v_ref = 0.1 * g, 0.001 * g * g
+        lr_t = 0.001 * math.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        np.testing.assert_allclose(w, before - lr_t * m_ref / (np.sqrt(v_ref) + 1e-7), rtol=1e-12)
+
+
+KERNEL_SCALARS = [  # (kernel, argument, bad value, error, expected)
+    ("sgd_update", "learning_rate", -0.1, ValueError, r"a float >= 0"),
+    ("sgd_update", "learning_rate", float("nan"), ValueError, r"a float >= 0"),
+    ("sgd_update", "learning_rate", "0.1", TypeError, r"a float >= 0"),
+    ("sgd_update", "momentum", 1.5, ValueError, r"a float in \[0, 1\]"),
+    ("sgd_update", "momentum", True, TypeError, r"a float in \[0, 1\]"),
+    ("adagrad_update", "epsilon", 0.0, ValueError, r"a float > 0"),
+    ("adagrad_update", "learning_rate", float("inf"), ValueError, r"a float >= 0"),
+    ("rmsprop_update", "rho", -0.1, ValueError, r"a float in \[0, 1\]"),
+    ("rmsprop_update", "momentum", 2.0, ValueError, r"a float in \[0, 1\]"),
+    ("rmsprop_update", "epsilon", -1e-7, ValueError, r"a float > 0"),
+    ("adadelta_update", "rho", float("nan"), ValueError, r"a float in \[0, 1\]"),
+    ("adadelta_update", "epsilon", None, TypeError, r"a float > 0"),
+    ("adam_update", "beta_1", 1.0, ValueError, r"a float in \[0, 1\)"),
+    ("adam_update", "beta_2", -0.5, ValueError, r"a float in \[0, 1\)"),
+    ("adam_update", "epsilon", 0.0, ValueError, r"a float > 0"),
+    ("adam_update", "weight_decay", -0.01, ValueError, r"a float >= 0"),
+    ("nadam_update", "beta_1", 1.0, ValueError, r"a float in \[0, 1\)"),
+    ("nadam_update", "u_product_t1", 1.0, ValueError, r"a float in \[0, 1\)"),
+    ("nadam_update", "u_product_t", float("nan"), ValueError, r"a float in \[0, 1\)"),
+    ("nadam_update", "weight_decay", [0.1], TypeError, r"a float >= 0"),
+]
+
+
+def _call_kernel(kernel, **scalars):
+    w, g = np.zeros(4), np.ones(4)
+    z = np.zeros
+    calls = {
+        "sgd_update": lambda: ops.sgd_update(w, g, z(4), **scalars),
+        "adagrad_update": lambda: ops.adagrad_update(w, g, z(4), **scalars),
+        "rmsprop_update": lambda: ops.rmsprop_update(w, g, z(4), z(4), z(4), **scalars),
+        "adadelta_update": lambda: ops.adadelta_update(w, g, z(4), z(4), **scalars),
+        "adam_update": lambda: ops.adam_update(w, g, z(4), z(4), 1, **scalars),
+        "nadam_update": lambda: ops.nadam_update(w, g, z(4), z(4), 1, **{"u_product_t": 0.45, "u_product_t1": 0.2,
+                                                                         **scalars}),
+    }
+    calls[kernel]()
+    return w
+
+
+@pytest.mark.parametrize("kernel, arg, value, error, expected", KERNEL_SCALARS,
+                         ids=[f"{k}-{a}-{v!r}" for k, a, v, _, _ in KERNEL_SCALARS])
+def test_kernel_scalars_are_checked_by_name(kernel, arg, value, error, expected):
+    with pytest.raises(error, match=rf"{kernel}: '{arg}' must be {expected}, got {re.escape(repr(value))}"):
+        _call_kernel(kernel, **{arg: value})
+
+
+def test_kernel_scalar_edges_are_accepted():
+    assert np.all(np.isfinite(_call_kernel("sgd_update", learning_rate=0, momentum=1)))
+    assert np.all(np.isfinite(_call_kernel("rmsprop_update", rho=1.0, momentum=0)))
+    assert np.all(np.isfinite(_call_kernel("adam_update", beta_1=0.0, beta_2=0, weight_decay=0)))
+    assert np.all(np.isfinite(_call_kernel("nadam_update", u_product_t=0.0, u_product_t1=0.0)))
+    g = np.array([-2.0, 0.5, 3.0])
+    with pytest.raises(ValueError, match=r"clip_by_value: 'clipvalue' must be a float > 0, got 0"):
+        ops.clip_by_value(g, 0)
+    with pytest.raises(ValueError, match=r"ema_update: 'momentum' must be a float in \[0, 1\], got 1.5"):
+        ops.ema_update(np.zeros(3), g, 1.5)
+    np.testing.assert_array_equal(g, [-2.0, 0.5, 3.0])
+
+
+# ---- constructor arguments ---------------------------------------------------------------------
+OPTIMIZER_BAD = [  # (class, kwargs, error, message)
+    (optimizers.Adam, dict(beta_1=1.0), ValueError, r"Adam: 'beta_1' must be a float in \[0, 1\), got 1.0"),
+    (optimizers.Adam, dict(beta_1=-0.1), ValueError, r"Adam: 'beta_1' must be a float in \[0, 1\)"),
+    (optimizers.Adam, dict(beta_2=float("nan")), ValueError, r"Adam: 'beta_2' must be a float in \[0, 1\), got nan"),
+    (optimizers.Adam, dict(beta_2="0.999"), TypeError, r"Adam: 'beta_2' must be a float in \[0, 1\), got '0.999'"),
+    (optimizers.Adam, dict(epsilon=0), ValueError, r"Adam: 'epsilon' must be a float > 0, got 0"),
+    (optimizers.Adam, dict(epsilon=True), TypeError, r"Adam: 'epsilon' must be a float > 0, got True"),
+    (optimizers.AdamW, dict(beta_1=1.5), ValueError, r"AdamW: 'beta_1' must be a float in \[0, 1\), got 1.5"),
+    (optimizers.AdamW, dict(weight_decay=-0.1), ValueError, r"AdamW: 'weight_decay' must be a float >= 0, got -0.1"),
+    (optimizers.Nadam, dict(beta_1=1.0), ValueError, r"Nadam: 'beta_1' must be a float in \[0, 1\), got 1.0"),
+    (optimizers.Nadam, dict(epsilon=-1e-7), ValueError, r"Nadam: 'epsilon' must be a float > 0"),
+    (optimizers.RMSprop, dict(rho=1.5), ValueError, r"RMSprop: 'rho' must be a float in \[0, 1\], got 1.5"),
+    (optimizers.RMSprop, dict(momentum=-0.5), ValueError, r"RMSprop: 'momentum' must be a float in \[0, 1\]"),
+    (optimizers.RMSprop, dict(epsilon=float("inf")), ValueError, r"RMSprop: 'epsilon' must be a float > 0, got inf"),
+    (optimizers.Adagrad, dict(initial_accumulator_value=-0.1), ValueError,
+     r"Adagrad: 'initial_accumulator_value' must be a float >= 0, got -0.1"),
+    (optimizers.Adagrad, dict(epsilon=0.0), ValueError, r"Adagrad: 'epsilon' must be a float > 0, got 0.0"),
+    (optimizers.Adadelta, dict(rho=-0.01), ValueError, r"Adadelta: 'rho' must be a float in \[0, 1\], got -0.01"),
+    (optimizers.Adadelta, dict(epsilon=None), TypeError, r"Adadelta: 'epsilon' must be a float > 0, got None"),
+    (optimizers.SGD, dict(momentum="0.9"), ValueError, r"SGD: 'momentum' must be a float in \[0, 1\], got '0.9'"),
+    (optimizers.SGD, dict(momentum=float("nan")), ValueError, r"SGD: 'momentum' must be a float in \[0, 1\], got nan"),
+    (optimizers.SGD, dict(clipnorm=0), ValueError, r"SGD: 'clipnorm' must be a float > 0, got 0"),
+    (optimizers.SGD, dict(clipvalue="1"), TypeError, r"SGD: 'clipvalue' must be a float > 0, got '1'"),
+    (optimizers.SGD, dict(global_clipnorm=float("nan")), ValueError, r"SGD: 'global_clipnorm' must be a float > 0"),
+    (optimizers.SGD, dict(clipnorm=1.0, clipvalue=0.5), ValueError,
+     r"SGD: set at most one of clipnorm, clipvalue, global_clipnorm \(as Keras\), got clipnorm=1.0, clipvalue=0.5"),
+    (optimizers.Adam, dict(weight_decay=True), TypeError, r"Adam: 'weight_decay' must be a float >= 0, got True"),
+    (optimizers.Adam, dict(ema_momentum=1.5), ValueError, r"Adam: 'ema_momentum' must be a float in \[0, 1\]"),
+    (optimizers.Adam, dict(ema_momentum="high"), TypeError, r"Adam: 'ema_momentum' must be a float in \[0, 1\]"),
+    (optimizers.Adam, dict(use_ema=True, ema_overwrite_frequency=2.5), ValueError,
+     r"Adam: 'ema_overwrite_frequency' must be None or an int >= 1 \(0: never\), got 2.5"),
+    (optimizers.Adam, dict(use_ema=True, ema_overwrite_frequency=-1), ValueError, r"'ema_overwrite_frequency'"),
+    (optimizers.Adam, dict(use_ema=True, ema_overwrite_frequency=True), ValueError, r"'ema_overwrite_frequency'"),
+    (optimizers.Adam, dict(name=3), TypeError, r"Adam: 'name' must be a string or None, got 3"),
+    (optimizers.Adam, dict(learning_rate=float("nan")), ValueError,
+     r"Adam: 'learning_rate' must be a float >= 0 or a schedule, got nan"),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, error, message", OPTIMIZER_BAD,
+                         ids=[f"{c.__name__}-{sorted(k)}" for c, k, _, _ in OPTIMIZER_BAD])
+def test_optimizer_constructor_arguments_are_checked(cls, kwargs, error, message):
+    with pytest.raises(error, match=message) as info:
+        cls(**kwargs)
+    assert type(info.value) is error
+
+
+def test_optimizer_constructor_normalises_what_keras_accepts():
+    opt = optimizers.SGD(learning_rate=1, momentum=1, clipnorm=np.float32(2))
+    assert (repr(opt.learning_rate), repr(opt.momentum), repr(opt.clipnorm)) == ("1.0", "1.0", "2.0")
+    opt = optimizers.Adam(beta_1=0, beta_2=np.float64(0.5), epsilon=1, weight_decay=0, use_ema=True,
+                          ema_momentum=1, ema_overwrite_frequency=np.int64(3))
+    assert (opt.beta_1, opt.beta_2, opt.epsilon, opt.weight_decay, opt.ema_momentum) == (0.0, 0.5, 1.0, 0.0, 1.0)
+    assert repr(opt.ema_overwrite_frequency) == "3"
+    assert optimizers.Adam(use_ema=True, ema_overwrite_frequency=0).ema_overwrite_frequency == 0  # Keras: as None
+    assert optimizers.RMSprop(rho=1.0, momentum=1).rho == 1.0
+    assert optimizers.Adagrad(initial_accumulator_value=0).initial_accumulator_value == 0.0
+    with pytest.warns(UserWarning, match="Adam: argument 'decay' is no longer supported and will be ignored"):
+        opt = optimizers.Adam(decay=1e-4)  # Keras 2's argument: Keras 3 warns and ignores it
+    assert "decay" not in opt.get_config()
+    optimizers.Adam(decay=None)  # nothing to warn about
+
+
+def test_the_normalised_configs_round_trip():
+    opt = optimizers.RMSprop(learning_rate=1, rho=np.float32(0.5), momentum=0, epsilon=1, clipvalue=3)
+    clone = optimizers.RMSprop.from_config(opt.get_config())
+    assert clone.get_config() == opt.get_config()
+    assert all(type(v) in (float, bool, str, type(None)) for v in opt.get_config().values())

@@ -134,7 +134,9 @@ def test_zero_padding_past_2_63_is_a_clear_error():
 
 def test_zero_padding_layer_with_huge_padding_is_a_clear_error():
     layer = fastnn.layers.ZeroPadding2D(((BIG, BIG), (0, 0)))
-    with pytest.raises(ValueError, match="exceeds 2\\*\\*63 - 1"):
+    with pytest.raises(ValueError, match=r"ZeroPadding2D 'zero_padding2d\w*': the output would have shape \(1, "
+                                         r"18446744073709551618, 4, 1\): its sizes \(zeros aside\) multiply to more "
+                                         r"than 2\*\*63 - 1 bytes"):
         layer(np.ones((1, 4, 4, 1), np.float32))
 
 

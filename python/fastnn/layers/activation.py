@@ -3,6 +3,7 @@
 import numpy as np
 
 from .. import activations, initializers, ops, regularizers
+from . import _validation
 from .base import Layer, trainable_grad
 from .core import Activation, _OutputActivation
 
@@ -20,10 +21,10 @@ class ReLU(Layer):
 
     def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
         super().__init__(**kwargs)
-        for arg, value in (("max_value", max_value), ("negative_slope", negative_slope), ("threshold", threshold)):
-            if value is not None and (not np.isfinite(value) or value < 0):
-                raise ValueError(f"ReLU: '{arg}' must be >= 0, got {value}")
-        self.max_value, self.negative_slope, self.threshold = max_value, float(negative_slope), float(threshold)
+        max_value = _validation.number(max_value, "max_value", "ReLU", low=0.0, allow_none=True)
+        negative_slope = _validation.number(negative_slope, "negative_slope", "ReLU", low=0.0)
+        threshold = _validation.number(threshold, "threshold", "ReLU", low=0.0)
+        self.max_value, self.negative_slope, self.threshold = max_value, negative_slope, threshold
         # The common case is one kernel call; max_value and threshold use NumPy.
         self._simple = max_value is None and threshold == 0.0
         base = activations.get("leaky_relu" if negative_slope else "relu")
@@ -56,10 +57,9 @@ class LeakyReLU(Activation):
     def __init__(self, negative_slope=0.3, **kwargs):
         if "alpha" in kwargs:  # Keras 2 name
             negative_slope = kwargs.pop("alpha")
-        if not np.isfinite(negative_slope) or negative_slope < 0:
-            raise ValueError(f"LeakyReLU: 'negative_slope' must be >= 0, got {negative_slope}")
+        negative_slope = _validation.number(negative_slope, "negative_slope", "LeakyReLU", low=0.0)
         super().__init__("leaky_relu", **kwargs)
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = negative_slope
         self._act = activations.ActivationSpec("leaky_relu", self._act.kind, negative_slope)
 
     def get_config(self):
@@ -73,8 +73,8 @@ class ELU(Activation):
 
     def __init__(self, alpha=1.0, **kwargs):
         super().__init__("elu", **kwargs)
-        self.alpha = float(alpha)
-        self._act = activations.ActivationSpec("elu", self._act.kind, alpha)
+        self.alpha = _validation.number(alpha, "alpha", "ELU")
+        self._act = activations.ActivationSpec("elu", self._act.kind, self.alpha)
 
     def get_config(self):
         cfg = Layer.get_config(self)
@@ -86,7 +86,8 @@ class Softmax(_OutputActivation, Layer):
     """Softmax over `axis` (default the last).
 
     Args:
-        axis: int, default -1.
+        axis: int, or a list/tuple of distinct ints (one softmax over those axes together, as
+            Keras), default -1.
         **kwargs: name, dtype, input_shape.
 
     As a model's output with a cross-entropy loss (last axis), the model fuses the softmax
@@ -97,11 +98,45 @@ class Softmax(_OutputActivation, Layer):
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
-        self.axis = int(axis)
+        if isinstance(axis, (list, tuple)):
+            if not axis or not all(_validation.is_int(a) for a in axis):
+                raise TypeError(f"Softmax: 'axis' must be an int or a non-empty list/tuple of ints, got {axis!r}")
+            axis = [int(a) for a in axis]
+        else:
+            axis = _validation.axis(axis, "axis", "Softmax")
+        self.axis = axis
         self._act = activations.get("softmax")
 
+    def _axes(self, ndim):
+        """The softmax axes for inputs of `ndim` axes (sorted, non-negative), checked."""
+        axes = self.axis if isinstance(self.axis, list) else [self.axis]
+        if any(not -ndim <= a < ndim for a in axes):
+            raise ValueError(f"Softmax '{self.name}': 'axis' {self.axis} is out of range for inputs with {ndim} axes")
+        axes = sorted(a % ndim for a in axes)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"Softmax '{self.name}': 'axis' {self.axis} repeats an axis")
+        return axes
+
+    def compute_output_shape(self, input_shape):
+        self._axes(len(input_shape))
+        return tuple(input_shape)
+
+    def _apply(self, fn, *arrays):
+        """fn (the kernel over the last axis) on arrays with the softmax axes moved last and merged."""
+        ndim = arrays[0].ndim
+        axes = self._axes(ndim)
+        if axes == [ndim - 1]:
+            return fn(*arrays)
+        others = [a for a in range(ndim) if a not in axes]
+        order = others + axes
+        moved = [np.ascontiguousarray(np.transpose(a, order)) for a in arrays]
+        shape = moved[0].shape
+        flat = [m.reshape(shape[:len(others)] + (-1,)) for m in moved]
+        out = fn(*flat).reshape(shape)
+        return np.ascontiguousarray(np.transpose(out, np.argsort(order)))
+
     def forward(self, x, training=False, logits=False):
-        y = None if logits else activations.softmax(x, self.axis)
+        y = None if logits else self._apply(lambda a: activations.softmax(a, -1), np.asarray(x))
         return (x if logits else y), ((y,) if training else None)
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
@@ -109,10 +144,8 @@ class Softmax(_OutputActivation, Layer):
         if y is None:  # the logits were the output
             return dy
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
-        if self.axis in (-1, y.ndim - 1):
-            return ops.activation_backward(dy, "softmax", y)
-        yt, dyt = (np.ascontiguousarray(np.moveaxis(a, self.axis, -1)) for a in (y, dy))
-        return np.moveaxis(ops.activation_backward(dyt, "softmax", yt), -1, self.axis)
+        return self._apply(lambda d, yy: ops.activation_backward(np.ascontiguousarray(d), "softmax",
+                                                                np.ascontiguousarray(yy)), dy, y)
 
     def output_activation(self):
         return "softmax" if self.axis in (-1,) else None
@@ -145,7 +178,8 @@ class PReLU(Layer):
         self.alpha_regularizer = regularizers.get(alpha_regularizer)
         if shared_axes is not None and not isinstance(shared_axes, (list, tuple)):
             shared_axes = [shared_axes]
-        self.shared_axes = None if shared_axes is None else [int(a) for a in shared_axes]
+        self.shared_axes = None if shared_axes is None else [_validation.axis(a, "shared_axes", "PReLU")
+                                                             for a in shared_axes]
         self.alpha = None
 
     def build(self, input_shape):

@@ -43,6 +43,7 @@ import numpy as np
 
 from .. import ops
 from ..utils import rng
+from . import _validation
 from .base import Layer
 from .conv import _AnySpatialSize
 
@@ -55,16 +56,17 @@ def _is_number(value):
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
-def _factor_range(factor, what, who, low, high):
-    """(lower, upper): a number f gives (-|f|, |f|), a pair is sorted; each number in [low, high]."""
+def _factor_range(factor, what, who, low, high, low_open=False):
+    """(lower, upper): a number f gives (-|f|, |f|), a pair is sorted (as Keras); each number in
+    [low, high] (with `low_open`, (low, high])."""
+    interval = f"{'(' if low_open else '['}{low}, {high}]"
     pair = isinstance(factor, (tuple, list)) and len(factor) == 2 and all(_is_number(v) for v in factor)
     if not (_is_number(factor) or pair):
-        raise ValueError(f"{who}: '{what}' must be a number or a pair of numbers in [{low}, {high}], "
-                         f"got {factor!r}")
+        raise ValueError(f"{who}: '{what}' must be a number or a pair of numbers in {interval}, got {factor!r}")
     values = [float(v) for v in factor] if pair else [float(factor)]
     for v in values:
-        if not low <= v <= high:
-            raise ValueError(f"{who}: '{what}' must be in [{low}, {high}], got {factor!r}")
+        if not (low < v <= high if low_open else low <= v <= high):
+            raise ValueError(f"{who}: '{what}' must be in {interval}, got {factor!r}")
     if not pair:
         return -abs(values[0]), abs(values[0])
     return tuple(sorted(values))
@@ -84,8 +86,7 @@ class _Augmentation(_AnySpatialSize, Layer, metaclass=abc.ABCMeta):
     def __init__(self, seed=None, data_format=None, **kwargs):
         super().__init__(**kwargs)
         who = f"{type(self).__name__} '{self.name}'"
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f"{who}: 'seed' must be None or an int >= 0, got {seed!r}")
+        seed = _validation.seed(seed, who)
         if data_format not in (None, "channels_last"):
             raise ValueError(f"{who}: 'data_format' must be 'channels_last' (or None): fastnn images are NHWC; "
                              f"got {data_format!r}")
@@ -185,9 +186,7 @@ class _Warp(_Augmentation):
         super().__init__(seed=seed, **kwargs)
         self.fill_mode = _choice(fill_mode, "fill_mode", FILL_MODES, self._who)
         self.interpolation = _choice(interpolation, "interpolation", INTERPOLATIONS, self._who)
-        if not _is_number(fill_value):
-            raise ValueError(f"{self._who}: 'fill_value' must be a number, got {fill_value!r}")
-        self.fill_value = float(fill_value)
+        self.fill_value = _validation.number(fill_value, "fill_value", self._who, type_error=ValueError)
 
     @abc.abstractmethod
     def _transforms(self, n, height, width):
@@ -303,7 +302,7 @@ class RandomZoom(_Warp):
     (zoom out), below 1 less (zoom in).
 
     Args:
-        height_factor: a float in [-1, 1] or a pair ``(lower, upper)``: ``0.2`` zooms
+        height_factor: a float in (-1, 1] or a pair ``(lower, upper)``: ``0.2`` zooms
             vertically by a random amount in [-20%, +20%]; positive values zoom out,
             negative values zoom in (``(-0.3, -0.2)``: in by 20% to 30%).
         width_factor: the same horizontally, default None: the vertical zoom is used for
@@ -321,9 +320,10 @@ class RandomZoom(_Warp):
                          **kwargs)
         self.height_factor = height_factor
         self.width_factor = width_factor
-        self._height = _factor_range(height_factor, "height_factor", self._who, -1.0, 1.0)
+        # Keras: factors in (-1, 1] (a zoom of 1 + (-1) = 0 maps every pixel to the centre)
+        self._height = _factor_range(height_factor, "height_factor", self._who, -1.0, 1.0, low_open=True)
         self._width = (None if width_factor is None
-                       else _factor_range(width_factor, "width_factor", self._who, -1.0, 1.0))
+                       else _factor_range(width_factor, "width_factor", self._who, -1.0, 1.0, low_open=True))
 
     def _transforms(self, n, h, w):
         g = self._rng()
@@ -376,7 +376,8 @@ class RandomCrop(_Augmentation):
         return (input_shape[0], self.height, self.width, input_shape[3])
 
     def forward(self, x, training=False, keep_cache=False):
-        _, h, w, _ = x.shape
+        n, h, w, c = x.shape
+        _validation.check_size((n, self.height, self.width, c), self._who, itemsize=x.itemsize)
         if training and h >= self.height and w >= self.width:
             return self._augment(x)
         if not training and (h, w) == (self.height, self.width):

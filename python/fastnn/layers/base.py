@@ -30,6 +30,7 @@ from ..keras_tensor import KerasTensor, any_symbolic
 from ..operation import _TRACING, Operation, trainability_changed, unique_name
 from ..operators import ArithmeticOperators
 from ..saving import registration
+from . import _validation
 
 _unique_name = unique_name  # layers' default names (the one namespace)
 
@@ -189,7 +190,8 @@ class Layer(Operation):
         self._declared_input_shape = None
         if input_shape is not None:
             self._declared_input_shape = _as_shape(input_shape, type(self).__name__)
-        self._batch_size = batch_size
+        self._batch_size = _validation.integer(batch_size, "batch_size", type(self).__name__, minimum=0,
+                                               allow_none=True)
         self.activity_regularizer = regularizers.get(activity_regularizer)
         self._own_variables = []
         self.built = False
@@ -251,6 +253,8 @@ class Layer(Operation):
         if any(d is None for d in shape):
             raise ValueError(f"{self.name}.add_weight: 'shape' must be fully known, got {shape}")
         dtype = np.dtype(dtype or self._dtype)
+        _validation.check_size(shape, f"{self.name}.add_weight", f"the weight '{name or 'variable'}'",
+                               dtype.itemsize)
         init = initializers.get("glorot_uniform" if initializer is None else initializer)
         value = np.array(init(tuple(shape), dtype), dtype=dtype, order="C")  # keeps 0-d shapes
         if value.shape != tuple(shape):
@@ -598,12 +602,17 @@ registration.register_builtin(Layer, "layer")
 
 # ---- shapes -------------------------------------------------------------------------------------------
 def _as_shape(shape, who):
-    if isinstance(shape, (int, np.integer)):
+    """A shape as a tuple of ints >= 0 and None (an int is a 1-D shape). Floats (even 2.0),
+    bools and strings are refused, not converted (Keras' standardize_shape)."""
+    if _validation.is_int(shape):
         shape = (shape,)
     try:
-        shape = tuple(None if d is None else int(d) for d in shape)
-    except (TypeError, ValueError):
+        shape = tuple(shape)
+    except TypeError:
         raise TypeError(f"{who}: a shape must be a tuple of ints, got {shape!r}") from None
+    if isinstance(shape, (str, bytes)) or not all(d is None or _validation.is_int(d) for d in shape):
+        raise TypeError(f"{who}: a shape must be a tuple of ints (or None), got {shape!r}")
+    shape = tuple(None if d is None else int(d) for d in shape)
     if any(d is not None and d < 0 for d in shape):
         raise ValueError(f"{who}: shape dimensions must be >= 0, got {shape}")
     return shape

@@ -3,22 +3,9 @@
 import numpy as np
 
 from .. import activations, initializers, ops, regularizers
+from . import _validation
 from .base import Layer, trainable_grad
 from .core import _OutputActivation
-
-
-def _tuple(value, rank, name, who):
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"{who}: '{name}' must be an int or a tuple of {rank} ints, got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        value = (int(value),) * rank
-    try:
-        value = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{who}: '{name}' must be an int or a tuple of {rank} ints, got {value!r}") from None
-    if len(value) != rank or any(v < 1 for v in value):
-        raise ValueError(f"{who}: '{name}' must be {rank} positive int(s), got {value}")
-    return value
 
 
 class _AnySpatialSize:
@@ -49,16 +36,16 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
             raise ValueError(f"{who}: 'filters' must be a positive int, got {filters!r}")
         if data_format not in (None, "channels_last"):
             raise ValueError(f"{who}: only data_format='channels_last' is supported, got {data_format!r}")
-        if groups != 1:
+        if _validation.integer(groups, "groups", who, minimum=1) != 1:
             raise ValueError(f"{who}: grouped convolutions (groups={groups}) are not supported")
         allowed = ("valid", "same", "causal") if self.rank == 1 else ("valid", "same")
-        padding = str(padding).lower()
-        if padding not in allowed:
+        if not isinstance(padding, str) or padding.lower() not in allowed:
             raise ValueError(f"{who}: 'padding' must be one of {allowed}, got {padding!r}")
+        padding = padding.lower()
         self.filters = int(filters)
-        self.kernel_size = _tuple(kernel_size, self.rank, "kernel_size", who)
-        self.strides = _tuple(strides, self.rank, "strides", who)
-        self.dilation_rate = _tuple(dilation_rate, self.rank, "dilation_rate", who)
+        self.kernel_size = _validation.int_tuple(kernel_size, self.rank, "kernel_size", who)
+        self.strides = _validation.int_tuple(strides, self.rank, "strides", who)
+        self.dilation_rate = _validation.int_tuple(dilation_rate, self.rank, "dilation_rate", who)
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(f"{who}: strides > 1 cannot be combined with dilation_rate > 1 (as Keras)")
         self.padding = padding

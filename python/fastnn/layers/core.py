@@ -1,10 +1,14 @@
 """Core layers: Input, Dense, Activation, Dropout, Flatten, Reshape."""
 
+import math
+
 import numpy as np
 
 from .. import activations, initializers, ops, regularizers
 from ..keras_tensor import KerasTensor
+from ..ops.pool import check_data_format
 from ..utils import rng
+from . import _validation
 from .base import Layer, _as_shape, _unique_name, trainable_grad
 
 
@@ -25,10 +29,15 @@ class InputLayer(Layer):
 
     def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, input_tensor=None,
                  optional=False, name=None, input_shape=None, **kwargs):
-        if batch_shape is not None:
-            batch_shape = _as_shape(batch_shape, "InputLayer")
-            shape, batch_size = batch_shape[1:], batch_shape[0]
         shape = shape if shape is not None else input_shape
+        if batch_shape is not None:
+            if shape is not None or batch_size is not None:  # Keras: one or the other
+                raise ValueError(f"InputLayer: give 'batch_shape' or 'shape' (with 'batch_size'), not both; got "
+                                 f"shape={shape!r}, batch_size={batch_size!r}, batch_shape={batch_shape!r}")
+            batch_shape = _as_shape(batch_shape, "InputLayer")
+            if not batch_shape:
+                raise ValueError("InputLayer: 'batch_shape' needs the batch axis, got ()")
+            shape, batch_size = batch_shape[1:], batch_shape[0]
         if shape is None:
             raise ValueError("InputLayer: 'shape' is required, e.g. Input(shape=(784,))")
         if sparse:
@@ -247,6 +256,22 @@ class Activation(_OutputActivation, Layer):
         return cfg
 
 
+def _noise_shape(noise_shape, who):
+    """None, or a tuple of ints > 0 and None (Keras' checks: ValueError for anything else)."""
+    if noise_shape is None:
+        return None
+    error = ValueError(f"{who}: 'noise_shape' must be a tuple of ints > 0 and None, got {noise_shape!r}")
+    if isinstance(noise_shape, (str, bytes)):
+        raise error
+    try:
+        shape = tuple(noise_shape)
+    except TypeError:
+        raise error from None
+    if not all(d is None or (_validation.is_int(d) and d > 0) for d in shape):
+        raise error
+    return tuple(None if d is None else int(d) for d in shape)
+
+
 class Dropout(Layer):
     """Sets a fraction `rate` of the inputs to zero during training (inverted dropout).
 
@@ -255,10 +280,10 @@ class Dropout(Layer):
     ``fastnn.utils.set_random_seed``, identical on any thread count.
 
     Args:
-        rate: float in [0, 1).
-        noise_shape: optional tuple: the mask's shape, broadcast over the input (None
-            entries take the input's size), e.g. ``(batch, 1, features)``.
-        seed: optional int: a generator of this layer's own.
+        rate: float in [0, 1]; 1 drops everything (zeros, as Keras).
+        noise_shape: optional tuple of ints > 0 and None: the mask's shape, broadcast over
+            the input (None entries take the input's size), e.g. ``(batch, 1, features)``.
+        seed: optional int >= 0: a generator of this layer's own.
     """
 
     supports_masking = True
@@ -267,16 +292,16 @@ class Dropout(Layer):
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0 <= rate < 1:
-            raise ValueError(f"Dropout: 'rate' must be a float in [0, 1), got {rate!r}")
-        self.rate = float(rate)
-        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
-        self.seed = seed
-        self._generator = rng.generator_for(seed) if seed is not None else None
+        self.rate = _validation.rate(rate, "rate", "Dropout", allow_one=True)
+        self.noise_shape = _noise_shape(noise_shape, "Dropout")
+        self.seed = _validation.seed(seed, "Dropout")
+        self._generator = rng.generator_for(self.seed) if self.seed is not None else None
 
     def forward(self, x, training=False, keep_cache=False):
         if not training or self.rate == 0:
             return x, ((None, None) if training or keep_cache else None)
+        if self.rate == 1:  # everything dropped (Keras returns zeros)
+            return np.zeros_like(x), (None, np.zeros((), x.dtype))
         seed = rng.draw_seed(self._generator)
         if self.noise_shape is None:
             return ops.dropout(x, self.rate, seed), (seed, None)
@@ -286,10 +311,10 @@ class Dropout(Layer):
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
         seed, mask = cache
-        if seed is None:
-            return dy
         if mask is not None:
             return dy * mask
+        if seed is None:
+            return dy
         return ops.dropout_backward(np.ascontiguousarray(dy), self.rate, seed)
 
     def get_config(self):
@@ -299,11 +324,19 @@ class Dropout(Layer):
 
 
 class Flatten(Layer):
-    """Flattens every axis after the batch axis: (batch, ...) -> (batch, prod(...))."""
+    """Flattens every axis after the batch axis: (batch, ...) -> (batch, prod(...)).
+
+    Args:
+        data_format: None or "channels_last" (the only layout fastnn has).
+    """
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = check_data_format(data_format, "Flatten")
 
     def compute_output_shape(self, input_shape):
         rest = input_shape[1:]
-        size = None if any(d is None for d in rest) else int(np.prod(rest, dtype=np.int64))
+        size = None if any(d is None for d in rest) else math.prod(rest)  # exact (a Python int)
         return (input_shape[0], size if rest else 1)
 
     def _output_dtype(self, input_dtype):
@@ -316,25 +349,45 @@ class Flatten(Layer):
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
         return dy.reshape(cache)
 
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["data_format"] = self.data_format
+        return cfg
+
 
 class Reshape(Layer):
-    """Reshapes each sample to `target_shape` (without the batch axis; one -1 allowed)."""
+    """Reshapes each sample to `target_shape` (without the batch axis).
+
+    Args:
+        target_shape: tuple of ints >= 0, at most one of them -1 (the size that makes the
+            number of values match).
+    """
 
     def __init__(self, target_shape, **kwargs):
         super().__init__(**kwargs)
-        self.target_shape = tuple(int(d) for d in target_shape)
-        if sum(d == -1 for d in self.target_shape) > 1 or any(d < -1 or d == 0 for d in self.target_shape):
-            raise ValueError(f"Reshape: 'target_shape' must hold positive sizes and at most one -1, got {target_shape}")
+        error = f"Reshape: 'target_shape' must be a tuple of ints >= 0 with at most one -1, got {target_shape!r}"
+        if isinstance(target_shape, (str, bytes)):
+            raise TypeError(error)
+        try:
+            shape = tuple(target_shape)
+        except TypeError:
+            raise TypeError(error) from None
+        if not all(_validation.is_int(d) for d in shape):
+            raise TypeError(error)
+        self.target_shape = tuple(int(d) for d in shape)
+        if sum(d == -1 for d in self.target_shape) > 1 or any(d < -1 for d in self.target_shape):
+            raise ValueError(error)
 
     def compute_output_shape(self, input_shape):
         rest = input_shape[1:]
         if any(d is None for d in rest):
             return (input_shape[0],) + tuple(None if d == -1 else d for d in self.target_shape)
-        size = int(np.prod(rest, dtype=np.int64))
-        known = int(np.prod([d for d in self.target_shape if d != -1], dtype=np.int64))
+        size = math.prod(rest)  # exact sizes (Python ints): no wrap-around past 2**63
+        known = math.prod(d for d in self.target_shape if d != -1)
         if -1 in self.target_shape:
-            if size % known:
-                raise ValueError(f"Reshape '{self.name}': cannot reshape {rest} into {self.target_shape}")
+            if known == 0 or size % known:
+                raise ValueError(f"Reshape '{self.name}': cannot reshape {rest} ({size} values) into "
+                                 f"{self.target_shape}")
             return (input_shape[0],) + tuple(size // known if d == -1 else d for d in self.target_shape)
         if known != size:
             raise ValueError(f"Reshape '{self.name}': cannot reshape {rest} ({size} values) into "

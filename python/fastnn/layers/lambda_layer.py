@@ -3,7 +3,7 @@
 import inspect
 
 from ..structure import flatten
-from .base import Layer
+from .base import Layer, _as_shape
 
 
 class Lambda(Layer):
@@ -35,6 +35,10 @@ class Lambda(Layer):
         if not callable(function):
             raise TypeError(f"Lambda: 'function' must be callable, got {type(function).__name__}")
         self.function = function
+        if arguments is not None and not isinstance(arguments, dict):
+            raise TypeError(f"Lambda: 'arguments' must be a dict or None, got {arguments!r}")
+        if output_shape is not None and not callable(output_shape):
+            output_shape = _as_shape(output_shape, "Lambda: 'output_shape'")
         self.arguments = dict(arguments or {})
         self.mask = mask
         self.supports_masking = mask is not None

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from . import _validation
 from .base import Layer
 
 
@@ -12,7 +13,7 @@ class Masking(Layer):
     ``Embedding(mask_zero=True)``; the masked steps' values are set to 0 in the output.
 
     Args:
-        mask_value: float, default 0.0.
+        mask_value: float (not NaN), default 0.0.
         **kwargs: name, dtype, input_shape.
 
     Example:
@@ -25,7 +26,8 @@ class Masking(Layer):
 
     def __init__(self, mask_value=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.mask_value = float(mask_value)
+        # NaN would mask nothing (NaN != NaN): refused; +-inf are values like any other.
+        self.mask_value = _validation.number(mask_value, "mask_value", "Masking", finite=False)
 
     def compute_mask(self, inputs, mask=None):
         return np.any(np.asarray(inputs) != self.mask_value, axis=-1)

@@ -19,6 +19,7 @@ import numpy as np
 from .. import initializers, ops, regularizers
 from ..keras_tensor import KerasTensor, any_symbolic
 from ..utils import rng
+from . import _validation
 from .base import Layer, _as_input
 from .einsum_dense import EinsumDense
 
@@ -112,18 +113,20 @@ class MultiHeadAttention(Layer):
         if flash_attention not in (None, True, False):
             raise TypeError(f"{who}: 'flash_attention' must be None, True or False, got {flash_attention!r}")
         if output_shape is not None and output_shape != ():
-            if isinstance(output_shape, (int, np.integer)):
-                output_shape = (output_shape,)
             try:
-                output_shape = tuple(int(d) for d in output_shape)
-            except (TypeError, ValueError):
+                items = (output_shape,) if _validation.is_int(output_shape) else tuple(output_shape)
+            except TypeError:
+                items = None
+            if items is None or isinstance(output_shape, (str, bytes)) or not all(_validation.is_int(d)
+                                                                                  for d in items):
                 raise ValueError(f"{who}: 'output_shape' must be an int, a tuple or a list of ints, got "
-                                 f"{output_shape!r}") from None
+                                 f"{output_shape!r}")
+            output_shape = tuple(int(d) for d in items)
             if not output_shape or any(d <= 0 for d in output_shape):
                 raise ValueError(f"{who}: 'output_shape' must hold positive sizes, got {output_shape!r}")
         else:
             output_shape = None
-        if isinstance(attention_axes, (int, np.integer)):
+        if _validation.is_int(attention_axes):
             attention_axes = (int(attention_axes),)
         elif attention_axes is not None:
             if not isinstance(attention_axes, (list, tuple)) or not all(
@@ -146,8 +149,8 @@ class MultiHeadAttention(Layer):
         self._bias_initializer = initializers.get(bias_initializer)
         self._kernel_regularizer = regularizers.get(kernel_regularizer)
         self._bias_regularizer = regularizers.get(bias_regularizer)
-        self.seed = seed
-        self._generator = rng.generator_for(seed) if seed is not None else None
+        self.seed = _validation.seed(seed, who)
+        self._generator = rng.generator_for(self.seed) if self.seed is not None else None
         self._inverse_sqrt_key_dim = 1.0 / math.sqrt(float(self._key_dim))
         self._query_dense = self._key_dense = self._value_dense = self._output_dense = None
         self._gate_dense = None

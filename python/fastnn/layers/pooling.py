@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import ops
 from ..ops.pool import check_data_format, normalize_padding2d, standardize_padding, standardize_tuple
+from . import _validation
 from .base import Layer
 from .conv import _AnySpatialSize
 
@@ -271,6 +272,7 @@ class ZeroPadding2D(_AnySpatialSize, Layer):
                 None if w is None else w + left + right, input_shape[3])
 
     def forward(self, x, training=False):
+        _validation.check_size(self.compute_output_shape(x.shape), f"ZeroPadding2D '{self.name}'", itemsize=x.itemsize)
         return ops.zero_pad2d(x, self.padding), None  # backward needs only the padding
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
@@ -295,10 +297,10 @@ class UpSampling2D(_AnySpatialSize, Layer):
         super().__init__(**kwargs)
         self.size = standardize_tuple(size, 2, "size", "UpSampling2D")
         self.data_format = check_data_format(data_format, "UpSampling2D")
-        if interpolation != "nearest":
+        if not isinstance(interpolation, str) or interpolation.lower() != "nearest":  # Keras lower-cases it
             raise ValueError(f"UpSampling2D: interpolation={interpolation!r} is not supported; fastnn "
                              "has 'nearest' only")
-        self.interpolation = interpolation
+        self.interpolation = interpolation.lower()
 
     def compute_output_shape(self, input_shape):
         _check_rank(input_shape, 4, f"UpSampling2D '{self.name}'", "(batch, height, width, channels)")
@@ -307,6 +309,7 @@ class UpSampling2D(_AnySpatialSize, Layer):
                 None if w is None else w * self.size[1], input_shape[3])
 
     def forward(self, x, training=False):
+        _validation.check_size(self.compute_output_shape(x.shape), f"UpSampling2D '{self.name}'", itemsize=x.itemsize)
         return ops.upsample2d(x, self.size), None  # backward needs only the size
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):

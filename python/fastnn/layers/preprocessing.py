@@ -27,10 +27,12 @@ def _as_axes(axis, who):
     return tuple(int(a) for a in items)
 
 
-def _numeric(value, who, what):
+def _numeric(value, who, what, kinds="fiub"):
+    """value as an array of one of the dtype kinds (default: floats, ints, bools)."""
     arr = np.asarray(value)
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{who}: '{what}' must be numeric, got an array of dtype {arr.dtype}")
+    if arr.dtype.kind not in kinds:
+        raise TypeError(f"{who}: '{what}' must be numeric{'' if 'b' in kinds else ' (not bool)'}, got an array of "
+                        f"dtype {arr.dtype}")
     return arr
 
 
@@ -77,8 +79,8 @@ class Normalization(Layer):
                              f"got mean={mean!r}, variance={variance!r}")
         self.input_mean = self.input_variance = None
         if mean is not None:
-            m = _numeric(mean, who, "mean").astype(np.float64)
-            v = _numeric(variance, who, "variance").astype(np.float64)
+            m = _numeric(mean, who, "mean", "fiu").astype(np.float64)
+            v = _numeric(variance, who, "variance", "fiu").astype(np.float64)
             if m.shape != v.shape:
                 raise ValueError(f"{who}: 'mean' and 'variance' must have the same shape, got {m.shape} and "
                                  f"{v.shape}")
@@ -86,7 +88,8 @@ class Normalization(Layer):
                 raise ValueError(f"{who}: 'mean' has {m.ndim} dimensions but 'axis' keeps {len(self.axis)} "
                                  f"({self.axis}); give one value per index of the kept axes")
             if not (np.all(np.isfinite(m)) and np.all(np.isfinite(v))):
-                raise ValueError(f"{who}: 'mean' and 'variance' must be finite")
+                raise ValueError(f"{who}: 'mean' and 'variance' must be finite, got mean={mean!r}, "
+                                 f"variance={variance!r}")
             if np.any(v < 0):
                 raise ValueError(f"{who}: 'variance' must be >= 0, got {v.min()}")
             self.input_mean, self.input_variance = m, v
@@ -291,7 +294,7 @@ class Rescaling(Layer):
         who = f"Rescaling '{self.name}'"
         arrays = []
         for what, value in (("scale", scale), ("offset", offset)):
-            arr = _numeric(value, who, what).astype(np.float64)
+            arr = _numeric(value, who, what, "fiu").astype(np.float64)
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{who}: '{what}' must be finite, got {value!r}")
             arrays.append(arr)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import activations, initializers, ops, regularizers
 from ..utils import rng
+from . import _validation
 from .base import Layer, trainable_grad
 
 _SUPPORTED = ("tanh", "sigmoid", "relu", "linear")
@@ -24,9 +25,8 @@ def _activation_name(value, arg, who):
 
 
 def _rate(value, arg, who):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 <= value < 1:
-        raise ValueError(f"{who}: '{arg}' must be a float in [0, 1), got {value!r}")
-    return float(value)
+    # [0, 1): Keras clips to [0, 1] and skips dropout at 1.0; fastnn refuses what is out of range.
+    return _validation.rate(value, arg, who)
 
 
 class _UnitForgetBias(initializers.Initializer):
@@ -112,8 +112,8 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         self.bias_regularizer = regularizers.get(bias_regularizer)
         self.dropout = _rate(dropout, "dropout", who)
         self.recurrent_dropout = _rate(recurrent_dropout, "recurrent_dropout", who)
-        self.seed = seed
-        self._generator = rng.generator_for(seed) if seed is not None else None
+        self.seed = _validation.seed(seed, who)
+        self._generator = rng.generator_for(self.seed) if self.seed is not None else None
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)

@@ -6,6 +6,7 @@ weights; forward is a view or one copy, backward its adjoint.
 
 import numpy as np
 
+from . import _validation
 from .base import Layer
 
 
@@ -22,10 +23,10 @@ def _int_pairs(value, count, what, who):
         raise TypeError(f"{who}: '{what}' must be an int or a tuple, got {value!r}")
     if count == 1 and len(value) == 2 and not isinstance(value[0], (list, tuple)):
         return ((as_int(value[0]), as_int(value[1])),)
-    if len(value) == count and all(not isinstance(v, (list, tuple)) for v in value):
-        return tuple((as_int(v), as_int(v)) for v in value)  # symmetric, one per axis
-    if len(value) == count and all(isinstance(v, (list, tuple)) and len(v) == 2 for v in value):
-        return tuple((as_int(v[0]), as_int(v[1])) for v in value)
+    # one entry per axis: an int (symmetric) or a (before, after) pair, mixed as Keras allows
+    if len(value) == count and all(not isinstance(v, (list, tuple)) or len(v) == 2 for v in value):
+        return tuple((as_int(v[0]), as_int(v[1])) if isinstance(v, (list, tuple)) else (as_int(v), as_int(v))
+                     for v in value)
     raise ValueError(f"{who}: '{what}' must be an int, {count} ints or {count} pairs of ints, got {value!r}")
 
 
@@ -42,9 +43,12 @@ class Permute(Layer):
     def __init__(self, dims, **kwargs):
         super().__init__(**kwargs)
         try:
-            self.dims = tuple(int(d) for d in dims)
-        except (TypeError, ValueError):
+            dims_tuple = tuple(dims)
+        except TypeError:
             raise TypeError(f"Permute: 'dims' must be a tuple of ints, got {dims!r}") from None
+        if isinstance(dims, (str, bytes)) or not all(_validation.is_int(d) for d in dims_tuple):
+            raise TypeError(f"Permute: 'dims' must be a tuple of ints, got {dims!r}")
+        self.dims = tuple(int(d) for d in dims_tuple)
         if sorted(self.dims) != list(range(1, len(self.dims) + 1)):
             raise ValueError(f"Permute: 'dims' must be a permutation of 1..{len(self.dims)} (the batch axis 0 "
                              f"stays first), got {dims!r}")
@@ -80,9 +84,7 @@ class RepeatVector(Layer):
 
     def __init__(self, n, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-            raise ValueError(f"RepeatVector: 'n' must be a positive int, got {n!r}")
-        self.n = int(n)
+        self.n = _validation.integer(n, "n", "RepeatVector", minimum=1)  # TypeError / ValueError, as Keras
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 2:
@@ -90,6 +92,7 @@ class RepeatVector(Layer):
         return (input_shape[0], self.n, input_shape[1])
 
     def forward(self, x, training=False):
+        _validation.check_size((x.shape[0], self.n, x.shape[1]), f"RepeatVector '{self.name}'", itemsize=x.itemsize)
         return np.repeat(x[:, None, :], self.n, axis=1), None
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):

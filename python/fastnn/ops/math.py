@@ -9,9 +9,11 @@ These are small per-batch computations, not hot kernels.
 """
 
 import builtins
+import math
 
 import numpy as np
 
+from .. import config
 from ..autodiff import Tensor, is_traced, unbroadcast, value_of
 from ..keras_tensor import KerasTensor
 from ..operation import symbolic
@@ -415,11 +417,74 @@ def convert_to_numpy(x):
     return np.asarray(value_of(x))
 
 
+_MAX_SIZE = 2**63 - 1
+
+
 @symbolic
-def one_hot(x, num_classes, dtype="float32"):
-    """Integer labels to one-hot rows (no derivative)."""
-    labels = np.asarray(value_of(x)).astype(np.int64)
-    return np.eye(num_classes, dtype=dtype)[labels]
+def one_hot(x, num_classes, axis=-1, dtype=None, sparse=False):
+    """Integer labels to one-hot vectors (Keras 3's ``ops.one_hot``; no derivative).
+
+    Args:
+        x: integer labels, any shape (integer-valued floats are accepted too).
+        num_classes: int >= 1, the length of each one-hot vector.
+        axis: int, default -1: where the new axis of size num_classes goes in the output
+            (in [-(x.ndim + 1), x.ndim]; -1 is last).
+        dtype: the output's dtype, default ``fastnn.config.floatx()``.
+        sparse: must be False (fastnn has no sparse tensors).
+
+    Returns:
+        An array of x's shape with an axis of size num_classes inserted at `axis`: 1 at each
+        label's index, 0 elsewhere. A label outside [0, num_classes), negative or too large,
+        gives all zeros (Keras' and TensorFlow's rule, not NumPy's negative indexing).
+
+    Raises:
+        TypeError: num_classes or axis not an int, or labels that are not numbers (bools
+            included).
+        ValueError: num_classes < 1 (or above 2**63 - 1), axis out of range, labels that
+            are not integers (1.5, NaN), sparse=True, or an output of more than 2**63 - 1
+            bytes.
+
+    Example:
+        >>> fastnn.ops.one_hot([2, -1, 0, 5], 3)
+        array([[0., 0., 1.],
+               [0., 0., 0.],
+               [1., 0., 0.],
+               [0., 0., 0.]], dtype=float32)
+    """
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"one_hot: 'num_classes' must be an int >= 1, got {num_classes!r}")
+    if not 1 <= num_classes <= _MAX_SIZE:
+        raise ValueError(f"one_hot: 'num_classes' must be an int >= 1 (at most 2**63 - 1), got {num_classes!r}")
+    num_classes = int(num_classes)
+    if sparse:
+        raise ValueError("one_hot: sparse=True is not supported (fastnn arrays are dense)")
+    dtype = np.dtype(config.floatx() if dtype is None else dtype)
+    labels = np.asarray(value_of(x))
+    kind = labels.dtype.kind
+    if kind not in "iuf":
+        raise TypeError(f"one_hot: 'x' must hold integer labels, got an array of dtype {labels.dtype}")
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"one_hot: 'axis' must be an int, got {axis!r}")
+    rank = labels.ndim + 1
+    if not -rank <= axis < rank:
+        raise ValueError(f"one_hot: 'axis' must be in [{-rank}, {rank - 1}] for labels with {labels.ndim} axes, "
+                         f"got {axis}")
+    shape = labels.shape + (num_classes,)
+    size = math.prod(d for d in shape if d)  # exact (Python ints); NumPy bounds the nonzero sizes' product
+    if size * dtype.itemsize > _MAX_SIZE:
+        raise ValueError(f"one_hot: the output of shape {shape} and dtype {dtype.name} is too large: its sizes "
+                         f"(zeros aside) times {dtype.itemsize} bytes pass 2**63 - 1")
+    flat = labels.reshape(-1)
+    if kind == "f":
+        bad = ~np.isfinite(flat) | (flat != np.floor(flat))
+        if bad.any():
+            raise ValueError(f"one_hot: 'x' must hold integer labels, got {flat[bad][0].item()!r}")
+    valid = (flat < num_classes) if kind == "u" else ((flat >= 0) & (flat < num_classes))
+    out = np.zeros((flat.size, num_classes), dtype)
+    out[np.flatnonzero(valid), flat[valid].astype(np.int64)] = 1
+    out = out.reshape(shape)
+    axis = int(axis) % rank
+    return out if axis == rank - 1 else np.ascontiguousarray(np.moveaxis(out, -1, axis))
 
 
 @symbolic

@@ -11,7 +11,53 @@ read-only inputs (``g``, ``w`` of ``ema_update``) follow the package's input con
 Every array of a call has the dtype of the first one and its number of values (any shape).
 """
 
+import math
+
+import numpy as np
+
 from .. import _core
+
+
+def _step(fn, step):
+    """The step number t: an int >= 1 (t = 0 divides by 1 - β^0 = 0; a float t is a bug upstream)."""
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"{fn}: 'step' must be an int >= 1, got {step!r}")
+    if step < 1:
+        raise ValueError(f"{fn}: 'step' must be an int >= 1, got {step!r}")
+    return int(step)
+
+
+def _real(fn, name, value, low=None, high=None, low_open=False, high_open=False):
+    """A scalar hyperparameter: a finite real number in range (TypeError / ValueError naming it)."""
+    if low is not None and high is not None:
+        expected = f"a float in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        expected = f"a float {'>' if low_open else '>='} {low:g}"
+    else:
+        expected = "a finite float"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: '{name}' must be {expected}, got {value!r}")
+    v = float(value)
+    if (not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low))
+            or (high is not None and (v >= high if high_open else v > high))):
+        raise ValueError(f"{fn}: '{name}' must be {expected}, got {value!r}")
+    return v
+
+
+_UNUSED = object()  # an update without that scalar
+
+
+def _hyper(fn, learning_rate=_UNUSED, epsilon=_UNUSED, weight_decay=_UNUSED, **rates):
+    """Checks an update's scalars: learning_rate and weight_decay >= 0, epsilon > 0, and each
+    of `rates` (name=(value, high_open)) in [0, 1] or [0, 1)."""
+    if learning_rate is not _UNUSED:
+        _real(fn, "learning_rate", learning_rate, low=0.0)
+    if epsilon is not _UNUSED:
+        _real(fn, "epsilon", epsilon, low=0.0, low_open=True)
+    if weight_decay is not _UNUSED:
+        _real(fn, "weight_decay", weight_decay, low=0.0)
+    for name, (value, high_open) in rates.items():
+        _real(fn, name, value, 0.0, 1.0, high_open=high_open)
 
 
 # ---- updates ---------------------------------------------------------------------------------
@@ -24,13 +70,14 @@ def sgd_update(w, g, m=None, learning_rate=0.01, momentum=0.0, nesterov=False):
         w: the parameters, updated in place.
         g: the gradient, shaped like w.
         m: the momentum buffer, updated in place, or None (default) for plain SGD.
-        learning_rate: float, default 0.01.
+        learning_rate: float >= 0, default 0.01.
         momentum: float in [0, 1], default 0.0.
         nesterov: bool, default False.
 
     Returns:
         None.
     """
+    _hyper("sgd_update", learning_rate, momentum=(momentum, False))
     _core.sgd_update(w, g, m, learning_rate, momentum, nesterov)
 
 
@@ -41,12 +88,13 @@ def adagrad_update(w, g, acc, learning_rate=0.001, epsilon=1e-7):
         w: the parameters, updated in place.
         g: the gradient, shaped like w.
         acc: the sum of squared gradients, updated in place.
-        learning_rate: float, default 0.001.
-        epsilon: float, default 1e-7 (inside the square root).
+        learning_rate: float >= 0, default 0.001.
+        epsilon: float > 0, default 1e-7 (inside the square root).
 
     Returns:
         None.
     """
+    _hyper("adagrad_update", learning_rate, epsilon)
     _core.adagrad_update(w, g, acc, learning_rate, epsilon)
 
 
@@ -64,14 +112,15 @@ def rmsprop_update(w, g, v, mean_g=None, m=None, learning_rate=0.001, rho=0.9, m
         mean_g: the moving average of g (centered RMSprop), updated in place, or None
             (default).
         m: the momentum buffer, updated in place, or None (default).
-        learning_rate: float, default 0.001.
-        rho: float, default 0.9.
-        momentum: float, default 0.0 (used with m).
-        epsilon: float, default 1e-7 (inside the square root).
+        learning_rate: float >= 0, default 0.001.
+        rho: float in [0, 1], default 0.9.
+        momentum: float in [0, 1], default 0.0 (used with m).
+        epsilon: float > 0, default 1e-7 (inside the square root).
 
     Returns:
         None.
     """
+    _hyper("rmsprop_update", learning_rate, epsilon, rho=(rho, False), momentum=(momentum, False))
     _core.rmsprop_update(w, g, v, mean_g, m, learning_rate, rho, momentum, epsilon)
 
 
@@ -83,13 +132,14 @@ def adadelta_update(w, g, acc_g, acc_delta, learning_rate=0.001, rho=0.95, epsil
         g: the gradient, shaped like w.
         acc_g: the moving average of g², updated in place.
         acc_delta: the moving average of the squared steps, updated in place.
-        learning_rate: float, default 0.001.
-        rho: float, default 0.95.
-        epsilon: float, default 1e-7.
+        learning_rate: float >= 0, default 0.001.
+        rho: float in [0, 1], default 0.95.
+        epsilon: float > 0, default 1e-7.
 
     Returns:
         None.
     """
+    _hyper("adadelta_update", learning_rate, epsilon, rho=(rho, False))
     _core.adadelta_update(w, g, acc_g, acc_delta, learning_rate, rho, epsilon)
 
 
@@ -107,15 +157,22 @@ def adam_update(w, g, m, v, step, v_max=None, learning_rate=0.001, beta_1=0.9, b
         v: the second moment, updated in place.
         step: int >= 1, the step number t (bias correction).
         v_max: the running maximum of v (AMSGrad), updated in place, or None (default).
-        learning_rate: float, default 0.001.
-        beta_1: float, default 0.9.
-        beta_2: float, default 0.999.
-        epsilon: float, default 1e-7 (added to sqrt(v) before bias correction, as Keras).
-        weight_decay: float, default 0.0: decoupled decay λ.
+        learning_rate: float >= 0, default 0.001.
+        beta_1: float in [0, 1), default 0.9.
+        beta_2: float in [0, 1), default 0.999.
+        epsilon: float > 0, default 1e-7 (added to sqrt(v) before bias correction, as Keras).
+        weight_decay: float >= 0, default 0.0: decoupled decay λ.
 
     Returns:
         None.
+
+    Raises:
+        TypeError: `step` is not an int, or a scalar not a number.
+        ValueError: `step` < 1 (the bias correction would divide by zero), or a scalar out
+            of range or not finite.
     """
+    step = _step("adam_update", step)
+    _hyper("adam_update", learning_rate, epsilon, weight_decay, beta_1=(beta_1, True), beta_2=(beta_2, True))
     _core.adam_update(w, g, m, v, v_max, learning_rate, beta_1, beta_2, epsilon, step, weight_decay)
 
 
@@ -132,17 +189,25 @@ def nadam_update(w, g, m, v, step, u_product_t, u_product_t1, learning_rate=0.00
         m: the first moment, updated in place.
         v: the second moment, updated in place.
         step: int >= 1, the step number t.
-        u_product_t: float, the product u_1·…·u_t.
-        u_product_t1: float, the product u_1·…·u_(t+1).
-        learning_rate: float, default 0.001.
-        beta_1: float, default 0.9.
-        beta_2: float, default 0.999.
-        epsilon: float, default 1e-7.
-        weight_decay: float, default 0.0: decoupled decay ``w -= lr·λ·w`` first.
+        u_product_t: float in [0, 1), the product u_1·…·u_t.
+        u_product_t1: float in [0, 1), the product u_1·…·u_(t+1).
+        learning_rate: float >= 0, default 0.001.
+        beta_1: float in [0, 1), default 0.9.
+        beta_2: float in [0, 1), default 0.999.
+        epsilon: float > 0, default 1e-7.
+        weight_decay: float >= 0, default 0.0: decoupled decay ``w -= lr·λ·w`` first.
 
     Returns:
         None.
+
+    Raises:
+        TypeError: `step` is not an int, or a scalar not a number.
+        ValueError: `step` < 1, or a scalar out of range or not finite (a product of 1
+            would divide by 1 - 1 = 0).
     """
+    step = _step("nadam_update", step)
+    _hyper("nadam_update", learning_rate, epsilon, weight_decay, beta_1=(beta_1, True), beta_2=(beta_2, True),
+           u_product_t=(u_product_t, True), u_product_t1=(u_product_t1, True))
     _core.nadam_update(w, g, m, v, learning_rate, beta_1, beta_2, epsilon, step, u_product_t,
                        u_product_t1, weight_decay)
 
@@ -158,6 +223,7 @@ def clip_by_value(g, clipvalue):
     Returns:
         None.
     """
+    _real("clip_by_value", "clipvalue", clipvalue, low=0.0, low_open=True)
     _core.clip_by_value(g, clipvalue)
 
 
@@ -207,6 +273,7 @@ def ema_update(ema, w, momentum):
     Returns:
         None.
     """
+    _hyper("ema_update", momentum=(momentum, False))
     _core.ema_update(ema, w, momentum)
 
 

@@ -246,10 +246,11 @@ def normalize_padding2d(padding, who):
         raise error from None
     if len(parts) != 2:
         raise error
-    if all(nonneg(p) for p in parts):
-        return (int(parts[0]),) * 2, (int(parts[1]),) * 2
     out = []
-    for part in parts:
+    for part in parts:  # each axis: an int (symmetric) or a (before, after) pair, as Keras
+        if nonneg(part):
+            out.append((int(part),) * 2)
+            continue
         try:
             pair = tuple(part)
         except TypeError:

@@ -1,6 +1,7 @@
 """Adadelta: steps scaled by a ratio of moving RMS of updates and gradients."""
 
 from ..ops import adadelta_update
+from ..ops.optim import _real
 from .base import Optimizer
 
 
@@ -9,8 +10,8 @@ class Adadelta(Optimizer):
 
     Args:
         learning_rate: float >= 0 or a schedule, default 0.001.
-        rho: float, default 0.95: the moving averages' decay.
-        epsilon: float, default 1e-7.
+        rho: float in [0, 1], default 0.95: the moving averages' decay.
+        epsilon: float > 0, default 1e-7.
         name: str, default "adadelta".
         **kwargs: the base `Optimizer`'s arguments (weight decay, clipping, EMA).
     """
@@ -19,7 +20,8 @@ class Adadelta(Optimizer):
 
     def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, name="adadelta", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.rho, self.epsilon = float(rho), float(epsilon)
+        self.rho = _real("Adadelta", "rho", rho, 0.0, 1.0)
+        self.epsilon = _real("Adadelta", "epsilon", epsilon, low=0.0, low_open=True)
 
     def _update(self, w, g, state, lr, step, weight_decay):
         self._decay(w, lr, weight_decay)

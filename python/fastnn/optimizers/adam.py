@@ -1,6 +1,7 @@
 """Adam: adaptive moment estimation, one fused kernel per step."""
 
 from ..ops import adam_update
+from ..ops.optim import _real
 from .base import Optimizer
 
 
@@ -9,9 +10,9 @@ class Adam(Optimizer):
 
     Args:
         learning_rate: float >= 0 or a schedule, default 0.001.
-        beta_1: float, default 0.9: the first moment's decay.
-        beta_2: float, default 0.999: the second moment's decay.
-        epsilon: float, default 1e-7 (added to sqrt(v) before bias correction, as Keras).
+        beta_1: float in [0, 1), default 0.9: the first moment's decay.
+        beta_2: float in [0, 1), default 0.999: the second moment's decay.
+        epsilon: float > 0, default 1e-7 (added to sqrt(v) before bias correction, as Keras).
         amsgrad: bool, default False: divide by the running maximum of the second moment.
         name: str, default "adam".
         **kwargs: the base `Optimizer`'s arguments (weight decay, clipping, EMA).
@@ -20,7 +21,11 @@ class Adam(Optimizer):
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
                  name="adam", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.beta_1, self.beta_2, self.epsilon, self.amsgrad = float(beta_1), float(beta_2), float(epsilon), bool(amsgrad)
+        who = type(self).__name__
+        self.beta_1 = _real(who, "beta_1", beta_1, 0.0, 1.0, high_open=True)
+        self.beta_2 = _real(who, "beta_2", beta_2, 0.0, 1.0, high_open=True)
+        self.epsilon = _real(who, "epsilon", epsilon, low=0.0, low_open=True)
+        self.amsgrad = bool(amsgrad)
 
     def _slot_names(self):
         slots = {"momentum": 0.0, "velocity": 0.0}

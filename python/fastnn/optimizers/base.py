@@ -13,10 +13,12 @@ address.
 
 import math
 import re
+import warnings
 
 import numpy as np
 
 from ..ops import clip_by_value, ema_update, scale_segments, sum_squares
+from ..ops.optim import _real
 from ..saving import registration
 from . import schedules
 
@@ -40,8 +42,8 @@ class Optimizer:
             this L2 norm. At most one of clipnorm, clipvalue and global_clipnorm.
         use_ema: bool, default False: keep an exponential moving average of the weights.
         ema_momentum: float in [0, 1], default 0.99.
-        ema_overwrite_frequency: int or None, default None: every so many steps, copy the
-            average into the weights.
+        ema_overwrite_frequency: int >= 1 or None, default None: every so many steps, copy
+            the average into the weights (0 as None, as Keras).
         name: str or None, default None: the class name in lower case.
     """
 
@@ -51,23 +53,34 @@ class Optimizer:
     def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None,
                  global_clipnorm=None, use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
                  name=None, **kwargs):
+        who = type(self).__name__
+        if kwargs.pop("decay", None) is not None:  # Keras 2's argument: Keras 3 warns and ignores it
+            warnings.warn(f"{who}: argument 'decay' is no longer supported and will be ignored; use a "
+                          "learning-rate schedule", stacklevel=2)
         if kwargs:
-            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) {sorted(kwargs)}")
+            raise TypeError(f"{who}: unexpected keyword argument(s) {sorted(kwargs)}")
         if sum(c is not None for c in (clipnorm, clipvalue, global_clipnorm)) > 1:
-            raise ValueError(f"{type(self).__name__}: set at most one of clipnorm, clipvalue, global_clipnorm")
-        for arg, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue), ("global_clipnorm", global_clipnorm)):
-            if value is not None and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{type(self).__name__}: '{arg}' must be a float > 0, got {value!r}")
-        if weight_decay is not None and not (np.isfinite(weight_decay) and weight_decay >= 0):
-            raise ValueError(f"{type(self).__name__}: 'weight_decay' must be >= 0, got {weight_decay!r}")
-        if not 0 <= ema_momentum <= 1:
-            raise ValueError(f"{type(self).__name__}: 'ema_momentum' must be in [0, 1], got {ema_momentum}")
+            raise ValueError(f"{who}: set at most one of clipnorm, clipvalue, global_clipnorm (as Keras), got "
+                             f"clipnorm={clipnorm!r}, clipvalue={clipvalue!r}, global_clipnorm={global_clipnorm!r}")
+        clips = [None if value is None else _real(who, arg, value, low=0.0, low_open=True)
+                 for arg, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                                    ("global_clipnorm", global_clipnorm))]
+        if weight_decay is not None:
+            weight_decay = _real(who, "weight_decay", weight_decay, low=0.0)
+        ema_momentum = _real(who, "ema_momentum", ema_momentum, 0.0, 1.0)
+        if ema_overwrite_frequency is not None and (
+                isinstance(ema_overwrite_frequency, (bool, np.bool_))
+                or not isinstance(ema_overwrite_frequency, (int, np.integer)) or ema_overwrite_frequency < 0):
+            raise ValueError(f"{who}: 'ema_overwrite_frequency' must be None or an int >= 1 (0: never), got "
+                             f"{ema_overwrite_frequency!r}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{who}: 'name' must be a string or None, got {name!r}")
         self.name = name or type(self).__name__.lower()
         self._learning_rate = self._check_lr(learning_rate)
         self.weight_decay = weight_decay
-        self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
-        self.use_ema, self.ema_momentum = bool(use_ema), float(ema_momentum)
-        self.ema_overwrite_frequency = ema_overwrite_frequency
+        self.clipnorm, self.clipvalue, self.global_clipnorm = clips
+        self.use_ema, self.ema_momentum = bool(use_ema), ema_momentum
+        self.ema_overwrite_frequency = None if ema_overwrite_frequency is None else int(ema_overwrite_frequency)
         self.iterations = 0
         self._excluded_names = []
         self._variables = None

@@ -1,6 +1,7 @@
 """Nadam: Adam with Nesterov momentum."""
 
 from ..ops import nadam_update
+from ..ops.optim import _real
 from .base import Optimizer
 
 
@@ -9,9 +10,9 @@ class Nadam(Optimizer):
 
     Args:
         learning_rate: float >= 0 or a schedule, default 0.001.
-        beta_1: float, default 0.9: the first moment's decay.
-        beta_2: float, default 0.999: the second moment's decay.
-        epsilon: float, default 1e-7.
+        beta_1: float in [0, 1), default 0.9: the first moment's decay.
+        beta_2: float in [0, 1), default 0.999: the second moment's decay.
+        epsilon: float > 0, default 1e-7.
         name: str, default "nadam".
         **kwargs: the base `Optimizer`'s arguments (weight decay, clipping, EMA).
     """
@@ -20,7 +21,9 @@ class Nadam(Optimizer):
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, name="nadam", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.beta_1 = _real("Nadam", "beta_1", beta_1, 0.0, 1.0, high_open=True)
+        self.beta_2 = _real("Nadam", "beta_2", beta_2, 0.0, 1.0, high_open=True)
+        self.epsilon = _real("Nadam", "epsilon", epsilon, low=0.0, low_open=True)
 
     def _extra_state_init(self):
         self.u_product = 1.0

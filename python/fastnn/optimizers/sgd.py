@@ -1,6 +1,7 @@
 """SGD: stochastic gradient descent with optional (Nesterov) momentum."""
 
 from ..ops import sgd_update
+from ..ops.optim import _real
 from .base import Optimizer
 
 
@@ -20,9 +21,12 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, name="SGD", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"SGD: 'momentum' must be in [0, 1], got {momentum}")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        # Keras: ValueError for a momentum that is not a float in [0, 1] (ints accepted here)
+        try:
+            self.momentum = _real("SGD", "momentum", momentum, 0.0, 1.0)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+        self.nesterov = bool(nesterov)
 
     def _slot_names(self):
         return {"momentum": 0.0} if self.momentum else {}
