@@ -82,14 +82,16 @@ Index checked_mul(const char* func, const std::string& what, Index a, Index b) {
   return r;
 }
 
-std::vector<Index> checked_shape(const char* func, std::vector<Index> shape) {
-  Index n = 1;
+std::vector<Index> checked_shape(const char* func, std::vector<Index> shape, Index itemsize) {
   for (Index d : shape)
-    if (d != 0 && n > PTRDIFF_MAX / d)
+    if (d == 0) return shape;  // empty: any sizes fit
+  Index bytes = itemsize;
+  for (Index d : shape)
+    if (bytes > PTRDIFF_MAX / d)
       throw py::value_error(cat(func, ": the result would have shape ", shape_str(shape),
-                                ", more than 2**63 - 1 elements"));
+                                ", more than 2**63 - 1 bytes"));
     else
-      n *= d;
+      bytes *= d;
   return shape;
 }
 

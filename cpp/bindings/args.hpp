@@ -89,8 +89,9 @@ std::pair<Index, Index> int_pair_arg(const char* func, const char* name, py::han
 Index checked_add(const char* func, const std::string& what, Index a, Index b);
 Index checked_mul(const char* func, const std::string& what, Index a, Index b);
 
-/// `shape` itself, once the product of its sizes (the element count) is known to fit.
-std::vector<Index> checked_shape(const char* func, std::vector<Index> shape);
+/// `shape` itself, once its size in bytes (elements of `itemsize` bytes) is known to fit in
+/// 2**63 - 1 (NumPy's limit), so that a huge result is a ValueError naming the function.
+std::vector<Index> checked_shape(const char* func, std::vector<Index> shape, Index itemsize = 8);
 
 /// ValueError unless epsilon is a finite number > 0.
 void require_epsilon(const char* func, double epsilon);

@@ -93,7 +93,7 @@ CheckedConv<T> check_conv(const char* fn, py::handle x_obj, py::handle w_obj, py
   c.args.w = c.w.data();
   c.args.b = b_obj.is_none() ? nullptr : c.b.data();
   c.args.act = act;
-  c.out_shape = checked_shape(fn, {s.n, s.oh, s.ow, s.f});
+  c.out_shape = checked_shape(fn, {s.n, s.oh, s.ow, s.f}, sizeof(T));
   return c;
 }
 

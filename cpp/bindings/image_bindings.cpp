@@ -71,7 +71,7 @@ py::object forward(py::handle images_obj, py::handle transform_obj, const std::s
                               shape_str(shape_of(images))));
   if (!output_size.is_none()) std::tie(s.out_h, s.out_w) = parse_size(fn, "output_size", output_size, 0);
   auto transforms = transforms_for(fn, transform_obj, s.n);
-  auto out = new_array<T>(checked_shape(fn, {s.n, s.out_h, s.out_w, s.channels}));
+  auto out = new_array<T>(checked_shape(fn, {s.n, s.out_h, s.out_w, s.channels}, sizeof(T)));
   {
     py::gil_scoped_release nogil;
     affine_transform_forward<T>(images.data(), transforms.data(), out.mutable_data(), s,

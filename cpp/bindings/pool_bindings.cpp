@@ -251,7 +251,7 @@ py::object zero_pad2d_impl(py::handle x_obj, const Pad2D& pad) {
   const auto s = shape_of(x);
   const Index h = checked_add(fn, "the padded height", s[1], checked_add(fn, "the padding (top + bottom)", pad.top, pad.bottom));
   const Index w = checked_add(fn, "the padded width", s[2], checked_add(fn, "the padding (left + right)", pad.left, pad.right));
-  auto y = new_array<T>(checked_shape(fn, {s[0], h, w, s[3]}));
+  auto y = new_array<T>(checked_shape(fn, {s[0], h, w, s[3]}, sizeof(T)));
   if (y.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     zero_pad2d_forward<T>(s[0], s[1], s[2], s[3], pad, x.data(), y.mutable_data());
@@ -284,7 +284,7 @@ py::object upsample2d_impl(py::handle x_obj, Index sh, Index sw) {
   require_ndim(fn, "inputs", x, 4, 4);
   const auto s = shape_of(x);
   auto y = new_array<T>(checked_shape(fn, {s[0], checked_mul(fn, "the upsampled height (height × size_h)", s[1], sh),
-                                            checked_mul(fn, "the upsampled width (width × size_w)", s[2], sw), s[3]}));
+                                            checked_mul(fn, "the upsampled width (width × size_w)", s[2], sw), s[3]}, sizeof(T)));
   if (y.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     upsample2d_forward<T>(s[0], s[1], s[2], s[3], sh, sw, x.data(), y.mutable_data());

@@ -280,7 +280,7 @@ py::array_t<T> embedding_backward_impl(py::handle ids_obj, py::handle dy_obj, py
   std::vector<Index> expected = shape_of(ids);
   expected.push_back(dim);
   require_shape(fn, "dy", dy, expected);
-  auto dtable = dtable_obj.is_none() ? new_array<T>(checked_shape(fn, {vocabulary, dim}))
+  auto dtable = dtable_obj.is_none() ? new_array<T>(checked_shape(fn, {vocabulary, dim}, sizeof(T)))
                                      : output_array<T>(fn, {"dtable", dtable_obj}, {vocabulary, dim});
   {
     py::gil_scoped_release nogil;
