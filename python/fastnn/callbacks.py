@@ -19,9 +19,10 @@ from .utils.progbar import Progbar
 class Callback:
     """Base class: override the hooks you need. ``self.model`` and ``self.params`` are set by fit.
 
-    Hooks: on_train_begin/end, on_epoch_begin/end, on_train_batch_begin/end,
-    on_test_begin/end, on_test_batch_begin/end, on_predict_begin/end,
-    on_predict_batch_begin/end. ``logs`` is a dict of floats.
+    Hooks: on_train_begin/end, on_epoch_begin/end, on_train_batch_begin/end (by default they
+    call on_batch_begin/end, Keras' older names for them), on_test_begin/end,
+    on_test_batch_begin/end, on_predict_begin/end, on_predict_batch_begin/end. ``logs`` is a
+    dict of floats.
     """
 
     def __init__(self):
@@ -38,8 +39,10 @@ class Callback:
     def on_train_end(self, logs=None): pass
     def on_epoch_begin(self, epoch, logs=None): pass
     def on_epoch_end(self, epoch, logs=None): pass
-    def on_train_batch_begin(self, batch, logs=None): pass
-    def on_train_batch_end(self, batch, logs=None): pass
+    def on_batch_begin(self, batch, logs=None): pass
+    def on_batch_end(self, batch, logs=None): pass
+    def on_train_batch_begin(self, batch, logs=None): self.on_batch_begin(batch, logs)
+    def on_train_batch_end(self, batch, logs=None): self.on_batch_end(batch, logs)
     def on_test_begin(self, logs=None): pass
     def on_test_end(self, logs=None): pass
     def on_test_batch_begin(self, batch, logs=None): pass
@@ -491,7 +494,8 @@ class LambdaCallback(Callback):
 
     Args: any of on_epoch_begin(epoch, logs), on_epoch_end(epoch, logs),
     on_train_begin(logs), on_train_end(logs), on_train_batch_begin(batch, logs),
-    on_train_batch_end(batch, logs) (and the test/predict hooks by the same names).
+    on_train_batch_end(batch, logs) (or on_batch_begin / on_batch_end, as Keras), and the
+    test/predict hooks by the same names.
     """
 
     def __init__(self, **hooks):

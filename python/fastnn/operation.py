@@ -22,6 +22,7 @@ executor simply calls them with ``training=True`` when it needs their cache.
 """
 
 import functools
+import threading
 
 import numpy as np
 
@@ -29,8 +30,22 @@ from . import autodiff
 from .keras_tensor import KerasTensor, any_symbolic
 from .structure import Slot, fill, flatten, template
 
-_TRACING = [0]  # > 0 while a call() is being traced: ops on weights alone are recorded too
+class _TracingDepth(threading.local):
+    """``_TRACING[0]``: how many call()s this thread is tracing (> 0: ops on weights alone are
+    recorded too). Per thread: a trace in one thread leaves another thread's eager calls eager."""
+
+    depth = 0
+
+    def __getitem__(self, index):
+        return self.depth
+
+    def __setitem__(self, index, value):
+        self.depth = value
+
+
+_TRACING = _TracingDepth()
 _TRAINABLE_EPOCH = [0]
+_NAMES_LOCK = threading.Lock()
 
 
 def trainable_epoch():
@@ -267,8 +282,9 @@ _NAME_COUNTS = {}
 def unique_name(prefix):
     """`prefix`, then `prefix_1`, `prefix_2`...: one namespace for layers and ops (as Keras), so
     names in a model's config never collide (an Add layer and an ops.add are add and add_1)."""
-    count = _NAME_COUNTS.get(prefix, 0)
-    _NAME_COUNTS[prefix] = count + 1
+    with _NAMES_LOCK:  # (layers made in several threads at once still get distinct names)
+        count = _NAME_COUNTS.get(prefix, 0)
+        _NAME_COUNTS[prefix] = count + 1
     return prefix if count == 0 else f"{prefix}_{count}"
 
 

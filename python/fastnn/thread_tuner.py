@@ -12,12 +12,20 @@ time their steps and now and then try one thread fewer (or, after dropping, one 
 few steps, keeping the faster count. When the probes keep losing they become rarer (from every
 quarter second to every 4 s, a schedule shared by all loops of the process), so a quiet machine
 pays well under 1 % for them; a neighbour that comes or goes is noticed within seconds.
+
+The cap is process-wide, so one loop at a time is in charge of it: the first tuner made while
+no other is active. A loop that starts while another runs (an evaluate or predict from a
+callback of fit, or from another thread) gets a passive tuner: it neither probes nor moves
+the cap (it runs at the running loop's count) and does not lift it when it ends, so the loop
+in charge keeps its cap and its measurements, and two threads' tuners never fight over it.
 """
 
 import collections
 import os
 import statistics
+import threading
 import time
+import weakref
 
 from . import _core
 
@@ -30,12 +38,40 @@ _last_choice = [None]
 _schedule = {"next": 0.0, "interval": None}
 # The cap last given to the kernels (set only when it changes: a call per step costs).
 _applied = [0]
+# The tuner in charge of the cap (a weak reference: a tuner dropped without close() frees it).
+_owner = [None]
+_lock = threading.RLock()  # (re-entrant: a dropped tuner's weakref callback may run while it is held)
 
 
 def _apply(limit):
     if _applied[0] != limit:
         _core.set_thread_limit(limit)
         _applied[0] = limit
+
+
+def _in_charge(tuner):
+    owner = _owner[0]
+    return owner is not None and owner() is tuner
+
+
+def _take_charge(tuner):
+    """Makes `tuner` the one in charge of the cap unless another live tuner is (True if so)."""
+    with _lock:
+        owner = _owner[0]
+        if owner is not None and owner() is not None:
+            return False
+        _owner[0] = weakref.ref(tuner, _released)
+        return True
+
+
+def _released(ref):
+    """A tuner in charge was dropped without close(): lift its cap."""
+    with _lock:
+        if _owner[0] is ref:
+            _owner[0] = None
+            _apply(0)
+
+
 # Steps run at each thread count, for the demo's report.
 _steps_by_threads = collections.Counter()
 
@@ -83,7 +119,7 @@ class ThreadTuner:
     def __init__(self, baseline_steps=8, probe_steps=5, margin=0.07, abort_ratio=1.2, first_interval=0.25,
                  max_interval=4.0, clock=time.perf_counter, max_threads=None):
         self.max_threads = max_threads or _core.get_num_threads()
-        self.active = _enabled[0] and self.max_threads > 1
+        self.active = _enabled[0] and self.max_threads > 1 and _take_charge(self)
         start = _last_choice[0] if _last_choice[0] is not None else self.max_threads
         self.current = min(max(start, 1), self.max_threads)
         self._baseline_steps = baseline_steps
@@ -119,7 +155,8 @@ class ThreadTuner:
     def step_end(self, measure=True):
         """Records the step's time (when ``measure``) and decides the next steps' count."""
         end = self._clock()
-        _steps_by_threads[self._threads if self.active else self.max_threads] += 1
+        with _lock:
+            _steps_by_threads[self._threads if self.active else (_applied[0] or self.max_threads)] += 1
         if not self.active or not measure or self._began is None:
             return
         elapsed = end - self._began
@@ -169,7 +206,12 @@ class ThreadTuner:
             _schedule.update(next=self._next_probe, interval=self._interval)
 
     def close(self):
-        """Ends the loop: lifts the thread cap (direct kernel calls use every configured thread)."""
+        """Ends the loop: lifts the thread cap (direct kernel calls use every configured thread).
+        A passive tuner (see the module) leaves the cap to the loop in charge."""
         if self.active:
-            _apply(0)
+            self.active = False
+            with _lock:
+                if _in_charge(self):
+                    _owner[0] = None
+                    _apply(0)
             _last_choice[0] = self.current

@@ -17,6 +17,7 @@ cannot be traced: it raises a TypeError that says so (see ``fastnn.keras_tensor`
 """
 
 import inspect
+import threading
 
 import numpy as np
 
@@ -24,6 +25,11 @@ from . import operation
 from .graph import Graph
 from .structure import flatten, pack_like
 from .keras_tensor import KerasTensor
+
+# One trace at a time in the process: tracing records nodes on the layers it calls (shared
+# between models), and a trace made by two threads at once would interleave them. Re-entrant:
+# tracing a model traces the custom layers in it.
+_TRACE_LOCK = threading.RLock()
 
 
 class Trace:
@@ -149,7 +155,10 @@ def trace_for_specs(layer, specs, training, mask_spec=None):
     key = (_key(specs), mode) if mask_spec is None else (_key(specs), mode, mask_spec)
     found = layer._traces.get(key)
     if found is None:
-        found = layer._traces[key] = trace(layer, specs, bool(training), mask_spec)
+        with _TRACE_LOCK:
+            found = layer._traces.get(key)  # (another thread may have made it meanwhile)
+            if found is None:
+                found = layer._traces[key] = trace(layer, specs, bool(training), mask_spec)
     return found
 
 

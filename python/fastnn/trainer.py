@@ -16,15 +16,20 @@ and converted as arrays are (the messages name the batch) and runs the same fuse
 
 A model class that overrides ``train_step`` / ``test_step`` / ``predict_step`` (Keras 3) gets
 each batch (arrays too, cut into batches) through its override; the defaults are the fused
-steps (``train_step`` & co. below), which take the running loop's state from
-``model._step_context``. The override is detected once per call, so that a model without one
-keeps the fast path.
+steps (``train_step`` & co. below), which take the running loop's state from the step context
+(``fastnn.loop_guard``: per model and thread). The override is detected once per call, so that
+a model without one keeps the fast path.
+
+Which loops may run on a model at once (predict and evaluate from fit's callbacks or from
+other threads; one training loop at a time) is ``fastnn.loop_guard``'s: the training loops
+hold the model and its step lock, the inference passes go through ``loop_guard.infer``.
 """
 
 import numpy as np
 
 from . import callbacks as callbacks_module
 from . import data_adapters
+from . import loop_guard
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import ops
@@ -342,11 +347,19 @@ class _Regularization:
 
 class _Step:
     """What a compiled model needs per batch: the graphs, each output's effective loss, the
-    steps that output logits, the regularization plan, and the running logs."""
+    steps that output logits, the regularization plan, and the running logs.
 
-    def __init__(self, model, training):
+    private_metrics: the compiled metrics are another loop's (fit's, while this evaluate runs
+    from its callback or another thread): accumulate into fresh copies of them instead.
+    """
+
+    def __init__(self, model, training, private_metrics=False):
         self.model = model
+        self.training = training
+        self.guard = loop_guard.guard(model)
         self.compiled = _resolve_compiled(model)
+        if private_metrics:
+            self.compiled = loop_guard.private_compiled(self.compiled)
         self.outputs = self.compiled.outputs
         self.graph = model._execution_graph(training)
         self.effective, logits = self.compiled.fusion(self.graph)
@@ -464,16 +477,73 @@ def _check_compiled(model, who):
         raise RuntimeError(f"{who}: compile the model first (model.compile(optimizer, loss))")
 
 
+class _Metrics:
+    """``with _Metrics(model) as private:`` the loop uses the compiled metrics, or (private True)
+    fresh copies of them when another loop (fit, an evaluate in another thread) is using them."""
+
+    __slots__ = ("model", "claimed")
+
+    def __init__(self, model):
+        self.model = model
+        self.claimed = False
+
+    def __enter__(self):
+        self.claimed = loop_guard.claim_metrics(self.model)
+        return not self.claimed
+
+    def __exit__(self, *exc):
+        if self.claimed:
+            loop_guard.release_metrics(self.model)
+        return False
+
+
+def _ensure_packed(model):
+    """model._ensure_packed() (which may move the weights to new buffers) under the step lock."""
+    guard = loop_guard.guard(model)
+    loop_guard.step_begin(guard)
+    try:
+        model._ensure_packed()
+    finally:
+        loop_guard.step_end(guard)
+
+
 def _train_step(model, step, xs, ys, ws):
-    outputs, tape = step.graph.forward(xs, True, logits=step.logits, recycle=True)
-    total, values, grads, predictions, masks = step.losses(outputs, tape.output_masks, ys, ws, step.effective, True)
-    step.graph.backward(tape, grads)
-    if step.regularization.regularized:
-        total += step.regularization.apply()
-    total += tape.penalty
-    model.optimizer.apply_flat()
+    guard = step.guard
+    loop_guard.step_begin(guard)  # the weights change: inference from other threads waits for the step
+    try:
+        outputs, tape = step.graph.forward(xs, True, logits=step.logits, recycle=True)
+        total, values, grads, predictions, masks = step.losses(outputs, tape.output_masks, ys, ws, step.effective,
+                                                               True)
+        step.graph.backward(tape, grads)
+        if step.regularization.regularized:
+            total += step.regularization.apply()
+        total += tape.penalty
+        model.optimizer.apply_flat()
+    finally:
+        loop_guard.step_end(guard)
     _update_metrics(step.compiled, ys, predictions, ws, masks)
     return float(total), values
+
+
+def _custom_train_step(model, step, data, who):
+    """A train_step override's call: in the loop's step context (for the default train_step it
+    may call), under the step lock (as the fused step)."""
+    context = _enter_context(model, step, who)
+    loop_guard.step_begin(step.guard)
+    try:
+        return _step_logs(model.train_step(data), "train_step")
+    finally:
+        loop_guard.step_end(step.guard)
+        _leave_context(model, context)
+
+
+def _in_context(model, step, who, fn, *args):
+    """fn(*args) (a test_step / predict_step override) in the loop's step context."""
+    context = _enter_context(model, step, who)
+    try:
+        return fn(*args)
+    finally:
+        _leave_context(model, context)
 
 
 # ---- batch sources and step overrides ----------------------------------------------------------------------
@@ -487,23 +557,24 @@ def _overridden(model, name):
 
 class _StepContext:
     """What the default train_step / test_step, called by an override, take from the running loop:
-    its step state (so that the running loss and metrics are the loop's) and the batch's name."""
+    its step state (so that the running loss and metrics are the loop's) and the batch's name.
+    Kept per model and thread (a predict in another thread has its own)."""
 
     __slots__ = ("step", "who", "saved")
 
     def __init__(self, model, step, who):
         self.step, self.who = step, who
-        self.saved = model.__dict__.get("_step_context")
+        self.saved = loop_guard.context(model)
 
 
 def _enter_context(model, step, who):
     context = _StepContext(model, step, who)
-    model._step_context = context
+    loop_guard.set_context(model, context)
     return context
 
 
 def _leave_context(model, context):
-    model._step_context = context.saved
+    loop_guard.set_context(model, context.saved)
 
 
 def _steps(value, name, who):
@@ -587,22 +658,27 @@ def _step_logs(logs, name):
 def train_step(model, data):
     """One fused training step on the batch `data` (Model.train_step's default); returns the logs."""
     x, y, sample_weight = data_adapters.unpack_x_y_sample_weight(data)
-    context = model.__dict__.get("_step_context")
-    if context is None:  # called directly, not from fit
+    context = loop_guard.context(model)
+    if context is None or context.step is None or not context.step.training:  # called directly, not by fit
         _check_compiled(model, "train_step")
-        xs, ys, ws = _prepare_data(model, x, y, sample_weight, "train_step")
-        model._ensure_packed()
-        step = _Step(model, training=True)
-    else:
-        step = context.step
-        xs, ys, ws = _prepare_data(model, x, y, sample_weight, context.who)
+        with loop_guard.Training(model, "train_step"):
+            xs, ys, ws = _prepare_data(model, x, y, sample_weight, "train_step")
+            _ensure_packed(model)
+            with _Metrics(model) as private:
+                step = _Step(model, training=True, private_metrics=private)
+                total, values = _train_step(model, step, xs, ys, ws)
+                step.record(total, values, len(xs[0]))
+                return step.logs()
+    step = context.step
+    xs, ys, ws = _prepare_data(model, x, y, sample_weight, context.who)
     total, values = _train_step(model, step, xs, ys, ws)
     step.record(total, values, len(xs[0]))
     return step.logs()
 
 
 def _test_batch(step, xb, yb, wb):
-    outputs, tape = step.eval_graph.forward(xb, False, logits=step.eval_logits, penalties=True)
+    outputs, tape = loop_guard.infer(step.model, step.eval_graph.forward, xb, False, logits=step.eval_logits,
+                                     penalties=True)
     total, values, _, predictions, masks = step.losses(outputs, tape.output_masks, yb, wb, step.eval_effective, False)
     step.record(total + tape.penalty, values, len(xb[0]))
     _update_metrics(step.compiled, yb, predictions, wb, masks)
@@ -611,22 +687,24 @@ def _test_batch(step, xb, yb, wb):
 def _evaluation_logs(step):
     logs = step.logs()
     if step.regularization.regularized:
-        logs["loss"] += step.regularization.penalty()
+        logs["loss"] += loop_guard.infer(step.model, step.regularization.penalty)
     return logs
 
 
 def test_step(model, data):
     """One evaluation step on the batch `data` (Model.test_step's default); returns the logs."""
     x, y, sample_weight = data_adapters.unpack_x_y_sample_weight(data)
-    context = model.__dict__.get("_step_context")
-    if context is None:
+    context = loop_guard.context(model)
+    if context is None or context.step is None:  # called directly, not by evaluate or fit's validation
         if model._compiled is None:
             raise RuntimeError("test_step: compile the model first (model.compile(optimizer, loss))")
         xs, ys, ws = _prepare_data(model, x, y, sample_weight, "test_step")
-        step = _Step(model, training=False)
-    else:
-        step = context.step
-        xs, ys, ws = _prepare_data(model, x, y, sample_weight, context.who)
+        with _Metrics(model) as private:
+            step = _Step(model, training=False, private_metrics=private)
+            _test_batch(step, xs, ys, ws)
+            return _evaluation_logs(step)
+    step = context.step
+    xs, ys, ws = _prepare_data(model, x, y, sample_weight, context.who)
     _test_batch(step, xs, ys, ws)
     return _evaluation_logs(step)
 
@@ -634,9 +712,9 @@ def test_step(model, data):
 def predict_step(model, data):
     """The model's outputs for the batch `data` (Model.predict_step's default)."""
     x, _, _ = data_adapters.unpack_x_y_sample_weight(data)
-    context = model.__dict__.get("_step_context")
+    context = loop_guard.context(model)
     xs = prepare_inputs(model, x, "predict_step" if context is None else context.who, finite=False)
-    outputs, _ = model._execution_graph(False).forward(xs)
+    outputs, _ = loop_guard.infer(model, model._execution_graph(False).forward, xs)
     return model._structure_outputs(outputs)
 
 
@@ -675,6 +753,9 @@ def compute_metrics(model, x, y, y_pred, sample_weight):
     if model._compiled is None:
         raise RuntimeError("compute_metrics: compile the model first (model.compile(optimizer, loss))")
     compiled = _resolve_compiled(model)
+    context = loop_guard.context(model)
+    if context is not None and context.step is not None:  # from a step override: the running loop's metrics
+        compiled = context.step.compiled
     preds = [np.asarray(p) for p in _align_targets(compiled, y_pred, "compute_metrics ('y_pred')")]
     n = len(preds[0])
     ys = prepare_targets(model, compiled, y, n, "compute_metrics")
@@ -703,8 +784,19 @@ def _slice(arrays, start, stop):
 def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
         validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
         steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):
+    """Model.fit: holds the model for training (a second training loop on it meanwhile raises) and
+    its compiled metrics (an evaluate meanwhile uses copies), then trains (_fit)."""
+    _check_compiled(model, "fit")
+    with loop_guard.Training(model, "fit"), _Metrics(model) as private:
+        return _fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
+                    class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_steps,
+                    validation_batch_size, validation_freq, private)
+
+
+def _fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
+         class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_steps, validation_batch_size,
+         validation_freq, private_metrics):
     who = "fit"
-    _check_compiled(model, who)
     verbose = _verbose(verbose, who)
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"fit: 'epochs' must be an int >= 0, got {epochs!r}")
@@ -731,8 +823,8 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
             _first_batch(model, source, who, targets=True)
         validation = _Validation(model, validation_data, val_arrays, val_user, validation_steps, batch_size,
                                  validation_batch_size)
-        model._ensure_packed()
-        step = _Step(model, training=True)
+        _ensure_packed(model)
+        step = _Step(model, training=True, private_metrics=private_metrics)
         history = callbacks_module.History()
         cbs = list(callbacks or [])
         if verbose:
@@ -822,33 +914,29 @@ def _source_epochs(model, step, callback_list, source, who, class_weight, custom
 
     def run_epoch(epoch, tuner):
         logs = {}
-        context = _enter_context(model, step, who)
-        try:
-            batches = source.epoch()
-            for b, batch in batches:
-                callback_list.on_train_batch_begin(b)
-                context.who = _batch_who(who, source, b, epoch)
-                if custom:
-                    data = _step_data(model, batch, context.who, True, class_weight)
-                    size = len(flatten(data[0])[0])
-                    tuner.step_begin()
-                    logs = _step_logs(model.train_step(data), "train_step")
-                else:
-                    x, y, sample_weight = data_adapters.standardize_batch(batch, context.who, targets=True)
-                    xb, yb, wb = _prepare_training_data(model, x, y, sample_weight, class_weight, context.who)
-                    size = len(xb[0])
-                    tuner.step_begin()
-                    total, values = _train_step(model, step, xb, yb, wb)
-                    step.record(total, values, size)
-                    logs = step.logs()
-                sizes[:] = sizes or [size]
-                tuner.step_end(measure=size == sizes[0])
-                callback_list.on_train_batch_end(b, logs)
-                if model.stop_training:
-                    break
-            batches.close()
-        finally:
-            _leave_context(model, context)
+        batches = source.epoch()
+        for b, batch in batches:
+            callback_list.on_train_batch_begin(b)
+            batch_who = _batch_who(who, source, b, epoch)
+            if custom:
+                data = _step_data(model, batch, batch_who, True, class_weight)
+                size = len(flatten(data[0])[0])
+                tuner.step_begin()
+                logs = _custom_train_step(model, step, data, batch_who)
+            else:
+                x, y, sample_weight = data_adapters.standardize_batch(batch, batch_who, targets=True)
+                xb, yb, wb = _prepare_training_data(model, x, y, sample_weight, class_weight, batch_who)
+                size = len(xb[0])
+                tuner.step_begin()
+                total, values = _train_step(model, step, xb, yb, wb)
+                step.record(total, values, size)
+                logs = step.logs()
+            sizes[:] = sizes or [size]
+            tuner.step_end(measure=size == sizes[0])
+            callback_list.on_train_batch_end(b, logs)
+            if model.stop_training:
+                break
+        batches.close()
         return logs
 
     return run_epoch
@@ -987,22 +1075,19 @@ def _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list=None):
 
 
 def _evaluate_source(model, step, source, callback_list, who, custom):
-    context = _enter_context(model, step, who)
-
     def run_batch(b, batch):
-        context.who = _batch_who(who, source, b)
+        batch_who = _batch_who(who, source, b)
         if custom:
-            return _step_logs(model.test_step(_step_data(model, batch, context.who, True)), "test_step")
-        x, y, sample_weight = data_adapters.standardize_batch(batch, context.who, targets=True)
-        _test_batch(step, *_prepare_data(model, x, y, sample_weight, context.who))
+            data = _step_data(model, batch, batch_who, True)
+            return _step_logs(loop_guard.infer(model, _in_context, model, step, batch_who, model.test_step, data),
+                              "test_step")
+        x, y, sample_weight = data_adapters.standardize_batch(batch, batch_who, targets=True)
+        _test_batch(step, *_prepare_data(model, x, y, sample_weight, batch_who))
         return step.logs()
 
-    try:
-        batches = source.epoch()
-        logs = _evaluate_loop(model, step, batches, callback_list, run_batch, fused=not custom)
-        batches.close()
-    finally:
-        _leave_context(model, context)
+    batches = source.epoch()
+    logs = _evaluate_loop(model, step, batches, callback_list, run_batch, fused=not custom)
+    batches.close()
     return logs
 
 
@@ -1044,16 +1129,18 @@ def evaluate(model, x, y, batch_size=None, verbose="auto", sample_weight=None, s
     if adapter is None:
         callback_list = callbacks_module.CallbackList(
             cbs, model=model, params={"steps": -(-len(xs[0]) // batch_size), "verbose": verbose, "evaluating": True})
-        step = _Step(model, training=False)
-        logs = _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list)
+        with _Metrics(model) as private:  # (fit's, when called from its callback: then copies)
+            step = _Step(model, training=False, private_metrics=private)
+            logs = _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list)
         return _result(step.compiled, logs, return_dict)
     source = _source(adapter, steps, who, restart=True)
     try:
         _first_batch(model, source, who, targets=True)
         callback_list = callbacks_module.CallbackList(
             cbs, model=model, params={"steps": source.num_batches, "verbose": verbose, "evaluating": True})
-        step = _Step(model, training=False)
-        logs = _evaluate_source(model, step, source, callback_list, who, custom)
+        with _Metrics(model) as private:
+            step = _Step(model, training=False, private_metrics=private)
+            logs = _evaluate_source(model, step, source, callback_list, who, custom)
     finally:
         source.close()
     return _result(step.compiled, logs, return_dict)
@@ -1070,21 +1157,24 @@ def _batch_logs(compiled, logs, return_dict):
 def train_on_batch(model, x, y, sample_weight=None, class_weight=None, return_dict=False):
     who = "train_on_batch"
     _check_compiled(model, who)
-    xs, ys, ws = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
-    model._ensure_packed()
-    _reset_metrics(model._compiled)
-    step = _Step(model, training=True)
-    total, values = _train_step(model, step, xs, ys, ws)
-    step.record(total, values, len(xs[0]))
-    return _batch_logs(step.compiled, step.logs(), return_dict)
+    with loop_guard.Training(model, who):
+        xs, ys, ws = _prepare_training_data(model, x, y, sample_weight, class_weight, who)
+        _ensure_packed(model)
+        with _Metrics(model) as private:
+            step = _Step(model, training=True, private_metrics=private)
+            _reset_metrics(step.compiled)
+            total, values = _train_step(model, step, xs, ys, ws)
+            step.record(total, values, len(xs[0]))
+            return _batch_logs(step.compiled, step.logs(), return_dict)
 
 
 def test_on_batch(model, x, y, sample_weight=None, return_dict=False):
     who = "test_on_batch"
     _check_compiled(model, who)
     xs, ys, ws = _prepare_data(model, x, y, sample_weight, who)
-    step = _Step(model, training=False)
-    logs = _evaluate_arrays(model, step, xs, ys, ws, max(len(xs[0]), 1))
+    with _Metrics(model) as private:
+        step = _Step(model, training=False, private_metrics=private)
+        logs = _evaluate_arrays(model, step, xs, ys, ws, max(len(xs[0]), 1))
     return _batch_logs(step.compiled, logs, return_dict)
 
 
@@ -1102,7 +1192,8 @@ def predict(model, x, batch_size=None, verbose="auto", steps=None, callbacks=Non
             xs = _slice(xs, 0, steps * batch_size)
         if type(model).predict_step is DEFAULT_STEPS["predict_step"]:  # (_overridden, inline: predict latency)
             if len(xs[0]) <= batch_size and verbose in ("auto", 0) and not callbacks:
-                outputs, _ = model._execution_graph(False).forward(xs)  # the fast path: one call per layer
+                # the fast path: one call per layer
+                outputs, _ = loop_guard.infer(model, model._execution_graph(False).forward, xs)
                 return model._structure_outputs(outputs)
             return _predict_arrays(model, xs, batch_size, verbose, callbacks)
         adapter = data_adapters.ArrayAdapter(_restructure_inputs(model, x, xs), None, None, len(xs[0]), batch_size,
@@ -1132,7 +1223,7 @@ def _predict_arrays(model, xs, batch_size, verbose, callbacks):
         for b, start in enumerate(range(0, n, batch_size)):
             cbs.on_predict_batch_begin(b)
             tuner.step_begin()
-            outputs, _ = graph.forward(_slice(xs, start, start + batch_size))
+            outputs, _ = loop_guard.infer(model, graph.forward, _slice(xs, start, start + batch_size))
             tuner.step_end(measure=start + batch_size <= n)
             if results is None:
                 results = [np.empty((n,) + y.shape[1:], y.dtype) for y in outputs]
@@ -1157,7 +1248,6 @@ def _predict_source(model, source, verbose, callbacks, who):
 
         bar = Progbar(source.num_batches, verbose)
     graph = model._execution_graph(False)
-    context = _enter_context(model, None, who)
     parts = []
     tuner = ThreadTuner()
     try:
@@ -1165,13 +1255,16 @@ def _predict_source(model, source, verbose, callbacks, who):
         batches = source.epoch()
         for b, batch in batches:
             cbs.on_predict_batch_begin(b)
-            context.who = _batch_who(who, source, b)
-            tuner.step_begin()
+            batch_who = _batch_who(who, source, b)
             if custom:
-                outputs = model.predict_step(_step_data(model, batch, context.who, False))
+                data = _step_data(model, batch, batch_who, False)
+                tuner.step_begin()
+                outputs = loop_guard.infer(model, _in_context, model, None, batch_who, model.predict_step, data)
             else:
-                x, _, _ = data_adapters.standardize_batch(batch, context.who, targets=False)
-                flat, _ = graph.forward(prepare_inputs(model, x, context.who, finite=False))
+                x, _, _ = data_adapters.standardize_batch(batch, batch_who, targets=False)
+                xs = prepare_inputs(model, x, batch_who, finite=False)
+                tuner.step_begin()
+                flat, _ = loop_guard.infer(model, graph.forward, xs)
                 outputs = model._structure_outputs(flat)
             tuner.step_end()
             parts.append(outputs)
@@ -1181,7 +1274,6 @@ def _predict_source(model, source, verbose, callbacks, who):
         batches.close()
     finally:
         tuner.close()
-        _leave_context(model, context)
     if bar is not None:
         bar.update(len(parts), finalize=True)
     cbs.on_predict_end()

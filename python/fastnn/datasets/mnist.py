@@ -16,7 +16,6 @@ import hashlib
 import http.client
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -275,25 +274,12 @@ def _download(name, folder, pending):
 
 
 def _write_atomic(target, payload):
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        except OSError:
-            pass
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    """Writes payload to target atomically (fastnn._atomic: a temporary file beside it, renamed
+    over it; the temporary files of interrupted downloads are removed by the next one)."""
+    from .. import _atomic
+
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    _atomic.atomic_write(target, lambda f: f.write(payload))
 
 
 __all__ = ["load_data", "read_idx"]

@@ -16,7 +16,7 @@ get_weights / set_weights are copies in and out.
 
 import numpy as np
 
-from .. import trainer
+from .. import loop_guard, trainer
 from ..graph import Graph
 from ..structure import flatten, pack_like
 from ..keras_tensor import KerasTensor, any_symbolic
@@ -238,7 +238,7 @@ class Model(Layer):
         if kwargs:
             raise TypeError(f"Model '{self.name}': unexpected call arguments {sorted(kwargs)}")
         flat = trainer.prepare_inputs(self, args[0], self.name, finite=False)
-        outputs, _ = self._run(flat, training)
+        outputs, _ = loop_guard.infer(self, self._run, flat, training)  # (safe while fit runs: fastnn.loop_guard)
         return self._structure_outputs(outputs)
 
     # ---- execution (the protocol the trainer talks to) ---------------------------------------------
@@ -563,14 +563,16 @@ class Model(Layer):
     def predict_on_batch(self, x):
         """Outputs for x as one batch (no callbacks, no progress display)."""
         flat = trainer.prepare_inputs(self, x, "predict_on_batch", finite=False)
-        outputs, _ = self._run(flat, False)
+        outputs, _ = loop_guard.infer(self, self._run, flat, False)
         return self._structure_outputs(outputs)
 
     # ---- weights ---------------------------------------------------------------------------------------
     def get_weights(self):
-        """Copies of all weights, layer by layer (each layer's get_weights order)."""
-        return [w for layer in self._weight_groups() for w in layer.get_weights()] + \
-            [v.numpy() for v in self._own_variables]
+        """Copies of all weights, layer by layer (each layer's get_weights order); from another
+        thread while fit runs, as they are between two training steps."""
+        with loop_guard.Reading(self):
+            return [w for layer in self._weight_groups() for w in layer.get_weights()] + \
+                [v.numpy() for v in self._own_variables]
 
     def set_weights(self, weights):
         """Sets all weights from a list like get_weights(); on error nothing changes."""
@@ -638,7 +640,7 @@ class Model(Layer):
     # ---- copies and pickles --------------------------------------------------------------------------
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_step_context", None)  # a running fit's loop state
+        state.pop("_loop_guard", None)  # the running loops' state (fastnn.loop_guard): a copy gets its own
         if self.optimizer is not None and self.optimizer.built:
             state["_optimizer_state"] = self.optimizer.get_state()
         return state

@@ -20,20 +20,21 @@ of a newer format version is refused with a message that says so.
 
 Writes are atomic: the file is written next to the target under a temporary name, flushed
 to disk, then renamed over the target, so a crash mid-write leaves the previous file intact.
+A writer killed mid-write leaves its temporary file (``.<name>.<pid>-<host>.<random>.tmp``);
+the next write to the same target removes it once that process is gone (``fastnn._atomic``).
 
 This module knows the file, not models: saving/model_io.py maps a model to and from it.
 """
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import secrets
 import zipfile
 
 import numpy as np
 
+from .. import _atomic
 from .._version import __version__
 
 FORMAT_NAME = "fastnn"
@@ -82,48 +83,9 @@ def write_file(path, header, arrays):
 
 # ---- writing ---------------------------------------------------------------------------------------------
 def _atomic_write(path, write):
-    """Calls write(file) on a temporary file next to `path`, then renames it over `path`.
-
-    The data is flushed and fsynced before the rename and the folder is fsynced after it,
-    so after a crash `path` holds either the old file or the complete new one; on any
-    error the temporary file is removed and the old file is untouched.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = os.path.join(folder, f".{base[:100]}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for an ordinary file
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    if not hasattr(os, "O_DIRECTORY"):
-        return  # e.g. Windows: folders cannot be opened, and the rename is already durable
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Calls write(file) on a temporary file next to `path`, then renames it over `path`
+    (``fastnn._atomic``: the temporary files of interrupted writes are removed by the next one)."""
+    _atomic.atomic_write(path, write)
 
 
 class _HashingWriter:

@@ -45,16 +45,20 @@ def save_model(model, filepath, overwrite=True):
         FileNotFoundError, IsADirectoryError: no such folder, or `filepath` is a folder.
     """
     path = archive.check_target(filepath, overwrite)
-    header = _header("model", model)
-    weights = _weight_arrays(model) if getattr(model, "built", False) else []
-    optimizer_info, optimizer_arrays = _optimizer_arrays(model)
-    header["weights"] = [entry for entry, _ in weights]
-    header["optimizer_state"] = optimizer_info
-    header["layer_states"] = _layer_states(model)
-    _check_no_lambdas(header["model"], "model")
-    _check_no_lambdas(header["compile_config"], "compile_config")
-    _validate_json(header, path)
-    archive.write_file(path, header, weights + optimizer_arrays)
+
+    def contents():
+        header = _header("model", model)
+        weights = _weight_arrays(model) if getattr(model, "built", False) else []
+        optimizer_info, optimizer_arrays = _optimizer_arrays(model)
+        header["weights"] = [entry for entry, _ in weights]
+        header["optimizer_state"] = optimizer_info
+        header["layer_states"] = _layer_states(model)
+        _check_no_lambdas(header["model"], "model")
+        _check_no_lambdas(header["compile_config"], "compile_config")
+        _validate_json(header, path)
+        return header, weights + optimizer_arrays
+
+    _write_consistent(model, path, contents)
     _warn_if_keras_name(path, "model")
 
 
@@ -79,13 +83,33 @@ def save_weights(model, filepath, overwrite=True):
     if not getattr(model, "built", False):
         raise ValueError(f"Cannot save the weights of model '{model.name}' to {path!r}: it is not built yet "
                          "(build it, or fit or call it on data first)")
-    header = _header("weights", model)
-    weights = _weight_arrays(model)
-    header["weights"] = [entry for entry, _ in weights]
-    header["layer_states"] = _layer_states(model)
-    _validate_json(header, path)
-    archive.write_file(path, header, weights)
+
+    def contents():
+        header = _header("weights", model)
+        weights = _weight_arrays(model)
+        header["weights"] = [entry for entry, _ in weights]
+        header["layer_states"] = _layer_states(model)
+        _validate_json(header, path)
+        return header, weights
+
+    _write_consistent(model, path, contents)
     _warn_if_keras_name(path, "weights")
+
+
+def _write_consistent(model, path, contents):
+    """Writes the file contents() describes with the weights of one moment: while another
+    thread trains the model, copied between two of its steps (the training goes on while the
+    copy is written); otherwise written in place, a training loop that starts meanwhile waiting
+    for the write (fastnn.loop_guard)."""
+    from .. import loop_guard
+
+    with loop_guard.Reading(model) as reading:
+        header, arrays = contents()
+        if reading.mode != "locked":
+            archive.write_file(path, header, arrays)
+            return
+        arrays = [(entry, np.array(value, copy=True)) for entry, value in arrays]
+    archive.write_file(path, header, arrays)
 
 
 # Keras' file names: what each promises (longest first: ".weights.h5" before ".h5").
