@@ -11,6 +11,8 @@ bad input.
 """
 
 import json
+import pathlib
+import runpy
 
 import numpy as np
 import pytest
@@ -806,17 +808,9 @@ class TokenAndPositionEmbedding(layers.Layer):
                 "embed_dim": self.embed_dim}
 
 
-def make_reviews(rng, n, vocab_size, max_words):
-    """As examples/text_classification.py: label 1 when token 1 comes before token 2."""
-    reviews, labels = [], []
-    for _ in range(n):
-        length = int(rng.integers(5, max_words + 1))
-        words = rng.integers(3, vocab_size + 1, size=length)
-        i, j = rng.choice(length, 2, replace=False)
-        words[i], words[j] = 1, 2
-        reviews.append(words.tolist())
-        labels.append(int(i < j))
-    return reviews, np.array(labels)
+# The reviews of examples/text_classification.py: label 1 when token 1 comes before token 2.
+make_reviews = runpy.run_path(str(pathlib.Path(__file__).resolve().parents[1] / "examples"
+                                  / "text_classification.py"))["make_reviews"]
 
 
 class TransformerBlock(layers.Layer):
