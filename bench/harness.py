@@ -195,13 +195,18 @@ def write_results(path, rows, description, note="", update=False):
         families = {row.family for row in rows}
         with open(path) as f:
             old = f.read().splitlines()
-        kept = [line for line in old if line.startswith("| ") and not line.startswith(("| family", "| ---"))
-                and line.split("|")[1].strip() not in families]
+        table = next((i for i, line in enumerate(old) if line.startswith("| family")), len(old))
+        kept = [line for line in old[table + 2:]  # the result rows (not the notes' tables)
+                if line.startswith("| ") and line.split("|")[1].strip() not in families]
         marker = "the other rows are from the run of "
         earlier = next((line.split(marker, 1)[1] for line in old if marker in line), None)
         if earlier is None:
             earlier = next((line[len("- date: "):] for line in old if line.startswith("- date:")), "unknown")
-        description = description + [f"- rerun of {', '.join(sorted(families))} only; {marker}{earlier}"]
+        now = next(line[len("- date: "):] for line in description if line.startswith("- date:"))
+        reruns = [line for line in old if line.startswith("- rerun ") and marker not in line]
+        description = description + [f"- rerun at {now}: {', '.join(sorted(families))}"] + [
+            line for line in reruns if not any(f in line.split(": ", 1)[-1].split(", ") for f in families)] + [
+            f"- {marker}{earlier}"]
         fresh = {paragraph[:40] for paragraph in note.split("\n\n")} if note else set()
         old_notes = [p for p in _notes(old).split("\n\n") if p and p[:40] not in fresh]
         note = "\n\n".join(n for n in [note] + old_notes if n)
