@@ -155,11 +155,15 @@ class _KernelLoss(Loss):
     def __init__(self, name=None, reduction="sum_over_batch_size", from_logits=False, label_smoothing=0.0,
                  delta=1.0, dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        who = type(self).__name__
+        label_smoothing, delta = _real(who, "label_smoothing", label_smoothing), _real(who, "delta", delta)
         if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"{type(self).__name__}: 'label_smoothing' must be in [0, 1], got {label_smoothing}")
+            raise ValueError(f"{who}: 'label_smoothing' must be in [0, 1], got {label_smoothing}")
+        if not isinstance(from_logits, (bool, np.bool_, int, np.integer)):
+            raise TypeError(f"{who}: 'from_logits' must be a bool, got {from_logits!r}")
         self.from_logits = bool(from_logits)
-        self.label_smoothing = float(label_smoothing)
-        self.delta = float(delta)
+        self.label_smoothing = label_smoothing
+        self.delta = delta
 
     def _prepare_true(self, y_true, y_pred):
         if self._sparse:
@@ -232,6 +236,7 @@ class Huber(_KernelLoss):
     _kind = _KINDS["huber"]
 
     def __init__(self, delta=1.0, reduction="sum_over_batch_size", name="huber_loss", dtype=None):
+        delta = _real("Huber", "delta", delta)
         if not delta > 0:
             raise ValueError(f"Huber: 'delta' must be > 0, got {delta}")
         super().__init__(name=name, reduction=reduction, delta=delta, dtype=dtype)
@@ -427,6 +432,13 @@ def _snake(name):
     import re
 
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _real(who, name, value):
+    """A float argument: a real number (not a string, None or an array), as a float."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (int, float, np.integer, np.floating, np.bool_)):
+        raise TypeError(f"{who}: '{name}' must be a float, got {value!r}")
+    return float(value)
 
 
 def _as_float(x, what, dtype=None):

@@ -6,12 +6,43 @@ the probabilities are asked for.
 """
 
 import math
+import numbers
 
 import numpy as np
 
 from .. import _core
 from ..autodiff import Tensor, is_traced, unbroadcast, value_of
 from ..operation import symbolic
+
+
+def _real(fn, name, value):
+    """A float argument: a real number (not a string, None or an array), as a float."""
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: '{name}' must be a float, got {value!r}")
+    return float(value)
+
+
+def _flag(fn, name, value):
+    """A bool argument: the truth value of a bool or a number (not of a string, None or an array)."""
+    if not isinstance(value, (numbers.Number, np.bool_)):
+        raise TypeError(f"{fn}: '{name}' must be a bool, got {value!r}")
+    return bool(value)
+
+
+def _seed(fn, value):
+    """The dropout seed: an int in [0, 2**64)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{fn}: 'seed' must be an int in [0, 2**64), got {value!r}")
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{fn}: 'seed' must be an int in [0, 2**64), got {value!r}")
+    return int(value)
+
+
+def _heads_axis(fn, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value not in (1, 2):
+        raise ValueError(f"{fn}: 'heads_axis' must be 2 (batch, time, heads, features: Keras) or 1 (batch, heads, "
+                         f"time, features: PyTorch), got {value!r}")
+    return int(value)
 
 
 def attention_forward(query, key, value, mask=None, bias=None, scale=1.0, causal=False, dropout_rate=0.0,
@@ -41,8 +72,10 @@ def attention_forward(query, key, value, mask=None, bias=None, scale=1.0, causal
         ``attention_backward`` needs, and the probabilities or None. A query row with every
         key masked gives zeros (as Keras' masked softmax).
     """
-    return _core.attention_forward(query, key, value, mask, bias, float(scale), bool(causal), float(dropout_rate),
-                                   int(seed), bool(return_probabilities), int(heads_axis))
+    fn = "attention_forward"
+    return _core.attention_forward(query, key, value, mask, bias, _real(fn, "scale", scale),
+                                   _flag(fn, "causal", causal), _real(fn, "dropout_rate", dropout_rate), _seed(fn, seed),
+                                   _flag(fn, "return_probabilities", return_probabilities), _heads_axis(fn, heads_axis))
 
 
 def attention_backward(dout, query, key, value, out, logsumexp, mask=None, bias=None, scale=1.0, causal=False,
@@ -56,9 +89,13 @@ def attention_backward(dout, query, key, value, out, logsumexp, mask=None, bias=
         need_query_grad, need_key_grad, need_value_grad: bool, default True: which
             gradients to compute (None in their place otherwise).
     """
-    return _core.attention_backward(query, key, value, out, dout, logsumexp, mask, bias, float(scale), bool(causal),
-                                    float(dropout_rate), int(seed), int(heads_axis), bool(need_query_grad),
-                                    bool(need_key_grad), bool(need_value_grad))
+    fn = "attention_backward"
+    return _core.attention_backward(query, key, value, out, dout, logsumexp, mask, bias, _real(fn, "scale", scale),
+                                    _flag(fn, "causal", causal), _real(fn, "dropout_rate", dropout_rate),
+                                    _seed(fn, seed), _heads_axis(fn, heads_axis),
+                                    _flag(fn, "need_query_grad", need_query_grad),
+                                    _flag(fn, "need_key_grad", need_key_grad),
+                                    _flag(fn, "need_value_grad", need_value_grad))
 
 
 def _check_4d(name, x):
@@ -104,23 +141,42 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
     if attn_logits_soft_cap is not None:
         raise ValueError(f"dot_product_attention: 'attn_logits_soft_cap' is not supported (must be None), got "
                          f"{attn_logits_soft_cap!r}")
-    if flash_attention not in (None, True, False):
-        raise TypeError(f"dot_product_attention: 'flash_attention' must be None, True or False, got "
-                        f"{flash_attention!r}")
+    fn = "dot_product_attention"
+    if not (flash_attention is None or (isinstance(flash_attention, (bool, np.bool_, numbers.Integral))
+                                        and flash_attention in (0, 1))):
+        raise TypeError(f"{fn}: 'flash_attention' must be None, True or False, got {flash_attention!r}")
     for name, x in (("query", query), ("key", key), ("value", value)):
         _check_4d(name, x)
     head_size = np.shape(query)[-1]
     if scale is None:
         scale = 1.0 / math.sqrt(head_size) if head_size else 1.0
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise TypeError(f"dot_product_attention: 'scale' must be a float or None, got {scale!r}")
+        raise TypeError(f"{fn}: 'scale' must be a float or None, got {scale!r}")
     if mask is not None:
-        mask = np.asarray(value_of(mask)).astype(bool, copy=False)
-    q, k, v, b = (None if x is None else np.asarray(value_of(x)) for x in (query, key, value, bias))
-    dtype = np.result_type(*(x.dtype for x in (q, k, v) if x.dtype.kind == "f")) \
-        if any(x.dtype.kind == "f" for x in (q, k, v)) else np.float32
-    if dtype not in (np.float32, np.float64):
-        dtype = np.float32
+        mask = np.asarray(value_of(mask))
+        if mask.dtype.kind not in "biuf":
+            raise TypeError(f"{fn}: 'mask' must be a boolean array (True = attend), got dtype {mask.dtype}")
+        mask = mask.astype(bool, copy=False)
+    # The package's input contract: real numbers only; the dtype of the float32/float64 arrays,
+    # which must agree (float32 when none decides).
+    given = {"query": value_of(query), "key": value_of(key), "value": value_of(value), "bias": value_of(bias)}
+    deciding = {}
+    for name, x in given.items():
+        if x is None:
+            continue
+        kind = np.asarray(x).dtype.kind
+        if kind not in "biuf":
+            raise TypeError(f"{fn}: '{name}' must hold real numbers (float32 or float64), got dtype "
+                            f"{np.asarray(x).dtype}")
+        if isinstance(x, np.ndarray) and kind == "f" and x.dtype.itemsize in (4, 8):
+            deciding[name] = x.dtype.itemsize
+    if len(set(deciding.values())) > 1:
+        first = next(iter(deciding))
+        other = next(n for n in deciding if deciding[n] != deciding[first])
+        raise TypeError(f"{fn}: '{first}' is float{8 * deciding[first]} but '{other}' is float{8 * deciding[other]}; "
+                        "fastnn does not mix precisions silently: cast one of them")
+    dtype = np.float64 if 8 in deciding.values() else np.float32
+    q, k, v, b = (None if x is None else np.asarray(x) for x in given.values())
     q, k, v = (np.ascontiguousarray(x, dtype=dtype) for x in (q, k, v))
     if b is not None:
         b = np.ascontiguousarray(b, dtype=dtype)

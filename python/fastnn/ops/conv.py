@@ -1,7 +1,9 @@
 """Convolutions (kernel: cpp/include/fastnn/conv.hpp): NHWC inputs, (kh, kw, in, out) kernels."""
 
+import numpy as np
+
 from .. import _core
-from .nn import _kind
+from .nn import _call_dtype, _kind
 
 
 def _pair(value, name, rank):
@@ -20,11 +22,18 @@ def _pair(value, name, rank):
     return tuple(int(v) for v in value)
 
 
-def _as_2d(inputs, kernel, strides, dilation_rate, padding):
-    """1-D convolutions run as 2-D ones over a height-1 image (views, no copies)."""
-    import numpy as np
+def _array(value, dtype):
+    """An array-like as an ndarray for the views below. Floats from a list take the call's
+    dtype: a float64 ndarray made here would decide the call's dtype, which a list must not."""
+    if value is None or isinstance(value, np.ndarray):
+        return value
+    a = np.asarray(value)
+    return a.astype(dtype) if a.dtype.kind == "f" else a
 
-    x, w = np.asarray(inputs), np.asarray(kernel)
+
+def _as_2d(inputs, kernel, strides, dilation_rate, padding, dtype):
+    """1-D convolutions run as 2-D ones over a height-1 image (views, no copies)."""
+    x, w = np.asarray(_array(inputs, dtype)), np.asarray(_array(kernel, dtype))
     if x.ndim == 3:
         s, d = _pair(strides, "strides", 1), _pair(dilation_rate, "dilation_rate", 1)
         return x[:, None], (w[None] if w.ndim == 3 else w), (1, s[0]), (1, d[0]), True
@@ -57,8 +66,9 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
     """
     if data_format not in (None, "channels_last"):
         raise ValueError(f"conv: only data_format='channels_last' (NHWC) is supported, got {data_format!r}")
-    x, w, s, d, one_d = _as_2d(inputs, kernel, strides, dilation_rate, padding)
-    y, z = _core.conv2d_forward(x, w, bias, s, d, padding, _kind(activation), alpha, return_preactivation)
+    x, w, s, d, one_d = _as_2d(inputs, kernel, strides, dilation_rate, padding, _call_dtype(inputs, kernel, bias))
+    y, z = _core.conv2d_forward(x, w, bias, s, d, padding, _kind(activation, "conv"), alpha,
+                                return_preactivation)
     if one_d:
         y = y[:, 0]
         z = None if z is None else z[:, 0]
@@ -68,11 +78,16 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
 def conv_backward(inputs, kernel, dy, y, dw, db=None, strides=1, padding="valid", dilation_rate=1,
                   activation=None, z=None, alpha=0.0, accumulate=False, need_dx=True):
     """Backward of ``conv``: writes dw (and db) in place, returns dx (None unless need_dx)."""
-    x, w, s, d, one_d = _as_2d(inputs, kernel, strides, dilation_rate, padding)
-    if one_d:
-        dy, y = dy[:, None], y[:, None]
-        z = None if z is None else z[:, None]
-        dw = None if dw is None else dw[None]
-    dx = _core.conv2d_backward(x, w, z, y, dy, s, d, padding, _kind(activation), alpha, dw, db, accumulate,
-                               need_dx)
+    dtype = _call_dtype(inputs, kernel, dy, y, z, dw, db)
+    x, w, s, d, one_d = _as_2d(inputs, kernel, strides, dilation_rate, padding, dtype)
+    if one_d:  # (batch, steps, filters) as (batch, 1, steps, filters); anything else is the binding's to refuse
+        def row(v):
+            v = _array(v, dtype)
+            return v[:, None] if isinstance(v, np.ndarray) and v.ndim >= 1 else v
+
+        dy, y, z = row(dy), row(y), row(z)
+        if isinstance(dw, np.ndarray) and np.ndim(kernel) == 3:
+            dw = dw[None]
+    dx = _core.conv2d_backward(x, w, z, y, dy, s, d, padding, _kind(activation, "conv_backward"), alpha, dw, db,
+                               accumulate, need_dx)
     return dx[:, 0] if (one_d and dx is not None) else dx

@@ -26,11 +26,33 @@ def _check_data_format(fn, data_format):
                          f"np.transpose(x, (0, 2, 3, 1)).")
 
 
+def _real(fn, name, value):
+    """A float argument: a real number (not a string, None or an array), as a float."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (int, float, np.integer, np.floating, np.bool_)):
+        raise TypeError(f"{fn}: '{name}' must be a float, got {value!r}")
+    return float(value)
+
+
+def _value_range(fn, value_range):
+    """(low, high) floats with low <= high."""
+    try:
+        low, high = value_range
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: 'value_range' must be a pair (low, high), got {value_range!r}") from None
+    low, high = _real(fn, "value_range", low), _real(fn, "value_range", high)
+    if not low <= high:
+        raise ValueError(f"{fn}: 'value_range' must have low <= high, got {value_range!r}")
+    return low, high
+
+
 def _batched(fn, images):
     """images as a 4-D array (a 3-D image gets a batch axis) and whether it was added."""
     ndim = np.ndim(images)
     if ndim == 3:
-        return np.asarray(images)[None], True
+        image = np.asarray(images)
+        if not isinstance(images, np.ndarray) and image.dtype.kind == "f":
+            image = image.astype(np.float32)  # (a list computes in float32, as the package's contract says)
+        return image[None], True
     if ndim != 4:
         raise ValueError(f"{fn}: 'images' must have 3 (height, width, channels) or 4 (batch, height, "
                          f"width, channels) dimensions, got shape {np.shape(images)}")
@@ -88,7 +110,8 @@ def affine_transform(images, transform, interpolation="bilinear", fill_mode="con
     images, unbatched = _batched(fn, images)
     if unbatched and np.ndim(transform) == 2 and np.shape(transform)[0] == 1:
         transform = np.asarray(transform)[0]
-    out = _core.image_affine_transform(images, transform, interpolation, fill_mode, float(fill_value), output_size)
+    fill_value = _real(fn, "fill_value", fill_value)
+    out = _core.image_affine_transform(images, transform, interpolation, fill_mode, fill_value, output_size)
     return out[0] if unbatched else out
 
 
@@ -111,6 +134,9 @@ def affine_transform_backward(dy, transform, input_size=None, interpolation="bil
     _check_choice("affine_transform_backward", "fill_mode", fill_mode, FILL_MODES)
     if input_size is None:
         input_size = np.shape(dy)[1:3]
+    if isinstance(input_size, (str, bytes)) or not isinstance(input_size, (tuple, list, np.ndarray)):
+        raise TypeError(f"affine_transform_backward: 'input_size' must be a pair of ints (height, width), got "
+                        f"{input_size!r}")
     return _core.image_affine_transform_backward(dy, transform, tuple(input_size), interpolation, fill_mode)
 
 
@@ -149,12 +175,12 @@ def adjust_contrast(images, factors, value_range=(-np.inf, np.inf)):
     Returns:
         The adjusted batch (a new array).
     """
-    low, high = value_range
-    return _core.image_contrast(images, factors, float(low), float(high))
+    low, high = _value_range("adjust_contrast", value_range)
+    return _core.image_contrast(images, factors, low, high)
 
 
 def adjust_contrast_backward(images, dy, factors, value_range=(-np.inf, np.inf)):
     """The input gradient of ``adjust_contrast``: with g = dy where the unclipped output lies in
     value_range (else 0), ``c * g + (1 - c) * mean(g)`` per image and channel."""
-    low, high = value_range
-    return _core.image_contrast_backward(images, dy, factors, float(low), float(high))
+    low, high = _value_range("adjust_contrast_backward", value_range)
+    return _core.image_contrast_backward(images, dy, factors, low, high)

@@ -142,7 +142,7 @@ def tanh(x):
 @symbolic
 def sigmoid(x):
     """1 / (1 + e⁻ˣ)."""
-    v = value_of(x)
+    v = np.asarray(value_of(x))
     out = np.where(v >= 0, 1 / (1 + np.exp(-np.abs(v))), np.exp(-np.abs(v)) / (1 + np.exp(-np.abs(v))))
     return _unary(x, out, lambda g: g * out * (1 - out))
 
@@ -157,7 +157,7 @@ def relu(x):
 @symbolic
 def softplus(x):
     """log(1 + eˣ), stable."""
-    v = value_of(x)
+    v = np.asarray(value_of(x))
     out = np.maximum(v, 0) + np.log1p(np.exp(-np.abs(v)))
     return _unary(x, out, lambda g: g / (1 + np.exp(-v)))
 
@@ -166,8 +166,8 @@ def softplus(x):
 def clip(x, x_min, x_max):
     """x limited to [x_min, x_max] (derivative 1 inside, 0 outside)."""
     v = value_of(x)
-    inside = (v >= x_min) & (v <= x_max)
-    return _unary(x, np.clip(v, x_min, x_max), lambda g: g * inside)
+    out = np.clip(v, x_min, x_max)
+    return _unary(x, out, lambda g: g * ((np.asarray(v) >= x_min) & (np.asarray(v) <= x_max)))
 
 
 @symbolic
@@ -220,9 +220,11 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
 def mean(x, axis=None, keepdims=False):
     """Mean over `axis` (default all)."""
     v = np.asarray(value_of(x))
+    out = np.mean(v, axis=axis, keepdims=keepdims)  # (NumPy's errors for a bad axis, before the count below)
+    if not is_traced(x):
+        return out
     count = v.size if axis is None else int(np.prod([v.shape[a] for a in np.atleast_1d(axis)]))
-    return _unary(x, np.mean(v, axis=axis, keepdims=keepdims),
-                  lambda g: _expand(g, v.shape, axis, keepdims) / builtins.max(count, 1))
+    return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) / builtins.max(count, 1))
 
 
 @symbolic
@@ -230,8 +232,7 @@ def max(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
     """Maximum over `axis` (the gradient goes to the maxima)."""
     v = np.asarray(value_of(x))
     out = np.max(v, axis=axis, keepdims=keepdims)
-    top = v == _expand(out, v.shape, axis, keepdims)
-    return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * top)
+    return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * (v == _expand(out, v.shape, axis, keepdims)))
 
 
 @symbolic
@@ -239,12 +240,16 @@ def min(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
     """Minimum over `axis` (the gradient goes to the minima)."""
     v = np.asarray(value_of(x))
     out = np.min(v, axis=axis, keepdims=keepdims)
-    low = v == _expand(out, v.shape, axis, keepdims)
-    return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * low)
+    return _unary(x, out, lambda g: _expand(g, v.shape, axis, keepdims) * (v == _expand(out, v.shape, axis, keepdims)))
 
 
 def _shifted(v, axis):
-    """(x - max, Σ exp(x - max)): the shifted values stay exact however large x is."""
+    """(x - max, Σ exp(x - max)): the shifted values stay exact however large x is. Over an
+    empty axis the maximum is -inf (Σ exp = 0: logsumexp -inf, as in Keras)."""
+    if v.size == 0:
+        shape = np.sum(np.zeros(v.shape, bool), axis=axis, keepdims=True).shape  # (NumPy's errors for a bad axis)
+        top = np.full(shape, -np.inf, np.result_type(v.dtype, np.float16))
+        return top, v - top, np.zeros(shape, top.dtype)
     top = np.max(v, axis=axis, keepdims=True)
     shifted = v - top
     return top, shifted, np.sum(np.exp(shifted), axis=axis, keepdims=True)
@@ -317,6 +322,12 @@ def concatenate(xs, axis=0):
     out = np.concatenate(values, axis=axis)
     if not is_traced(*xs):
         return out
+    if axis is None:  # the arrays flattened, then joined
+        bounds = np.cumsum([v.size for v in values])[:-1]
+
+        def part(i):
+            return lambda g: np.split(np.asarray(g), bounds)[i].reshape(values[i].shape)
+        return _node(out, *((x, part(i)) for i, x in enumerate(xs)))
     bounds = np.cumsum([v.shape[axis] for v in values])[:-1]
 
     def part(i):

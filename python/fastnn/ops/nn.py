@@ -14,12 +14,22 @@ _ACTIVATIONS = dict(_core.activation_kinds)
 _ACTIVATIONS[None] = _ACTIVATIONS["linear"]
 
 
-def _kind(activation):
+def _call_dtype(*values):
+    """The dtype the kernels compute in for these arguments, as fastnn._core decides it:
+    float64 when one is a float64 ndarray, else float32 (a float32/float64 mix is the
+    binding's to refuse)."""
+    wide = any(isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype.itemsize == 8 for v in values)
+    return np.float64 if wide else np.float32
+
+
+def _kind(activation, fn, name="activation"):
+    """The kernel number of an activation name; ValueError naming the function `fn` and the
+    argument `name` otherwise."""
     try:
         return _ACTIVATIONS[activation]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown activation {activation!r}; expected one of "
-                         f"{sorted(k for k in _ACTIVATIONS if k is not None)}") from None
+        raise ValueError(f"{fn}: unknown activation {activation!r} for '{name}'; expected one of "
+                         f"{sorted(k for k in _ACTIVATIONS if k is not None)} or None") from None
 
 
 def activation_forward(x, activation, alpha=0.0):
@@ -31,18 +41,18 @@ def activation_forward(x, activation, alpha=0.0):
             gelu_tanh, softplus, swish, softmax.
         alpha: float, default 0: leaky_relu's slope or elu's scale.
     """
-    return _core.activation_forward(x, _kind(activation), alpha)
+    return _core.activation_forward(x, _kind(activation, "activation_forward"), alpha)
 
 
 def activation_needs_input(activation):
     """Whether ``activation_backward`` of this kernel needs the input x (besides the output y)."""
-    return bool(_core.activation_needs_input(_kind(activation)))
+    return bool(_core.activation_needs_input(_kind(activation, "activation_needs_input")))
 
 
 def activation_backward(dy, activation, y, x=None, alpha=0.0):
     """``dy * activation'(x)`` from the output y (and the input x where the derivative needs it:
     leaky_relu, elu, selu, gelu, gelu_tanh, softplus, swish)."""
-    return _core.activation_backward(_kind(activation), alpha, x, y, dy)
+    return _core.activation_backward(_kind(activation, "activation_backward"), alpha, x, y, dy)
 
 
 def prelu(x, alpha):
@@ -78,10 +88,9 @@ def prelu_backward(x, alpha, dy, dalpha=None, accumulate=False):
     Returns:
         (dx shaped like x, dalpha).
     """
-    if dalpha is None:
-        alpha_array = np.asarray(alpha)
-        dalpha, accumulate = np.zeros(alpha_array.shape, alpha_array.dtype), False
-    return _core.prelu_backward(x, alpha, dy, dalpha, bool(accumulate)), dalpha
+    if dalpha is None:  # a new array of the call's dtype
+        dalpha, accumulate = np.zeros(np.shape(alpha), _call_dtype(x, alpha, dy)), False
+    return _core.prelu_backward(x, alpha, dy, dalpha, accumulate), dalpha
 
 
 def dense(x, w, b=None, activation=None, alpha=0.0, return_preactivation=False):
@@ -90,7 +99,7 @@ def dense(x, w, b=None, activation=None, alpha=0.0, return_preactivation=False):
     Returns y, or (y, z) with z = x @ w + b when `return_preactivation` (z is None for a
     linear activation, where it equals y).
     """
-    y, z = _core.dense_forward(x, w, b, _kind(activation), alpha, return_preactivation)
+    y, z = _core.dense_forward(x, w, b, _kind(activation, "dense"), alpha, return_preactivation)
     return (y, z) if return_preactivation else y
 
 
@@ -104,7 +113,7 @@ def dense_backward(x, w, dy, y, dw, db=None, activation=None, z=None, alpha=0.0,
         dy: dL/dy. dw, db: output arrays shaped like w and b (or None to skip them).
         accumulate: add into dw/db instead of overwriting.
     """
-    return _core.dense_backward(x, w, z, y, dy, _kind(activation), alpha, dw, db, accumulate, need_dx)
+    return _core.dense_backward(x, w, z, y, dy, _kind(activation, "dense_backward"), alpha, dw, db, accumulate, need_dx)
 
 
 def dropout(x, rate, seed):

@@ -167,6 +167,8 @@ def layer_normalization(x, gamma=None, beta=None, axis=-1, epsilon=None, rms_sca
         >>> fastnn.ops.layer_normalization(np.arange(5, dtype="float32"))
         array([-1.4142135 , -0.70710677,  0.        ,  0.70710677,  1.4142135 ], dtype=float32)
     """
+    if not isinstance(rms_scaling, (bool, np.bool_, int, np.integer)):
+        raise TypeError(f"layer_normalization: 'rms_scaling' must be a bool, got {rms_scaling!r}")
     mode = "rms_scaling" if rms_scaling else "standard"
     eps = config.epsilon() if epsilon is None else epsilon
     y, _, _ = _core.layernorm_forward(x, gamma, beta, _first_normalised_axis("layer_normalization", x, axis), eps,

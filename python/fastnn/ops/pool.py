@@ -22,6 +22,8 @@ import numpy as np
 
 from .. import _core
 
+_MAX_INT = 2**63 - 1  # sizes are 64-bit in the kernels
+
 
 def standardize_tuple(value, n, name, fn, allow_none=False):
     """A window argument as a tuple of n ints >= 1 (Keras' ``standardize_tuple``).
@@ -55,8 +57,8 @@ def standardize_tuple(value, n, name, fn, allow_none=False):
                                        for v in values):
             raise ValueError(f"{fn}: '{name}' must be an int or a tuple of {n} ints, got {value!r}")
         values = tuple(int(v) for v in values)
-    if any(v < 1 for v in values):
-        raise ValueError(f"{fn}: '{name}' must hold positive ints, got {value!r}")
+    if any(v < 1 or v > _MAX_INT for v in values):
+        raise ValueError(f"{fn}: '{name}' must hold positive ints (at most 2**63 - 1), got {value!r}")
     return values
 
 
@@ -65,7 +67,7 @@ def _standard(value, n, low):
     if type(value) is not tuple or len(value) != n:
         return False
     for v in value:
-        if type(v) is not int or v < low:
+        if type(v) is not int or v < low or v > _MAX_INT:
             return False
     return True
 
@@ -139,6 +141,13 @@ def max_pool_with_argmax(inputs, pool_size, strides=None, padding="valid", data_
     return _core.max_pool(inputs, ph, pw, sh, sw, padding, True)
 
 
+def _input_shape(input_shape, fn):
+    """input_shape as a tuple (its values are checked by the kernel), or TypeError naming it."""
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list, np.ndarray)):
+        raise TypeError(f"{fn}: 'input_shape' must be a tuple of ints, got {input_shape!r}")
+    return tuple(input_shape)
+
+
 def max_pool_backward(dy, argmax, input_shape, pool_size, strides=None, padding="valid"):
     """Gradient of ``max_pool``: each window's dy goes to its first maximum.
 
@@ -150,8 +159,9 @@ def max_pool_backward(dy, argmax, input_shape, pool_size, strides=None, padding=
     Returns:
         dL/d(inputs); gradients of overlapping windows add up (in a fixed order).
     """
+    input_shape = _input_shape(input_shape, "max_pool_backward")
     ph, pw, sh, sw, padding = _window("max_pool_backward", len(input_shape), pool_size, strides, padding)
-    return _core.max_pool_backward(dy, argmax, tuple(input_shape), ph, pw, sh, sw, padding)
+    return _core.max_pool_backward(dy, argmax, input_shape, ph, pw, sh, sw, padding)
 
 
 def average_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
@@ -167,9 +177,10 @@ def average_pool(inputs, pool_size, strides=None, padding="valid", data_format=N
 
 def average_pool_backward(dy, input_shape, pool_size, strides=None, padding="valid"):
     """Gradient of ``average_pool``: each window's dy / count to each of its positions."""
+    input_shape = _input_shape(input_shape, "average_pool_backward")
     ph, pw, sh, sw, padding = _window("average_pool_backward", len(input_shape), pool_size, strides,
                                       padding)
-    return _core.average_pool_backward(dy, tuple(input_shape), ph, pw, sh, sw, padding)
+    return _core.average_pool_backward(dy, input_shape, ph, pw, sh, sw, padding)
 
 
 def _keep(y, ndim, keepdims):
@@ -202,7 +213,8 @@ def global_max_pool_with_argmax(inputs, keepdims=False):
 
 def global_max_pool_backward(dy, argmax, input_shape):
     """Gradient of ``global_max_pool``: dy to each first maximum, zero elsewhere."""
-    return _core.global_max_pool_backward(_flat_dy(dy, input_shape), argmax, tuple(input_shape))
+    input_shape = _input_shape(input_shape, "global_max_pool_backward")
+    return _core.global_max_pool_backward(_flat_dy(dy, input_shape), argmax, input_shape)
 
 
 def global_average_pool(inputs, keepdims=False):
@@ -213,7 +225,8 @@ def global_average_pool(inputs, keepdims=False):
 
 def global_average_pool_backward(dy, input_shape):
     """Gradient of ``global_average_pool``: dy / positions, everywhere."""
-    return _core.global_average_pool_backward(_flat_dy(dy, input_shape), tuple(input_shape))
+    input_shape = _input_shape(input_shape, "global_average_pool_backward")
+    return _core.global_average_pool_backward(_flat_dy(dy, input_shape), input_shape)
 
 
 def normalize_padding2d(padding, who):
@@ -234,10 +247,10 @@ def normalize_padding2d(padding, who):
         return padding  # already standard (a layer's attribute): the per-call path
 
     def nonneg(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= _MAX_INT
 
-    error = ValueError(f"{who}: 'padding' must be an int >= 0, a tuple of 2 ints (symmetric height "
-                       f"and width padding) or ((top, bottom), (left, right)), got {padding!r}")
+    error = ValueError(f"{who}: 'padding' must be an int >= 0, a tuple of 2 ints (symmetric height and width "
+                       f"padding) or ((top, bottom), (left, right)), each at most 2**63 - 1, got {padding!r}")
     if nonneg(padding):
         return (int(padding),) * 2, (int(padding),) * 2
     try:

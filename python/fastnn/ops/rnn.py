@@ -44,21 +44,30 @@ def _states(initial_state, kind):
     return initial_state[0], (initial_state[1] if expected == 2 else None)
 
 
-def _mask(mask):
+def _mask(mask, fn):
     if mask is None:
         return None
     mask = np.asarray(mask)
     if mask.dtype.kind not in "biuf":
-        raise TypeError(f"'mask' must be a boolean array, got dtype {mask.dtype}")
+        raise TypeError(f"{fn}: 'mask' must be a boolean array, got dtype {mask.dtype}")
     return np.ascontiguousarray(mask != 0)
+
+
+def _flag(value, name, fn):
+    """A bool argument: the truth value of a bool or a number (not of a string, None or an array)."""
+    if not isinstance(value, (bool, np.bool_, int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: '{name}' must be a bool, got {value!r}")
+    return bool(value)
 
 
 def _forward(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask, go_backwards,
              activation, recurrent_activation, recurrent_scale=None):
     h0, c0 = _states(initial_state, kind)
-    mask = _mask(mask)
-    act, ract = _kind(activation), _kind(recurrent_activation)
-    args = (inputs, kernel, recurrent_kernel, bias, h0, c0, mask, recurrent_scale, bool(go_backwards), act, ract)
+    mask = _mask(mask, _NAMES[kind])
+    act = _kind(activation, _NAMES[kind])
+    ract = _kind(recurrent_activation, _NAMES[kind], "recurrent_activation")
+    go_backwards = _flag(go_backwards, "go_backwards", _NAMES[kind])
+    args = (inputs, kernel, recurrent_kernel, bias, h0, c0, mask, recurrent_scale, go_backwards, act, ract)
     tape = _core.rnn_forward(kind, *args)
     h_seq = tape[0][1:].transpose(1, 0, 2)  # time-major in the kernel
     seen = None
@@ -66,23 +75,32 @@ def _forward(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask, 
         # Keras outputs zeros before a sample's first unmasked step, whatever its state.
         processing = mask[:, ::-1] if go_backwards else mask
         seen = np.logical_or.accumulate(processing, axis=1)[..., None].astype(h_seq.dtype)
-    outputs = np.ascontiguousarray(h_seq) if seen is None else h_seq * seen
+    # (where, not a product: a NaN or inf state before the first unmasked step still outputs 0)
+    outputs = np.ascontiguousarray(h_seq) if seen is None else np.where(seen != 0, h_seq, h_seq.dtype.type(0))
     finals = [tape[0][-1]] + ([tape[1][-1]] if kind == _LSTM else [])
     return outputs, finals, RnnCache(kind, args, tape, seen)
 
 
 def _backward(cache, d_outputs, d_h, d_c, need_dx, dkernel=None, drecurrent_kernel=None, dbias=None,
               accumulate=False):
+    fn = _NAMES[cache.kind] + "_backward"
+    accumulate, need_dx = _flag(accumulate, "accumulate", fn), _flag(need_dx, "need_dx", fn)
     if d_outputs is not None and cache.seen is not None:
-        d_outputs = np.asarray(d_outputs) * cache.seen
-    if accumulate:  # the kernel adds into its outputs: a missing one starts from zeros
+        d = np.asarray(d_outputs)
+        if d.dtype.kind in "biuf" and d.ndim == 3 and d.shape[:2] == cache.seen.shape[:2]:
+            # zero before each sample's first unmasked step, in the array's own float dtype (or the call's)
+            keeps_dtype = isinstance(d_outputs, np.ndarray) and d.dtype.kind == "f" and d.dtype.itemsize in (4, 8)
+            d_outputs = np.where(cache.seen != 0, d, 0).astype(d.dtype if keeps_dtype else cache.seen.dtype)
+    if accumulate:  # the kernel adds into its outputs: a missing one starts from zeros (of the call's dtype)
         kernel, recurrent_kernel, bias = cache.args[1:4]
-        dkernel = np.zeros_like(kernel) if dkernel is None else dkernel
-        drecurrent_kernel = np.zeros_like(recurrent_kernel) if drecurrent_kernel is None else drecurrent_kernel
+        dtype = cache.tape[0].dtype
+        dkernel = np.zeros(np.shape(kernel), dtype) if dkernel is None else dkernel
+        drecurrent_kernel = np.zeros(np.shape(recurrent_kernel), dtype) if drecurrent_kernel is None \
+            else drecurrent_kernel
         if dbias is None and bias is not None:
-            dbias = np.zeros_like(bias)
+            dbias = np.zeros(np.shape(bias), dtype)
     dx, dk, dr, db, dh0, dc0 = _core.rnn_backward(cache.kind, *cache.args, cache.tape, d_outputs, d_h, d_c,
-                                                  dkernel, drecurrent_kernel, dbias, bool(accumulate), bool(need_dx))
+                                                  dkernel, drecurrent_kernel, dbias, accumulate, need_dx)
     out = {"dx": dx, "kernel": dk, "recurrent_kernel": dr, "bias": db, "h0": dh0}
     if cache.kind == _LSTM:
         out["c0"] = dc0
@@ -278,4 +296,9 @@ def embedding_backward(indices, dy, vocabulary, out=None, accumulate=False):
     Returns:
         The (vocabulary, dim) gradient (`out` when given).
     """
-    return _core.embedding_backward(indices, dy, out, int(vocabulary), bool(accumulate))
+    if isinstance(vocabulary, (bool, np.bool_)) or not isinstance(vocabulary, (int, np.integer)):
+        raise TypeError(f"embedding_backward: 'vocabulary' must be an int, got {vocabulary!r}")
+    if not 0 <= vocabulary <= 2**63 - 1:
+        raise ValueError(f"embedding_backward: 'vocabulary' must be in [0, 2**63 - 1], got {vocabulary!r}")
+    return _core.embedding_backward(indices, dy, out, int(vocabulary), _flag(accumulate, "accumulate",
+                                                                             "embedding_backward"))
