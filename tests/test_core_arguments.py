@@ -59,9 +59,32 @@ def test_a_wrong_type_names_the_argument(name, parameter, kind):
     (lambda: _core.max_pool(np.ones((1, 4, 4, 1), np.float32), 2, 2, 2, 2, 5), TypeError,
      r"max_pool: 'padding' must be a string, got int 5"),
     (lambda: ops.max_pool(np.ones((1, 5, 3), np.float32), 2**63, 1), ValueError,
-     r"max_pool: 'pool_w' must be an int >= 1, got 9223372036854775808"),
+     r"max_pool: 'pool_size' must hold positive ints \(at most 2\*\*63 - 1\), got 9223372036854775808"),
+    (lambda: _core.max_pool(np.ones((1, 4, 4, 1), np.float32), 2**63, 2, 2, 2, "valid"), ValueError,
+     r"max_pool: 'pool_h' must be an int >= 1, got 9223372036854775808"),
     (lambda: _core.set_num_threads(2**64), ValueError, r"set_num_threads: 'n' must be an int in \[1, 65536\]"),
 ])
 def test_examples(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("call, expected", [
+    # pybind11 tries the catch-all overload before converting: ints for bools and floats, NumPy
+    # scalars, None for a bool must still reach the kernel as pybind11 would convert them.
+    (lambda: _core.matmul(np.eye(2, dtype=np.float32), np.full((2, 2), 3, np.float32), 1, 0, None, 0),
+     np.full((2, 2), 3, np.float32)),
+    (lambda: _core.dropout_forward(np.ones(4, np.float32), 0, np.uint64(3)), np.ones(4, np.float32)),
+    (lambda: _core.dropout_forward(np.ones(4, np.float32), np.float32(0.0), 3), np.ones(4, np.float32)),
+    (lambda: _core.matmul(np.ones((1, 2), np.float64), np.ones((2, 1), np.float64), None, np.bool_(False)),
+     np.full((1, 1), 2.0)),
+])
+def test_convertible_scalars_reach_the_kernel(call, expected):
+    got = call()
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_float_too_large_for_a_double_is_named():
+    with pytest.raises(ValueError, match=r"dropout_forward: 'rate' must be a float in the double range"):
+        _core.dropout_forward(np.ones(4, np.float32), 10**400, 3)

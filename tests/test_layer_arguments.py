@@ -247,7 +247,7 @@ BAD = [
     (layers.MaxPooling1D, lambda: layers.MaxPooling1D((2, 2)), ValueError,
      r"MaxPooling1D: 'pool_size' must be an int or a tuple of 1 ints, got \(2, 2\)"),
     (layers.MaxPooling2D, lambda: layers.MaxPooling2D(2, strides=(2, 0)), ValueError,
-     r"MaxPooling2D: 'strides' must hold positive ints, got \(2, 0\)"),
+     r"MaxPooling2D: 'strides' must hold positive ints \(at most 2\*\*63 - 1\), got \(2, 0\)"),
     (layers.AveragePooling2D, lambda: layers.AveragePooling2D(2, padding="full"), ValueError,
      r"AveragePooling2D: 'padding' must be 'valid' or 'same', got 'full'"),
     (layers.MaxPooling2D, lambda: layers.MaxPooling2D(2, data_format="channels_first"), ValueError,

@@ -26,7 +26,7 @@ std::string describe(py::handle value) {
     auto a = py::reinterpret_borrow<py::array>(value);
     return cat(std::string(py::str(a.dtype())), " array of shape ", shape_str(shape_of(a)));
   }
-  return std::string(py::str(value.get_type().attr("__name__")));
+  return std::string(py::str(py::type::handle_of(value).attr("__name__")));
 }
 
 namespace {

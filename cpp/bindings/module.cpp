@@ -56,10 +56,11 @@ std::string missing_isa() {
   return missing;
 }
 
-// Every function gets a second overload taking anything: pybind11 reaches it only when the
-// arguments did not convert to the first one's C++ types, and it raises the error that names
-// the argument (fastnn._arguments.diagnose) instead of pybind11's "incompatible function
-// arguments". The successful path is unchanged (the first overload is tried first).
+// Every function gets a second overload taking anything. pybind11 tries all overloads without
+// implicit conversions before any with them, so this one is reached both when an argument
+// cannot convert and when it needs a conversion (an int for a double or bool): diagnose
+// (fastnn._arguments) converts what pybind11 would and calls again, or raises the error that
+// names the argument instead of pybind11's "incompatible function arguments".
 void add_argument_diagnostics(py::module_& m) {
   std::vector<std::string> names;
   for (auto item : py::reinterpret_borrow<py::dict>(m.attr("__dict__")))
@@ -68,8 +69,7 @@ void add_argument_diagnostics(py::module_& m) {
     const std::string doc = py::str(m.attr(name.c_str()).attr("__doc__"));
     const std::string signature = doc.substr(0, doc.find('\n'));
     m.def(name.c_str(), [name, signature](py::args args, py::kwargs kwargs) -> py::object {
-      py::module_::import("fastnn._arguments").attr("diagnose")(name, signature, args, kwargs);
-      throw py::type_error(cat(name, ": invalid arguments for ", signature));
+      return py::module_::import("fastnn._arguments").attr("diagnose")(name, signature, args, kwargs);
     });
   }
 }

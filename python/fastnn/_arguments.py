@@ -1,12 +1,16 @@
 """Names the argument of a ``fastnn._core`` call that pybind11 could not convert.
 
-Each kernel binding has a second overload that pybind11 reaches only when the arguments did
-not convert to the C++ types of the first; it calls ``diagnose``, which raises the error a
-user can act on ("dropout_forward: 'rate' must be a float, got str") instead of pybind11's
+Each kernel binding has a second overload, ``f(*args, **kwargs)``, that calls ``diagnose``.
+pybind11 tries every overload first without implicit conversions, so the catch-all is reached
+both when an argument cannot convert at all and when it needs a conversion the first overload
+would make (an int for a float or bool parameter, a NumPy scalar). ``diagnose`` therefore
+converts what pybind11 would convert and calls the function again, or raises the error a user
+can act on ("dropout_forward: 'rate' must be a float, got str") instead of pybind11's
 "incompatible function arguments" listing of C++ types.
 """
 
 import numbers
+import operator
 import re
 
 _PARAMETER = re.compile(r"(\w+): (.+?)(?: = .*)?$")
@@ -51,9 +55,13 @@ _INT_RANGES = {"seed": (0, 2**64 - 1), "vocabulary": (-2**63, 2**63 - 1)}
 def _problem(kind, value, name):
     """Why `value` does not convert to the C++ `kind`, or None."""
     if kind == "float":
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return None
-        return "must be a float"
+        if not isinstance(value, (numbers.Real, np_bool())):  # bools as pybind11 takes them
+            return "must be a float"
+        try:
+            float(value)
+        except OverflowError:
+            return "must be a float in the double range"
+        return None
     if kind == "int":
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             return "must be an int"
@@ -61,15 +69,33 @@ def _problem(kind, value, name):
         if not low <= int(value) <= high:
             return f"must be an int in [{low}, {high}]"
         return None
-    if kind == "bool":
-        return None if isinstance(value, (bool, numbers.Integral)) or value is None else "must be a bool"
+    if kind == "bool":  # what pybind11 converts: None and a number's truth value
+        return None if value is None or isinstance(value, (bool, np_bool(), numbers.Real)) else "must be a bool"
     if kind == "str":
         return None if isinstance(value, str) else "must be a string"
     return None
 
 
+def np_bool():
+    """NumPy's bool scalar type (not a numbers.Integral), imported on first use."""
+    import numpy
+    return numpy.bool_
+
+
+def _converted(kind, value):
+    """`value` as the exact Python type of the C++ `kind` (what pybind11's conversion gives)."""
+    if kind == "float":
+        return float(value)
+    if kind == "int":
+        return operator.index(value)
+    if kind == "bool":
+        return bool(value) if value is not None else False
+    return value
+
+
 def diagnose(name, signature, args, kwargs):
-    """Raises the TypeError / ValueError that names the argument that did not convert."""
+    """Calls the function again with the scalar arguments converted as pybind11 would convert
+    them, or raises the TypeError / ValueError that names the argument that does not convert."""
     parameters = _parameters(signature)
     names = [p[0] for p in parameters]
     if len(args) > len(parameters):
@@ -81,14 +107,25 @@ def diagnose(name, signature, args, kwargs):
         if key in given:
             raise TypeError(f"{name}: argument {key!r} given twice")
         given[key] = value
-    for parameter, kind, has_default in parameters:
+    converted, changed = {}, False
+    for parameter, annotation, has_default in parameters:
         if parameter not in given:
             if not has_default:
                 raise TypeError(f"{name}: missing argument {parameter!r}")
             continue
-        value = given[parameter]
-        problem = _problem(_kind(kind), value, parameter)
+        value, kind = given[parameter], _kind(annotation)
+        problem = _problem(kind, value, parameter)
         if problem is not None:
-            error = ValueError if problem.startswith("must be an int in") else TypeError
+            error = ValueError if " in " in problem else TypeError
             raise error(f"{name}: {parameter!r} {problem}, got {type(value).__name__} {value!r:.80}")
+        converted[parameter] = _converted(kind, value)
+        changed |= type(converted[parameter]) is not type(value)
+    if changed:  # exact types now: the typed overload takes them in pybind11's first pass
+        from fastnn import _core
+        positional = []
+        for parameter, _, _ in parameters:  # positionally up to the first default left out
+            if parameter not in converted:
+                break
+            positional.append(converted.pop(parameter))
+        return getattr(_core, name)(*positional, **converted)
     raise TypeError(f"{name}: invalid arguments for {signature}")
