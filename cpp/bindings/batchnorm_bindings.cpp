@@ -24,8 +24,12 @@ Split split_axis(const char* fn, const std::vector<Index>& shape, int axis) {
   Split s;
   s.axis = axis < 0 ? axis + nd : axis;
   s.channels = shape[s.axis];
-  for (int d = 0; d < s.axis; ++d) s.outer *= shape[d];
-  for (int d = s.axis + 1; d < nd; ++d) s.inner *= shape[d];
+  // A product past 2**63 - 1 only comes with an empty x (its size fits): count it as 0 values.
+  for (int d = 0; d < s.axis; ++d)
+    if (__builtin_mul_overflow(s.outer, shape[d], &s.outer)) s.outer = 0;
+  for (int d = s.axis + 1; d < nd; ++d)
+    if (__builtin_mul_overflow(s.inner, shape[d], &s.inner)) s.inner = 0;
+  if (s.outer == 0 || s.inner == 0) s.outer = s.inner = 0;
   return s;
 }
 
@@ -62,9 +66,14 @@ py::tuple batchnorm_forward_impl(py::handle x_obj, py::handle gamma_obj, py::han
   a.beta = channel_vector<T>(fn, "beta", beta_obj, s, xs, beta);
   a.epsilon = epsilon;
 
-  auto y = new_array<T>(xs);
-  auto mean = new_array<T>({s.channels});
-  auto invstd = new_array<T>({s.channels});
+  // The outputs are made after every argument check (a huge channel count with no values
+  // must be named, not allocated).
+  py::array_t<T> y, mean, invstd;
+  auto make_outputs = [&] {
+    y = new_array<T>(xs);
+    mean = new_array<T>({s.channels});
+    invstd = new_array<T>({s.channels});
+  };
   if (training) {
     if (mm_obj.is_none() != mv_obj.is_none())
       throw py::value_error(cat(fn, ": give both 'moving_mean' and 'moving_variance' (updated in "
@@ -89,6 +98,7 @@ py::tuple batchnorm_forward_impl(py::handle x_obj, py::handle gamma_obj, py::han
     if (s.channels > 0 && s.outer * s.inner == 0)
       throw py::value_error(cat(fn, ": training mode needs at least one value per channel to "
                                 "compute batch statistics; 'x' has shape ", shape_str(xs)));
+    make_outputs();
     py::gil_scoped_release nogil;
     batchnorm_forward_training<T>(a, y.mutable_data(), mean.mutable_data(),
                                   invstd.mutable_data(), nullptr, momentum, mm, mv);
@@ -102,6 +112,7 @@ py::tuple batchnorm_forward_impl(py::handle x_obj, py::handle gamma_obj, py::han
       if (mv[c] < 0)
         throw py::value_error(cat(fn, ": 'moving_variance' must be >= 0, got ", mv[c],
                                   " for channel ", c));
+    make_outputs();
     std::copy(mm, mm + s.channels, mean.mutable_data());
     py::gil_scoped_release nogil;
     batchnorm_forward_inference<T>(a, mm, mv, y.mutable_data(), invstd.mutable_data());

@@ -17,7 +17,15 @@ py::tuple loss_impl(const LossSpec& spec, py::handle y_true_obj, py::handle y_pr
   auto pred = input_array<T>(fn, {"y_pred", y_pred_obj});
   require_ndim(fn, "y_pred", pred, 1);
   const auto ps = shape_of(pred);
-  const Index cols = ps.back(), rows = cols ? pred.size() / cols : 0;
+  const Index cols = ps.back();
+  Index rows = 1;
+  bool many = false;  // rows past 2**63 - 1 (only with cols == 0: the array's size fits otherwise)
+  for (std::size_t i = 0; i + 1 < ps.size(); ++i) many |= __builtin_mul_overflow(rows, ps[i], &rows);
+  for (std::size_t i = 0; i + 1 < ps.size(); ++i) many &= ps[i] != 0;
+  if (cols == 0 && (rows != 0 || many))  // no per-row loss (a mean over nothing) to return
+    throw py::value_error(cat(fn, ": 'y_pred' of shape ", shape_str(ps),
+                              " has an empty last (class) axis: each of its ", rows,
+                              " rows needs at least one value"));
   LossArgs<T> a;
   a.rows = rows;
   a.cols = cols;

@@ -11,16 +11,32 @@
 namespace fastnn::bindings {
 namespace {
 
-// The parameter buffer decides the dtype and the size; the others must match it.
+// The parameter buffer (named `name` in messages) decides the dtype and the size; the others
+// must match it.
 template <typename F>
-auto with_params(const char* fn, py::handle w, F&& body) {
+auto with_params(const char* fn, py::handle w, F&& body, const char* name = "w") {
   if (!py::isinstance<py::array>(w))
-    throw py::type_error(cat(fn, ": 'w' must be a numpy.ndarray of float32 or float64, got ",
+    throw py::type_error(cat(fn, ": '", name, "' must be a numpy.ndarray of float32 or float64, got ",
                              describe(w)));
   const auto dt = py::reinterpret_borrow<py::array>(w).dtype();
   if (dt.kind() != 'f' || (dt.itemsize() != 4 && dt.itemsize() != 8))
-    throw py::type_error(cat(fn, ": 'w' must be float32 or float64, got ", describe(w)));
+    throw py::type_error(cat(fn, ": '", name, "' must be float32 or float64, got ", describe(w)));
   return dispatch(dt.itemsize() == 4 ? DType::Float32 : DType::Float64, std::forward<F>(body));
+}
+
+// A 1-D array argument of the segment helpers, converted only from the kinds of NumPy arrays
+// `kinds` names ("iu": integers, "biuf": real numbers): not from fractions, complex numbers,
+// strings or objects, which a forcecast would truncate or parse.
+template <typename V>
+py::array_t<V> vector_arg(const char* fn, const char* name, py::handle obj, const char* kinds) {
+  const py::array raw = py::module_::import("numpy").attr("asarray")(obj);
+  if (std::string(kinds).find(raw.dtype().kind()) == std::string::npos)
+    throw py::type_error(cat(fn, ": '", name, "' must hold ",
+                             std::string(kinds) == "iu" ? "integers" : "real numbers", ", got ",
+                             describe(obj)));
+  if (raw.ndim() != 1)
+    throw py::value_error(cat(fn, ": '", name, "' must be 1-D, got shape ", shape_str(shape_of(raw))));
+  return py::array_t<V, py::array::c_style | py::array::forcecast>::ensure(raw);
 }
 
 template <typename T>
@@ -157,9 +173,9 @@ void register_optim(py::module_& m) {
   m.def(
       "sum_squares",
       [](py::handle g_obj, py::handle offsets_obj) {
-        auto offsets = py::array_t<Index, py::array::c_style | py::array::forcecast>::ensure(offsets_obj);
-        if (!offsets || offsets.ndim() != 1 || offsets.size() < 1)
-          throw py::value_error("sum_squares: 'offsets' must be a 1-D integer array");
+        auto offsets = vector_arg<Index>("sum_squares", "offsets", offsets_obj, "iu");
+        if (offsets.size() < 1)
+          throw py::value_error("sum_squares: 'offsets' must hold at least one position");
         return with_params("sum_squares", g_obj, [&](auto t) {
           using T = decltype(t);
           auto g = input_array<T>("sum_squares", {"g", g_obj});
@@ -174,18 +190,17 @@ void register_optim(py::module_& m) {
             sum_squares<T>(g.data(), off, segments, out.mutable_data());
           }
           return out;
-        });
+        }, "g");
       },
       py::arg("g"), py::arg("offsets"), "Σ g² per segment [offsets[s], offsets[s+1]), in double.");
   m.def(
       "regularize",
       [](py::handle w_obj, py::handle g_obj, py::handle offsets_obj, py::handle l1_obj,
          py::handle l2_obj) {
-        auto offsets = py::array_t<Index, py::array::c_style | py::array::forcecast>::ensure(offsets_obj);
-        auto l1 = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(l1_obj);
-        auto l2 = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(l2_obj);
-        if (!offsets || !l1 || !l2 || offsets.ndim() != 1 || l1.size() + 1 != offsets.size() ||
-            l2.size() != l1.size())
+        auto offsets = vector_arg<Index>("regularize", "offsets", offsets_obj, "iu");
+        auto l1 = vector_arg<double>("regularize", "l1", l1_obj, "biuf");
+        auto l2 = vector_arg<double>("regularize", "l2", l2_obj, "biuf");
+        if (l1.size() + 1 != offsets.size() || l2.size() != l1.size())
           throw py::value_error("regularize: need 1-D offsets with len(l1) + 1 = len(l2) + 1 entries");
         return with_params("regularize", w_obj, [&](auto t) {
           using T = decltype(t);
@@ -222,7 +237,7 @@ void register_optim(py::module_& m) {
             throw py::value_error(cat("ema_update: 'w' must hold ", ema.size(), " values like 'ema', got ", w.size()));
           py::gil_scoped_release nogil;
           ema_update<T>(ema.mutable_data(), w.data(), ema.size(), momentum);
-        });
+        }, "ema");
       },
       py::arg("ema"), py::arg("w"), py::arg("momentum"), "ema = m·ema + (1 - m)·w, in place.");
   m.def(
@@ -233,15 +248,15 @@ void register_optim(py::module_& m) {
           auto g = inout_array<T>("clip_by_value", {"g", g_obj}, py::reinterpret_borrow<py::array>(g_obj).size());
           py::gil_scoped_release nogil;
           clip_by_value<T>(g.mutable_data(), g.size(), c);
-        });
+        }, "g");
       },
       py::arg("g"), py::arg("clipvalue"));
   m.def(
       "scale_segments",
       [](py::handle g_obj, py::handle offsets_obj, py::handle factors_obj) {
-        auto offsets = py::array_t<Index, py::array::c_style | py::array::forcecast>::ensure(offsets_obj);
-        auto factors = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(factors_obj);
-        if (!offsets || !factors || offsets.size() != factors.size() + 1)
+        auto offsets = vector_arg<Index>("scale_segments", "offsets", offsets_obj, "iu");
+        auto factors = vector_arg<double>("scale_segments", "factors", factors_obj, "biuf");
+        if (offsets.size() != factors.size() + 1)
           throw py::value_error("scale_segments: need len(offsets) == len(factors) + 1");
         with_params("scale_segments", g_obj, [&](auto t) {
           using T = decltype(t);
@@ -252,7 +267,7 @@ void register_optim(py::module_& m) {
               throw py::value_error("scale_segments: 'offsets' must be increasing within g");
           py::gil_scoped_release nogil;
           scale_segments<T>(g.mutable_data(), off, factors.size(), factors.data());
-        });
+        }, "g");
       },
       py::arg("g"), py::arg("offsets"), py::arg("factors"));
 }

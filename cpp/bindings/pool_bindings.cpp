@@ -167,7 +167,11 @@ Global global_dims(const char* fn, const char* name, const std::vector<Index>& s
     throw py::value_error(cat(fn, ": '", name, "' must have 3 dimensions (batch, steps, channels) "
                               "or 4 (batch, height, width, channels), got ", shape.size(),
                               " (shape ", shape_str(shape), ")"));
-  const Index steps = shape.size() == 3 ? shape[1] : shape[1] * shape[2];
+  for (const Index size : shape)
+    if (size < 0)
+      throw py::value_error(cat(fn, ": '", name, "' must hold sizes >= 0, got ", shape_str(shape)));
+  const Index steps =
+      shape.size() == 3 ? shape[1] : checked_mul(fn, cat("'", name, "' height × width"), shape[1], shape[2]);
   if (steps == 0)
     throw py::value_error(cat(fn, ": '", name, "' of shape ", shape_str(shape),
                               " has no positions to pool over"));

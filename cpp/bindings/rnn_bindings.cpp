@@ -282,7 +282,7 @@ py::array_t<T> embedding_backward_impl(py::handle ids_obj, py::handle dy_obj, py
   require_shape(fn, "dy", dy, expected);
   auto dtable = dtable_obj.is_none() ? new_array<T>(checked_shape(fn, {vocabulary, dim}, sizeof(T)))
                                      : output_array<T>(fn, {"dtable", dtable_obj}, {vocabulary, dim});
-  {
+  if (dtable.size() != 0) {  // (empty: no scratch sized by the vocabulary)
     py::gil_scoped_release nogil;
     embedding_backward<T>(ids.data(), ids.size(), dy.data(), vocabulary, dim, dtable.mutable_data(),
                           accumulate && !dtable_obj.is_none());

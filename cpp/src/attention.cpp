@@ -166,7 +166,9 @@ void forward_block(const AttentionArgs<T>& a, const Dropout& drop, Index b, Inde
     head.logits(qs, i0, rows, j0, cols, s);
     for (Index r = 0; r < rows; ++r) {
       T* row = s + r * cols;
-      const T m_new = std::max(run_max[r], ArrayMap<T>(row, cols).maxCoeff());
+      // (a NaN logit makes the maximum NaN, and so the row's outputs: std::max would drop it)
+      const T block_max = ArrayMap<T>(row, cols).template maxCoeff<Eigen::PropagateNaN>();
+      const T m_new = (block_max != block_max || block_max > run_max[r]) ? block_max : run_max[r];
       if (m_new == ninf) {  // every key so far masked for this query
         std::fill(row, row + cols, T(0));
         continue;
@@ -184,16 +186,21 @@ void forward_block(const AttentionArgs<T>& a, const Dropout& drop, Index b, Inde
   const T inf = std::numeric_limits<T>::infinity();
   T* lse = logsumexp ? logsumexp + (b * a.heads + h) * a.queries + i0 : nullptr;
   for (Index r = 0; r < rows; ++r) {
+    // l == 0: every key masked (zeros, as Keras' masked softmax; logsumexp +inf marks it for
+    // the backward pass). l NaN (a NaN or +inf logit, whose exp(x - max) is NaN, as in the
+    // softmax formula): NaN outputs, not a masked row.
     const T l = run_sum[r];
     T* o = out.row(b, h, i0 + r);
-    if (l > T(0)) {
+    const bool masked = l == T(0);
+    if (!masked) {
       const T inv = T(1) / l;
       for (Index c = 0; c < dv; ++c) o[c] = acc[r * dv + c] * inv;
     } else {
       std::fill(o, o + dv, T(0));
     }
-    if (lse) lse[r] = l > T(0) ? run_max[r] + std::log(l) : inf;
-    stats[r] = l > T(0) ? run_max[r] + std::log(l) : inf;  // run_max no longer needed
+    const T row_lse = masked ? inf : run_max[r] + std::log(l);
+    if (lse) lse[r] = row_lse;
+    stats[r] = row_lse;  // run_max no longer needed
   }
   if (!probabilities) return;
   // Second pass: P = exp(L − logsumexp), written row by row into (b, h, i, :).

@@ -39,6 +39,10 @@ constexpr double kStatsCost = 4, kNormCost = 3, kSumsCost = 3, kDxCost = 4;
 
 Index ceil_div(Index a, Index b) { return (a + b - 1) / b; }
 
+// max(v, 0) that keeps a NaN (std::max(0.0, NaN) is 0: a channel holding inf would get a
+// variance of 0 instead of NaN).
+inline double nonnegative(double v) { return v < 0 ? 0.0 : v; }
+
 // Chan et al.: merges (nb, mb, m2b) into the running (count, mean, m2).
 inline void merge_moments(double count, double& mean, double& m2, double nb, double mb, double m2b) {
   if (count == 0) {
@@ -126,7 +130,7 @@ void tile_moments(const T* base, Index q, Index ld, Index m, Index w, double& co
     }
     // About the rounded mean mu: the exact mean is mu + d/n and Σ(x - mean)² = q2 - d²/n.
     const double mb = double(tile[c]) + d / nb;
-    const double m2b = std::max(0.0, q2 - d * d / nb);
+    const double m2b = nonnegative(q2 - d * d / nb);
     merge_moments(count, mean[c], m2[c], nb, mb, m2b);
   }
   count += nb;
@@ -340,7 +344,7 @@ void runs_moments(const T* x, const RunsPlan& p, double* out_mean, double* out_m
         }
       }
       const double dd = double(d);
-      merge_moments(count, mean, m2, nb, double(mu) + dd / nb, std::max(0.0, double(q) - dd * dd / nb));
+      merge_moments(count, mean, m2, nb, double(mu) + dd / nb, nonnegative(double(q) - dd * dd / nb));
       count += nb;
     }
     counts[t] = count;
@@ -419,10 +423,12 @@ struct Shape {
   Index outer, C, inner;
 };
 
-// One channel: the same as channels last with every value a row.
+// One channel: the same as channels last with every value a row. No values: rows too (the
+// runs plan divides by the run length).
 template <typename T>
 Shape shape_of(const BatchNormArgs<T>& a) {
-  if (a.channels == 1 || a.inner == 1) return {a.outer * a.inner, a.channels, 1};
+  if (a.channels == 1 || a.inner == 1 || a.outer == 0 || a.inner == 0)
+    return {a.outer * a.inner, a.channels, 1};
   return {a.outer, a.channels, a.inner};
 }
 
@@ -455,6 +461,24 @@ void apply_affine(const BatchNormArgs<T>& a, const Shape& sh, const std::vector<
   });
 }
 
+// Mean and M2 of channel c by plain sums, for a channel whose merged moments are not finite
+// (inf or NaN among its values, where the shifted sums give NaN): NumPy's answers, a mean of
+// ±inf or NaN and an M2 of NaN (inf - inf) or inf.
+template <typename T>
+void plain_moments(const T* x, const Shape& sh, Index c, double& mean, double& m2) {
+  double sum = 0, squares = 0;
+  for (Index o = 0; o < sh.outer; ++o) {
+    const T* run = x + (o * sh.C + c) * sh.inner;
+    for (Index i = 0; i < sh.inner; ++i) {
+      sum += double(run[i]);
+      squares += double(run[i]) * double(run[i]);
+    }
+  }
+  const double n = double(sh.outer) * double(sh.inner);
+  mean = sum / n;
+  m2 = squares - n * mean * mean;
+}
+
 }  // namespace
 
 template <typename T>
@@ -468,6 +492,8 @@ void batchnorm_forward_training(const BatchNormArgs<T>& a, T* y, T* mean, T* inv
     rows_moments(a.x, plan_rows(sh.outer, C), mu.data(), m2.data());
   else
     runs_moments(a.x, plan_runs(sh.outer, C, sh.inner), mu.data(), m2.data());
+  for (Index c = 0; c < C; ++c)
+    if (!std::isfinite(mu[c]) || !std::isfinite(m2[c])) plain_moments(a.x, sh, c, mu[c], m2[c]);
   const double n = double(sh.outer) * double(sh.inner);
   std::vector<T> mean_t(C), invstd_t(C);
   for (Index c = 0; c < C; ++c) {

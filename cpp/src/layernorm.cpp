@@ -135,9 +135,20 @@ void layernorm_forward(const LayerNormArgs<T>& a, T* y, double* mean_out, T* inv
       double s1, s2;
       shifted_sums(x, F, s1, s2);
       const double d = s1 / double(F);
-      const double mu = double(x[0]) + d;
-      const double var = std::max(0.0, s2 / double(F) - d * d);
-      const double second = a.mode == LayerNormMode::Rms ? var + mu * mu : var;
+      double mu = double(x[0]) + d;
+      double var = s2 / double(F) - d * d;
+      var = var < 0 ? 0.0 : var;  // (not std::max: a NaN stays NaN)
+      double second = a.mode == LayerNormMode::Rms ? var + mu * mu : var;
+      if (!std::isfinite(mu) || !std::isfinite(second)) {  // inf or NaN in the row: plain sums
+        double sum = 0, squares = 0;
+        for (Index k = 0; k < F; ++k) {
+          sum += double(x[k]);
+          squares += double(x[k]) * double(x[k]);
+        }
+        mu = sum / double(F);
+        var = squares / double(F) - mu * mu;  // inf - inf: NaN, as NumPy's variance
+        second = a.mode == LayerNormMode::Rms ? squares / double(F) : var;
+      }
       const T s = T(1.0 / std::sqrt(second + a.epsilon));
       // x − μ as (x − x₀) − (μ − x₀): exact to the rounding of a small difference.
       const T x0 = standard ? x[0] : T(0);

@@ -62,8 +62,8 @@ def _problem(kind, value, name):
         except OverflowError:
             return "must be a float in the double range"
         return None
-    if kind == "int":
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+    if kind == "int":  # (a bool is an int to pybind11, which takes it in its first pass)
+        if not isinstance(value, numbers.Integral):
             return "must be an int"
         low, high = _INT_RANGES.get(name, (-2**31, 2**31 - 1))
         if not low <= int(value) <= high:
@@ -72,7 +72,7 @@ def _problem(kind, value, name):
     if kind == "bool":  # what pybind11 converts: None and a number's truth value
         return None if value is None or isinstance(value, (bool, np_bool(), numbers.Real)) else "must be a bool"
     if kind == "str":
-        return None if isinstance(value, str) else "must be a string"
+        return None if isinstance(value, (str, bytes)) else "must be a string"  # (pybind11 decodes bytes)
     return None
 
 

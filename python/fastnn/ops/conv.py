@@ -4,6 +4,7 @@ import numpy as np
 
 from .. import _core
 from .nn import _call_dtype, _kind
+from ._public_names import public_names
 
 
 def _pair(value, name, rank):
@@ -67,8 +68,9 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
     if data_format not in (None, "channels_last"):
         raise ValueError(f"conv: only data_format='channels_last' (NHWC) is supported, got {data_format!r}")
     x, w, s, d, one_d = _as_2d(inputs, kernel, strides, dilation_rate, padding, _call_dtype(inputs, kernel, bias))
-    y, z = _core.conv2d_forward(x, w, bias, s, d, padding, _kind(activation, "conv"), alpha,
-                                return_preactivation)
+    with public_names("conv", "conv2d_forward", x="inputs", w="kernel", b="bias", keep_z="return_preactivation"):
+        y, z = _core.conv2d_forward(x, w, bias, s, d, padding, _kind(activation, "conv"), alpha,
+                                    return_preactivation)
     if one_d:
         y = y[:, 0]
         z = None if z is None else z[:, 0]
@@ -88,6 +90,7 @@ def conv_backward(inputs, kernel, dy, y, dw, db=None, strides=1, padding="valid"
         dy, y, z = row(dy), row(y), row(z)
         if isinstance(dw, np.ndarray) and np.ndim(kernel) == 3:
             dw = dw[None]
-    dx = _core.conv2d_backward(x, w, z, y, dy, s, d, padding, _kind(activation, "conv_backward"), alpha, dw, db,
-                               accumulate, need_dx)
+    with public_names("conv_backward", "conv2d_backward", x="inputs", w="kernel"):
+        dx = _core.conv2d_backward(x, w, z, y, dy, s, d, padding, _kind(activation, "conv_backward"), alpha, dw,
+                                   db, accumulate, need_dx)
     return dx[:, 0] if (one_d and dx is not None) else dx

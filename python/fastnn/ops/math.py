@@ -139,10 +139,17 @@ def tanh(x):
     return _unary(x, out, lambda g: g * (1 - out * out))
 
 
+def _as_float(v):
+    """Integers and bools as the float type NumPy's exp gives them (float16 for 8 bits, ...):
+    -|v| of an unsigned array would wrap around (uint8 2 -> 254)."""
+    v = np.asarray(v)
+    return v.astype(np.result_type(v.dtype, np.float16)) if v.dtype.kind in "biu" else v
+
+
 @symbolic
 def sigmoid(x):
     """1 / (1 + e⁻ˣ)."""
-    v = np.asarray(value_of(x))
+    v = _as_float(value_of(x))
     out = np.where(v >= 0, 1 / (1 + np.exp(-np.abs(v))), np.exp(-np.abs(v)) / (1 + np.exp(-np.abs(v))))
     return _unary(x, out, lambda g: g * out * (1 - out))
 
@@ -157,7 +164,7 @@ def relu(x):
 @symbolic
 def softplus(x):
     """log(1 + eˣ), stable."""
-    v = np.asarray(value_of(x))
+    v = _as_float(value_of(x))
     out = np.maximum(v, 0) + np.log1p(np.exp(-np.abs(v)))
     return _unary(x, out, lambda g: g / (1 + np.exp(-v)))
 
@@ -246,6 +253,7 @@ def min(x, axis=None, keepdims=False):  # noqa: A001 - Keras' name
 def _shifted(v, axis):
     """(x - max, Σ exp(x - max)): the shifted values stay exact however large x is. Over an
     empty axis the maximum is -inf (Σ exp = 0: logsumexp -inf, as in Keras)."""
+    v = _as_float(v)  # (x - max of unsigned integers would wrap around)
     if v.size == 0:
         shape = np.sum(np.zeros(v.shape, bool), axis=axis, keepdims=True).shape  # (NumPy's errors for a bad axis)
         top = np.full(shape, -np.inf, np.result_type(v.dtype, np.float16))

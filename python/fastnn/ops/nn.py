@@ -7,6 +7,7 @@ layers or training loops. The optimizer kernels are in ``optim.py``.
 import numpy as np
 
 from .. import _core
+from ._public_names import public_names
 
 _ACTIVATIONS = dict(_core.activation_kinds)
 
@@ -99,7 +100,8 @@ def dense(x, w, b=None, activation=None, alpha=0.0, return_preactivation=False):
     Returns y, or (y, z) with z = x @ w + b when `return_preactivation` (z is None for a
     linear activation, where it equals y).
     """
-    y, z = _core.dense_forward(x, w, b, _kind(activation, "dense"), alpha, return_preactivation)
+    with public_names("dense", "dense_forward", keep_z="return_preactivation"):
+        y, z = _core.dense_forward(x, w, b, _kind(activation, "dense"), alpha, return_preactivation)
     return (y, z) if return_preactivation else y
 
 

@@ -22,6 +22,7 @@ import operator
 import numpy as np
 
 from .. import _core, config
+from ._public_names import public_names
 
 
 def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilon=1e-3):
@@ -48,7 +49,9 @@ def batch_normalization(x, mean, variance, axis, offset=None, scale=None, epsilo
         array([[-0.98058...,  0.99503...],
                [ 0.98058..., -0.99503...]], dtype=float32)
     """
-    y, _, _ = _core.batchnorm_forward(x, scale, offset, mean, variance, axis, epsilon, 0.0, False)
+    with public_names("batch_normalization", "batchnorm_forward", gamma="scale", beta="offset",
+                      moving_mean="mean", moving_variance="variance"):
+        y, _, _ = _core.batchnorm_forward(x, scale, offset, mean, variance, axis, epsilon, 0.0, False)
     return y
 
 

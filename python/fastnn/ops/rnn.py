@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import _core
 from .nn import _kind
+from ._public_names import public_names
 
 _LSTM, _GRU, _SIMPLE = 0, 1, 2
 _NAMES = {_LSTM: "lstm", _GRU: "gru", _SIMPLE: "simple_rnn"}
@@ -68,7 +69,8 @@ def _forward(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask, 
     ract = _kind(recurrent_activation, _NAMES[kind], "recurrent_activation")
     go_backwards = _flag(go_backwards, "go_backwards", _NAMES[kind])
     args = (inputs, kernel, recurrent_kernel, bias, h0, c0, mask, recurrent_scale, go_backwards, act, ract)
-    tape = _core.rnn_forward(kind, *args)
+    with public_names(_NAMES[kind], "rnn_forward", recurrent_scale="recurrent_dropout_mask"):
+        tape = _core.rnn_forward(kind, *args)
     h_seq = tape[0][1:].transpose(1, 0, 2)  # time-major in the kernel
     seen = None
     if mask is not None and h0 is not None:
@@ -99,8 +101,9 @@ def _backward(cache, d_outputs, d_h, d_c, need_dx, dkernel=None, drecurrent_kern
             else drecurrent_kernel
         if dbias is None and bias is not None:
             dbias = np.zeros(np.shape(bias), dtype)
-    dx, dk, dr, db, dh0, dc0 = _core.rnn_backward(cache.kind, *cache.args, cache.tape, d_outputs, d_h, d_c,
-                                                  dkernel, drecurrent_kernel, dbias, accumulate, need_dx)
+    with public_names(fn, "rnn_backward", recurrent_scale="recurrent_dropout_mask", drecurrent="drecurrent_kernel"):
+        dx, dk, dr, db, dh0, dc0 = _core.rnn_backward(cache.kind, *cache.args, cache.tape, d_outputs, d_h, d_c,
+                                                      dkernel, drecurrent_kernel, dbias, accumulate, need_dx)
     out = {"dx": dx, "kernel": dk, "recurrent_kernel": dr, "bias": db, "h0": dh0}
     if cache.kind == _LSTM:
         out["c0"] = dc0
