@@ -154,3 +154,12 @@ def test_attention_row_with_a_nan_logit_is_nan_not_masked():
     assert np.all(np.isnan(out[0, 1]))  # row 1 sees it too
     masked, lse_masked, _ = ops.attention_forward(q, k, v, mask=np.zeros((1, 1, 2, 2), bool))
     assert np.all(masked == 0) and np.all(lse_masked == np.inf)  # every key masked: zeros
+
+
+def test_an_empty_result_too_large_for_numpy_is_named():
+    """NumPy refuses an empty array whose nonzero sizes multiply past 2**63 - 1 bytes ("array is
+    too big", naming no function): the bindings check the same bound and name the function."""
+    x = np.zeros((0, 1, 1, 0), np.float32)
+    with pytest.raises(ValueError, match=r"^upsample2d: the result would have shape \(0, 2147483647, 2147483647, 0\)"):
+        ops.upsample2d(x, 2**31 - 1)
+    assert ops.upsample2d(x, 2**30).shape == (0, 2**30, 2**30, 0)  # (2**62 bytes: NumPy makes it)

@@ -83,13 +83,16 @@ Index checked_mul(const char* func, const std::string& what, Index a, Index b) {
 }
 
 std::vector<Index> checked_shape(const char* func, std::vector<Index> shape, Index itemsize) {
-  for (Index d : shape)
-    if (d == 0) return shape;  // empty: any sizes fit
+  // NumPy bounds the product of the nonzero sizes even for an empty array ("array is too
+  // big", naming no function): the same bound here, named.
   Index bytes = itemsize;
   for (Index d : shape)
-    if (bytes > PTRDIFF_MAX / d)
+    if (d == 0)
+      continue;
+    else if (bytes > PTRDIFF_MAX / d)
       throw py::value_error(cat(func, ": the result would have shape ", shape_str(shape),
-                                ", more than 2**63 - 1 bytes"));
+                                ": its sizes (zeros aside) times ", itemsize,
+                                " bytes pass 2**63 - 1"));
     else
       bytes *= d;
   return shape;
