@@ -541,23 +541,70 @@ def test_reshape_of_huge_sizes_is_exact():
     assert layers.Flatten().compute_output_shape((None, 2**40, 2**40, 3)) == (None, 3 * 2**80)
 
 
+_TOO_BIG = r": its sizes \(zeros aside\) multiply to more than 2\*\*63 - 1 bytes \(4 per value\); "
+_B = "4611686018427387904"  # BIG
+
+
 @pytest.mark.parametrize("build, x, match", [
     (lambda: layers.UpSampling2D(2**30), np.ones((1, 2, 2, 1), np.float32),
-     r"UpSampling2D '\w+': the output would have shape \(1, 2147483648, 2147483648, 1\)"),
+     r"UpSampling2D '(\w+)': the output would have shape \(1, 2147483648, 2147483648, 1\)" + _TOO_BIG
+     + r"UpSampling2D '\1' made it from size=\(1073741824, 1073741824\) and the input shape \(1, 2, 2, 1\)$"),
     (lambda: layers.UpSampling2D(2**40), np.ones((1, 2, 2, 1), np.float32),
-     r"UpSampling2D '\w+': the output would have shape \(1, 2199023255552, 2199023255552, 1\)"),
+     r"UpSampling2D '(\w+)': the output would have shape \(1, 2199023255552, 2199023255552, 1\)" + _TOO_BIG
+     + r"UpSampling2D '\1' made it from size=\(1099511627776, 1099511627776\)"),
     (lambda: layers.ZeroPadding2D(((2**31, 2**31), (2**29, 0))), np.ones((1, 2, 2, 1), np.float32),
-     r"ZeroPadding2D '\w+': the output would have shape \(1, 4294967298, 536870914, 1\)"),
+     r"ZeroPadding2D '(\w+)': the output would have shape \(1, 4294967298, 536870914, 1\)" + _TOO_BIG
+     + r"ZeroPadding2D '\1' made it from padding=\(\(2147483648, 2147483648\), \(536870912, 0\)\) and the "
+       r"input shape \(1, 2, 2, 1\)$"),
     (lambda: layers.RandomCrop(2**40, 2**40), np.ones((1, 4, 4, 1), np.float32),
-     r"RandomCrop '\w+': the output would have shape \(1, 1099511627776, 1099511627776, 1\)"),
+     r"RandomCrop '(\w+)': the output would have shape \(1, 1099511627776, 1099511627776, 1\)" + _TOO_BIG
+     + r"RandomCrop '\1' made it from height=1099511627776, width=1099511627776 and the input shape \(1, 4, 4, 1\)$"),
+    (lambda: layers.RandomCrop(2**63 - 1, 3), np.ones((2, 6, 6, 3), np.float32),
+     r"RandomCrop '(\w+)': the output would have shape \(2, 9223372036854775807, 3, 3\)" + _TOO_BIG
+     + r"RandomCrop '\1' made it from height=9223372036854775807, width=3"),
+    (lambda: layers.RepeatVector(BIG), np.ones((1, 2), np.float32),
+     r"RepeatVector '(\w+)': the output would have shape \(1, " + _B + r", 2\)" + _TOO_BIG
+     + r"RepeatVector '\1' made it from n=" + _B + r" and the input shape \(1, 2\)$"),
     (lambda: layers.Embedding(BIG, 2), np.zeros((1, 2), np.int64),
-     r"embedding\w*.add_weight: the weight 'embeddings' would have shape \(4611686018427387904, 2\)"),
+     r"(embedding\w*).add_weight: the weight 'embeddings' would have shape \(" + _B + r", 2\)" + _TOO_BIG
+     + r"Embedding '\1' made it from input_dim=" + _B + r", output_dim=2 and the input shape \(None, 2\)$"),
     (lambda: layers.Dense(BIG), np.ones((1, 2), np.float32),
-     r"dense\w*.add_weight: the weight 'kernel' would have shape \(2, 4611686018427387904\)"),
+     r"(dense\w*).add_weight: the weight 'kernel' would have shape \(2, " + _B + r"\)" + _TOO_BIG
+     + r"Dense '\1' made it from units=" + _B + r" and the input shape \(None, 2\)$"),
+    (lambda: layers.Dense(2**63 - 1), np.ones((1, 4), np.float32),
+     r"(dense\w*).add_weight: the weight 'kernel' would have shape \(4, 9223372036854775807\)" + _TOO_BIG
+     + r"Dense '\1' made it from units=9223372036854775807 and the input shape \(None, 4\)$"),
+    (lambda: layers.LSTM(BIG), np.ones((1, 3, 2), np.float32),  # kernel (features, 4 * units)
+     r"(lstm\w*).add_weight: the weight 'kernel' would have shape \(2, 18446744073709551616\)" + _TOO_BIG
+     + r"LSTM '\1' made it from units=" + _B + r" and the input shape \(None, 3, 2\)$"),
+    (lambda: layers.GRU(BIG), np.ones((1, 3, 2), np.float32),
+     r"(gru\w*).add_weight: the weight 'kernel' would have shape \(2, 13835058055282163712\)" + _TOO_BIG
+     + r"GRU '\1' made it from units=" + _B),
+    (lambda: layers.SimpleRNN(BIG), np.ones((1, 3, 2), np.float32),
+     r"(simple_rnn\w*).add_weight: the weight 'kernel' would have shape \(2, " + _B + r"\)" + _TOO_BIG
+     + r"SimpleRNN '\1' made it from units=" + _B),
+    (lambda: layers.Conv2D(BIG, 1), np.ones((1, 4, 4, 1), np.float32),
+     r"(conv2d\w*).add_weight: the weight 'kernel' would have shape \(1, 1, 1, " + _B + r"\)" + _TOO_BIG
+     + r"Conv2D '\1' made it from filters=" + _B + r", kernel_size=\(1, 1\) and the input shape \(None, 4, 4, 1\)$"),
+    (lambda: layers.Conv1D(1, BIG, padding="same"), np.ones((1, 3, 2), np.float32),
+     r"(conv1d\w*).add_weight: the weight 'kernel' would have shape \(" + _B + r", 2, 1\)" + _TOO_BIG
+     + r"Conv1D '\1' made it from filters=1, kernel_size=\(" + _B + r",\)"),
+    (lambda: layers.EinsumDense("ab,bc->ac", BIG), np.ones((1, 2), np.float32),
+     r"(einsum_dense\w*).add_weight: the weight 'kernel' would have shape \(2, " + _B + r"\)" + _TOO_BIG
+     + r"EinsumDense '\1' made it from output_shape=\(" + _B + r",\) and the input shape \(None, 2\)$"),
+    # a sublayer's weight: the layer that made the sublayer names its own arguments too
+    (lambda: layers.MultiHeadAttention(BIG, 2), [np.ones((1, 3, 2), np.float32)] * 2,
+     r"query.add_weight: the weight 'kernel' would have shape \(2, " + _B + r", 2\)" + _TOO_BIG
+     + r"EinsumDense 'query' made it from output_shape=\(None, " + _B + r", 2\) and the input shape \(None, 3, 2\); "
+       r"MultiHeadAttention '\w+' made it from num_heads=" + _B + r", key_dim=2, value_dim=2 and the input shapes "
+       r"\[\(None, 3, 2\), \(None, 3, 2\)\]$"),
+    (lambda: layers.Bidirectional(layers.LSTM(BIG)), np.ones((1, 3, 2), np.float32),
+     r"(lstm\w*).add_weight: .*" + _TOO_BIG + r"LSTM '\1' made it from units=" + _B),
 ])
-def test_huge_sizes_are_a_clear_error_naming_the_layer(build, x, match):
-    with pytest.raises(ValueError, match=match + r".*more than 2\*\*63 - 1"):
-        build()(x)
+def test_huge_sizes_are_a_clear_error_naming_the_layer_and_its_arguments(build, x, match):
+    layer = build()
+    with pytest.raises(ValueError, match=match):
+        layer(*x) if isinstance(x, list) else layer(x)
 
 
 def test_huge_upsampling_has_exact_symbolic_shapes():

@@ -119,12 +119,26 @@ def int_tuple(value, n, arg, who, minimum=1):
     return tuple(int(v) for v in values)
 
 
-def check_size(shape, who, what="the output", itemsize=1):
-    """ValueError unless an array of `shape` (Python ints) and `itemsize` bytes per value can
-    exist: its sizes' product (zeros aside, as NumPy counts) times itemsize at most 2**63 - 1.
-    The product is exact, never a wrapped-around int64."""
+class TooLarge(ValueError):
+    """An array (a weight, an output) too large to exist. The layers add which of their
+    arguments sized it (``Layer._check_size`` and ``Layer.ensure_built``)."""
+
+
+def check_size(shape, who, what="the output", itemsize=1, origin=""):
+    """TooLarge (a ValueError) unless an array of `shape` (Python ints) and `itemsize` bytes per
+    value can exist: its sizes' product (zeros aside, as NumPy counts) times itemsize at most
+    2**63 - 1. The product is exact, never a wrapped-around int64. `origin` (see size_origin)
+    ends the message."""
     count = math.prod(d for d in shape if d)
     if count * itemsize > MAX_ELEMENTS:
         unit = "elements" if itemsize == 1 else f"bytes ({itemsize} per value)"
-        raise ValueError(f"{who}: {what} would have shape {tuple(shape)}: its sizes (zeros aside) multiply to "
-                         f"more than 2**63 - 1 {unit}")
+        raise TooLarge(f"{who}: {what} would have shape {tuple(shape)}: its sizes (zeros aside) multiply to "
+                       f"more than 2**63 - 1 {unit}{origin}")
+
+
+def size_origin(who, arguments, input_shape):
+    """The end of a TooLarge message: which layer made the size, from which of its arguments
+    ({name: value}) and which input shape, e.g. "; Dense 'dense' made it from units=2**63-1 ..."."""
+    made = ", ".join(f"{name}={value!r}" for name, value in arguments.items())
+    shapes = "shapes" if isinstance(input_shape, list) else "shape"  # (attention's query and value)
+    return f"; {who} made it from {made + ' and ' if made else ''}the input {shapes} {input_shape}"

@@ -26,6 +26,7 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
     """Shared by Conv1D and Conv2D: `rank` spatial axes, run by the 2-D kernel."""
 
     rank = 2
+    _size_arguments = ("filters", "kernel_size")
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",

@@ -148,6 +148,7 @@ class Dense(_OutputActivation, Layer):
     """
 
     supports_masking = True
+    _size_arguments = ("units",)
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):

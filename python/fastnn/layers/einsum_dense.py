@@ -86,6 +86,8 @@ class EinsumDense(_OutputActivation, Layer):
     # Keras fixes the input rank only (its InputSpec): the free axes may change size after build.
     _flexible_input_shape = True
 
+    _size_arguments = (("output_shape", "partial_output_shape"),)
+
     def __init__(self, equation, output_shape, activation=None, bias_axes=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, lora_rank=None, lora_alpha=None, gptq_unpacked_column_size=None,

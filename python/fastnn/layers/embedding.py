@@ -33,6 +33,8 @@ class Embedding(Layer):
         (1, 3, 64)
     """
 
+    _size_arguments = ("input_dim", "output_dim")
+
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
                  embeddings_constraint=None, mask_zero=False, weights=None, input_length=None, sparse=False,
                  **kwargs):

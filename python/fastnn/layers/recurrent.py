@@ -85,6 +85,7 @@ class RNN(Layer, metaclass=abc.ABCMeta):
     supports_masking = True
     _consumes_mask = True
     _training_dependent = True  # dropout and recurrent_dropout
+    _size_arguments = ("units",)
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
