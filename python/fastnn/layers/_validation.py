@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .. import activations as _activations
+
 MAX_ELEMENTS = 2**63 - 1  # an array's element count (and byte count) must fit an int64
 
 
@@ -91,6 +93,18 @@ def seed(value, who, arg="seed"):
 def axis(value, arg, who):
     """An axis: an int (TypeError for anything else: 1.5 is not truncated to 1)."""
     return integer(value, arg, who)
+
+
+def activation(value, arg, who):
+    """``fastnn.activations.get(value)``, its errors naming the caller and the argument
+    (``recurrent_activation``, not just "activation"): ValueError for an unknown name,
+    TypeError for what is neither a string, a callable nor None."""
+    try:
+        return _activations.get(value)
+    except ValueError as exc:
+        raise ValueError(f"{who}: '{arg}': {exc}") from None
+    except TypeError:
+        raise TypeError(f"{who}: '{arg}' must be a string, a callable or None, got {value!r}") from None
 
 
 def int_tuple(value, n, arg, who, minimum=1):

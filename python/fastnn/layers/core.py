@@ -156,7 +156,7 @@ class Dense(_OutputActivation, Layer):
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"Dense: 'units' must be a positive int, got {units!r}")
         self.units = int(units)
-        self._act = activations.get(activation)
+        self._act = _validation.activation(activation, "activation", "Dense")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -233,7 +233,7 @@ class Activation(_OutputActivation, Layer):
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
-        self._act = activations.get(activation)
+        self._act = _validation.activation(activation, "activation", "Activation")
 
     @property
     def activation(self):
@@ -388,11 +388,11 @@ class Reshape(Layer):
         if -1 in self.target_shape:
             if known == 0 or size % known:
                 raise ValueError(f"Reshape '{self.name}': cannot reshape {rest} ({size} values) into "
-                                 f"{self.target_shape}")
+                                 f"target_shape={self.target_shape}")
             return (input_shape[0],) + tuple(size // known if d == -1 else d for d in self.target_shape)
         if known != size:
             raise ValueError(f"Reshape '{self.name}': cannot reshape {rest} ({size} values) into "
-                             f"{self.target_shape} ({known} values)")
+                             f"target_shape={self.target_shape} ({known} values)")
         return (input_shape[0],) + self.target_shape
 
     def _output_dtype(self, input_dtype):
