@@ -157,6 +157,10 @@ BAD = [
     *[(layers.Dropout, (lambda s=s: layers.Dropout(0.5, noise_shape=s)), ValueError,
        rf"Dropout: 'noise_shape' must be a tuple of ints > 0 and None, got {re.escape(repr(s))}")
       for s in ("ab", (2.5, 1), (0, 1), (-1,), 3, (True, 1))],
+    # a noise_shape that does not broadcast to the input (was NumPy's "operands could not be broadcast")
+    *[(layers.Dropout, (lambda s=s: layers.Dropout(0.5, noise_shape=s)(np.ones((2, 3, 4)), training=True)), ValueError,
+       rf"Dropout '\w+': 'noise_shape' {re.escape(repr(s))} does not broadcast to inputs of shape \(2, 3, 4\)")
+      for s in ((1, 2, 3), (None, None, None, None), (2**63 - 1, 1, 1), (None, 2, None))],
     *[(layers.Dropout, (lambda s=s: layers.Dropout(0.5, seed=s)), ValueError,
        rf"Dropout: 'seed' must be None or an int >= 0, got {re.escape(repr(s))}")
       for s in (-1, 1.5, "1", True)],
@@ -547,6 +551,18 @@ def test_dropout_rate_one_drops_everything_as_keras(rng):
     with_noise = layers.Dropout(1.0, noise_shape=(None, 1), dtype="float64")
     np.testing.assert_array_equal(with_noise(x, training=True), np.zeros_like(x))
     assert layers.Dropout.from_config(layer.get_config()).rate == 1.0
+
+
+@pytest.mark.parametrize("noise_shape", [(None, 1, 4), (2, 1, 1), (1, 4), (3, 1), (None, 3, 4)])
+def test_dropout_noise_shapes_that_broadcast_share_the_mask_along_their_ones(rng, noise_shape):
+    x = rng.standard_normal((2, 3, 4)) + 3.0
+    y = layers.Dropout(0.5, noise_shape=noise_shape, seed=3, dtype="float64")(x, training=True)
+    kept = (y != 0).astype(int)
+    shape = tuple(x.shape[-len(noise_shape):][i] if d is None else d for i, d in enumerate(noise_shape))
+    for axis, d in enumerate((1,) * (3 - len(shape)) + shape):  # aligned from the right, as NumPy broadcasts
+        if d == 1:
+            assert np.all(kept == kept.take([0], axis=axis)), f"the mask varies along axis {axis}"
+    np.testing.assert_allclose(y[kept == 1], 2 * x[kept == 1])
 
 
 def test_reshape_with_zero_sizes_as_keras():

@@ -129,9 +129,10 @@ def layer_input(name, kwargs, rng):
 
 
 def finite_args(kwargs):
-    """Whether the arguments leave a finite output possible (no huge or non-finite floats)."""
+    """Whether the arguments leave a finite output possible: no non-finite floats, and no huge
+    numbers (ReLU(negative_slope=2**64, threshold=2**64) overflows float32, as in Keras)."""
     def ok(v):
-        if isinstance(v, float):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
             return math.isfinite(v) and abs(v) < 1e6
         if isinstance(v, (tuple, list)):
             return all(ok(x) for x in v)

@@ -306,9 +306,23 @@ class Dropout(Layer):
         seed = rng.draw_seed(self._generator)
         if self.noise_shape is None:
             return ops.dropout(x, self.rate, seed), (seed, None)
-        shape = tuple(x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
+        shape = self._mask_shape(x.shape)
         mask = ops.dropout(np.ones(shape, x.dtype), self.rate, seed)
         return x * mask, (seed, mask)
+
+    def _mask_shape(self, input_shape):
+        """noise_shape with its None entries filled from the input's; it must broadcast to the
+        input without changing its shape (Keras' broadcast_to of the mask fails otherwise)."""
+        noise = self.noise_shape
+        shape = tuple(input_shape[i] if d is None and i < len(input_shape) else d for i, d in enumerate(noise))
+        try:
+            fits = None not in shape and np.broadcast_shapes(shape, input_shape) == tuple(input_shape)
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"Dropout '{self.name}': 'noise_shape' {noise} does not broadcast to inputs of shape "
+                             f"{tuple(input_shape)}")
+        return shape
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
         seed, mask = cache
