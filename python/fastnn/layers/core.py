@@ -283,7 +283,8 @@ class Dropout(Layer):
     Args:
         rate: float in [0, 1]; 1 drops everything (zeros, as Keras).
         noise_shape: optional tuple of ints > 0 and None: the mask's shape, broadcast over
-            the input (None entries take the input's size), e.g. ``(batch, 1, features)``.
+            the input (None entries take the input's size), e.g. ``(batch, 1, features)``;
+            one that does not broadcast to the input's shape is a ValueError at the call.
         seed: optional int >= 0: a generator of this layer's own.
     """
 
