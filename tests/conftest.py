@@ -1,7 +1,25 @@
+import os
+
 import numpy as np
 import pytest
 
 import fastnn
+
+try:  # the property suites (test_property_*.py); Hypothesis is in the test extra
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - without the test extra
+    settings = None
+
+if settings is not None:
+    _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    # "ci" (the default): a bounded, reproducible run of a few minutes (same examples every run).
+    settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True, database=None,
+                              suppress_health_check=_QUIET, print_blob=True)
+    # "thorough": many more, new examples each run (failures are replayed from .hypothesis/):
+    #   FASTNN_HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_property_ops.py tests/test_property_layers.py
+    settings.register_profile("thorough", max_examples=1500, deadline=None, suppress_health_check=_QUIET,
+                              print_blob=True)
+    settings.load_profile(os.environ.get("FASTNN_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

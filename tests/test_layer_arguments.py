@@ -75,6 +75,8 @@ BAD = [
      r"'output_shape' entries must be ints >= 0 or None"),
     (layers.EinsumDense, lambda: layers.EinsumDense("ab,bc->ac", 3, bias_axes=1), TypeError,
      r"'bias_axes' must be a string of output labels or None, got 1"),
+    (layers.EinsumDense, lambda: layers.EinsumDense("ab,bc->ac", 3, bias_axes="x"), ValueError,
+     r"EinsumDense '\w+': 'bias_axes' 'x': bias dimension 'x' was requested, but is not part of the output spec 'ac'"),
     (layers.MultiHeadAttention, lambda: layers.MultiHeadAttention(2, 2, output_shape=True), ValueError,
      r"MultiHeadAttention: 'output_shape' must be an int, a tuple or a list of ints, got True"),
     (layers.MultiHeadAttention, lambda: layers.MultiHeadAttention(2, 2, output_shape="3"), ValueError,
@@ -95,6 +97,21 @@ BAD = [
      r"MultiHeadAttention: 'dropout' must be a float in \[0, 1\), got nan"),
     # ---- Activation and the activation layers ----
     (layers.Activation, lambda: layers.Activation("no_such_activation"), ValueError, r"no_such_activation"),
+    # the activation errors name the argument ('recurrent_activation' too) and the layer
+    (layers.Activation, lambda: layers.Activation(5), TypeError,
+     r"Activation: 'activation' must be a string, a callable or None, got 5"),
+    (layers.Dense, lambda: layers.Dense(2, activation=""), ValueError,
+     r"Dense: 'activation': Unknown activation ''; expected one of: elu, gelu"),
+    (layers.Conv2D, lambda: layers.Conv2D(2, 3, activation=b"relu"), TypeError,
+     r"Conv2D: 'activation' must be a string, a callable or None, got b'relu'"),
+    (layers.EinsumDense, lambda: layers.EinsumDense("ab,bc->ac", 3, activation="nope"), ValueError,
+     r"EinsumDense '\w+': 'activation': Unknown activation 'nope'"),
+    (layers.LSTM, lambda: layers.LSTM(2, recurrent_activation=""), ValueError,
+     r"LSTM: 'recurrent_activation': Unknown activation ''"),
+    (layers.GRU, lambda: layers.GRU(2, recurrent_activation=0), TypeError,
+     r"GRU: 'recurrent_activation' must be a string, a callable or None, got 0"),
+    (layers.SimpleRNN, lambda: layers.SimpleRNN(2, activation=1.5), TypeError,
+     r"SimpleRNN: 'activation' must be a string, a callable or None, got 1.5"),
     (layers.ReLU, lambda: layers.ReLU(max_value=-1), ValueError,
      r"ReLU: 'max_value' must be a finite number >= 0 or None, got -1"),
     (layers.ReLU, lambda: layers.ReLU(max_value=NAN), ValueError, r"ReLU: 'max_value' must be .*, got nan"),
@@ -129,7 +146,10 @@ BAD = [
     (layers.PReLU, lambda: layers.PReLU(shared_axes=[1, True]), TypeError,
      r"PReLU: 'shared_axes' must be an int, got True"),
     (layers.PReLU, lambda: layers.PReLU(shared_axes=[3])(np.ones((2, 3))), ValueError,
-     r"PReLU '\w+': shared axis 3 is outside 1..1"),
+     r"PReLU '\w+': 'shared_axes' \[3\] holds 3, outside 1..1 \(the axes of inputs of shape \(None, 3\) after the "
+     r"batch axis\)"),
+    (layers.PReLU, lambda: layers.PReLU(shared_axes=0)(np.ones((2, 3))), ValueError,
+     r"PReLU '\w+': 'shared_axes' \[0\] holds 0, outside 1..1"),
     # ---- Dropout, Flatten, Reshape ----
     *[(layers.Dropout, (lambda r=r: layers.Dropout(r)), ValueError,
        rf"Dropout: 'rate' must be a finite number in \[0, 1\], got {re.escape(repr(r))}")
@@ -137,6 +157,10 @@ BAD = [
     *[(layers.Dropout, (lambda s=s: layers.Dropout(0.5, noise_shape=s)), ValueError,
        rf"Dropout: 'noise_shape' must be a tuple of ints > 0 and None, got {re.escape(repr(s))}")
       for s in ("ab", (2.5, 1), (0, 1), (-1,), 3, (True, 1))],
+    # a noise_shape that does not broadcast to the input (was NumPy's "operands could not be broadcast")
+    *[(layers.Dropout, (lambda s=s: layers.Dropout(0.5, noise_shape=s)(np.ones((2, 3, 4)), training=True)), ValueError,
+       rf"Dropout '\w+': 'noise_shape' {re.escape(repr(s))} does not broadcast to inputs of shape \(2, 3, 4\)")
+      for s in ((1, 2, 3), (None, None, None, None), (2**63 - 1, 1, 1), (None, 2, None))],
     *[(layers.Dropout, (lambda s=s: layers.Dropout(0.5, seed=s)), ValueError,
        rf"Dropout: 'seed' must be None or an int >= 0, got {re.escape(repr(s))}")
       for s in (-1, 1.5, "1", True)],
@@ -151,12 +175,18 @@ BAD = [
        rf"Reshape: 'target_shape' must be a tuple of ints >= 0 with at most one -1, got {re.escape(repr(t))}")
       for t in ((-1, -1), (-2, 3))],
     (layers.Reshape, lambda: layers.Reshape((0, -1))(np.ones((2, 0))), ValueError,
-     r"Reshape '\w+': cannot reshape \(0,\) \(0 values\) into \(0, -1\)"),
+     r"Reshape '\w+': cannot reshape \(0,\) \(0 values\) into target_shape=\(0, -1\)"),
+    (layers.Reshape, lambda: layers.Reshape(())(np.ones((2, 3, 4))), ValueError,
+     r"Reshape '\w+': cannot reshape \(3, 4\) \(12 values\) into target_shape=\(\) \(1 values\)"),
     # ---- Normalization, Rescaling ----
     (layers.Normalization, lambda: layers.Normalization(axis=1.5), TypeError,
      r"Normalization '\w+': 'axis' must be an int, a tuple of ints or None, got 1.5"),
     (layers.Normalization, lambda: layers.Normalization(axis=(1, True)), TypeError, r"'axis' must be an int"),
     (layers.Normalization, lambda: layers.Normalization(axis=(1, 1)), ValueError, r"'axis' repeats an axis"),
+    (layers.Normalization, lambda: layers.Normalization(axis=(-1, 2))(np.ones((2, 3, 4))), ValueError,
+     r"Normalization '\w+': 'axis' \(-1, 2\) repeats an axis of inputs of shape \(None, 3, 4\) \(3 axes\)"),
+    (layers.Normalization, lambda: layers.Normalization(mean=0, variance=((1, 1), (1,))), ValueError,
+     r"Normalization '\w+': 'variance' must be a number or a rectangular array of numbers, got \(\(1, 1\), \(1,\)\)"),
     (layers.Normalization, lambda: layers.Normalization(mean=True, variance=1.0), TypeError,
      r"Normalization '\w+': 'mean' must be numeric \(not bool\), got an array of dtype bool"),
     (layers.Normalization, lambda: layers.Normalization(mean=0.0, variance=[True]), TypeError,
@@ -169,6 +199,8 @@ BAD = [
     (layers.Rescaling, lambda: layers.Rescaling(True), TypeError,
      r"Rescaling '\w+': 'scale' must be numeric \(not bool\), got an array of dtype bool"),
     (layers.Rescaling, lambda: layers.Rescaling("0.5"), TypeError, r"Rescaling '\w+': 'scale' must be numeric"),
+    (layers.Rescaling, lambda: layers.Rescaling(1.0, offset=[[1, 2], [3]]), ValueError,
+     r"Rescaling '\w+': 'offset' must be a number or a rectangular array of numbers, got \[\[1, 2\], \[3\]\]"),
     (layers.Rescaling, lambda: layers.Rescaling(NAN), ValueError, r"Rescaling '\w+': 'scale' must be finite"),
     (layers.Rescaling, lambda: layers.Rescaling(1.0, offset=INF), ValueError, r"'offset' must be finite, got inf"),
     # ---- convolutions ----
@@ -201,6 +233,12 @@ BAD = [
     (layers.Conv1D, lambda: layers.Conv1D(2, (3, 3)), ValueError,
      r"Conv1D: 'kernel_size' must be an int or a tuple of 1 ints >= 1, got \(3, 3\)"),
     (layers.Conv1D, lambda: layers.Conv1D(2, 2.0), TypeError, r"Conv1D: 'kernel_size' must be an int .*, got 2.0"),
+    (layers.Conv1D, lambda: layers.Conv1D(2, 4, dilation_rate=2)(np.ones((1, 6, 3))), ValueError,
+     r"Conv1D '\w+': the kernel spans 7 positions on spatial axis 1 \(kernel_size=\(4,\), dilation_rate=\(2,\)\) "
+     r"but the input has 6; use padding='same' or a smaller kernel"),
+    (layers.Conv2D, lambda: layers.Conv2D(2, 2**63 - 1)(np.ones((1, 6, 6, 3))), ValueError,
+     r"Conv2D '\w+': the kernel spans 9223372036854775807 positions on spatial axis 1 \(kernel_size="
+     r"\(9223372036854775807, 9223372036854775807\), dilation_rate=\(1, 1\)\)"),
     (layers.Conv1D, lambda: layers.Conv1D(2, 3, padding="full"), ValueError,
      r"Conv1D: 'padding' must be one of \('valid', 'same', 'causal'\), got 'full'"),
     # ---- augmentation ----
@@ -290,7 +328,11 @@ BAD = [
        rf"Embedding: 'input_dim' must be a positive int, got {re.escape(repr(d))}") for d in (0, 2.0, True, -3)],
     (layers.Embedding, lambda: layers.Embedding(10, -1), ValueError, r"Embedding: 'output_dim' must be a positive int"),
     (layers.Embedding, lambda: layers.Embedding(10, 4, input_length=2.5), TypeError,
-     r"Embedding: a shape must be a tuple of ints \(or None\), got \(2.5,\)"),
+     r"Embedding: 'input_length': a shape must be a tuple of ints \(or None\), got \(2.5,\)"),
+    *[(layers.Embedding, (lambda n=n: layers.Embedding(10, 4, input_length=n)), TypeError,
+       rf"Embedding: 'input_length': a shape must be a tuple of ints \(or None\), got \({n},\)") for n in (INF, NAN)],
+    (layers.Embedding, lambda: layers.Embedding(10, 4, input_length=-1), ValueError,
+     r"Embedding: 'input_length': shape dimensions must be >= 0, got \(-1,\)"),
     (layers.Masking, lambda: layers.Masking(NAN), ValueError, r"Masking: 'mask_value' must be a number, got nan"),
     (layers.Masking, lambda: layers.Masking("0"), TypeError, r"Masking: 'mask_value' must be a number, got '0'"),
     (layers.Masking, lambda: layers.Masking(True), TypeError, r"Masking: 'mask_value' must be a number, got True"),
@@ -511,6 +553,18 @@ def test_dropout_rate_one_drops_everything_as_keras(rng):
     assert layers.Dropout.from_config(layer.get_config()).rate == 1.0
 
 
+@pytest.mark.parametrize("noise_shape", [(None, 1, 4), (2, 1, 1), (1, 4), (3, 1), (None, 3, 4)])
+def test_dropout_noise_shapes_that_broadcast_share_the_mask_along_their_ones(rng, noise_shape):
+    x = rng.standard_normal((2, 3, 4)) + 3.0
+    y = layers.Dropout(0.5, noise_shape=noise_shape, seed=3, dtype="float64")(x, training=True)
+    kept = (y != 0).astype(int)
+    shape = tuple(x.shape[-len(noise_shape):][i] if d is None else d for i, d in enumerate(noise_shape))
+    for axis, d in enumerate((1,) * (3 - len(shape)) + shape):  # aligned from the right, as NumPy broadcasts
+        if d == 1:
+            assert np.all(kept == kept.take([0], axis=axis)), f"the mask varies along axis {axis}"
+    np.testing.assert_allclose(y[kept == 1], 2 * x[kept == 1])
+
+
 def test_reshape_with_zero_sizes_as_keras():
     x = np.ones((3, 0), np.float32)
     assert layers.Reshape((0, 4))(x).shape == (3, 0, 4)
@@ -534,30 +588,77 @@ def test_repeat_vector_then_flatten_has_the_exact_size_and_a_dense_after_it_a_cl
 
 
 def test_reshape_of_huge_sizes_is_exact():
-    with pytest.raises(ValueError, match=r"cannot reshape \(8,\) \(8 values\) into \(4611686018427387904, 4\) "
-                                         r"\(18446744073709551616 values\)"):
+    with pytest.raises(ValueError, match=r"cannot reshape \(8,\) \(8 values\) into target_shape="
+                                         r"\(4611686018427387904, 4\) \(18446744073709551616 values\)"):
         layers.Reshape((BIG, 4)).compute_output_shape((None, 8))
     assert layers.Reshape((-1, 2**40)).compute_output_shape((None, 2**41, 2**30)) == (None, 2**31, 2**40)
     assert layers.Flatten().compute_output_shape((None, 2**40, 2**40, 3)) == (None, 3 * 2**80)
 
 
+_TOO_BIG = r": its sizes \(zeros aside\) multiply to more than 2\*\*63 - 1 bytes \(4 per value\); "
+_B = "4611686018427387904"  # BIG
+
+
 @pytest.mark.parametrize("build, x, match", [
     (lambda: layers.UpSampling2D(2**30), np.ones((1, 2, 2, 1), np.float32),
-     r"UpSampling2D '\w+': the output would have shape \(1, 2147483648, 2147483648, 1\)"),
+     r"UpSampling2D '(\w+)': the output would have shape \(1, 2147483648, 2147483648, 1\)" + _TOO_BIG
+     + r"UpSampling2D '\1' made it from size=\(1073741824, 1073741824\) and the input shape \(1, 2, 2, 1\)$"),
     (lambda: layers.UpSampling2D(2**40), np.ones((1, 2, 2, 1), np.float32),
-     r"UpSampling2D '\w+': the output would have shape \(1, 2199023255552, 2199023255552, 1\)"),
+     r"UpSampling2D '(\w+)': the output would have shape \(1, 2199023255552, 2199023255552, 1\)" + _TOO_BIG
+     + r"UpSampling2D '\1' made it from size=\(1099511627776, 1099511627776\)"),
     (lambda: layers.ZeroPadding2D(((2**31, 2**31), (2**29, 0))), np.ones((1, 2, 2, 1), np.float32),
-     r"ZeroPadding2D '\w+': the output would have shape \(1, 4294967298, 536870914, 1\)"),
+     r"ZeroPadding2D '(\w+)': the output would have shape \(1, 4294967298, 536870914, 1\)" + _TOO_BIG
+     + r"ZeroPadding2D '\1' made it from padding=\(\(2147483648, 2147483648\), \(536870912, 0\)\) and the "
+       r"input shape \(1, 2, 2, 1\)$"),
     (lambda: layers.RandomCrop(2**40, 2**40), np.ones((1, 4, 4, 1), np.float32),
-     r"RandomCrop '\w+': the output would have shape \(1, 1099511627776, 1099511627776, 1\)"),
+     r"RandomCrop '(\w+)': the output would have shape \(1, 1099511627776, 1099511627776, 1\)" + _TOO_BIG
+     + r"RandomCrop '\1' made it from height=1099511627776, width=1099511627776 and the input shape \(1, 4, 4, 1\)$"),
+    (lambda: layers.RandomCrop(2**63 - 1, 3), np.ones((2, 6, 6, 3), np.float32),
+     r"RandomCrop '(\w+)': the output would have shape \(2, 9223372036854775807, 3, 3\)" + _TOO_BIG
+     + r"RandomCrop '\1' made it from height=9223372036854775807, width=3"),
+    (lambda: layers.RepeatVector(BIG), np.ones((1, 2), np.float32),
+     r"RepeatVector '(\w+)': the output would have shape \(1, " + _B + r", 2\)" + _TOO_BIG
+     + r"RepeatVector '\1' made it from n=" + _B + r" and the input shape \(1, 2\)$"),
     (lambda: layers.Embedding(BIG, 2), np.zeros((1, 2), np.int64),
-     r"embedding\w*.add_weight: the weight 'embeddings' would have shape \(4611686018427387904, 2\)"),
+     r"(embedding\w*).add_weight: the weight 'embeddings' would have shape \(" + _B + r", 2\)" + _TOO_BIG
+     + r"Embedding '\1' made it from input_dim=" + _B + r", output_dim=2 and the input shape \(None, 2\)$"),
     (lambda: layers.Dense(BIG), np.ones((1, 2), np.float32),
-     r"dense\w*.add_weight: the weight 'kernel' would have shape \(2, 4611686018427387904\)"),
+     r"(dense\w*).add_weight: the weight 'kernel' would have shape \(2, " + _B + r"\)" + _TOO_BIG
+     + r"Dense '\1' made it from units=" + _B + r" and the input shape \(None, 2\)$"),
+    (lambda: layers.Dense(2**63 - 1), np.ones((1, 4), np.float32),
+     r"(dense\w*).add_weight: the weight 'kernel' would have shape \(4, 9223372036854775807\)" + _TOO_BIG
+     + r"Dense '\1' made it from units=9223372036854775807 and the input shape \(None, 4\)$"),
+    (lambda: layers.LSTM(BIG), np.ones((1, 3, 2), np.float32),  # kernel (features, 4 * units)
+     r"(lstm\w*).add_weight: the weight 'kernel' would have shape \(2, 18446744073709551616\)" + _TOO_BIG
+     + r"LSTM '\1' made it from units=" + _B + r" and the input shape \(None, 3, 2\)$"),
+    (lambda: layers.GRU(BIG), np.ones((1, 3, 2), np.float32),
+     r"(gru\w*).add_weight: the weight 'kernel' would have shape \(2, 13835058055282163712\)" + _TOO_BIG
+     + r"GRU '\1' made it from units=" + _B),
+    (lambda: layers.SimpleRNN(BIG), np.ones((1, 3, 2), np.float32),
+     r"(simple_rnn\w*).add_weight: the weight 'kernel' would have shape \(2, " + _B + r"\)" + _TOO_BIG
+     + r"SimpleRNN '\1' made it from units=" + _B),
+    (lambda: layers.Conv2D(BIG, 1), np.ones((1, 4, 4, 1), np.float32),
+     r"(conv2d\w*).add_weight: the weight 'kernel' would have shape \(1, 1, 1, " + _B + r"\)" + _TOO_BIG
+     + r"Conv2D '\1' made it from filters=" + _B + r", kernel_size=\(1, 1\) and the input shape \(None, 4, 4, 1\)$"),
+    (lambda: layers.Conv1D(1, BIG, padding="same"), np.ones((1, 3, 2), np.float32),
+     r"(conv1d\w*).add_weight: the weight 'kernel' would have shape \(" + _B + r", 2, 1\)" + _TOO_BIG
+     + r"Conv1D '\1' made it from filters=1, kernel_size=\(" + _B + r",\)"),
+    (lambda: layers.EinsumDense("ab,bc->ac", BIG), np.ones((1, 2), np.float32),
+     r"(einsum_dense\w*).add_weight: the weight 'kernel' would have shape \(2, " + _B + r"\)" + _TOO_BIG
+     + r"EinsumDense '\1' made it from output_shape=\(" + _B + r",\) and the input shape \(None, 2\)$"),
+    # a sublayer's weight: the layer that made the sublayer names its own arguments too
+    (lambda: layers.MultiHeadAttention(BIG, 2), [np.ones((1, 3, 2), np.float32)] * 2,
+     r"query.add_weight: the weight 'kernel' would have shape \(2, " + _B + r", 2\)" + _TOO_BIG
+     + r"EinsumDense 'query' made it from output_shape=\(None, " + _B + r", 2\) and the input shape \(None, 3, 2\); "
+       r"MultiHeadAttention '\w+' made it from num_heads=" + _B + r", key_dim=2, value_dim=2 and the input shapes "
+       r"\[\(None, 3, 2\), \(None, 3, 2\)\]$"),
+    (lambda: layers.Bidirectional(layers.LSTM(BIG)), np.ones((1, 3, 2), np.float32),
+     r"(lstm\w*).add_weight: .*" + _TOO_BIG + r"LSTM '\1' made it from units=" + _B),
 ])
-def test_huge_sizes_are_a_clear_error_naming_the_layer(build, x, match):
-    with pytest.raises(ValueError, match=match + r".*more than 2\*\*63 - 1"):
-        build()(x)
+def test_huge_sizes_are_a_clear_error_naming_the_layer_and_its_arguments(build, x, match):
+    layer = build()
+    with pytest.raises(ValueError, match=match):
+        layer(*x) if isinstance(x, list) else layer(x)
 
 
 def test_huge_upsampling_has_exact_symbolic_shapes():

@@ -489,7 +489,7 @@ def test_bad_shapes_at_build(equation, output_shape, input_shape, match):
 
 def test_bias_over_the_batch_axis_is_refused():
     layer = layers.EinsumDense("ab,bc->ac", 4, bias_axes="a")
-    with pytest.raises(ValueError, match=r"bias over 'a' would have shape \(None, 1\)"):
+    with pytest.raises(ValueError, match=r"bias over bias_axes='a' would have shape \(None, 1\)"):
         layer.ensure_built((None, 3))
 
 

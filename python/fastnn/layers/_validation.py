@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .. import activations as _activations
+
 MAX_ELEMENTS = 2**63 - 1  # an array's element count (and byte count) must fit an int64
 
 
@@ -93,6 +95,18 @@ def axis(value, arg, who):
     return integer(value, arg, who)
 
 
+def activation(value, arg, who):
+    """``fastnn.activations.get(value)``, its errors naming the caller and the argument
+    (``recurrent_activation``, not just "activation"): ValueError for an unknown name,
+    TypeError for what is neither a string, a callable nor None."""
+    try:
+        return _activations.get(value)
+    except ValueError as exc:
+        raise ValueError(f"{who}: '{arg}': {exc}") from None
+    except TypeError:
+        raise TypeError(f"{who}: '{arg}' must be a string, a callable or None, got {value!r}") from None
+
+
 def int_tuple(value, n, arg, who, minimum=1):
     """An int (repeated `n` times) or `n` ints, each >= `minimum`, as a tuple (Keras' standardize_tuple).
 
@@ -119,12 +133,26 @@ def int_tuple(value, n, arg, who, minimum=1):
     return tuple(int(v) for v in values)
 
 
-def check_size(shape, who, what="the output", itemsize=1):
-    """ValueError unless an array of `shape` (Python ints) and `itemsize` bytes per value can
-    exist: its sizes' product (zeros aside, as NumPy counts) times itemsize at most 2**63 - 1.
-    The product is exact, never a wrapped-around int64."""
+class TooLarge(ValueError):
+    """An array (a weight, an output) too large to exist. The layers add which of their
+    arguments sized it (``Layer._check_size`` and ``Layer.ensure_built``)."""
+
+
+def check_size(shape, who, what="the output", itemsize=1, origin=""):
+    """TooLarge (a ValueError) unless an array of `shape` (Python ints) and `itemsize` bytes per
+    value can exist: its sizes' product (zeros aside, as NumPy counts) times itemsize at most
+    2**63 - 1. The product is exact, never a wrapped-around int64. `origin` (see size_origin)
+    ends the message."""
     count = math.prod(d for d in shape if d)
     if count * itemsize > MAX_ELEMENTS:
         unit = "elements" if itemsize == 1 else f"bytes ({itemsize} per value)"
-        raise ValueError(f"{who}: {what} would have shape {tuple(shape)}: its sizes (zeros aside) multiply to "
-                         f"more than 2**63 - 1 {unit}")
+        raise TooLarge(f"{who}: {what} would have shape {tuple(shape)}: its sizes (zeros aside) multiply to "
+                       f"more than 2**63 - 1 {unit}{origin}")
+
+
+def size_origin(who, arguments, input_shape):
+    """The end of a TooLarge message: which layer made the size, from which of its arguments
+    ({name: value}) and which input shape, e.g. "; Dense 'dense' made it from units=2**63-1 ..."."""
+    made = ", ".join(f"{name}={value!r}" for name, value in arguments.items())
+    shapes = "shapes" if isinstance(input_shape, list) else "shape"  # (attention's query and value)
+    return f"; {who} made it from {made + ' and ' if made else ''}the input {shapes} {input_shape}"

@@ -186,7 +186,9 @@ class PReLU(Layer):
         shape = list(input_shape[1:])
         for axis in self.shared_axes or []:
             if not 1 <= axis <= len(shape):
-                raise ValueError(f"PReLU '{self.name}': shared axis {axis} is outside 1..{len(shape)}")
+                raise ValueError(f"PReLU '{self.name}': 'shared_axes' {self.shared_axes} holds {axis}, outside "
+                                 f"1..{len(shape)} (the axes of inputs of shape {tuple(input_shape)} after the batch "
+                                 "axis)")
             shape[axis - 1] = 1
         if any(d is None for d in shape):
             raise ValueError(f"PReLU '{self.name}': input shape {input_shape} must be known after the batch axis")

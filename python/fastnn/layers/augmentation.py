@@ -363,6 +363,8 @@ class RandomCrop(_Augmentation):
         (8, 24, 24, 3)
     """
 
+    _size_arguments = ("height", "width")
+
     def __init__(self, height, width, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         for what, value in (("height", height), ("width", width)):
@@ -377,7 +379,7 @@ class RandomCrop(_Augmentation):
 
     def forward(self, x, training=False, keep_cache=False):
         n, h, w, c = x.shape
-        _validation.check_size((n, self.height, self.width, c), self._who, itemsize=x.itemsize)
+        self._check_size((n, self.height, self.width, c), x)
         if training and h >= self.height and w >= self.width:
             return self._augment(x)
         if not training and (h, w) == (self.height, self.width):

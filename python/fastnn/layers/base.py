@@ -169,6 +169,10 @@ class Layer(Operation):
     """
 
     supports_masking = False
+    # The constructor arguments that size the layer's weights and outputs (attribute names, or
+    # (argument, attribute) pairs): an error about a size too large to exist names them with
+    # their values (_size_origin).
+    _size_arguments = ()
     _shape_preserving = False  # output shape == input shape (elementwise layers)
     _flexible_input_shape = False  # once built, other input shapes go to compute_output_shape to judge
 
@@ -461,8 +465,10 @@ class Layer(Operation):
                     output = tracing.output_shape(self, input_shape, dtypes)
                 elif output is None:
                     output = self.compute_output_shape(input_shape)
-            except Exception:
+            except Exception as exc:
                 del self._own_variables[created:]  # a failed build leaves the layer as it was
+                if isinstance(exc, _validation.TooLarge):
+                    raise self._size_error(exc, input_shape) from None
                 raise
             self.input_shape = input_shape
             self.output_shape = _as_output_shape(output)
@@ -477,6 +483,27 @@ class Layer(Operation):
         if not self._flexible_input_shape and not _compatible(self.input_shape, input_shape):
             raise ValueError(f"Layer '{self.name}' was built for input shape {self.input_shape}, got {input_shape}")
         return _as_output_shape(self.compute_output_shape(input_shape))
+
+    # ---- sizes too large to exist --------------------------------------------------------------------
+    def _size_origin(self, input_shape):
+        """The end of a TooLarge message: this layer's size arguments and `input_shape`."""
+        pairs = [(a, a) if isinstance(a, str) else a for a in self._size_arguments]
+        arguments = {name: getattr(self, attr) for name, attr in pairs}
+        return _validation.size_origin(f"{type(self).__name__} '{self.name}'",
+                                       {k: v for k, v in arguments.items() if v is not None}, input_shape)
+
+    def _size_error(self, exc, input_shape):
+        """A TooLarge from building (add_weight, a sublayer's build) that also names the arguments
+        of this layer that sized the weight; unchanged for a layer without size arguments."""
+        if not self._size_arguments:
+            return exc
+        return _validation.TooLarge(f"{exc}{self._size_origin(input_shape)}")
+
+    def _check_size(self, shape, x, what="the output"):
+        """TooLarge (naming the layer, its size arguments and x's shape) unless an array of `shape`
+        with x's itemsize can exist."""
+        _validation.check_size(shape, f"{type(self).__name__} '{self.name}'", what, x.itemsize,
+                               self._size_origin(tuple(x.shape)))
 
     #: The dtype inputs are converted to (an Embedding takes integer ids).
     @property
@@ -558,7 +585,10 @@ class Layer(Operation):
         shapes = [_unbatched(s) for s in shapes]
         if not self.built:
             self.input_shape = shapes
-            output = self.build(*shapes)
+            try:
+                output = self.build(*shapes)
+            except _validation.TooLarge as exc:
+                raise self._size_error(exc, shapes) from None
             self.built = True
             self.output_shape = _as_output_shape(output if output is not None else self.compute_output_shape(shapes))
             return self.output_shape

@@ -26,6 +26,7 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
     """Shared by Conv1D and Conv2D: `rank` spatial axes, run by the 2-D kernel."""
 
     rank = 2
+    _size_arguments = ("filters", "kernel_size")
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -49,7 +50,7 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(f"{who}: strides > 1 cannot be combined with dilation_rate > 1 (as Keras)")
         self.padding = padding
-        self._act = activations.get(activation)
+        self._act = _validation.activation(activation, "activation", who)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -94,8 +95,9 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
                 spatial.append((size - 1) // s + 1)
             else:
                 if span > size:
-                    raise ValueError(f"{who}: the kernel spans {span} positions on spatial axis {axis + 1} but the "
-                                     f"input has {size}; use padding='same' or a smaller kernel")
+                    raise ValueError(f"{who}: the kernel spans {span} positions on spatial axis {axis + 1} "
+                                     f"(kernel_size={self.kernel_size}, dilation_rate={self.dilation_rate}) but "
+                                     f"the input has {size}; use padding='same' or a smaller kernel")
                 spatial.append((size - span) // s + 1)
         return (input_shape[0],) + tuple(spatial) + (self.filters,)
 

@@ -148,6 +148,7 @@ class Dense(_OutputActivation, Layer):
     """
 
     supports_masking = True
+    _size_arguments = ("units",)
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
@@ -155,7 +156,7 @@ class Dense(_OutputActivation, Layer):
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"Dense: 'units' must be a positive int, got {units!r}")
         self.units = int(units)
-        self._act = activations.get(activation)
+        self._act = _validation.activation(activation, "activation", "Dense")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -232,7 +233,7 @@ class Activation(_OutputActivation, Layer):
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
-        self._act = activations.get(activation)
+        self._act = _validation.activation(activation, "activation", "Activation")
 
     @property
     def activation(self):
@@ -282,7 +283,8 @@ class Dropout(Layer):
     Args:
         rate: float in [0, 1]; 1 drops everything (zeros, as Keras).
         noise_shape: optional tuple of ints > 0 and None: the mask's shape, broadcast over
-            the input (None entries take the input's size), e.g. ``(batch, 1, features)``.
+            the input (None entries take the input's size), e.g. ``(batch, 1, features)``;
+            one that does not broadcast to the input's shape is a ValueError at the call.
         seed: optional int >= 0: a generator of this layer's own.
     """
 
@@ -305,9 +307,23 @@ class Dropout(Layer):
         seed = rng.draw_seed(self._generator)
         if self.noise_shape is None:
             return ops.dropout(x, self.rate, seed), (seed, None)
-        shape = tuple(x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
+        shape = self._mask_shape(x.shape)
         mask = ops.dropout(np.ones(shape, x.dtype), self.rate, seed)
         return x * mask, (seed, mask)
+
+    def _mask_shape(self, input_shape):
+        """noise_shape with its None entries filled from the input's; it must broadcast to the
+        input without changing its shape (Keras' broadcast_to of the mask fails otherwise)."""
+        noise = self.noise_shape
+        shape = tuple(input_shape[i] if d is None and i < len(input_shape) else d for i, d in enumerate(noise))
+        try:
+            fits = None not in shape and np.broadcast_shapes(shape, input_shape) == tuple(input_shape)
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"Dropout '{self.name}': 'noise_shape' {noise} does not broadcast to inputs of shape "
+                             f"{tuple(input_shape)}")
+        return shape
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
         seed, mask = cache
@@ -387,11 +403,11 @@ class Reshape(Layer):
         if -1 in self.target_shape:
             if known == 0 or size % known:
                 raise ValueError(f"Reshape '{self.name}': cannot reshape {rest} ({size} values) into "
-                                 f"{self.target_shape}")
+                                 f"target_shape={self.target_shape}")
             return (input_shape[0],) + tuple(size // known if d == -1 else d for d in self.target_shape)
         if known != size:
             raise ValueError(f"Reshape '{self.name}': cannot reshape {rest} ({size} values) into "
-                             f"{self.target_shape} ({known} values)")
+                             f"target_shape={self.target_shape} ({known} values)")
         return (input_shape[0],) + self.target_shape
 
     def _output_dtype(self, input_dtype):

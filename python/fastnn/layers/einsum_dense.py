@@ -19,6 +19,7 @@ import re
 import numpy as np
 
 from .. import activations, initializers, ops, regularizers
+from . import _validation
 from .base import Layer, trainable_grad
 from .core import _OutputActivation
 
@@ -86,6 +87,8 @@ class EinsumDense(_OutputActivation, Layer):
     # Keras fixes the input rank only (its InputSpec): the free axes may change size after build.
     _flexible_input_shape = True
 
+    _size_arguments = (("output_shape", "partial_output_shape"),)
+
     def __init__(self, equation, output_shape, activation=None, bias_axes=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, lora_rank=None, lora_alpha=None, gptq_unpacked_column_size=None,
@@ -105,7 +108,7 @@ class EinsumDense(_OutputActivation, Layer):
         self.equation = equation
         self.partial_output_shape = _partial_output_shape(output_shape, who)
         self.bias_axes = bias_axes
-        self._act = activations.get(activation)
+        self._act = _validation.activation(activation, "activation", who)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
@@ -274,8 +277,8 @@ def _parse(equation, bias_axes, who):
             raise ValueError(f"{who}: 'bias_axes' must name at least one output label (or be None for no bias)")
         for char in bias_axes:
             if char not in eq.output:
-                raise ValueError(f"{who}: bias dimension '{char}' was requested, but is not part of the output spec "
-                                 f"'{eq.output}'")
+                raise ValueError(f"{who}: 'bias_axes' {bias_axes!r}: bias dimension '{char}' was requested, but is "
+                                 f"not part of the output spec '{eq.output}'")
     return eq
 
 
@@ -355,8 +358,8 @@ def _analyze(eq, bias_axes, input_shape, partial_output_shape, who):
         if eq.ellipsis == "right":
             bias_shape += [1] * elided
         if any(d is None for d in bias_shape):
-            raise ValueError(f"{who}: the bias over '{bias_axes}' would have shape {tuple(bias_shape)}: its sizes "
-                             "must be known (the batch axis cannot carry a bias)")
+            raise ValueError(f"{who}: the bias over bias_axes={bias_axes!r} would have shape {tuple(bias_shape)}: its "
+                             "sizes must be known (the batch axis cannot carry a bias)")
         bias_shape = tuple(bias_shape)
     return _Shapes(in_labels=in_labels, kernel_labels=list(eq.kernel), out_labels=out_labels,
                    kernel_shape=tuple(kernel_shape), bias_shape=bias_shape, output_shape=tuple(output_shape),

@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import initializers, ops, regularizers
-from .base import Layer, _as_input, trainable_grad
+from .base import Layer, _as_input, _as_shape, trainable_grad
 
 
 class Embedding(Layer):
@@ -33,11 +33,14 @@ class Embedding(Layer):
         (1, 3, 64)
     """
 
+    _size_arguments = ("input_dim", "output_dim")
+
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
                  embeddings_constraint=None, mask_zero=False, weights=None, input_length=None, sparse=False,
                  **kwargs):
         if input_length is not None and "input_shape" not in kwargs:
-            kwargs["input_shape"] = (input_length,)
+            # (Keras 3 ignores it, with a warning; here it still declares the input shape)
+            kwargs["input_shape"] = _as_shape((input_length,), "Embedding: 'input_length'")
         super().__init__(**kwargs)
         for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:

@@ -90,6 +90,8 @@ class MultiHeadAttention(Layer):
     supports_masking = True
     _flexible_input_shape = True
 
+    _size_arguments = ("num_heads", "key_dim", "value_dim")
+
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True, output_shape=None,
                  attention_axes=None, sliding_window=None, flash_attention=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,

@@ -19,7 +19,6 @@ import numpy as np
 
 from .. import ops
 from ..ops.pool import check_data_format, normalize_padding2d, standardize_padding, standardize_tuple
-from . import _validation
 from .base import Layer
 from .conv import _AnySpatialSize
 
@@ -259,6 +258,8 @@ class ZeroPadding2D(_AnySpatialSize, Layer):
         data_format: None or "channels_last".
     """
 
+    _size_arguments = ("padding",)
+
     def __init__(self, padding=(1, 1), data_format=None, **kwargs):
         super().__init__(**kwargs)
         self.padding = normalize_padding2d(padding, "ZeroPadding2D")
@@ -272,7 +273,7 @@ class ZeroPadding2D(_AnySpatialSize, Layer):
                 None if w is None else w + left + right, input_shape[3])
 
     def forward(self, x, training=False):
-        _validation.check_size(self.compute_output_shape(x.shape), f"ZeroPadding2D '{self.name}'", itemsize=x.itemsize)
+        self._check_size(self.compute_output_shape(x.shape), x)
         return ops.zero_pad2d(x, self.padding), None  # backward needs only the padding
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
@@ -293,6 +294,8 @@ class UpSampling2D(_AnySpatialSize, Layer):
         interpolation: "nearest" (the only one fastnn has).
     """
 
+    _size_arguments = ("size",)
+
     def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
         super().__init__(**kwargs)
         self.size = standardize_tuple(size, 2, "size", "UpSampling2D")
@@ -309,7 +312,7 @@ class UpSampling2D(_AnySpatialSize, Layer):
                 None if w is None else w * self.size[1], input_shape[3])
 
     def forward(self, x, training=False):
-        _validation.check_size(self.compute_output_shape(x.shape), f"UpSampling2D '{self.name}'", itemsize=x.itemsize)
+        self._check_size(self.compute_output_shape(x.shape), x)
         return ops.upsample2d(x, self.size), None  # backward needs only the size
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):

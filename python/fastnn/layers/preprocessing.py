@@ -29,7 +29,11 @@ def _as_axes(axis, who):
 
 def _numeric(value, who, what, kinds="fiub"):
     """value as an array of one of the dtype kinds (default: floats, ints, bools)."""
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # NumPy's "inhomogeneous shape": nested sequences of different lengths
+        raise ValueError(f"{who}: '{what}' must be a number or a rectangular array of numbers, got "
+                         f"{value!r:.200}") from None
     if arr.dtype.kind not in kinds:
         raise TypeError(f"{who}: '{what}' must be numeric{'' if 'b' in kinds else ' (not bool)'}, got an array of "
                         f"dtype {arr.dtype}")
@@ -104,6 +108,9 @@ class Normalization(Layer):
         ndim = len(input_shape)
         if any(a < -ndim or a >= ndim for a in self.axis):
             raise ValueError(f"{who}: 'axis' {self.axis} is out of range for inputs of shape {input_shape} "
+                             f"({ndim} axes)")
+        if len({a % ndim for a in self.axis}) != len(self.axis):  # e.g. (-1, 2) for 3 axes
+            raise ValueError(f"{who}: 'axis' {self.axis} repeats an axis of inputs of shape {input_shape} "
                              f"({ndim} axes)")
         for a in sorted(a % ndim for a in self.axis):
             if input_shape[a] is None:

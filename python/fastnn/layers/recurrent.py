@@ -9,7 +9,7 @@ import abc
 
 import numpy as np
 
-from .. import activations, initializers, ops, regularizers
+from .. import initializers, ops, regularizers
 from ..utils import rng
 from . import _validation
 from .base import Layer, trainable_grad
@@ -18,7 +18,7 @@ _SUPPORTED = ("tanh", "sigmoid", "relu", "linear")
 
 
 def _activation_name(value, arg, who):
-    spec = activations.get(value)
+    spec = _validation.activation(value, arg, who)
     if spec.name not in _SUPPORTED:
         raise ValueError(f"{who}: '{arg}' must be one of {', '.join(_SUPPORTED)} (or None), got {value!r}")
     return spec.name
@@ -85,6 +85,7 @@ class RNN(Layer, metaclass=abc.ABCMeta):
     supports_masking = True
     _consumes_mask = True
     _training_dependent = True  # dropout and recurrent_dropout
+    _size_arguments = ("units",)
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",

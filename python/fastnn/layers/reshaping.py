@@ -82,6 +82,8 @@ class RepeatVector(Layer):
         **kwargs: name, dtype, trainable, input_shape.
     """
 
+    _size_arguments = ("n",)
+
     def __init__(self, n, **kwargs):
         super().__init__(**kwargs)
         self.n = _validation.integer(n, "n", "RepeatVector", minimum=1)  # TypeError / ValueError, as Keras
@@ -92,7 +94,7 @@ class RepeatVector(Layer):
         return (input_shape[0], self.n, input_shape[1])
 
     def forward(self, x, training=False):
-        _validation.check_size((x.shape[0], self.n, x.shape[1]), f"RepeatVector '{self.name}'", itemsize=x.itemsize)
+        self._check_size((x.shape[0], self.n, x.shape[1]), x)
         return np.repeat(x[:, None, :], self.n, axis=1), None
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
