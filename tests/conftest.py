@@ -13,7 +13,7 @@ except ImportError:  # pragma: no cover - without the test extra
 if settings is not None:
     _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
     # "ci" (the default): a bounded, reproducible run of a few minutes (same examples every run).
-    settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True, database=None,
+    settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True, database=None,
                               suppress_health_check=_QUIET, print_blob=True)
     # "thorough": many more, new examples each run (failures are replayed from .hypothesis/):
     #   FASTNN_HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_property_ops.py tests/test_property_layers.py

@@ -163,3 +163,11 @@ def test_an_empty_result_too_large_for_numpy_is_named():
     with pytest.raises(ValueError, match=r"^upsample2d: the result would have shape \(0, 2147483647, 2147483647, 0\)"):
         ops.upsample2d(x, 2**31 - 1)
     assert ops.upsample2d(x, 2**30).shape == (0, 2**30, 2**30, 0)  # (2**62 bytes: NumPy makes it)
+
+
+def test_affine_transform_backward_names_an_input_size_too_large():
+    from fastnn.ops import image
+
+    with pytest.raises(ValueError, match=r"^image_affine_transform_backward: the result would have shape "
+                                         r"\(5, 1099511627776, 1099511627776, 1\)"):  # was NumPy's "array is too big"
+        image.affine_transform_backward(np.zeros((5, 4, 2, 1)), np.zeros(8, np.float32), (2**40, 2**40))

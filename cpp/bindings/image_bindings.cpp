@@ -91,7 +91,7 @@ py::object backward(py::handle dy_obj, py::handle transform_obj, py::handle inpu
   const auto [in_h, in_w] = parse_size(fn, "input_size", input_size, 1);
   const WarpShape s{dy.shape(0), in_h, in_w, dy.shape(3), dy.shape(1), dy.shape(2)};
   auto transforms = transforms_for(fn, transform_obj, s.n);
-  auto dx = new_array<T>({s.n, s.in_h, s.in_w, s.channels});
+  auto dx = new_array<T>(checked_shape(fn, {s.n, s.in_h, s.in_w, s.channels}, sizeof(T)));
   {
     py::gil_scoped_release nogil;
     affine_transform_backward<T>(dy.data(), transforms.data(), dx.mutable_data(), s,

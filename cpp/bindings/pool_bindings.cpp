@@ -120,7 +120,7 @@ py::object max_pool_backward_impl(py::handle dy_obj, py::handle argmax_obj,
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_shape(fn, "dy", dy, out_shape);
   auto argmax = argmax_arg(fn, argmax_obj, out_shape);
-  auto dx = new_array<T>(in_shape);
+  auto dx = new_array<T>(checked_shape(fn, in_shape, sizeof(T)));
   if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     max_pool_backward<T>(p, argmax.data(), dy.data(), dx.mutable_data());
@@ -149,7 +149,7 @@ py::object average_pool_backward_impl(py::handle dy_obj, const std::vector<Index
   const Pool2D p = geometry(fn, in_shape, win);
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_shape(fn, "dy", dy, pooled_shape(in_shape, p));
-  auto dx = new_array<T>(in_shape);
+  auto dx = new_array<T>(checked_shape(fn, in_shape, sizeof(T)));
   if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     average_pool_backward<T>(p, dy.data(), dx.mutable_data());
@@ -206,7 +206,7 @@ py::object global_max_pool_backward_impl(py::handle dy_obj, py::handle argmax_ob
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_shape(fn, "dy", dy, {g.batch, g.channels});
   auto argmax = argmax_arg(fn, argmax_obj, {g.batch, g.channels});
-  auto dx = new_array<T>(in_shape);
+  auto dx = new_array<T>(checked_shape(fn, in_shape, sizeof(T)));
   if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     global_max_pool_backward<T>(g.batch, g.steps, g.channels, argmax.data(), dy.data(),
@@ -234,7 +234,7 @@ py::object global_average_pool_backward_impl(py::handle dy_obj, const std::vecto
   const Global g = global_dims(fn, "input_shape", in_shape);
   auto dy = input_array<T>(fn, {"dy", dy_obj});
   require_shape(fn, "dy", dy, {g.batch, g.channels});
-  auto dx = new_array<T>(in_shape);
+  auto dx = new_array<T>(checked_shape(fn, in_shape, sizeof(T)));
   if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     global_average_pool_backward<T>(g.batch, g.steps, g.channels, dy.data(), dx.mutable_data());
@@ -273,7 +273,7 @@ py::object zero_pad2d_backward_impl(py::handle dy_obj, const Pad2D& pad) {
     throw py::value_error(cat(fn, ": 'dy' of shape ", shape_str(s), " is smaller than the padding (",
                               pad.top, ", ", pad.bottom, "), (", pad.left, ", ", pad.right, ")"));
   const Index h = s[1] - pad.top - pad.bottom, w = s[2] - pad.left - pad.right;
-  auto dx = new_array<T>({s[0], h, w, s[3]});
+  auto dx = new_array<T>(checked_shape(fn, {s[0], h, w, s[3]}, sizeof(T)));
   if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     zero_pad2d_backward<T>(s[0], h, w, s[3], pad, dy.data(), dx.mutable_data());
@@ -306,7 +306,7 @@ py::object upsample2d_backward_impl(py::handle dy_obj, Index sh, Index sw) {
     throw py::value_error(cat(fn, ": 'dy' of shape ", shape_str(s), " is not a multiple of size (",
                               sh, ", ", sw, ") in height and width"));
   const Index h = s[1] / sh, w = s[2] / sw;
-  auto dx = new_array<T>({s[0], h, w, s[3]});
+  auto dx = new_array<T>(checked_shape(fn, {s[0], h, w, s[3]}, sizeof(T)));
   if (dx.size() != 0) {  // (empty: no loop over a long empty axis)
     py::gil_scoped_release nogil;
     upsample2d_backward<T>(s[0], h, w, s[3], sh, sw, dy.data(), dx.mutable_data());
