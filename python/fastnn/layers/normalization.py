@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-from .. import initializers, ops, regularizers
+from .. import constraints, initializers, ops, regularizers
+from . import _validation
 from .base import Layer, trainable_grad
 
 
@@ -54,6 +55,8 @@ class BatchNormalization(Layer):
         beta_initializer: default "zeros". gamma_initializer: default "ones".
         moving_mean_initializer: default "zeros". moving_variance_initializer: default "ones".
         beta_regularizer, gamma_regularizer: default None.
+        beta_constraint, gamma_constraint: default None: fastnn.constraints constraints
+            applied after each optimizer step.
         renorm: bool, default False: batch renormalization (above).
         renorm_clipping: dict or None, default None: optional keys "rmin", "rmax" (bounds of
             r) and "dmax" (d is clipped to [-dmax, dmax]); None or {}: no clipping.
@@ -87,11 +90,9 @@ class BatchNormalization(Layer):
                 raise ValueError(f"{who}: '{what}' must be in [0, 1], got {value!r}")
         if not (math.isfinite(float(epsilon)) and float(epsilon) > 0):
             raise ValueError(f"{who}: 'epsilon' must be a finite float > 0, got {epsilon!r}")
-        # Keras arguments fastnn has no machinery for: accepted at their defaults so that
-        # Keras configs and scripts port, refused otherwise rather than silently ignored.
-        if beta_constraint is not None or gamma_constraint is not None:
-            raise ValueError(f"{who}: weight constraints are not supported (beta_constraint / gamma_constraint "
-                             f"must be None)")
+        self.beta_constraint = _validation.constraint(beta_constraint, "beta_constraint", who)
+        self.gamma_constraint = _validation.constraint(gamma_constraint, "gamma_constraint", who)
+        # Keras' cross-device statistics: accepted at its default so that Keras configs port
         if synchronized:
             raise ValueError(f"{who}: synchronized=True (cross-device statistics) is not supported")
         self.renorm = bool(renorm)
@@ -120,10 +121,12 @@ class BatchNormalization(Layer):
         shape = (input_shape[self._channel_axis],)
         if self.scale:
             self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer,
-                                         regularizer=self.gamma_regularizer, name="gamma")
+                                         regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
+                                         name="gamma")
         if self.center:
             self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer,
-                                        regularizer=self.beta_regularizer, name="beta")
+                                        regularizer=self.beta_regularizer, constraint=self.beta_constraint,
+                                        name="beta")
         self.moving_mean = self.add_weight(shape=shape, initializer=self.moving_mean_initializer, trainable=False,
                                            name="moving_mean")
         self.moving_variance = self.add_weight(shape=shape, initializer=self.moving_variance_initializer,
@@ -234,7 +237,9 @@ class BatchNormalization(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(renorm=self.renorm, renorm_clipping=self.renorm_clipping, renorm_momentum=self.renorm_momentum)
+        cfg.update(renorm=self.renorm, renorm_clipping=self.renorm_clipping, renorm_momentum=self.renorm_momentum,
+                   beta_constraint=constraints.serialize(self.beta_constraint),
+                   gamma_constraint=constraints.serialize(self.gamma_constraint))
         cfg.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon, center=self.center,
                    scale=self.scale,
                    beta_initializer=initializers.serialize(self.beta_initializer),
@@ -301,7 +306,8 @@ class LayerNormalization(Layer):
         rms_scaling: bool, default False: Keras' RMS scaling variant (see above).
         beta_initializer: default "zeros". gamma_initializer: default "ones".
         beta_regularizer, gamma_regularizer: default None.
-        beta_constraint, gamma_constraint: must be None (constraints are not supported).
+        beta_constraint, gamma_constraint: default None: fastnn.constraints constraints
+            applied after each optimizer step.
         **kwargs: name, dtype, trainable, input_shape, input_dim.
 
     Example:
@@ -332,9 +338,8 @@ class LayerNormalization(Layer):
             raise TypeError(f"{who}: 'epsilon' must be a float, got {epsilon!r}")
         if not (math.isfinite(float(epsilon)) and float(epsilon) > 0):
             raise ValueError(f"{who}: 'epsilon' must be a finite float > 0, got {epsilon!r}")
-        if beta_constraint is not None or gamma_constraint is not None:
-            raise ValueError(f"{who}: weight constraints are not supported (beta_constraint / gamma_constraint "
-                             f"must be None)")
+        self.beta_constraint = _validation.constraint(beta_constraint, "beta_constraint", who)
+        self.gamma_constraint = _validation.constraint(gamma_constraint, "gamma_constraint", who)
         self.axis = axis
         self.epsilon = float(epsilon)
         self.center = bool(center)
@@ -373,10 +378,12 @@ class LayerNormalization(Layer):
         shape = tuple(input_shape[a] for a in axes)
         if self.scale or self.rms_scaling:
             self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer,
-                                         regularizer=self.gamma_regularizer, name="gamma")
+                                         regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
+                                         name="gamma")
         if self.center and not self.rms_scaling:
             self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer,
-                                        regularizer=self.beta_regularizer, name="beta")
+                                        regularizer=self.beta_regularizer, constraint=self.beta_constraint,
+                                        name="beta")
 
     def compute_output_shape(self, input_shape):
         axes = self._axes(input_shape)
@@ -415,5 +422,6 @@ class LayerNormalization(Layer):
                    gamma_initializer=initializers.serialize(self.gamma_initializer),
                    beta_regularizer=regularizers.serialize(self.beta_regularizer),
                    gamma_regularizer=regularizers.serialize(self.gamma_regularizer),
-                   beta_constraint=None, gamma_constraint=None)
+                   beta_constraint=constraints.serialize(self.beta_constraint),
+                   gamma_constraint=constraints.serialize(self.gamma_constraint))
         return cfg

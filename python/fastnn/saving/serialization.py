@@ -20,7 +20,7 @@ from . import registration
 from .registration import CustomObjectScope
 
 FUNCTION = "function"  # the class_name of a function reference
-_NESTED_KINDS = ("initializer", "regularizer", "learning-rate schedule")  # what layer configs hold
+_NESTED_KINDS = ("initializer", "regularizer", "learning-rate schedule", "constraint")  # what layer configs hold
 
 
 def serialize_keras_object(obj):
