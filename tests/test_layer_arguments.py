@@ -101,7 +101,7 @@ BAD = [
     (layers.Activation, lambda: layers.Activation(5), TypeError,
      r"Activation: 'activation' must be a string, a callable or None, got 5"),
     (layers.Dense, lambda: layers.Dense(2, activation=""), ValueError,
-     r"Dense: 'activation': Unknown activation ''; expected one of: elu, gelu"),
+     r"Dense: 'activation': Unknown activation ''; expected one of: celu, elu, exponential, gelu"),
     (layers.Conv2D, lambda: layers.Conv2D(2, 3, activation=b"relu"), TypeError,
      r"Conv2D: 'activation' must be a string, a callable or None, got b'relu'"),
     (layers.EinsumDense, lambda: layers.EinsumDense("ab,bc->ac", 3, activation="nope"), ValueError,

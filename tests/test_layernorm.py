@@ -267,7 +267,7 @@ def test_axis_list_of_trailing_axes(rng):
 
 
 @pytest.mark.parametrize("kwargs", [{"axis": 1.5}, {"axis": "last"}, {"axis": []}, {"epsilon": 0},
-                                    {"epsilon": -1.0}, {"epsilon": "small"}, {"gamma_constraint": "non_neg"}])
+                                    {"epsilon": -1.0}, {"epsilon": "small"}, {"gamma_constraint": "nope"}])
 def test_bad_arguments(kwargs):
     with pytest.raises((TypeError, ValueError), match="LayerNormalization"):
         layers.LayerNormalization(**kwargs)

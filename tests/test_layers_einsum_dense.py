@@ -444,8 +444,8 @@ def test_equation_must_be_a_string():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"kernel_constraint": "non_neg"}, "kernel_constraint must be None"),
-    ({"bias_constraint": "non_neg", "bias_axes": "c"}, "bias_constraint must be None"),
+    ({"kernel_constraint": "nope"}, "'kernel_constraint': Unknown constraint 'nope'"),
+    ({"bias_constraint": "nope", "bias_axes": "c"}, "'bias_constraint': Unknown constraint 'nope'"),
     ({"lora_rank": 4}, "LoRA is not supported.*lora_rank must be None"),
     ({"quantization_config": {"mode": "int8"}}, "quantization_config must be None"),
     ({"gptq_unpacked_column_size": 8}, "gptq_unpacked_column_size must be None"),

@@ -296,9 +296,15 @@ def test_momentum_outside_0_1(momentum):
     ({"momentum": "0.9"}, TypeError, "'momentum' must be a float"),
     ({"axis": [1, 2]}, TypeError, r"'axis' must be an int \(one channel axis\)"),
     ({"axis": 1.0}, TypeError, "'axis' must be an int"),
-    ({"gamma_constraint": "non_neg"}, ValueError, "weight constraints are not supported"),
+    ({"gamma_constraint": "nope"}, ValueError, "'gamma_constraint': Unknown constraint 'nope'"),
+    ({"beta_constraint": 3}, TypeError, "'beta_constraint' must be None, a name"),
     ({"synchronized": True}, ValueError, "synchronized=True"),
-    ({"renorm": True}, TypeError, "unexpected keyword"),
+    ({"renorm": True, "renorm_clipping": {"rmin": 2, "rmax": 1}}, ValueError, "needs rmax >= rmin"),
+    ({"renorm": True, "renorm_clipping": {"dmax": -1}}, ValueError, r"renorm_clipping\['dmax'\] must be >= 0"),
+    ({"renorm": True, "renorm_clipping": {"r_max": 2}}, ValueError, r"unknown keys \['r_max'\]"),
+    ({"renorm": True, "renorm_clipping": 3.0}, TypeError, "'renorm_clipping' must be a dict"),
+    ({"renorm": True, "renorm_clipping": {"rmax": "3"}}, TypeError, r"renorm_clipping\['rmax'\] must be a finite"),
+    ({"renorm_momentum": 1.5}, ValueError, r"'renorm_momentum' must be in \[0, 1\]"),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -470,3 +476,164 @@ def test_channels_first_in_a_model(rng):
     history = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert model.layers[1].moving_mean.shape == (4,)
+
+
+# ----------------------------------------------------------------------------------------
+# Batch renormalization (Keras 3: keras/src/layers/normalization/batch_normalization.py)
+# ----------------------------------------------------------------------------------------
+class KerasRenorm:
+    """Keras 3's renorm training step in NumPy (float64): _renorm_correction_and_moments,
+    _compose_transforms, ops.batch_normalization and _update_renorm_statistics."""
+
+    def __init__(self, channels, eps, momentum, renorm_momentum, clipping, variance_init=1.0):
+        self.eps, self.m, self.rm, self.clip = eps, momentum, renorm_momentum, clipping or {}
+        self.moving_mean = np.zeros(channels)
+        self.moving_variance = np.full(channels, variance_init)
+        self.moving_stddev = np.sqrt(self.moving_variance)
+        self.renorm_mean = np.zeros(channels)
+        self.renorm_stddev = np.sqrt(self.moving_variance)
+
+    def corrections(self, x, axis):
+        reduce = tuple(a for a in range(x.ndim) if a != axis % x.ndim)
+        mean, var = x.mean(axis=reduce), x.var(axis=reduce)
+        stddev = np.sqrt(var + self.eps)
+        s = np.maximum(self.renorm_stddev, np.sqrt(self.eps))
+        r, d = stddev / s, (mean - self.renorm_mean) / s
+        if self.clip.get("rmin") is not None:
+            r = np.maximum(r, self.clip["rmin"])
+        if self.clip.get("rmax") is not None:
+            r = np.minimum(r, self.clip["rmax"])
+        if self.clip.get("dmax") is not None:
+            d = np.clip(d, -self.clip["dmax"], self.clip["dmax"])
+        return r, d
+
+    @staticmethod
+    def output(x, axis, gamma, beta, r, d, eps):
+        """With r and d given (constants, as stop_gradient makes them)."""
+        reduce = tuple(a for a in range(x.ndim) if a != axis % x.ndim)
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        mean, var = x.mean(axis=reduce, keepdims=True), x.var(axis=reduce, keepdims=True)
+        return (x - mean) / np.sqrt(var + eps) * (r * gamma).reshape(shape) + (d * gamma + beta).reshape(shape)
+
+    def step(self, x, axis, gamma, beta):
+        r, d = self.corrections(x, axis)
+        y = self.output(x, axis, gamma, beta, r, d, self.eps)
+        reduce = tuple(a for a in range(x.ndim) if a != axis % x.ndim)
+        mean, stddev = x.mean(axis=reduce), np.sqrt(x.var(axis=reduce) + self.eps)
+        self.renorm_mean = self.renorm_mean * self.rm + mean * (1 - self.rm)
+        self.renorm_stddev = self.renorm_stddev * self.rm + stddev * (1 - self.rm)
+        self.moving_mean = self.moving_mean * self.m + mean * (1 - self.m)
+        self.moving_stddev = self.moving_stddev * self.m + stddev * (1 - self.m)
+        self.moving_variance = np.maximum(self.moving_stddev ** 2 - self.eps, 0)
+        return y
+
+
+RENORM_NAMES = ["gamma", "beta", "moving_mean", "moving_variance", "moving_stddev", "renorm_mean", "renorm_stddev"]
+
+
+def test_renorm_weights_are_keras_list():
+    layer = layers.BatchNormalization(renorm=True, moving_variance_initializer=keras.initializers.Constant(4.0),
+                                      moving_mean_initializer=keras.initializers.Constant(0.5))
+    layer(np.zeros((2, 3), np.float32))
+    assert [w.name.split("/")[-1] for w in layer.weights] == RENORM_NAMES
+    assert [w.name.split("/")[-1] for w in layer.non_trainable_weights] == RENORM_NAMES[2:]
+    # Keras: moving_stddev and renorm_stddev start at sqrt(moving_variance_initializer),
+    # renorm_mean at moving_mean_initializer
+    expected = [1, 0, 0.5, 4, 2, 0.5, 2]
+    for got, value in zip(layer.get_weights(), expected):
+        np.testing.assert_array_equal(got, np.full(3, value, np.float32))
+    assert layer.count_params() == 7 * 3
+    plain = layers.BatchNormalization(renorm=False)
+    plain(np.zeros((2, 3), np.float32))
+    assert len(plain.get_weights()) == 4
+
+
+@pytest.mark.parametrize("axis,shape", [(-1, (16, 3)), (1, (8, 3, 4, 2)), (-1, (4, 5, 5, 3))])
+@pytest.mark.parametrize("clipping", [None, {"rmin": 0.8, "rmax": 1.25, "dmax": 0.3}, {"rmax": 1.1}])
+def test_renorm_steps_match_keras_formula(axis, shape, clipping, rng):
+    layer = layers.BatchNormalization(axis=axis, momentum=0.9, renorm=True, renorm_clipping=clipping,
+                                      renorm_momentum=0.7, epsilon=1e-3, dtype="float64")
+    channels = shape[axis]
+    layer(np.zeros(shape))
+    gamma, beta = rng.uniform(0.5, 2, channels), rng.normal(0, 1, channels)
+    layer.set_weights([gamma, beta] + layer.get_weights()[2:])
+    reference = KerasRenorm(channels, 1e-3, 0.9, 0.7, clipping)
+    for step in range(4):
+        x = rng.normal(step - 1.0, 1 + step, shape)  # shifting statistics: r and d differ from 1 and 0
+        y, _ = layer.forward(x, training=True)
+        np.testing.assert_allclose(y, reference.step(x, axis, gamma, beta), rtol=1e-12, atol=1e-12)
+        got = dict(zip(RENORM_NAMES, layer.get_weights()))
+        for name in RENORM_NAMES[2:]:
+            np.testing.assert_allclose(got[name], getattr(reference, name), rtol=1e-12, atol=1e-14, err_msg=name)
+    # inference: the moving mean and variance, as without renorm
+    x = rng.normal(0, 2, shape)
+    np.testing.assert_allclose(layer(x, training=False),
+                               ref_forward(x, axis, gamma, beta, reference.moving_mean, reference.moving_variance)[0],
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False), (False, False)])
+def test_renorm_gradients_treat_r_and_d_as_constants(center, scale, rng):
+    shape, axis, eps = (6, 4, 3), -1, 1e-3
+    layer = layers.BatchNormalization(renorm=True, center=center, scale=scale, renorm_clipping={"rmax": 1.5},
+                                      epsilon=eps, dtype="float64")
+    layer(np.zeros(shape))
+    # renorm statistics away from the batch's, so that r != 1 and d != 0
+    values = {w.name.split("/")[-1]: w for w in layer.weights}
+    values["renorm_mean"].assign(rng.normal(0, 0.5, 3))
+    values["renorm_stddev"].assign(rng.uniform(0.7, 1.3, 3))
+    gamma = rng.uniform(0.5, 2, 3) if scale else np.ones(3)
+    beta = rng.normal(0, 1, 3) if center else np.zeros(3)
+    if scale:
+        values["gamma"].assign(gamma)
+    if center:
+        values["beta"].assign(beta)
+    x = rng.normal(1, 2, shape)
+    reference = KerasRenorm(3, eps, 0.99, 0.99, {"rmax": 1.5})
+    # copies: the forward pass moves the layer's renorm statistics after using them
+    reference.renorm_mean, reference.renorm_stddev = (np.array(values["renorm_mean"].value),
+                                                      np.array(values["renorm_stddev"].value))
+    r, d = reference.corrections(x, axis)
+    assert np.all(np.abs(r - 1) > 1e-3) and np.all(np.abs(d) > 1e-3)
+    y, cache = layer.forward(x, training=True)
+    np.testing.assert_allclose(y, KerasRenorm.output(x, axis, gamma, beta, r, d, eps), rtol=1e-12)
+    dy = rng.normal(0, 1, shape)
+    dx = layer.backward(cache, dy)
+
+    def loss():
+        return float(np.sum(KerasRenorm.output(x, axis, gamma, beta, r, d, eps) * dy))
+
+    np.testing.assert_allclose(dx, numeric_gradient(loss, x, 1e-6), rtol=1e-6, atol=1e-8)
+    grads = {w.name.split("/")[-1]: np.array(w.grad) for w in layer.trainable_weights}
+    if scale:
+        np.testing.assert_allclose(grads["gamma"], numeric_gradient(loss, gamma, 1e-6), rtol=1e-6, atol=1e-8)
+    if center:
+        np.testing.assert_allclose(grads["beta"], numeric_gradient(loss, beta, 1e-6), rtol=1e-6, atol=1e-8)
+    # accumulate adds the same gradients again
+    layer.backward(cache, dy, accumulate=True)
+    for w in layer.trainable_weights:
+        np.testing.assert_allclose(w.grad, 2 * grads[w.name.split("/")[-1]], rtol=1e-13)
+
+
+def test_renorm_config_round_trip_and_training_in_a_model(digits, tmp_path):
+    layer = layers.BatchNormalization(renorm=True, renorm_clipping={"rmax": 3.0, "dmax": 5.0}, renorm_momentum=0.9)
+    cfg = layer.get_config()
+    assert cfg["renorm"] is True and cfg["renorm_clipping"] == {"rmax": 3.0, "dmax": 5.0}
+    assert cfg["renorm_momentum"] == 0.9
+    assert layers.BatchNormalization.from_config(cfg).get_config() == cfg
+    plain = layers.BatchNormalization().get_config()
+    assert plain["renorm"] is False and plain["renorm_clipping"] is None and plain["renorm_momentum"] == 0.99
+    (x_train, y_train), (x_test, y_test) = digits
+    model = bn_model(renorm=True, renorm_clipping={"rmax": 3.0, "rmin": 1 / 3, "dmax": 5.0})
+    model.fit(x_train, y_train, epochs=8, batch_size=32, verbose=0)
+    assert model.evaluate(x_test, y_test, verbose=0)[1] > 0.9
+    bn = model.layers[1]
+    weights = dict(zip(RENORM_NAMES, bn.get_weights()))
+    # moving_variance is derived from moving_stddev after every step
+    np.testing.assert_allclose(weights["moving_variance"],
+                               np.maximum(weights["moving_stddev"] ** 2 - bn.epsilon, 0), rtol=1e-5)
+    model.save(tmp_path / "renorm.fastnn")
+    loaded = keras.models.load_model(tmp_path / "renorm.fastnn")
+    np.testing.assert_array_equal(loaded.predict(x_test, verbose=0), model.predict(x_test, verbose=0))
+    assert loaded.layers[1].get_config()["renorm_clipping"] == {"rmax": 3.0, "rmin": 1 / 3, "dmax": 5.0}

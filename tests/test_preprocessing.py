@@ -38,8 +38,8 @@ def numeric_input_gradient(layer, x, dy, h=1e-6):
     ((1, 2), (40, 4, 3), (0,), (4, 3)),
     ((-2, -1), (40, 4, 3), (0,), (4, 3)),
     (1, (40, 4, 3), (0, 2), (4,)),
-    (None, (40, 4, 3), (0, 1, 2), (1,)),  # Keras: (); here (1,) (see layers/preprocessing.py)
-    (None, (60,), (0,), (1,)),
+    (None, (40, 4, 3), (0, 1, 2), ()),  # Keras 3: scalar weights for axis=None
+    (None, (60,), (0,), ()),
 ], ids=["features", "axis1", "last-of-3d", "pixels", "pixels-negative", "middle", "none-3d", "none-1d"])
 def test_adapt_then_forward_matches_numpy(rng, axis, shape, reduce, stats_shape):
     data = rng.normal(3.0, 2.5, shape) * rng.uniform(0.5, 4, shape[1:])  # features of different scales
@@ -52,9 +52,11 @@ def test_adapt_then_forward_matches_numpy(rng, axis, shape, reduce, stats_shape)
     np.testing.assert_allclose(layer.adapt_mean.value, mean.reshape(stats_shape), rtol=1e-13)
     np.testing.assert_allclose(layer.adapt_variance.value, data.var(axis=reduce), rtol=1e-12)  # population
     assert layer.mean.shape == mean.shape and layer.variance.shape == mean.shape  # Keras: broadcast shape
-    assert [w.name for w in layer.weights] == [f"{layer.name}/mean", f"{layer.name}/variance"]
-    assert layer.trainable_weights == [] and len(layer.non_trainable_weights) == 2
-    assert layer.count_params() == 2 * int(np.prod(stats_shape))
+    # Keras 3's weights: mean, variance and count (shape (), left at 0 by adapt)
+    assert [w.name for w in layer.weights] == [f"{layer.name}/mean", f"{layer.name}/variance", f"{layer.name}/count"]
+    assert layer.trainable_weights == [] and len(layer.non_trainable_weights) == 3
+    assert layer.count.shape == () and layer.count.value == 0
+    assert layer.count_params() == 2 * int(np.prod(stats_shape)) + 1
     assert layer.output_shape == (None,) + shape[1:]
 
 
@@ -152,6 +154,92 @@ def test_given_mean_and_variance(rng, axis, mean, variance, shape):
         layer.adapt(x)
 
 
+# Keras 3's Normalization.build: mean and variance of shape (input_shape[d] for the kept
+# axes d), then count of shape () -- for each (axis, input shape).
+KERAS_WEIGHT_SHAPES = [
+    (-1, (None, 5), [(5,), (5,), ()]),
+    (1, (None, 5), [(5,), (5,), ()]),
+    (-1, (None, 4, 3), [(3,), (3,), ()]),
+    (1, (None, 4, 3), [(4,), (4,), ()]),
+    ((1, 2), (None, 4, 3), [(4, 3), (4, 3), ()]),
+    ((-1, 1), (None, 4, 3), [(4, 3), (4, 3), ()]),  # kept axes sorted, as Keras
+    (None, (None, 5), [(), (), ()]),
+    (None, (None, 4, 3), [(), (), ()]),
+]
+
+
+@pytest.mark.parametrize("axis,input_shape,shapes", KERAS_WEIGHT_SHAPES)
+def test_weights_are_keras_mean_variance_count(axis, input_shape, shapes, rng):
+    layer = Normalization(axis=axis)
+    layer(np.zeros((1,) + input_shape[1:], np.float32))
+    assert [w.shape for w in layer.get_weights()] == shapes
+    assert [w.name.split("/")[-1] for w in layer.weights] == ["mean", "variance", "count"]
+    # set_weights takes Keras' list (count as Keras' int) and the layer then computes with it
+    mean = rng.normal(0, 2, shapes[0])
+    variance = rng.uniform(0.5, 3, shapes[0])
+    layer.set_weights([mean.astype(np.float32), variance.astype(np.float32), np.array(7, np.int32)])
+    x = rng.normal(0, 3, (6,) + input_shape[1:])
+    keep = sorted(a % len(input_shape) for a in layer.axis)
+    broadcast = [input_shape[d] if d in keep else 1 for d in range(len(input_shape))]
+    expected = (x - mean.reshape(broadcast)) / np.sqrt(variance.reshape(broadcast))
+    np.testing.assert_allclose(layer(x.astype(np.float32)), expected, rtol=1e-5, atol=1e-5)
+    assert layer.get_weights()[2] == 7
+
+
+def test_set_weights_refuses_the_old_two_weight_list_and_wrong_shapes():
+    layer = Normalization(axis=None)
+    layer(np.zeros((1, 3), np.float32))
+    with pytest.raises(ValueError, match="expected 3 weight arrays, got 2"):
+        layer.set_weights([np.zeros(()), np.ones(())])
+    with pytest.raises(ValueError, match=r"weight '\w+/mean' has shape \(\), got \(1,\)"):
+        layer.set_weights([np.zeros(1), np.ones(1), np.zeros(())])
+
+
+def test_adapt_one_dimensional_data_with_a_kept_batch_axis_is_refused(rng):
+    # Keras would keep one mean per batch index here (its docstring calls this a pitfall and
+    # suggests axis=None); fastnn says so instead of building for one batch size.
+    with pytest.raises(ValueError, match=r"axis 0 is kept .* unknown .* use axis=None"):
+        Normalization().adapt(rng.normal(0, 1, (10,)))
+
+
+@pytest.mark.parametrize("source", ["list", "generator", "tuples"])
+def test_adapt_over_batches_matches_numpy_over_all_of_them(rng, source):
+    batches = [rng.normal(i, 1 + i, (n, 4, 3)) for i, n in enumerate([5, 9, 1, 7])]
+    everything = np.concatenate(batches)
+    layer = Normalization(axis=(1, 2), dtype="float64")
+    data = {"list": batches, "generator": (b for b in batches),
+            "tuples": ((b, np.zeros(len(b))) for b in batches)}[source]
+    layer.adapt(data)
+    assert layer.input_shape == (None, 4, 3)  # built from one batch, not from the stacked list
+    mean, variance, count = layer.get_weights()
+    np.testing.assert_allclose(mean, everything.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(variance, everything.var(axis=0), rtol=1e-12)
+    assert count == 0  # Keras 3 leaves count alone
+
+
+def test_adapt_replaces_rather_than_accumulates(rng):
+    layer = Normalization(axis=None, dtype="float64")
+    layer.adapt(rng.normal(5, 2, (30, 2)))
+    second = rng.normal(-1, 0.5, (20, 2))
+    layer.adapt(second)
+    np.testing.assert_allclose(layer.get_weights()[:2], [second.mean(), second.var()], rtol=1e-12)
+
+
+def test_scalar_statistics_survive_saving(rng, tmp_path):
+    data = rng.normal(3, 2, (32, 3)).astype(np.float32)
+    norm = Normalization(axis=None)
+    norm.adapt(data)
+    model = fastnn.Sequential([fastnn.Input(shape=(3,)), norm, layers.Dense(1)])
+    model.save(tmp_path / "m.fastnn")
+    loaded = fastnn.models.load_model(tmp_path / "m.fastnn")
+    weights = loaded.layers[0].get_weights()
+    assert [w.shape for w in weights] == [(), (), ()]
+    np.testing.assert_allclose(weights[:2], [data.astype(np.float64).mean(), data.astype(np.float64).var()],
+                               rtol=1e-6)
+    model.save_weights(tmp_path / "w.weights.fastnn")
+    loaded.load_weights(tmp_path / "w.weights.fastnn")
+    np.testing.assert_array_equal(loaded.predict(data, verbose=0), model.predict(data, verbose=0))
+
 def test_config_round_trip_and_weights_after_adapt(rng):
     data = rng.normal(2, 3, (20, 4))
     layer = Normalization(axis=-1, invert=False, name="norm")
@@ -187,13 +275,13 @@ def test_normalization_inside_a_model_that_trains(rng):
     stats = norm.get_weights()
     model = fastnn.Sequential([fastnn.Input(shape=(4,)), norm, layers.Dense(16, activation="tanh"), layers.Dense(1)])
     model.compile(fastnn.optimizers.Adam(0.01), "mse")
-    assert model.count_params() == 8 + 4 * 16 + 16 + 16 + 1
+    assert model.count_params() == 8 + 1 + 4 * 16 + 16 + 16 + 1  # mean, variance, count
     lines = []
     model.summary(print_fn=lines.append)
     text = "\n".join(lines)
     assert "norm (Normalization)" in text
-    assert "Non-trainable params: 8" in text and f"Trainable params: {4 * 16 + 16 + 16 + 1}" in text
-    assert len(model.non_trainable_weights) == 2 and all(v.trainable for v in model.trainable_weights)
+    assert "Non-trainable params: 9" in text and f"Trainable params: {4 * 16 + 16 + 16 + 1}" in text
+    assert len(model.non_trainable_weights) == 3 and all(v.trainable for v in model.trainable_weights)
     history = model.fit(x, y, epochs=30, batch_size=32, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.05 * losses[0]

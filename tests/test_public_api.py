@@ -15,7 +15,8 @@ import fastnn
 
 # The documented modules: fastnn, its Keras namespaces, and their documented submodules.
 PUBLIC_MODULES = [
-    "fastnn", "fastnn.activations", "fastnn.autodiff", "fastnn.callbacks", "fastnn.config", "fastnn.datasets",
+    "fastnn", "fastnn.activations", "fastnn.autodiff", "fastnn.callbacks", "fastnn.config", "fastnn.constraints",
+    "fastnn.datasets",
     "fastnn.datasets.digits", "fastnn.datasets.mnist", "fastnn.initializers", "fastnn.layers", "fastnn.losses",
     "fastnn.metrics", "fastnn.models", "fastnn.ops", "fastnn.optimizers", "fastnn.optimizers.schedules",
     "fastnn.preprocessing", "fastnn.preprocessing.sequence", "fastnn.regularizers", "fastnn.saving", "fastnn.utils",

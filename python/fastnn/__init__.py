@@ -19,8 +19,8 @@ from .runtime import load_core as _load_core
 _core = _load_core()  # before anything else: the OpenMP runtime reads its settings as it loads
 from . import config
 from .config import get_num_threads, set_num_threads, show_config
-from . import (activations, autodiff, callbacks, datasets, initializers, layers, losses, metrics, models,
-               ops, optimizers, preprocessing, regularizers, saving, utils, wrappers)
+from . import (activations, autodiff, callbacks, constraints, datasets, initializers, layers, losses, metrics,
+               models, ops, optimizers, preprocessing, regularizers, saving, utils, wrappers)
 from .keras_tensor import KerasTensor
 from .layers import Input, Layer, Variable
 from .models import Model, Sequential
@@ -30,6 +30,6 @@ from .operation import Operation
 # submodules. ``__version__`` stays out, so that a star import does not overwrite the
 # importing module's own; it is read as ``fastnn.__version__``.
 __all__ = ["Sequential", "Model", "Input", "KerasTensor", "Layer", "Variable", "Operation", "layers", "losses",
-           "optimizers", "metrics", "initializers", "activations", "regularizers", "callbacks", "utils", "datasets",
+           "optimizers", "metrics", "initializers", "activations", "regularizers", "constraints", "callbacks", "utils", "datasets",
            "models", "ops", "preprocessing", "saving", "wrappers", "autodiff", "config", "get_num_threads",
            "set_num_threads", "show_config"]

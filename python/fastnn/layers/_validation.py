@@ -107,6 +107,19 @@ def activation(value, arg, who):
         raise TypeError(f"{who}: '{arg}' must be a string, a callable or None, got {value!r}") from None
 
 
+def constraint(value, arg, who):
+    """``fastnn.constraints.get(value)``, its errors naming the caller and the argument."""
+    from .. import constraints
+
+    try:
+        return constraints.get(value)
+    except ValueError as exc:
+        raise ValueError(f"{who}: '{arg}': {exc}") from None
+    except TypeError:
+        raise TypeError(f"{who}: '{arg}' must be None, a name, a dict, a fastnn.constraints.Constraint or a "
+                        f"callable, got {value!r}") from None
+
+
 def int_tuple(value, n, arg, who, minimum=1):
     """An int (repeated `n` times) or `n` ints, each >= `minimum`, as a tuple (Keras' standardize_tuple).
 

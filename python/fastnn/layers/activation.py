@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .. import activations, initializers, ops, regularizers
+from .. import activations, constraints, initializers, ops, regularizers
 from . import _validation
 from .base import Layer, trainable_grad
 from .core import Activation, _OutputActivation
@@ -162,6 +162,7 @@ class PReLU(Layer):
     Args:
         alpha_initializer: default "zeros".
         alpha_regularizer: default None.
+        alpha_constraint: default None: a fastnn.constraints constraint applied after each step.
         shared_axes: optional list of axes (1-based, batch excluded) sharing one slope,
             e.g. ``[1, 2]`` for one slope per channel of an image.
         **kwargs: name, dtype, trainable, input_shape.
@@ -172,10 +173,12 @@ class PReLU(Layer):
 
     _shape_preserving = True
 
-    def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, shared_axes=None, **kwargs):
+    def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, alpha_constraint=None, shared_axes=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.alpha_initializer = initializers.get(alpha_initializer)
         self.alpha_regularizer = regularizers.get(alpha_regularizer)
+        self.alpha_constraint = _validation.constraint(alpha_constraint, "alpha_constraint", "PReLU")
         if shared_axes is not None and not isinstance(shared_axes, (list, tuple)):
             shared_axes = [shared_axes]
         self.shared_axes = None if shared_axes is None else [_validation.axis(a, "shared_axes", "PReLU")
@@ -193,7 +196,8 @@ class PReLU(Layer):
         if any(d is None for d in shape):
             raise ValueError(f"PReLU '{self.name}': input shape {input_shape} must be known after the batch axis")
         self.alpha = self.add_weight(shape=tuple(shape), initializer=self.alpha_initializer,
-                                     regularizer=self.alpha_regularizer, name="alpha")
+                                     regularizer=self.alpha_regularizer, constraint=self.alpha_constraint,
+                                     name="alpha")
 
     def _full_alpha(self, x):
         # The kernel takes one slope per position of a sample: expand the shared axes.
@@ -227,5 +231,6 @@ class PReLU(Layer):
         cfg = super().get_config()
         cfg.update(alpha_initializer=initializers.serialize(self.alpha_initializer),
                    alpha_regularizer=regularizers.serialize(self.alpha_regularizer),
+                   alpha_constraint=constraints.serialize(self.alpha_constraint),
                    shared_axes=self.shared_axes)
         return cfg

@@ -25,7 +25,7 @@ import re
 
 import numpy as np
 
-from .. import config, initializers, regularizers
+from .. import config, constraints, initializers, regularizers
 from ..keras_tensor import KerasTensor, any_symbolic
 from ..operation import _TRACING, Operation, trainability_changed, unique_name
 from ..operators import ArithmeticOperators
@@ -53,6 +53,7 @@ class Variable(ArithmeticOperators):
         name: e.g. "dense/kernel".
         trainable: whether the optimizer updates it.
         regularizer: a Regularizer or None.
+        constraint: a Constraint (or callable) the optimizer applies after each step, or None.
         grad: the gradient array written by backward passes (same shape), or None for
             weights the optimizer does not update.
     """
@@ -60,11 +61,12 @@ class Variable(ArithmeticOperators):
     __array_priority__ = 1500
     _buffer = None  # the model's flat buffer this variable is a view of, once packed
 
-    def __init__(self, name, value, trainable=True, regularizer=None, layer=None):
+    def __init__(self, name, value, trainable=True, regularizer=None, layer=None, constraint=None):
         self.name = name
         self._value = value
         self._trainable = bool(trainable)
         self.regularizer = regularizer
+        self.constraint = constraint
         self._layer = layer
         self.grad = np.zeros_like(value) if trainable else None
 
@@ -244,15 +246,13 @@ class Layer(Operation):
             trainable: bool, default True: updated by the optimizer.
             autocast, aggregation: accepted for Keras compatibility.
             regularizer: optional regularizer of the weight (its penalty joins the loss).
-            constraint: must be None (constraints are not supported).
+            constraint: optional constraint (fastnn.constraints) the optimizer applies to the
+                weight after each update.
             name: str, default "variable" (made unique within the layer).
 
         Returns:
             Variable.
         """
-        if constraint is not None:
-            raise ValueError(f"{self.name}.add_weight: weight constraints are not supported (constraint must be "
-                             "None)")
         shape = () if shape is None else _as_shape(shape, f"{self.name}.add_weight")
         if any(d is None for d in shape):
             raise ValueError(f"{self.name}.add_weight: 'shape' must be fully known, got {shape}")
@@ -269,7 +269,8 @@ class Layer(Operation):
         full, i = f"{self.name}/{base}", 1
         while full in taken:
             full, i = f"{self.name}/{base}_{i}", i + 1
-        var = Variable(full, value, trainable=trainable, regularizer=regularizers.get(regularizer), layer=self)
+        var = Variable(full, value, trainable=trainable, regularizer=regularizers.get(regularizer), layer=self,
+                       constraint=constraints.get(constraint))
         self._own_variables.append(var)
         return var
 

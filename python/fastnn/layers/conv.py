@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .. import activations, initializers, ops, regularizers
+from .. import activations, constraints, initializers, ops, regularizers
 from . import _validation
 from .base import Layer, trainable_grad
 from .core import _OutputActivation
@@ -30,9 +30,12 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
         who = type(self).__name__
+        self.kernel_constraint = _validation.constraint(kernel_constraint, "kernel_constraint", who)
+        self.bias_constraint = _validation.constraint(bias_constraint, "bias_constraint", who)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
             raise ValueError(f"{who}: 'filters' must be a positive int, got {filters!r}")
         if data_format not in (None, "channels_last"):
@@ -66,10 +69,11 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
         self.compute_output_shape(input_shape)
         self.kernel = self.add_weight(shape=self.kernel_size + (input_shape[-1], self.filters),
                                       initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-                                      name="kernel")
+                                      constraint=self.kernel_constraint, name="kernel")
         if self.use_bias:
             self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer,
-                                        regularizer=self.bias_regularizer, name="bias")
+                                        regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+                                        name="bias")
 
     def compute_output_shape(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
@@ -139,7 +143,9 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
                    use_bias=self.use_bias, kernel_initializer=initializers.serialize(self.kernel_initializer),
                    bias_initializer=initializers.serialize(self.bias_initializer),
                    kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
-                   bias_regularizer=regularizers.serialize(self.bias_regularizer))
+                   bias_regularizer=regularizers.serialize(self.bias_regularizer),
+                   kernel_constraint=constraints.serialize(self.kernel_constraint),
+                   bias_constraint=constraints.serialize(self.bias_constraint))
         return cfg
 
 
@@ -158,7 +164,7 @@ class Conv2D(_Conv):
         data_format: None or "channels_last".
         dilation_rate: int or (dh, dw), default 1 (not with strides > 1).
         activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-        bias_regularizer: as Dense.
+        bias_regularizer, kernel_constraint, bias_constraint: as Dense.
 
     Example:
         >>> import fastnn as keras

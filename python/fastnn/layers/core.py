@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from .. import activations, initializers, ops, regularizers
+from .. import activations, constraints, initializers, ops, regularizers
 from ..keras_tensor import KerasTensor
 from ..ops.pool import check_data_format
 from ..utils import rng
@@ -140,6 +140,8 @@ class Dense(_OutputActivation, Layer):
         kernel_initializer: default "glorot_uniform". Kernel shape (in, units).
         bias_initializer: default "zeros".
         kernel_regularizer, bias_regularizer: default None.
+        kernel_constraint, bias_constraint: default None: a fastnn.constraints constraint
+            applied to the weight after each optimizer step.
         **kwargs: name, dtype, trainable, input_shape, input_dim.
 
     Example:
@@ -151,10 +153,13 @@ class Dense(_OutputActivation, Layer):
     _size_arguments = ("units",)
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"Dense: 'units' must be a positive int, got {units!r}")
+        self.kernel_constraint = _validation.constraint(kernel_constraint, "kernel_constraint", "Dense")
+        self.bias_constraint = _validation.constraint(bias_constraint, "bias_constraint", "Dense")
         self.units = int(units)
         self._act = _validation.activation(activation, "activation", "Dense")
         self.use_bias = bool(use_bias)
@@ -171,10 +176,11 @@ class Dense(_OutputActivation, Layer):
     def build(self, input_shape):
         self.compute_output_shape(input_shape)
         self.kernel = self.add_weight(shape=(input_shape[-1], self.units), initializer=self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer, name="kernel")
+                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+                                      name="kernel")
         if self.use_bias:
             self.bias = self.add_weight(shape=(self.units,), initializer=self.bias_initializer,
-                                        regularizer=self.bias_regularizer, name="bias")
+                                        regularizer=self.bias_regularizer, constraint=self.bias_constraint, name="bias")
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) < 2:
@@ -217,7 +223,9 @@ class Dense(_OutputActivation, Layer):
                    kernel_initializer=initializers.serialize(self.kernel_initializer),
                    bias_initializer=initializers.serialize(self.bias_initializer),
                    kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
-                   bias_regularizer=regularizers.serialize(self.bias_regularizer))
+                   bias_regularizer=regularizers.serialize(self.bias_regularizer),
+                   kernel_constraint=constraints.serialize(self.kernel_constraint),
+                   bias_constraint=constraints.serialize(self.bias_constraint))
         return cfg
 
 

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from .. import activations, initializers, ops, regularizers
+from .. import constraints, activations, initializers, ops, regularizers
 from . import _validation
 from .base import Layer, trainable_grad
 from .core import _OutputActivation
@@ -48,8 +48,8 @@ class EinsumDense(_OutputActivation, Layer):
     equations transpose to a batched matrix product.
 
     A None entry of ``output_shape`` at an axis the input also has takes the input's size
-    (Keras leaves it None). Weight constraints, LoRA and quantization are not supported:
-    those arguments must keep their defaults.
+    (Keras leaves it None). LoRA and quantization are not supported: those arguments must
+    keep their defaults.
 
     Args:
         equation: str: the einsum equation, ``"ab,bc->ac"``, ``"...ab,bc->...ac"`` or
@@ -63,8 +63,8 @@ class EinsumDense(_OutputActivation, Layer):
         bias_initializer: default "zeros".
         kernel_regularizer: default None.
         bias_regularizer: default None.
-        kernel_constraint: default None; must be None.
-        bias_constraint: default None; must be None.
+        kernel_constraint: default None: a fastnn.constraints constraint (after each step).
+        bias_constraint: default None: likewise for the bias.
         lora_rank: default None; must be None (LoRA is not supported).
         lora_alpha: default None (Keras' LoRA scale; no effect without lora_rank).
         gptq_unpacked_column_size: default None; must be None (quantization).
@@ -95,9 +95,7 @@ class EinsumDense(_OutputActivation, Layer):
                  quantization_config=None, **kwargs):
         super().__init__(**kwargs)
         who = f"EinsumDense '{self.name}'"
-        for arg, value, what in (("kernel_constraint", kernel_constraint, "weight constraints are"),
-                                 ("bias_constraint", bias_constraint, "weight constraints are"),
-                                 ("lora_rank", lora_rank, "LoRA is"),
+        for arg, value, what in (("lora_rank", lora_rank, "LoRA is"),
                                  ("gptq_unpacked_column_size", gptq_unpacked_column_size, "quantization is"),
                                  ("quantization_config", quantization_config, "quantization is")):
             if value is not None:
@@ -113,7 +111,8 @@ class EinsumDense(_OutputActivation, Layer):
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = self.bias_constraint = None
+        self.kernel_constraint = _validation.constraint(kernel_constraint, "kernel_constraint", who)
+        self.bias_constraint = _validation.constraint(bias_constraint, "bias_constraint", who)
         self.lora_rank, self.lora_alpha, self.lora_enabled = None, lora_alpha, False
         self.gptq_unpacked_column_size = self.quantization_config = None
         self.kernel = self.bias = None
@@ -132,10 +131,12 @@ class EinsumDense(_OutputActivation, Layer):
     def build(self, input_shape):
         shapes = self._analysis(input_shape)
         self.kernel = self.add_weight(shape=shapes.kernel_shape, initializer=self._kernel_init(shapes),
-                                      regularizer=self.kernel_regularizer, name="kernel")
+                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+                                      name="kernel")
         if shapes.bias_shape is not None:
             self.bias = self.add_weight(shape=shapes.bias_shape, initializer=self.bias_initializer,
-                                        regularizer=self.bias_regularizer, name="bias")
+                                        regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+                                        name="bias")
         self.full_output_shape = shapes.output_shape
         self._plan = _Plan(shapes)
         return shapes.output_shape
@@ -229,7 +230,8 @@ class EinsumDense(_OutputActivation, Layer):
                    kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
                    bias_regularizer=regularizers.serialize(self.bias_regularizer),
                    activity_regularizer=regularizers.serialize(self.activity_regularizer),
-                   kernel_constraint=None, bias_constraint=None, quantization_config=None)
+                   kernel_constraint=constraints.serialize(self.kernel_constraint),
+                   bias_constraint=constraints.serialize(self.bias_constraint), quantization_config=None)
         return cfg  # (Keras writes lora_rank / lora_alpha only when LoRA is on: never here)
 
 

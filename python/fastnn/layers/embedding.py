@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from .. import initializers, ops, regularizers
+from .. import constraints, initializers, ops, regularizers
+from . import _validation
 from .base import Layer, _as_input, _as_shape, trainable_grad
 
 
@@ -45,8 +46,8 @@ class Embedding(Layer):
         for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"Embedding: '{name}' must be a positive int, got {value!r}")
-        if embeddings_constraint is not None:
-            raise ValueError("Embedding: constraints are not supported (embeddings_constraint must be None)")
+        self.embeddings_constraint = _validation.constraint(embeddings_constraint, "embeddings_constraint",
+                                                            "Embedding")
         if sparse:
             raise ValueError("Embedding: sparse=True is not supported; the gradient is a dense table")
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
@@ -64,7 +65,8 @@ class Embedding(Layer):
     def build(self, input_shape):
         self.embeddings = self.add_weight(shape=(self.input_dim, self.output_dim),
                                           initializer=self.embeddings_initializer,
-                                          regularizer=self.embeddings_regularizer, name="embeddings")
+                                          regularizer=self.embeddings_regularizer,
+                                          constraint=self.embeddings_constraint, name="embeddings")
         if self._initial_weights is not None:
             self.set_weights(self._initial_weights)
             self._initial_weights = None
@@ -95,6 +97,7 @@ class Embedding(Layer):
         cfg.update(input_dim=self.input_dim, output_dim=self.output_dim,
                    embeddings_initializer=initializers.serialize(self.embeddings_initializer),
                    embeddings_regularizer=regularizers.serialize(self.embeddings_regularizer),
+                   embeddings_constraint=constraints.serialize(self.embeddings_constraint),
                    mask_zero=self.mask_zero)
         if self.input_length is not None:
             cfg["input_length"] = self.input_length

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .. import initializers, ops, regularizers
+from .. import constraints, initializers, ops, regularizers
 from ..keras_tensor import KerasTensor, any_symbolic
 from ..utils import rng
 from . import _validation
@@ -58,8 +58,9 @@ class MultiHeadAttention(Layer):
             attention scores available.
         kernel_initializer: default "glorot_uniform". bias_initializer: default "zeros".
         kernel_regularizer, bias_regularizer: default None.
-        activity_regularizer, kernel_constraint, bias_constraint: must be None (not
-            supported).
+        kernel_constraint, bias_constraint: default None: fastnn.constraints constraints of
+            every projection's kernel and bias, applied after each optimizer step.
+        activity_regularizer: must be None (not supported).
         use_gate: bool, default False: multiply the attention output by
             ``sigmoid(gate(query))`` before the output projection (gated attention).
         seed: int or None, default None: the dropout's own seed.
@@ -105,8 +106,9 @@ class MultiHeadAttention(Layer):
             raise ValueError(f"{who}: 'value_dim' must be a positive integer or None, got {value_dim!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) or not 0 <= dropout < 1:
             raise ValueError(f"{who}: 'dropout' must be a float in [0, 1), got {dropout!r}")
-        for arg, value in (("activity_regularizer", activity_regularizer), ("kernel_constraint", kernel_constraint),
-                           ("bias_constraint", bias_constraint)):
+        self._kernel_constraint = _validation.constraint(kernel_constraint, "kernel_constraint", who)
+        self._bias_constraint = _validation.constraint(bias_constraint, "bias_constraint", who)
+        for arg, value in (("activity_regularizer", activity_regularizer),):
             if value is not None:
                 raise ValueError(f"{who}: '{arg}' is not supported (must be None), got {value!r}")
         if sliding_window is not None and (isinstance(sliding_window, bool)
@@ -187,7 +189,8 @@ class MultiHeadAttention(Layer):
                            bias_axes=bias_axes, activation=activation, name=name, dtype=self.dtype,
                            kernel_initializer=_clone(self._kernel_initializer),
                            bias_initializer=_clone(self._bias_initializer),
-                           kernel_regularizer=self._kernel_regularizer, bias_regularizer=self._bias_regularizer)
+                           kernel_regularizer=self._kernel_regularizer, bias_regularizer=self._bias_regularizer,
+                           kernel_constraint=self._kernel_constraint, bias_constraint=self._bias_constraint)
 
     def _check_shapes(self, query_shape, value_shape, key_shape):
         who = f"MultiHeadAttention '{self.name}'"
@@ -435,7 +438,8 @@ class MultiHeadAttention(Layer):
                    bias_initializer=initializers.serialize(self._bias_initializer),
                    kernel_regularizer=regularizers.serialize(self._kernel_regularizer),
                    bias_regularizer=regularizers.serialize(self._bias_regularizer),
-                   activity_regularizer=None, kernel_constraint=None, bias_constraint=None, seed=self.seed)
+                   activity_regularizer=None, kernel_constraint=constraints.serialize(self._kernel_constraint),
+                   bias_constraint=constraints.serialize(self._bias_constraint), seed=self.seed)
         return cfg
 
 

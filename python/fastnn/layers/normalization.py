@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-from .. import initializers, ops, regularizers
+from .. import constraints, initializers, ops, regularizers
+from . import _validation
 from .base import Layer, trainable_grad
 
 
@@ -33,6 +34,17 @@ class BatchNormalization(Layer):
     Any channel axis works without a transposed copy (the kernels read the input in place);
     the last axis (NHWC images, features) is the fastest.
 
+    Batch renormalization (``renorm=True``, Ioffe 2017, as Keras 3 computes it): while
+    training, with the batch's ``stddev = sqrt(var(x) + epsilon)`` and
+    ``s = maximum(renorm_stddev, sqrt(epsilon))``, ``r = stddev / s`` and
+    ``d = (mean(x) - renorm_mean) / s`` (clipped by ``renorm_clipping``) correct the batch
+    normalization towards the moving statistics: ``y = x̂ * (r * gamma) + (d * gamma + beta)``,
+    with r and d constants in the gradient. Then ``renorm_mean`` and ``renorm_stddev`` move
+    with ``renorm_momentum``, ``moving_mean`` and ``moving_stddev`` with ``momentum``, and
+    ``moving_variance = relu(moving_stddev**2 - epsilon)``. Inference is unchanged. The
+    weights are then gamma, beta, moving_mean, moving_variance, moving_stddev, renorm_mean,
+    renorm_stddev, as in Keras.
+
     Args:
         axis: int, default -1: the channel axis (e.g. 1 for channels-first images). Its size
             must be known when the layer is built.
@@ -43,6 +55,12 @@ class BatchNormalization(Layer):
         beta_initializer: default "zeros". gamma_initializer: default "ones".
         moving_mean_initializer: default "zeros". moving_variance_initializer: default "ones".
         beta_regularizer, gamma_regularizer: default None.
+        beta_constraint, gamma_constraint: default None: fastnn.constraints constraints
+            applied after each optimizer step.
+        renorm: bool, default False: batch renormalization (above).
+        renorm_clipping: dict or None, default None: optional keys "rmin", "rmax" (bounds of
+            r) and "dmax" (d is clipped to [-dmax, dmax]); None or {}: no clipping.
+        renorm_momentum: float in [0, 1], default 0.99: of renorm_mean and renorm_stddev.
         **kwargs: name, dtype, trainable, input_shape, input_dim.
 
     Example:
@@ -59,25 +77,29 @@ class BatchNormalization(Layer):
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", moving_mean_initializer="zeros", moving_variance_initializer="ones",
                  beta_regularizer=None, gamma_regularizer=None, beta_constraint=None, gamma_constraint=None,
-                 synchronized=False, **kwargs):
+                 renorm=False, renorm_clipping=None, renorm_momentum=0.99, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         who = f"BatchNormalization '{self.name}'"
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
             raise TypeError(f"{who}: 'axis' must be an int (one channel axis), got {axis!r}")
-        for what, value in (("momentum", momentum), ("epsilon", epsilon)):
+        for what, value in (("momentum", momentum), ("epsilon", epsilon), ("renorm_momentum", renorm_momentum)):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise TypeError(f"{who}: '{what}' must be a float, got {value!r}")
-        if not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(f"{who}: 'momentum' must be in [0, 1], got {momentum!r}")
+        for what, value in (("momentum", momentum), ("renorm_momentum", renorm_momentum)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{who}: '{what}' must be in [0, 1], got {value!r}")
         if not (math.isfinite(float(epsilon)) and float(epsilon) > 0):
             raise ValueError(f"{who}: 'epsilon' must be a finite float > 0, got {epsilon!r}")
-        # Keras arguments fastnn has no machinery for: accepted at their defaults so that
-        # Keras configs and scripts port, refused otherwise rather than silently ignored.
-        if beta_constraint is not None or gamma_constraint is not None:
-            raise ValueError(f"{who}: weight constraints are not supported (beta_constraint / gamma_constraint "
-                             f"must be None)")
+        self.beta_constraint = _validation.constraint(beta_constraint, "beta_constraint", who)
+        self.gamma_constraint = _validation.constraint(gamma_constraint, "gamma_constraint", who)
+        # Keras' cross-device statistics: accepted at its default so that Keras configs port
         if synchronized:
             raise ValueError(f"{who}: synchronized=True (cross-device statistics) is not supported")
+        self.renorm = bool(renorm)
+        if self.renorm:
+            renorm_clipping = _renorm_clipping(renorm_clipping, who)
+        self.renorm_clipping = renorm_clipping
+        self.renorm_momentum = float(renorm_momentum)
         self.axis = int(axis)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
@@ -90,6 +112,7 @@ class BatchNormalization(Layer):
         self.beta_regularizer = regularizers.get(beta_regularizer)
         self.gamma_regularizer = regularizers.get(gamma_regularizer)
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
+        self.moving_stddev = self.renorm_mean = self.renorm_stddev = None
         self._channel_axis = None  # self.axis made non-negative, after build
 
     def build(self, input_shape):
@@ -98,14 +121,27 @@ class BatchNormalization(Layer):
         shape = (input_shape[self._channel_axis],)
         if self.scale:
             self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer,
-                                         regularizer=self.gamma_regularizer, name="gamma")
+                                         regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
+                                         name="gamma")
         if self.center:
             self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer,
-                                        regularizer=self.beta_regularizer, name="beta")
+                                        regularizer=self.beta_regularizer, constraint=self.beta_constraint,
+                                        name="beta")
         self.moving_mean = self.add_weight(shape=shape, initializer=self.moving_mean_initializer, trainable=False,
                                            name="moving_mean")
         self.moving_variance = self.add_weight(shape=shape, initializer=self.moving_variance_initializer,
                                                trainable=False, name="moving_variance")
+        if self.renorm:
+            # Keras tracks standard deviations here, started at sqrt(the variance initializer)
+            def stddev_initializer(shape, dtype=None):
+                return np.sqrt(self.moving_variance_initializer(shape, dtype))
+
+            self.moving_stddev = self.add_weight(shape=shape, initializer=stddev_initializer, trainable=False,
+                                                 name="moving_stddev")
+            self.renorm_mean = self.add_weight(shape=shape, initializer=self.moving_mean_initializer,
+                                               trainable=False, name="renorm_mean")
+            self.renorm_stddev = self.add_weight(shape=shape, initializer=stddev_initializer, trainable=False,
+                                                 name="renorm_stddev")
 
     def compute_output_shape(self, input_shape):
         who = f"BatchNormalization '{self.name}'"
@@ -134,19 +170,76 @@ class BatchNormalization(Layer):
         batch_statistics = bool(training) and self.trainable
         gamma = self.gamma.value if self.scale else None
         beta = self.beta.value if self.center else None
+        if batch_statistics and self.renorm:
+            return self._renorm_forward(x, gamma, beta)
         y, mean, invstd = ops.batch_norm_forward(x, gamma, beta, self.moving_mean.value, self.moving_variance.value,
                                                  axis, self.epsilon, self.momentum, batch_statistics)
         return y, ((x, mean, invstd, batch_statistics) if training or keep_cache else None)
 
+    def _renorm_forward(self, x, gamma, beta):
+        """Training with renorm: the batch-normalized x̂ from the kernel, then the r, d correction."""
+        axis = self._channel_axis
+        x_hat, mean, invstd = ops.batch_norm_forward(x, axis=axis, epsilon=self.epsilon, training=True)
+        stddev = 1 / invstd  # sqrt(var + epsilon)
+        floor = np.sqrt(np.asarray(self.epsilon, stddev.dtype))  # avoids dividing by 0 early on
+        s = np.maximum(self.renorm_stddev.value, floor)
+        r = stddev / s
+        d = (mean - self.renorm_mean.value) / s
+        clip = self.renorm_clipping
+        if clip.get("rmin") is not None:
+            r = np.maximum(r, clip["rmin"])
+        if clip.get("rmax") is not None:
+            r = np.minimum(r, clip["rmax"])
+        if clip.get("dmax") is not None:
+            d = np.clip(d, -clip["dmax"], clip["dmax"])
+        r, d = r.astype(x_hat.dtype), d.astype(x_hat.dtype)
+        scale = r if gamma is None else r * gamma
+        offset = d if gamma is None else d * gamma
+        if beta is not None:
+            offset = offset + beta
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        y = x_hat * scale.reshape(shape) + offset.reshape(shape)
+        # Keras' order: the corrections above used the statistics before this update.
+        rm, m = self.renorm_momentum, self.momentum
+        self.renorm_mean.value[...] = self.renorm_mean.value * rm + mean * (1 - rm)
+        self.renorm_stddev.value[...] = self.renorm_stddev.value * rm + stddev * (1 - rm)
+        self.moving_mean.value[...] = self.moving_mean.value * m + mean * (1 - m)
+        self.moving_stddev.value[...] = self.moving_stddev.value * m + stddev * (1 - m)
+        self.moving_variance.value[...] = np.maximum(np.square(self.moving_stddev.value) - self.epsilon, 0)
+        return y, (x, mean, invstd, True, r, d)
+
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if len(cache) == 6:
+            return self._renorm_backward(cache, dy, need_input_grad, accumulate)
         x, mean, invstd, batch_statistics = cache
         gamma = self.gamma.value if self.scale else None
         return ops.batch_norm_backward(dy, x, mean, invstd, gamma, self._channel_axis, batch_statistics,
                                        trainable_grad(self.gamma), trainable_grad(self.beta), accumulate,
                                        need_input_grad)
 
+    def _renorm_backward(self, cache, dy, need_input_grad, accumulate):
+        # y = x̂·(r·gamma) + d·gamma + beta with r, d constant: the batch-norm backward with
+        # scale r·gamma gives dx, Σ dy·x̂ and Σ dy; then dgamma = r·Σ dy·x̂ + d·Σ dy.
+        x, mean, invstd, _, r, d = cache
+        scale = r if not self.scale else r * self.gamma.value
+        sum_dy_xhat, sum_dy = np.zeros_like(r), np.zeros_like(r)
+        dx = ops.batch_norm_backward(dy, x, mean, invstd, scale, self._channel_axis, True, sum_dy_xhat, sum_dy,
+                                     False, need_input_grad)
+        for grad, value in ((trainable_grad(self.gamma), r * sum_dy_xhat + d * sum_dy),
+                            (trainable_grad(self.beta), sum_dy)):
+            if grad is not None:
+                if accumulate:
+                    grad += value
+                else:
+                    grad[...] = value
+        return dx
+
     def get_config(self):
         cfg = super().get_config()
+        cfg.update(renorm=self.renorm, renorm_clipping=self.renorm_clipping, renorm_momentum=self.renorm_momentum,
+                   beta_constraint=constraints.serialize(self.beta_constraint),
+                   gamma_constraint=constraints.serialize(self.gamma_constraint))
         cfg.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon, center=self.center,
                    scale=self.scale,
                    beta_initializer=initializers.serialize(self.beta_initializer),
@@ -156,6 +249,28 @@ class BatchNormalization(Layer):
                    beta_regularizer=regularizers.serialize(self.beta_regularizer),
                    gamma_regularizer=regularizers.serialize(self.gamma_regularizer))
         return cfg
+
+
+def _renorm_clipping(value, who):
+    """Keras' checks of renorm_clipping: a dict with keys among rmin, rmax, dmax (None: {})."""
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise TypeError(f"{who}: 'renorm_clipping' must be a dict with keys among rmin, rmax, dmax, or None; got "
+                        f"{value!r}")
+    unknown = set(value) - {"rmin", "rmax", "dmax"}
+    if unknown:
+        raise ValueError(f"{who}: 'renorm_clipping' has unknown keys {sorted(map(str, unknown))}; expected keys among "
+                         f"rmin, rmax, dmax, got {value!r}")
+    for key, bound in value.items():
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float, np.integer,
+                                                                                   np.floating))
+                                  or not math.isfinite(float(bound))):
+            raise TypeError(f"{who}: renorm_clipping['{key}'] must be a finite number or None, got {bound!r}")
+    if value.get("rmin") is not None and value.get("rmax") is not None and value["rmax"] < value["rmin"]:
+        raise ValueError(f"{who}: renorm_clipping needs rmax >= rmin, got rmax={value['rmax']}, rmin={value['rmin']}")
+    if value.get("dmax") is not None and value["dmax"] < 0:
+        raise ValueError(f"{who}: renorm_clipping['dmax'] must be >= 0, got {value['dmax']}")
+    return dict(value)
 
 
 class LayerNormalization(Layer):
@@ -191,7 +306,8 @@ class LayerNormalization(Layer):
         rms_scaling: bool, default False: Keras' RMS scaling variant (see above).
         beta_initializer: default "zeros". gamma_initializer: default "ones".
         beta_regularizer, gamma_regularizer: default None.
-        beta_constraint, gamma_constraint: must be None (constraints are not supported).
+        beta_constraint, gamma_constraint: default None: fastnn.constraints constraints
+            applied after each optimizer step.
         **kwargs: name, dtype, trainable, input_shape, input_dim.
 
     Example:
@@ -222,9 +338,8 @@ class LayerNormalization(Layer):
             raise TypeError(f"{who}: 'epsilon' must be a float, got {epsilon!r}")
         if not (math.isfinite(float(epsilon)) and float(epsilon) > 0):
             raise ValueError(f"{who}: 'epsilon' must be a finite float > 0, got {epsilon!r}")
-        if beta_constraint is not None or gamma_constraint is not None:
-            raise ValueError(f"{who}: weight constraints are not supported (beta_constraint / gamma_constraint "
-                             f"must be None)")
+        self.beta_constraint = _validation.constraint(beta_constraint, "beta_constraint", who)
+        self.gamma_constraint = _validation.constraint(gamma_constraint, "gamma_constraint", who)
         self.axis = axis
         self.epsilon = float(epsilon)
         self.center = bool(center)
@@ -263,10 +378,12 @@ class LayerNormalization(Layer):
         shape = tuple(input_shape[a] for a in axes)
         if self.scale or self.rms_scaling:
             self.gamma = self.add_weight(shape=shape, initializer=self.gamma_initializer,
-                                         regularizer=self.gamma_regularizer, name="gamma")
+                                         regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
+                                         name="gamma")
         if self.center and not self.rms_scaling:
             self.beta = self.add_weight(shape=shape, initializer=self.beta_initializer,
-                                        regularizer=self.beta_regularizer, name="beta")
+                                        regularizer=self.beta_regularizer, constraint=self.beta_constraint,
+                                        name="beta")
 
     def compute_output_shape(self, input_shape):
         axes = self._axes(input_shape)
@@ -305,5 +422,6 @@ class LayerNormalization(Layer):
                    gamma_initializer=initializers.serialize(self.gamma_initializer),
                    beta_regularizer=regularizers.serialize(self.beta_regularizer),
                    gamma_regularizer=regularizers.serialize(self.gamma_regularizer),
-                   beta_constraint=None, gamma_constraint=None)
+                   beta_constraint=constraints.serialize(self.beta_constraint),
+                   gamma_constraint=constraints.serialize(self.gamma_constraint))
         return cfg

@@ -44,9 +44,13 @@ class Normalization(Layer):
     """Normalizes inputs feature-wise: ``(x - mean) / sqrt(variance)`` (Keras' Normalization).
 
     The mean and variance are either given or learned from data with ``adapt()`` (the
-    population variance). Learned ones are two non-trainable weights, ``mean`` and
-    ``variance``, so they are saved and restored with the model's weights and the
-    optimizer never changes them. The output is
+    population variance). Learned ones are non-trainable weights, as in Keras 3:
+    ``[mean, variance, count]`` with mean and variance of the kept axes' shape (``()``
+    for ``axis=None``) and ``count`` of shape ``()``, which Keras keeps only to read older
+    files (adapt leaves it at 0). So ``set_weights(keras_layer.get_weights())`` works,
+    the values are saved and restored with the model's weights and the optimizer never
+    changes them. (count is stored in the layer's float dtype, not Keras' int, because
+    one flat buffer holds all of a model's weights.) The output is
     ``(x - mean) / maximum(sqrt(variance), epsilon)`` with ``fastnn.config.epsilon()``
     (1e-7, Keras' floor), so a constant feature maps to 0 instead of dividing by zero.
 
@@ -129,12 +133,12 @@ class Normalization(Layer):
         self._broadcast_shape = tuple(input_shape[d] if d in keep else 1 for d in range(ndim))
         stats_shape = tuple(input_shape[d] for d in keep)
         if self.input_mean is None:
-            # axis=None: shape (1,), not Keras' () -- the weight machinery (add_weight, saving)
-            # passes arrays through np.ascontiguousarray, which makes 0-d arrays 1-d.
-            weight_shape = stats_shape or (1,)
-            self.adapt_mean = self.add_weight(shape=weight_shape, initializer="zeros", trainable=False, name="mean")
-            self.adapt_variance = self.add_weight(shape=weight_shape, initializer="ones", trainable=False,
+            # Keras' weights: mean and variance of the kept axes' shape (() for axis=None), and
+            # count, shape (), which Keras 3 keeps only to load older files (adapt leaves it 0).
+            self.adapt_mean = self.add_weight(shape=stats_shape, initializer="zeros", trainable=False, name="mean")
+            self.adapt_variance = self.add_weight(shape=stats_shape, initializer="ones", trainable=False,
                                                   name="variance")
+            self.count = self.add_weight(shape=(), initializer="zeros", trainable=False, name="count")
         else:
             expanded = [1] * ndim  # Keras: the given values align with the kept axes from the right
             for i in range(1, self.input_mean.ndim + 1):
@@ -174,9 +178,9 @@ class Normalization(Layer):
         result does not depend on the batching up to rounding.
 
         Args:
-            data: array-like of shape (n, ...) (lists are converted to one array), or an
-                iterator / generator yielding such batches (or (x, y) tuples, whose x is
-                used).
+            data: array of shape (n, ...) (nested lists of numbers are converted to one
+                array), or, as in Keras, a list of arrays or an iterator / generator /
+                PyDataset yielding batches (or (x, y) tuples, whose x is used).
             batch_size: int, default None: rows per step for an array (None: steps of
                 about 4M values). Only bounds memory.
 
@@ -221,10 +225,14 @@ class Normalization(Layer):
         weight_shape = self.adapt_mean.shape
         self.adapt_mean.assign(mean.reshape(weight_shape))
         self.adapt_variance.assign((m2 / total).reshape(weight_shape))
+        # count is left as it is: Keras 3's adapt does not update it either
 
     def _batches(self, data, batch_size, who):
         """Yields the data as float-able arrays, building the layer (or checking it) on the first."""
-        if isinstance(data, (np.ndarray, list, tuple)) or not hasattr(data, "__iter__"):
+        # Keras: a list of arrays is a list of batches (layer.adapt([x1, x2])); fastnn also takes
+        # nested lists of numbers as one array.
+        batches = isinstance(data, (list, tuple)) and len(data) > 0 and all(hasattr(b, "shape") for b in data)
+        if not batches and (isinstance(data, (np.ndarray, list, tuple)) or not hasattr(data, "__iter__")):
             arr = _numeric(data, who, "data")
             self._check_adapt_shape(arr.shape, who)
             step = batch_size or max(1, _ADAPT_CHUNK // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))

@@ -9,7 +9,7 @@ import abc
 
 import numpy as np
 
-from .. import initializers, ops, regularizers
+from .. import constraints, initializers, ops, regularizers
 from ..utils import rng
 from . import _validation
 from .base import Layer, trainable_grad
@@ -52,6 +52,8 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         kernel_initializer: default "glorot_uniform"; recurrent_initializer: default
             "orthogonal"; bias_initializer: default "zeros".
         kernel_regularizer, recurrent_regularizer, bias_regularizer: default None.
+        kernel_constraint, recurrent_constraint, bias_constraint: default None:
+            fastnn.constraints constraints applied after each optimizer step.
         dropout: float in [0, 1): dropout of the inputs (one mask per sequence, as Keras).
         recurrent_dropout: float in [0, 1): dropout of h where it enters the recurrent
             product (one mask per sequence).
@@ -99,8 +101,9 @@ class RNN(Layer, metaclass=abc.ABCMeta):
             raise ValueError(f"{who}: 'units' must be a positive int, got {units!r}")
         if stateful:
             raise ValueError(f"{who}: stateful=True is not supported (pass initial_state instead)")
-        if any(c is not None for c in (kernel_constraint, recurrent_constraint, bias_constraint)):
-            raise ValueError(f"{who}: weight constraints are not supported")
+        self.kernel_constraint = _validation.constraint(kernel_constraint, "kernel_constraint", who)
+        self.recurrent_constraint = _validation.constraint(recurrent_constraint, "recurrent_constraint", who)
+        self.bias_constraint = _validation.constraint(bias_constraint, "bias_constraint", who)
         self.units = int(units)
         self.activation = _activation_name(activation, "activation", who)
         self.recurrent_activation = _activation_name(recurrent_activation, "recurrent_activation", who)
@@ -143,12 +146,15 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         self.compute_output_shape(input_shape)
         width = self._gates * self.units
         self.kernel = self.add_weight(shape=(input_shape[-1], width), initializer=self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer, name="kernel")
+                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+                                      name="kernel")
         self.recurrent_kernel = self.add_weight(shape=(self.units, width), initializer=self.recurrent_initializer,
-                                                regularizer=self.recurrent_regularizer, name="recurrent_kernel")
+                                                regularizer=self.recurrent_regularizer,
+                                                constraint=self.recurrent_constraint, name="recurrent_kernel")
         if self.use_bias:
             self.bias = self.add_weight(shape=self._bias_shape(), initializer=self._bias_initializer(),
-                                        regularizer=self.bias_regularizer, name="bias")
+                                        regularizer=self.bias_regularizer, constraint=self.bias_constraint,
+                                        name="bias")
 
     def compute_output_shape(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
@@ -244,6 +250,9 @@ class RNN(Layer, metaclass=abc.ABCMeta):
                    kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
                    recurrent_regularizer=regularizers.serialize(self.recurrent_regularizer),
                    bias_regularizer=regularizers.serialize(self.bias_regularizer),
+                   kernel_constraint=constraints.serialize(self.kernel_constraint),
+                   recurrent_constraint=constraints.serialize(self.recurrent_constraint),
+                   bias_constraint=constraints.serialize(self.bias_constraint),
                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, seed=self.seed,
                    return_sequences=self.return_sequences, return_state=self.return_state,
                    go_backwards=self.go_backwards, unroll=self.unroll)

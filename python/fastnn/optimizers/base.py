@@ -86,6 +86,7 @@ class Optimizer:
         self._variables = None
         self._state = {}
         self._flat = None  # (params, grads) when the variables live in one flat buffer
+        self._constrained = []  # the variables with a constraint, after build
 
     # ---- learning rate ---------------------------------------------------------------------
     def _check_lr(self, lr):
@@ -127,6 +128,8 @@ class Optimizer:
         self._flat = flat
         self._decay_mask = np.array([not any(re.search(p, v.name) for p in self._excluded_names)
                                      for v in self._variables], dtype=bool)
+        # only the constrained variables: an empty list (no cost) when no layer has a constraint
+        self._constrained = [v for v in self._variables if getattr(v, "constraint", None) is not None]
         self._extra_state_init()
 
     def _slot_names(self):
@@ -229,6 +232,17 @@ class Optimizer:
         """Per-step scalar state, before the update (e.g. Nadam's momentum product)."""
 
     def _after_update(self):
+        self._update_ema()
+        # Keras: variable.assign(constraint(variable)) after the update (and its EMA), here in
+        # place on each constrained variable's view of the flat buffer.
+        for var in self._constrained:
+            projected = np.asarray(var.constraint(var.value))
+            if projected.shape != var.value.shape:
+                raise ValueError(f"{self.name}: the constraint {var.constraint!r} of '{var.name}' returned shape "
+                                 f"{projected.shape}, expected the weight's {var.value.shape}")
+            var.value[...] = projected
+
+    def _update_ema(self):
         if not self.use_ema:
             return
         params = self._flat[0] if self._flat is not None else np.concatenate([v.value.ravel() for v in self._variables])

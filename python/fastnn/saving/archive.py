@@ -114,7 +114,8 @@ def _write_array(archive, member, array):
     """Writes one array as a .npy member; returns its SHA-256 (hex)."""
     with archive.open(_zipinfo(member), "w", force_zip64=array.nbytes > (1 << 30)) as out:
         writer = _HashingWriter(out)
-        np.lib.format.write_array(writer, np.ascontiguousarray(array), allow_pickle=False)
+        # np.asarray(order="C"), not ascontiguousarray: that one makes a 0-d weight 1-d
+        np.lib.format.write_array(writer, np.asarray(array, order="C"), allow_pickle=False)
     return writer.sha256.hexdigest()
 
 
@@ -316,4 +317,4 @@ def _read_array(archive, entry, path):
     array = np.load(buffer, allow_pickle=False)
     if buffer.read(1):
         raise corrupt(path, f"member {member!r} has trailing bytes")
-    return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
+    return np.asarray(array.astype(array.dtype.newbyteorder("="), copy=False), order="C")  # keeps 0-d

@@ -22,7 +22,8 @@ This module imports nothing from the rest of fastnn: the base classes import it.
 import inspect
 import threading
 
-KINDS = ("layer", "model", "loss", "metric", "optimizer", "learning-rate schedule", "initializer", "regularizer")
+KINDS = ("layer", "model", "loss", "metric", "optimizer", "learning-rate schedule", "initializer", "regularizer",
+         "constraint")
 
 # ---- fastnn's own classes, by kind ------------------------------------------------------------------
 _BUILTINS = {kind: {} for kind in KINDS}

@@ -20,7 +20,7 @@ from . import registration
 from .registration import CustomObjectScope
 
 FUNCTION = "function"  # the class_name of a function reference
-_NESTED_KINDS = ("initializer", "regularizer", "learning-rate schedule")  # what layer configs hold
+_NESTED_KINDS = ("initializer", "regularizer", "learning-rate schedule", "constraint")  # what layer configs hold
 
 
 def serialize_keras_object(obj):
@@ -75,7 +75,7 @@ def _encode_config(obj, config):
     for key, value in config.items():
         attr = _attribute(obj, key)
         if isinstance(attr, ActivationSpec):
-            attr = attr.fn  # None for the built-in activations, which stay names
+            attr = attr.fn if attr.name is None else None  # built-in activations stay names
         if attr is None or attr is value:
             continue
         if is_function(attr) and isinstance(value, str):
