@@ -22,7 +22,7 @@ def reference_for(layer, x, mask=None, initial=None):
     kernel, recurrent = layer.kernel.numpy(), layer.recurrent_kernel.numpy()
     bias = layer.bias.numpy() if layer.use_bias else None
     f = REFERENCES[type(layer).__name__]
-    kwargs = dict(mask=mask, go_backwards=layer.go_backwards)
+    kwargs = dict(mask=mask, go_backwards=layer.go_backwards, zero_output_for_mask=layer.zero_output_for_mask)
     if initial is not None:
         kwargs["h0"] = initial[0]
         if len(initial) == 2:
@@ -345,6 +345,137 @@ def test_bidirectional_states_in_and_out(rng, merge_mode, cls):
     for g, twice in zip(grads, layer.grads):
         np.testing.assert_allclose(twice, 2 * g, rtol=1e-13, atol=1e-15)
     assert layer.backward(cache, ds, need_input_grad=False) == [None] * (1 + 2 * n)
+
+
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("with_initial", [False, True])
+def test_zero_output_for_mask_is_keras(rng, cls, return_sequences, go_backwards, with_initial):
+    """Keras (backend.rnn): a masked step outputs where(is_masked, zeros, output_t) and carries
+    the states; the last output is outputs[-1], zeros when the last processed step is masked.
+    Unmasked steps and the final states are those of zero_output_for_mask=False."""
+    layer = cls(3, return_sequences=return_sequences, go_backwards=go_backwards, return_state=True,
+                zero_output_for_mask=True, dtype="float64")
+    assert layer.zero_output_for_mask is True and cls(3).zero_output_for_mask is False  # Keras' default
+    x = rng.standard_normal((4, 5, 2))
+    mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1], [0, 0, 0, 0, 0]], bool)
+    n = 2 if cls is layers.LSTM else 1
+    initial = [rng.standard_normal((4, 3)) for _ in range(n)] if with_initial else None
+    out, *states = layer(x, mask=mask, initial_state=initial)
+    want, *want_states = reference_for(layer, x, mask=mask, initial=initial)
+    np.testing.assert_allclose(out, want if return_sequences else want[:, -1], rtol=1e-12, atol=1e-15)
+    for got, w in zip(states, want_states):
+        np.testing.assert_allclose(got, w, rtol=1e-12, atol=1e-15)
+    processing = mask[:, ::-1] if go_backwards else mask
+    plain = cls.from_config({**layer.get_config(), "zero_output_for_mask": False})
+    plain(x[:1])
+    plain.set_weights(layer.get_weights())
+    before, *plain_states = plain(x, mask=mask, initial_state=initial)
+    if return_sequences:
+        np.testing.assert_array_equal(out[~processing], 0)
+        np.testing.assert_array_equal(out[processing], before[processing])  # unmasked steps unchanged
+    else:
+        np.testing.assert_array_equal(out[~processing[:, -1]], 0)
+        np.testing.assert_array_equal(out[processing[:, -1]], before[processing[:, -1]])
+    for a, b in zip(states, plain_states):
+        np.testing.assert_array_equal(a, b)
+    # gradients (dx, every weight, the initial states) against central differences
+    outs, cache = layer.forward(x, training=True, mask=mask, initial_state=initial)
+    ds = [rng.standard_normal(o.shape) for o in outs]
+    grads_in = layer.backward(cache, ds)
+    dx, d_initial = (grads_in[0], grads_in[1:]) if with_initial else (grads_in, [])
+    grads = [g.copy() for g in layer.grads]
+
+    def loss():
+        ys, _ = layer.forward(x, mask=mask, initial_state=initial)
+        return sum(float(np.sum(o * d)) for o, d in zip(ys, ds))
+
+    assert_gradient(dx, _numeric_gradient(loss, x), "dx")
+    for var, g in zip(layer.weights, grads):
+        assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+    for state, g in zip(initial or [], d_initial):
+        assert_gradient(g, _numeric_gradient(loss, state), "initial state")
+    assert cls.from_config(layer.get_config()).zero_output_for_mask is True
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_bidirectional_sets_zero_output_for_mask_as_keras(rng, return_sequences):
+    """Keras' Bidirectional forces zero_output_for_mask = return_sequences on both layers (a
+    given backward_layer too), so a masked step's merged output is zeros."""
+    layer = layers.Bidirectional(layers.GRU(3, return_sequences=return_sequences, dtype="float64"),
+                                 backward_layer=layers.GRU(3, return_sequences=return_sequences, go_backwards=True,
+                                                           zero_output_for_mask=not return_sequences,
+                                                           dtype="float64"))
+    assert layer.forward_layer.zero_output_for_mask is return_sequences
+    assert layer.backward_layer.zero_output_for_mask is return_sequences
+    x = rng.standard_normal((3, 5, 2))
+    mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1]], bool)
+    y = layer(x, mask=mask)
+    f_out = reference_for(layer.forward_layer, x, mask=mask)[0]
+    b_out = reference_for(layer.backward_layer, x, mask=mask)[0]
+    if return_sequences:
+        np.testing.assert_allclose(y, np.concatenate([f_out, b_out[:, ::-1]], -1), rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(y[~mask], 0)
+    else:  # the last outputs: each direction's last unmasked step's
+        np.testing.assert_allclose(y, np.concatenate([f_out[:, -1], b_out[:, -1]], -1), rtol=1e-12, atol=1e-15)
+        assert np.all(np.abs(y) > 0)
+    clone = roundtrip(layer, x)
+    assert clone.forward_layer.zero_output_for_mask is return_sequences
+
+
+def test_a_bidirectional_lstm_after_mask_zero_outputs_zeros_at_padded_steps(rng):
+    """Embedding(mask_zero=True) -> Bidirectional(LSTM(return_sequences=True)) -> Dense: the
+    Bidirectional output is zeros at padded steps (Keras), the rest is what each sequence gives
+    alone; the model trains and the padded targets do not matter."""
+    fastnn.utils.set_random_seed(4)
+    inputs = fastnn.Input((None,), dtype="int32")
+    hidden = layers.Bidirectional(layers.LSTM(4, return_sequences=True), name="bi")(
+        layers.Embedding(12, 3, mask_zero=True)(inputs))
+    outputs = layers.Dense(2, activation="softmax")(hidden)
+    model = fastnn.Model(inputs, outputs)
+    seqs = [[3, 4, 5], [7, 1, 9, 2, 8, 11], [6]]
+    x = pad_sequences(seqs, maxlen=6, padding="post")
+    padded = x == 0
+    bi = fastnn.Model(inputs, hidden)
+    h = bi.predict(x, verbose=0)
+    np.testing.assert_array_equal(h[padded], 0)
+    assert np.all(np.any(h[~padded] != 0, axis=-1))
+    for i, s in enumerate(seqs):  # the valid steps: as the unpadded sequence alone
+        alone = bi.predict(np.array([s]), verbose=0)[0]
+        np.testing.assert_allclose(h[i, :len(s)], alone, rtol=2e-6, atol=1e-7)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    y = rng.integers(0, 2, size=x.shape)
+    y2 = np.where(padded, 1 - y, y)
+    weights = model.get_weights()
+    first = model.train_on_batch(x, y)
+    after = model.get_weights()
+    model.set_weights(weights)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert model.train_on_batch(x, y2) == pytest.approx(first)
+    for a, b in zip(after, model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_recurrent_layer_given_a_mask_tensor_passes_its_gradient_back(rng):
+    """A mask given as a tensor argument in a model (a node with two input tensors) gives the
+    gradient to the sequence, not row by row (graph backward)."""
+    x_in, m_in = fastnn.Input((4, 2), dtype="float64"), fastnn.Input((4,), dtype="float64")
+    dense = layers.Dense(3, dtype="float64")
+    lstm = layers.LSTM(2, dtype="float64")
+    model = fastnn.Model([x_in, m_in], lstm(dense(x_in), mask=m_in))
+    model.compile(fastnn.optimizers.SGD(1.0), "mse")
+    x, m = rng.standard_normal((3, 4, 2)), np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 1, 1]], np.float64)
+    y = rng.standard_normal((3, 2))
+
+    def reference_loss():
+        z = x @ dense.kernel.value + dense.bias.value
+        return float(np.mean((reference_for(lstm, z, mask=m != 0)[0][:, -1] - y) ** 2))
+
+    kernel = dense.kernel.value.copy()
+    fd = _numeric_gradient(reference_loss, dense.kernel.value)
+    model.train_on_batch([x, m], y)
+    np.testing.assert_allclose(dense.kernel.value, kernel - fd, rtol=1e-6, atol=1e-9)
 
 
 def test_time_distributed_dense(rng):

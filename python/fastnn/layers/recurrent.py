@@ -63,10 +63,15 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         go_backwards: bool, default False: process the sequence last step first (with
             return_sequences the outputs come in that order, as in Keras).
         unroll: accepted for compatibility; the C++ loop is the same either way.
+        zero_output_for_mask: bool, default False: masked steps output zeros rather than the
+            previous step's output (the states carry over either way). Keras' semantics: the
+            last output (return_sequences=False) is then zeros too when the last step is
+            masked. Bidirectional sets it to return_sequences on both of its layers.
         **kwargs: name, dtype, trainable, input_shape.
 
     Masks: after ``Embedding(mask_zero=True)`` (or given as ``layer(x, mask=...)``) masked
-    steps leave the states unchanged and output the previous step's output, as Keras does.
+    steps leave the states unchanged and output the previous step's output (or zeros, see
+    zero_output_for_mask), as Keras does.
 
     Initial states: ``layer(x, initial_state=[h0(, c0)])`` takes arrays, or in a functional
     model symbolic tensors (an encoder's final states starting a decoder, as in Keras); the
@@ -92,7 +97,7 @@ class RNN(Layer, metaclass=abc.ABCMeta):
                  kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, recurrent_constraint=None, bias_constraint=None, dropout=0.0,
                  recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False, go_backwards=False,
-                 stateful=False, unroll=False, **kwargs):
+                 stateful=False, unroll=False, zero_output_for_mask=False, **kwargs):
         super().__init__(**kwargs)
         who = type(self).__name__
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
@@ -119,6 +124,7 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
         self.unroll = bool(unroll)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         self.kernel = self.recurrent_kernel = self.bias = None
 
     # ---- the kernels (fastnn.ops faces), per subclass ---------------------------------------
@@ -194,6 +200,11 @@ class RNN(Layer, metaclass=abc.ABCMeta):
                                                 initial_state=initial_state, mask=mask, go_backwards=self.go_backwards,
                                                 activation=self.activation, recurrent_dropout_mask=scale,
                                                 return_cache=True, **kwargs)
+        kept = None  # (batch, timesteps, 1) in processing order: the steps whose output is not zeroed
+        if mask is not None and self.zero_output_for_mask:
+            kept = (np.asarray(mask) != 0)[:, ::-1] if self.go_backwards else np.asarray(mask) != 0
+            kept = kept[..., None]
+            outputs = np.where(kept, outputs, outputs.dtype.type(0))
         if self.return_sequences:
             out = outputs
         else:  # the last output (with a mask: the last unmasked step's; no steps: the state)
@@ -203,11 +214,12 @@ class RNN(Layer, metaclass=abc.ABCMeta):
             return y, None
         # With a mask and initial states, an output before a sample's first step is zeros, not
         # the state (see ops.rnn): then the last output is not the final state.
-        last_is_state = mask is None or initial_state is None or steps == 0
-        return y, (rnn_cache, input_mask, initial_state is not None, last_is_state, batch, steps)
+        # Nor is it under zero_output_for_mask (a masked last step outputs zeros).
+        last_is_state = steps == 0 or ((mask is None or initial_state is None) and kept is None)
+        return y, (rnn_cache, input_mask, initial_state is not None, last_is_state, batch, steps, kept)
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
-        rnn_cache, input_mask, has_initial, last_is_state, batch, steps = cache
+        rnn_cache, input_mask, has_initial, last_is_state, batch, steps, kept = cache
         n = self._n_states
         needs = list(need_input_grad) if isinstance(need_input_grad, (list, tuple)) else [need_input_grad] * (1 + n)
         d_states = [None] * n
@@ -223,6 +235,8 @@ class RNN(Layer, metaclass=abc.ABCMeta):
             else:
                 d_outputs = np.zeros((batch, steps, self.units), dy.dtype)
                 d_outputs[:, -1] = dy
+            if kept is not None and d_outputs is not None:  # a zeroed output is a constant
+                d_outputs = np.where(kept, d_outputs, d_outputs.dtype.type(0))
         state_grads = {"d_h": d_h, "d_c": d_states[1]} if n == 2 else {"d_h": d_h}
         grads = self._run_backward(rnn_cache, d_outputs, need_dx=bool(needs[0]), dkernel=trainable_grad(self.kernel),
                                    drecurrent_kernel=trainable_grad(self.recurrent_kernel), dbias=trainable_grad(self.bias),
@@ -246,7 +260,8 @@ class RNN(Layer, metaclass=abc.ABCMeta):
                    bias_regularizer=regularizers.serialize(self.bias_regularizer),
                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, seed=self.seed,
                    return_sequences=self.return_sequences, return_state=self.return_state,
-                   go_backwards=self.go_backwards, unroll=self.unroll)
+                   go_backwards=self.go_backwards, unroll=self.unroll,
+                   zero_output_for_mask=self.zero_output_for_mask)
         if self._has_recurrent_activation:
             cfg["recurrent_activation"] = self.recurrent_activation
         return cfg

@@ -53,7 +53,9 @@ class Bidirectional(_Wrapper):
 
     The backward copy has the same configuration with ``go_backwards`` flipped (and its own
     weights). With return_sequences its outputs are put back in input order before the
-    merge, so step t of the result sees the whole sequence, as in Keras.
+    merge, so step t of the result sees the whole sequence, as in Keras. As Keras, it sets
+    ``zero_output_for_mask`` to return_sequences on both layers: under a mask, the merged
+    output of a masked step is built from zeros (not from each direction's previous output).
 
     Args:
         layer: an LSTM, GRU or SimpleRNN instance (not yet built).
@@ -98,6 +100,8 @@ class Bidirectional(_Wrapper):
             self._declared_input_shape = layer._declared_input_shape
         self.forward_layer = layer  # tracked sublayers: their weights are this layer's, forward's first
         self.backward_layer = backward_layer
+        for inner in (layer, backward_layer):  # Keras' force_zero_output_for_mask
+            inner.zero_output_for_mask = inner.return_sequences
         self.merge_mode = merge_mode
         self.return_sequences = layer.return_sequences
         self.return_state = layer.return_state
