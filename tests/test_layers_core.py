@@ -497,6 +497,31 @@ def test_softmax_layer_is_stable_on_huge_logits():
     assert np.all(np.isfinite(layer.backward(cache, np.ones_like(x))))
 
 
+# Keras 3 (keras/src/layers/...): these layers set supports_masking=True and keep Layer's
+# compute_mask, so their output carries their input's mask unchanged; Flatten and Reshape do
+# not, so the mask stops there.
+MASK_PASSING = {"ReLU": lambda: layers.ReLU(), "PReLU": lambda: layers.PReLU(), "ELU": lambda: layers.ELU(),
+                "LeakyReLU": lambda: layers.LeakyReLU(), "Activation": lambda: layers.Activation("tanh"),
+                "Softmax": lambda: layers.Softmax(), "Dense": lambda: layers.Dense(4),
+                "Dropout": lambda: layers.Dropout(0.5), "Identity": lambda: layers.Identity()}
+MASK_DROPPING = {"Flatten": lambda: layers.Flatten(), "Reshape": lambda: layers.Reshape((15,))}
+
+
+@pytest.mark.parametrize("name", sorted(MASK_PASSING) + sorted(MASK_DROPPING))
+def test_layers_pass_masks_on_as_keras(rng, name):
+    passes = name in MASK_PASSING
+    layer = (MASK_PASSING if passes else MASK_DROPPING)[name]()
+    x = rng.standard_normal((2, 5, 3))
+    mask = rng.random((2, 5)) < 0.5
+    layer(x)
+    assert bool(layer.supports_masking) is passes
+    got = layer.compute_mask(x, mask)
+    if passes:
+        np.testing.assert_array_equal(got, mask)
+    else:
+        assert got is None
+
+
 def _keras_masked_softmax(x, mask, axis):
     """Keras' Softmax.call with a mask (keras/src/layers/activations/softmax.py): a non-boolean
     mask is mask > 0.5; masked logits become -1e9; a multi-axis softmax is

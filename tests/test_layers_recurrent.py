@@ -478,6 +478,60 @@ def test_a_recurrent_layer_given_a_mask_tensor_passes_its_gradient_back(rng):
     np.testing.assert_allclose(dense.kernel.value, kernel - fd, rtol=1e-6, atol=1e-9)
 
 
+def test_time_distributed_checks_the_mask_and_hands_each_step_its_slice(rng):
+    """Keras' TimeDistributed: the mask must start with the input's (batch, timesteps); it is the
+    output's mask; an inner layer with a mask argument gets mask[:, t] at step t."""
+    x = rng.standard_normal((2, 3, 4, 2))  # (batch, timesteps, inner steps, features)
+    mask = rng.random((2, 3, 4)) < 0.6
+    layer = layers.TimeDistributed(layers.LSTM(3, return_sequences=True, dtype="float64"))
+    y = layer(x, mask=mask)
+    for t in range(3):
+        want = reference_for(layer.layer, x[:, t], mask=mask[:, t])[0]
+        np.testing.assert_allclose(y[:, t], want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(layer.compute_mask(x, mask), mask)
+    # backward with the mask against central differences
+    y, cache = layer.forward(x, training=True, mask=mask)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(cache, dy)
+    grads = [g.copy() for g in layer.grads]
+
+    def loss():
+        return float(np.sum(layer.forward(x, mask=mask)[0] * dy))
+
+    assert_gradient(dx, _numeric_gradient(loss, x), "dx")
+    for var, g in zip(layer.weights, grads):
+        assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+    dense = layers.TimeDistributed(layers.Dense(2, dtype="float64"))  # no mask argument: the mask only passes on
+    np.testing.assert_array_equal(dense(x[..., 0], mask=mask[..., 0]), dense(x[..., 0]))
+    with pytest.raises(ValueError, match=r"'mask' must have at least 2 axes \(batch, timesteps\), got shape \(2,\)"):
+        layer(x, mask=mask[:, 0, 0])
+    with pytest.raises(ValueError, match=r"'mask' must start with the input's \(batch, timesteps\) = \(2, 3\), got "
+                                         r"shape \(2, 4\)"):
+        dense(x[..., 0], mask=mask[:, 0])
+
+
+def test_the_layers_keras_makes_mask_aware_carry_an_embedding_mask_to_a_recurrent_layer(rng, float64):
+    """Embedding(mask_zero=True) -> ReLU -> PReLU -> Dense -> Dropout -> ELU -> LeakyReLU ->
+    Activation -> Identity -> TimeDistributed(Dense) -> GRU: the padding is skipped (each
+    sample's output is that of its unpadded sequence alone). A Reshape drops the mask (Keras)."""
+    fastnn.utils.set_random_seed(5)
+    stack = [layers.Embedding(10, 3, mask_zero=True), layers.ReLU(), layers.PReLU(shared_axes=[1]),
+             layers.Dense(4), layers.Dropout(0.3), layers.ELU(), layers.LeakyReLU(), layers.Activation("tanh"),
+             layers.Identity(), layers.TimeDistributed(layers.Dense(3)), layers.GRU(2)]
+    model = fastnn.Sequential([layers.Input((None,), dtype="int32")] + stack)
+    seqs = [[3, 4, 5], [7, 1, 9, 2, 8], [6]]
+    got = model.predict(pad_sequences(seqs, maxlen=6, padding="post"), verbose=0)
+    for i, seq in enumerate(seqs):
+        np.testing.assert_allclose(got[i], model.predict(np.array([seq]), verbose=0)[0], rtol=1e-12, atol=1e-15)
+    gru = layers.GRU(2)
+    dropped = fastnn.Sequential([layers.Input((6,), dtype="int32"), layers.Embedding(10, 3, mask_zero=True),
+                                 layers.Reshape((6, 3)), gru])
+    x = pad_sequences(seqs, maxlen=6, padding="post")
+    emb = dropped.layers[0].get_weights()[0]
+    want = reference_for(gru, emb[x])[0][:, -1]  # every step, padding included
+    np.testing.assert_allclose(dropped.predict(x, verbose=0), want, rtol=1e-12, atol=1e-15)
+
+
 def test_time_distributed_dense(rng):
     layer = layers.TimeDistributed(layers.Dense(4, activation="tanh", dtype="float64"))
     x = rng.standard_normal((3, 5, 2))

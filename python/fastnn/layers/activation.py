@@ -17,6 +17,7 @@ class ReLU(Layer):
         threshold: float >= 0, default 0.
     """
 
+    supports_masking = True  # passes its input's mask on (Keras)
     _shape_preserving = True
 
     def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
@@ -218,6 +219,7 @@ class PReLU(Layer):
         >>> layer = fastnn.layers.PReLU(shared_axes=[1, 2])  # one slope per channel of an image
     """
 
+    supports_masking = True  # passes its input's mask on (Keras)
     _shape_preserving = True
 
     def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, shared_axes=None, **kwargs):

@@ -217,11 +217,16 @@ class TimeDistributed(_Wrapper):
         layer: a Layer instance (not yet built).
         **kwargs: name, trainable, input_shape.
 
+    Masks (Keras): a mask (batch, timesteps, ...) must match the input's first two axes; it
+    is passed on as the output's mask, and each step's slice goes to an inner layer that
+    uses masks (folded into the batch like the inputs).
+
     Example:
         >>> fastnn.layers.TimeDistributed(fastnn.layers.Dense(10))
     """
 
     supports_masking = True
+    _consumes_mask = True  # to check it and hand each step's slice to the inner layer
 
     def __init__(self, layer, **kwargs):
         if not isinstance(layer, Layer):
@@ -246,12 +251,29 @@ class TimeDistributed(_Wrapper):
     def _training_dependent(self):
         return self.layer._training_dependent
 
-    def forward(self, x, training=False, keep_cache=False):
+    def _steps_mask(self, mask, x):
+        """Keras' checks of the mask, then the mask folded like the inputs (None when the inner
+        layer does not use masks)."""
+        mask = np.asarray(mask)
+        if mask.ndim < 2:
+            raise ValueError(f"TimeDistributed '{self.name}': 'mask' must have at least 2 axes (batch, timesteps), "
+                             f"got shape {mask.shape}")
+        if mask.shape[:2] != x.shape[:2]:
+            raise ValueError(f"TimeDistributed '{self.name}': 'mask' must start with the input's (batch, timesteps) "
+                             f"= {x.shape[:2]}, got shape {mask.shape}")
+        if not self.layer._consumes_mask:
+            return None
+        return np.ascontiguousarray(mask.reshape((-1,) + mask.shape[2:]))  # as given: the inner layer reads it
+
+    def forward(self, x, training=False, mask=None, keep_cache=False):
         batch, steps = x.shape[:2]
         steps_as_batch = np.ascontiguousarray(x.reshape((batch * steps,) + x.shape[2:]))
         if keep_cache and not training and not self.layer._training_dependent:
             training = True  # the same outputs either way: ask for the cache
         kwargs = {"keep_cache": True} if keep_cache and not training else {}
+        inner_mask = None if mask is None else self._steps_mask(mask, x)
+        if inner_mask is not None:
+            kwargs["mask"] = inner_mask
         y, inner = self.layer.forward(steps_as_batch, training, **kwargs)
         keep = training or keep_cache
         return y.reshape((batch, steps) + y.shape[1:]), ((batch, steps, inner) if keep else None)
