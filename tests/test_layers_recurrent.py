@@ -478,6 +478,120 @@ def test_a_recurrent_layer_given_a_mask_tensor_passes_its_gradient_back(rng):
     np.testing.assert_allclose(dense.kernel.value, kernel - fd, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
+def test_stateful_halves_equal_the_whole_and_reset_states_restores_zeros(rng, cls):
+    """Keras' stateful=True: each batch row's final states start that row in the next call, so a
+    sequence run in two halves is the sequence run whole; reset_state() (and Keras' alias
+    reset_states()) sets them to zeros; the states' gradients stay in their call."""
+    layer = cls(4, stateful=True, return_sequences=True, dtype="float64")
+    x = rng.standard_normal((3, 8, 2))
+    mask = rng.random((3, 8)) < 0.8
+    mask[:, 4] = True  # (a call's masked steps before its first unmasked one output zeros, as Keras)
+    first, second = layer(x[:, :4], mask=mask[:, :4]), layer(x[:, 4:], mask=mask[:, 4:])
+    whole, *states = reference_for(layer, x, mask=mask)
+    np.testing.assert_allclose(np.concatenate([first, second], 1), whole, rtol=1e-12, atol=1e-15)
+    for got, want in zip(layer.states, states):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert len(layer.states) == (2 if cls is layers.LSTM else 1)
+    for reset in (layer.reset_states, layer.reset_state):
+        reset()
+        for state in layer.states:
+            np.testing.assert_array_equal(state, np.zeros((3, 4)))
+        np.testing.assert_allclose(layer(x[:, :4], mask=mask[:, :4]), first, rtol=1e-15, atol=0)
+    # backward of a call that started from carried states: dx and the weights, no state gradients
+    carried = [np.array(s) for s in layer.states]
+    x2 = np.ascontiguousarray(x[:, 4:])
+    y, cache = layer.forward(x2, training=True)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(cache, dy)
+    grads = [g.copy() for g in layer.grads]
+
+    def loss():
+        layer.states = [np.array(s) for s in carried]
+        return float(np.sum(layer.forward(x2)[0] * dy))
+
+    assert_gradient(dx, _numeric_gradient(loss, x2), "dx")
+    for var, g in zip(layer.weights, grads):
+        assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+    assert not any("state" in w.name for w in layer.weights)  # the states are not weights (Keras)
+    assert cls.from_config(layer.get_config()).stateful is True
+
+
+def test_stateful_needs_a_fixed_batch_size():
+    x = np.zeros((3, 4, 2))
+    layer = layers.LSTM(2, stateful=True)
+    layer(x)
+    with pytest.raises(ValueError, match=r"stateful=True keeps states for a batch size of 3; got inputs of shape "
+                                         r"\(2, 4, 2\)"):
+        layer(x[:2])
+    inputs = fastnn.Input((4, 2))
+    with pytest.raises(ValueError, match=r"stateful=True needs a fixed batch size \(give Input\(batch_size=...\), or "
+                                         r"batch_size=... to the layer\); got input shape \(None, 4, 2\)"):
+        layers.GRU(3, stateful=True)(inputs)
+    fixed = layers.GRU(3, stateful=True)
+    fixed(fastnn.Input((4, 2), batch_size=5))
+    assert fixed._expected_batch_size == 5
+    own = layers.SimpleRNN(3, stateful=True, batch_size=6)
+    own(inputs)
+    assert own._expected_batch_size == 6
+    with pytest.raises(AttributeError, match=r"reset_state\(\) needs a stateful layer"):
+        layers.Bidirectional(layers.LSTM(2)).reset_state()
+    with pytest.raises(ValueError, match="'backward_layer' must have the stateful of 'layer'"):
+        layers.Bidirectional(layers.LSTM(2, stateful=True), backward_layer=layers.LSTM(2, go_backwards=True))
+
+
+def test_stateful_fit_with_shuffle_false_carries_the_states_across_batches(rng):
+    """fit(shuffle=False) runs the batches in order and carries each row's states from batch to
+    batch: the same weights and states as train_on_batch on each batch in turn; with a zero
+    learning rate the states are the NumPy reference run batch after batch."""
+    def make():
+        fastnn.utils.set_random_seed(7)
+        inputs = fastnn.Input((5, 2), batch_size=2, dtype="float64")
+        lstm = layers.LSTM(3, stateful=True, dtype="float64")
+        model = fastnn.Model(inputs, layers.Dense(1, dtype="float64")(lstm(inputs)))
+        return model, lstm
+
+    x, y = rng.standard_normal((6, 5, 2)), rng.standard_normal((6, 1))
+    fitted, lstm = make()
+    fitted.compile(fastnn.optimizers.SGD(0.1), "mse")
+    fitted.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    by_hand, lstm2 = make()
+    by_hand.compile(fastnn.optimizers.SGD(0.1), "mse")
+    for start in range(0, 6, 2):
+        by_hand.train_on_batch(x[start:start + 2], y[start:start + 2])
+    for a, b in zip(fitted.get_weights(), by_hand.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    for a, b in zip(lstm.states, lstm2.states):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    frozen, lstm = make()
+    frozen.compile(fastnn.optimizers.SGD(0.0), "mse")
+    frozen.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    h = c = np.zeros((2, 3))
+    for start in range(0, 6, 2):
+        _, h, c = reference_for(lstm, x[start:start + 2], initial=[h, c])
+    np.testing.assert_allclose(lstm.states[0], h, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(lstm.states[1], c, rtol=1e-12, atol=1e-15)
+    lstm.reset_states()
+    np.testing.assert_array_equal(lstm.states[0], 0)
+
+
+def test_a_stateful_bidirectional_carries_both_directions(rng):
+    layer = layers.Bidirectional(layers.GRU(3, stateful=True, dtype="float64"))
+    x = rng.standard_normal((2, 4, 2))
+    first = layer(x)
+    assert layer.stateful and len(layer.states) == 2
+    fwd, *f_states = reference_for(layer.forward_layer, x)
+    bwd, *b_states = reference_for(layer.backward_layer, x)
+    np.testing.assert_allclose(layer.states[0], f_states[0], rtol=1e-12)
+    np.testing.assert_allclose(layer.states[1], b_states[0], rtol=1e-12)
+    second = layer(x)
+    want = np.concatenate([reference_for(layer.forward_layer, x, initial=f_states)[0][:, -1],
+                           reference_for(layer.backward_layer, x, initial=b_states)[0][:, -1]], -1)
+    np.testing.assert_allclose(second, want, rtol=1e-12, atol=1e-15)
+    layer.reset_states()
+    np.testing.assert_allclose(layer(x), first, rtol=1e-15, atol=0)
+
+
 def test_time_distributed_checks_the_mask_and_hands_each_step_its_slice(rng):
     """Keras' TimeDistributed: the mask must start with the input's (batch, timesteps); it is the
     output's mask; an inner layer with a mask argument gets mask[:, t] at step t."""

@@ -96,6 +96,9 @@ class Bidirectional(_Wrapper):
         elif not isinstance(backward_layer, RNN) or backward_layer.go_backwards == layer.go_backwards:
             raise ValueError("Bidirectional: 'backward_layer' must be a recurrent layer with the opposite "
                              "go_backwards of 'layer'")
+        if backward_layer.stateful != layer.stateful:  # (Keras' check of the common attributes)
+            raise ValueError(f"Bidirectional: 'backward_layer' must have the stateful of 'layer' ({layer.stateful}), "
+                             f"got {backward_layer.stateful}")
         if layer._declared_input_shape is not None and self._declared_input_shape is None:
             self._declared_input_shape = layer._declared_input_shape
         self.forward_layer = layer  # tracked sublayers: their weights are this layer's, forward's first
@@ -105,7 +108,35 @@ class Bidirectional(_Wrapper):
         self.merge_mode = merge_mode
         self.return_sequences = layer.return_sequences
         self.return_state = layer.return_state
+        self.stateful = layer.stateful
         self._initial_weights = weights
+
+    def ensure_built(self, input_shape, dtypes=None):
+        if self.stateful and not self.built and isinstance(input_shape, tuple) and input_shape:
+            # stateful layers need the batch size, which build's shapes lose: build them first
+            batch = input_shape[0] if input_shape[0] is not None else self._batch_size
+            for inner in (self.forward_layer, self.backward_layer):
+                inner.ensure_built((batch,) + tuple(input_shape[1:]))
+        return super().ensure_built(input_shape, dtypes)
+
+    def reset_state(self):
+        """Sets both layers' carried states to zeros (Keras: an AttributeError unless stateful)."""
+        if not self.stateful:
+            raise AttributeError(f"Bidirectional '{self.name}': reset_state() needs a stateful layer "
+                                 "(stateful=True), got stateful=False")
+        self.forward_layer.reset_state()
+        self.backward_layer.reset_state()
+
+    def reset_states(self):
+        """Keras' compatibility alias of ``reset_state()``."""
+        self.reset_state()
+
+    @property
+    def states(self):
+        """The forward layer's carried states then the backward layer's (None until both have some)."""
+        if self.forward_layer.states and self.backward_layer.states:
+            return tuple(self.forward_layer.states + self.backward_layer.states)
+        return None
 
     def build(self, input_shape):
         self.forward_layer.ensure_built(input_shape)
