@@ -13,7 +13,8 @@ Conventions (Keras 3):
   At a masked step the states are carried over unchanged and the step's output repeats the
   previous step's output; before the first unmasked step of a sample that output is zeros
   (Keras' ``prev_output`` starts as zeros, whatever the initial state). This is Keras'
-  default ``zero_output_for_mask=False``.
+  default ``zero_output_for_mask=False``; with ``zero_output_for_mask=True`` a masked step
+  outputs zeros instead (keras/src/backend/*/rnn.py: ``where(is_masked, zeros, output_t)``).
 * ``go_backwards=True`` processes the inputs (and the mask) from the last time step to the
   first, and returns the outputs in processing order: ``outputs[:, 0]`` belongs to input
   step ``T - 1``. Keras does not reverse them back.
@@ -35,7 +36,7 @@ def sigmoid(x):
 
 
 def lstm_reference(x, kernel, recurrent_kernel, bias, h0=None, c0=None, mask=None, go_backwards=False,
-                   activation=np.tanh, recurrent_activation=sigmoid, recurrent_scale=None):
+                   activation=np.tanh, recurrent_activation=sigmoid, recurrent_scale=None, zero_output_for_mask=False):
     """Keras 3 ``LSTM``, one step at a time.
 
     Per step, with ``a = activation`` and ``ra = recurrent_activation``::
@@ -52,6 +53,7 @@ def lstm_reference(x, kernel, recurrent_kernel, bias, h0=None, c0=None, mask=Non
         h0, c0: (batch, units) initial states, default zeros.
         mask: (batch, timesteps) bool or None, in the original time order.
         go_backwards: process the steps from last to first (outputs stay in processing order).
+        zero_output_for_mask: masked steps output zeros (not the previous output).
 
     Returns:
         (outputs (batch, timesteps, units), h_T (batch, units), c_T (batch, units)).
@@ -78,14 +80,14 @@ def lstm_reference(x, kernel, recurrent_kernel, bias, h0=None, c0=None, mask=Non
             keep = mask[:, t][:, None]
             h = np.where(keep, h_new, h)
             c = np.where(keep, c_new, c)
-            output = np.where(keep, h_new, prev_output)
+            output = np.where(keep, h_new, 0 if zero_output_for_mask else prev_output)
         outputs.append(output)
         prev_output = output
     return _stack(outputs, x.shape[0], units, dtype), h, c
 
 
 def gru_reference(x, kernel, recurrent_kernel, bias, h0=None, mask=None, go_backwards=False,
-                  activation=np.tanh, recurrent_activation=sigmoid, recurrent_scale=None):
+                  activation=np.tanh, recurrent_activation=sigmoid, recurrent_scale=None, zero_output_for_mask=False):
     """Keras 3 ``GRU`` with ``reset_after=True`` (its default), one step at a time.
 
     Per step, with ``a = activation`` and ``ra = recurrent_activation``::
@@ -130,14 +132,14 @@ def gru_reference(x, kernel, recurrent_kernel, bias, h0=None, mask=None, go_back
         else:
             keep = mask[:, t][:, None]
             h = np.where(keep, h_new, h)
-            output = np.where(keep, h_new, prev_output)
+            output = np.where(keep, h_new, 0 if zero_output_for_mask else prev_output)
         outputs.append(output)
         prev_output = output
     return _stack(outputs, x.shape[0], units, dtype), h
 
 
 def simple_rnn_reference(x, kernel, recurrent_kernel, bias, h0=None, mask=None, go_backwards=False,
-                         activation=np.tanh, recurrent_scale=None):
+                         activation=np.tanh, recurrent_scale=None, zero_output_for_mask=False):
     """Keras 3 ``SimpleRNN``, one step at a time: ``h = activation(x_t @ kernel + h @ recurrent_kernel + bias)``.
 
     Args:
@@ -165,7 +167,7 @@ def simple_rnn_reference(x, kernel, recurrent_kernel, bias, h0=None, mask=None, 
         else:
             keep = mask[:, t][:, None]
             h = np.where(keep, h_new, h)
-            output = np.where(keep, h_new, prev_output)
+            output = np.where(keep, h_new, 0 if zero_output_for_mask else prev_output)
         outputs.append(output)
         prev_output = output
     return _stack(outputs, x.shape[0], units, dtype), h

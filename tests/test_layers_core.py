@@ -497,6 +497,148 @@ def test_softmax_layer_is_stable_on_huge_logits():
     assert np.all(np.isfinite(layer.backward(cache, np.ones_like(x))))
 
 
+# Keras 3 (keras/src/layers/...): these layers set supports_masking=True and keep Layer's
+# compute_mask, so their output carries their input's mask unchanged; Flatten and Reshape do
+# not, so the mask stops there.
+MASK_PASSING = {"ReLU": lambda: layers.ReLU(), "PReLU": lambda: layers.PReLU(), "ELU": lambda: layers.ELU(),
+                "LeakyReLU": lambda: layers.LeakyReLU(), "Activation": lambda: layers.Activation("tanh"),
+                "Softmax": lambda: layers.Softmax(), "Dense": lambda: layers.Dense(4),
+                "Dropout": lambda: layers.Dropout(0.5), "Identity": lambda: layers.Identity()}
+MASK_DROPPING = {"Flatten": lambda: layers.Flatten(), "Reshape": lambda: layers.Reshape((15,))}
+
+
+@pytest.mark.parametrize("name", sorted(MASK_PASSING) + sorted(MASK_DROPPING))
+def test_layers_pass_masks_on_as_keras(rng, name):
+    passes = name in MASK_PASSING
+    layer = (MASK_PASSING if passes else MASK_DROPPING)[name]()
+    x = rng.standard_normal((2, 5, 3))
+    mask = rng.random((2, 5)) < 0.5
+    layer(x)
+    assert bool(layer.supports_masking) is passes
+    got = layer.compute_mask(x, mask)
+    if passes:
+        np.testing.assert_array_equal(got, mask)
+    else:
+        assert got is None
+
+
+def _keras_masked_softmax(x, mask, axis):
+    """Keras' Softmax.call with a mask (keras/src/layers/activations/softmax.py): a non-boolean
+    mask is mask > 0.5; masked logits become -1e9; a multi-axis softmax is
+    exp(x - logsumexp(x, axis)); masked outputs are zeroed after."""
+    mask = np.asarray(mask)
+    mask = mask if mask.dtype == bool else mask > 0.5
+    z = np.where(mask, x, -1e9)
+    if isinstance(axis, (list, tuple)) and len(axis) > 1:
+        top = z.max(axis=tuple(axis), keepdims=True)
+        lse = top + np.log(np.exp(z - top).sum(axis=tuple(axis), keepdims=True))
+        out = np.exp(z - lse)
+    else:
+        out = _softmax(z, axis[0] if isinstance(axis, (list, tuple)) else axis)
+    return np.where(mask, out, 0.0)
+
+
+@pytest.mark.parametrize("shape,axis,mask_shape", [
+    ((4, 6), -1, (4, 6)), ((4, 6), -1, (1, 6)), ((4, 6), -1, (6,)), ((3, 4, 5), 1, (3, 4, 5)),
+    ((3, 4, 5), -1, (4, 1)), ((3, 4, 5), (1, 2), (3, 4, 5)), ((3, 4, 5), (2, 0), (4, 5)),
+    ((3, 4, 5), (1,), (3, 1, 5))], ids=str)
+def test_softmax_layer_with_a_mask_is_keras_formula_and_its_gradient(rng, shape, axis, mask_shape):
+    layer = layers.Softmax(axis=axis, dtype="float64")
+    x = rng.uniform(-3, 3, shape)
+    mask = rng.random(mask_shape) < 0.6
+    mask.flat[0] = False  # at least one masked position
+    mask.flat[-1] = True
+    y = layer(x, mask=mask)
+    want = _keras_masked_softmax(x, mask, axis)
+    np.testing.assert_allclose(y, want, rtol=1e-13, atol=1e-15)
+    assert np.all(y[~np.broadcast_to(mask, shape)] == 0)
+    # backward against central differences of L = sum(y * dy)
+    y, cache = layer.forward(x, training=True, mask=mask)
+    dy = rng.uniform(-1, 1, y.shape)
+    dx = layer.backward(cache, dy)
+    fd = _numeric_gradient(lambda: float(np.sum(layer.forward(x, training=True, mask=mask)[0] * dy)), x)
+    assert_gradient(dx, fd, "Softmax with a mask: dx")
+
+
+def test_softmax_layer_mask_examples_from_keras_tests():
+    """keras/src/layers/activations/softmax_test.py: a tuple axis with a float mask, and a fully
+    masked row that gives zeros (not a uniform distribution)."""
+    x = np.array([[1.0, 2.0, 1.0], [1.0, 2.0, 1.0]])
+    got = layers.Softmax(axis=(1, 0), dtype="float64")(x, mask=np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    np.testing.assert_allclose(got, [[0.21194154, 0.0, 0.21194154], [0.0, 0.57611686, 0.0]], rtol=1e-6)
+    x = np.array([[1.0, 2.0, 5.0, 1.0], [1.0, 1.0, 1.0, 1.0], [3.0, 1.0, 2.0, 4.0]], np.float32)
+    mask = np.array([[True, True, False, False], [False] * 4, [True] * 4])
+    got = layers.Softmax()(x, mask=mask)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [[0.268941, 0.731059, 0.0, 0.0], [0.0] * 4,
+                                     [0.236883, 0.032059, 0.087144, 0.643914]], rtol=1e-5, atol=1e-7)
+    # a float mask keeps what is > 0.5 (Keras), not what is nonzero
+    soft = np.array([[0.3, 0.7, 0.5, 1.0]])
+    np.testing.assert_allclose(layers.Softmax(dtype="float64")(x[:1].astype(np.float64), mask=soft),
+                               _keras_masked_softmax(x[:1].astype(np.float64), soft, -1), rtol=1e-14)
+
+
+def test_softmax_layer_refuses_masks_that_do_not_broadcast():
+    layer = layers.Softmax()
+    with pytest.raises(ValueError, match=r"'mask' must be broadcastable to the inputs and must not have more axes; "
+                                         r"got inputs of shape \(1, 3\) and a mask of shape \(1, 1, 3\)"):
+        layer(np.ones((1, 3)), mask=np.ones((1, 1, 3), bool))
+    with pytest.raises(ValueError, match=r"'mask' must be broadcastable .* got inputs of shape \(1, 3\) and a mask "
+                                         r"of shape \(2, 3\)"):
+        layer(np.ones((1, 3)), mask=np.ones((2, 3), bool))
+    with pytest.raises(TypeError, match="'mask' must be boolean or numeric, got dtype <U1"):
+        layer.forward(np.ones((1, 3)), mask=np.array(["a", "b", "c"]))
+
+
+def test_softmax_layer_takes_and_passes_on_the_mask_in_a_model(rng):
+    """Keras passes a layer's input mask to a call with a mask argument (here a Lambda's
+    full-shape mask), and Softmax passes it on (supports_masking); an explicit mask tensor
+    works too. An Embedding's (batch, T) mask does not broadcast to (batch, T, F) logits by
+    NumPy's rule, so Keras' check refuses it, and so does fastnn's."""
+    inputs = fastnn.Input((3, 4), dtype="float64")
+    marked = layers.Lambda(lambda t: t, mask=lambda t, m: t > -0.5, dtype="float64")(inputs)
+    softmax = layers.Softmax(dtype="float64")
+    model = fastnn.Model(inputs, softmax(marked))
+    x = rng.standard_normal((2, 3, 4))
+    np.testing.assert_allclose(model.predict(x, verbose=0), _keras_masked_softmax(x, x > -0.5, -1), rtol=1e-13,
+                               atol=1e-15)
+    np.testing.assert_array_equal(softmax.compute_mask(x, x > -0.5), x > -0.5)
+    x_in, m_in = fastnn.Input((3, 4), dtype="float64"), fastnn.Input((3, 4), dtype="float64")
+    explicit = fastnn.Model([x_in, m_in], layers.Softmax(axis=1, dtype="float64")(x_in, mask=m_in))
+    m = rng.random((2, 3, 4))
+    np.testing.assert_allclose(explicit.predict([x, m], verbose=0), _keras_masked_softmax(x, m, 1), rtol=1e-13,
+                               atol=1e-15)
+    ids = fastnn.Input((5,), dtype="int32")
+    padded = fastnn.Model(ids, layers.Softmax()(layers.Embedding(9, 4, mask_zero=True)(ids)))
+    with pytest.raises(ValueError, match=r"'mask' must be broadcastable .* got inputs of shape \(2, 5, 4\) and a "
+                                         r"mask of shape \(2, 5\)"):
+        padded.predict(np.array([[1, 2, 0, 0, 0], [3, 4, 5, 0, 0]]), verbose=0)
+
+
+def test_a_masked_softmax_output_fused_with_its_loss_trains_as_keras(rng):
+    """As a model's output with sparse cross-entropy, the softmax is fused with the loss on the
+    masked logits: loss and gradient equal Keras' (masked softmax, then cross-entropy) when the
+    labels are unmasked classes."""
+    x_in, m_in = fastnn.Input((4,), dtype="float64"), fastnn.Input((5,), dtype="float64")
+    dense = layers.Dense(5, dtype="float64")
+    model = fastnn.Model([x_in, m_in], layers.Softmax(dtype="float64")(dense(x_in), mask=m_in))
+    model.compile(fastnn.optimizers.SGD(1.0), "sparse_categorical_crossentropy")
+    x, m = rng.standard_normal((6, 4)), (rng.random((6, 5)) < 0.6).astype(np.float64)
+    m[:, 0] = 1.0
+    y = np.array([0 if not row[1:].any() else rng.choice(np.flatnonzero(row)) for row in m])
+    kernel, bias = dense.get_weights()
+
+    def reference_loss():
+        p = _keras_masked_softmax(x @ kernel + bias, m, -1)
+        return float(np.mean(-np.log(p[np.arange(len(y)), y])))
+
+    assert model.evaluate([x, m], y, batch_size=6, verbose=0) == pytest.approx(reference_loss(), rel=1e-12)
+    want = [kernel - _numeric_gradient(reference_loss, kernel), bias - _numeric_gradient(reference_loss, bias)]
+    model.train_on_batch([x, m], y)
+    for got, w in zip(dense.get_weights(), want):
+        np.testing.assert_allclose(got, w, rtol=1e-7, atol=1e-9)
+
+
 @pytest.mark.parametrize("shape,shared_axes,alpha_shape",
                          [((4, 5), None, (5,)), ((3, 2, 4), None, (2, 4)), ((3, 2, 4), [1], (1, 4)),
                           ((3, 2, 4), [2], (2, 1)), ((3, 2, 4), [1, 2], (1, 1)),

@@ -149,3 +149,77 @@ def test_configs_round_trip():
         config = layer.get_config()
         clone = type(layer).from_config(config)
         assert clone.get_config() == config
+
+
+def keras_concatenate_mask(inputs, masks, axis):
+    """Concatenate.compute_mask (keras/src/layers/merging/concatenate.py): a missing mask is all
+    True over its input; a mask with fewer axes gets a last axis broadcast to the input; the
+    masks are joined along `axis` and reduced with any() over the last axis."""
+    full = []
+    for x, m in zip(inputs, masks):
+        if m is None:
+            m = np.ones(x.shape, bool)
+        elif m.ndim < x.ndim:
+            m = np.logical_or(m[..., None], np.zeros(x.shape, bool))
+        full.append(m)
+    return np.any(np.concatenate(full, axis=axis), axis=-1)
+
+
+@pytest.mark.parametrize("cls", [layers.Add, layers.Subtract, layers.Multiply, layers.Average, layers.Maximum,
+                                 layers.Minimum])
+def test_elementwise_merge_masks_as_keras(rng, cls):
+    """base_merge.compute_mask: None without masks or when any input has none, else the OR; a
+    mask that is not a list, or not one per input, is a ValueError (Keras' checks)."""
+    x = rng.standard_normal((2, 4, 3))
+    m1, m2 = rng.random((2, 4)) < 0.5, rng.random((2, 4)) < 0.5
+    layer = cls()
+    assert layer.supports_masking
+    np.testing.assert_array_equal(layer.compute_mask([x, x], [m1, m2]), m1 | m2)
+    assert layer.compute_mask([x, x], [m1, None]) is None
+    assert layer.compute_mask([x, x], None) is None
+    with pytest.raises(ValueError, match=r"'mask' must be a list \(one mask or None per input\), got ndarray"):
+        layer.compute_mask([x, x], m1)
+    with pytest.raises(ValueError, match=r"'mask' must hold one entry per input \(2\), got 3"):
+        layer.compute_mask([x, x], [m1, m2, m1])
+    with pytest.raises(ValueError, match="'inputs' must be a list, got ndarray"):
+        layer.compute_mask(x, [m1, m2])
+
+
+@pytest.mark.parametrize("axis", [-1, 1, 2])
+def test_concatenate_mask_as_keras(rng, axis):
+    a, b = rng.standard_normal((2, 4, 3)), rng.standard_normal((2, 4, 3))
+    m1, m2 = rng.random((2, 4)) < 0.5, rng.random((2, 4)) < 0.5
+    layer = layers.Concatenate(axis=axis)
+    for masks in ([m1, m2], [m1, None], [None, m2], [rng.random((2, 4, 3)) < 0.5, m2]):
+        np.testing.assert_array_equal(layer.compute_mask([a, b], masks), keras_concatenate_mask([a, b], masks, axis))
+    assert layer.compute_mask([a, b], [None, None]) is None
+    with pytest.raises(ValueError, match="'mask' must hold one entry per input"):
+        layer.compute_mask([a, b], [m1])
+
+
+def test_dot_supports_masking_but_its_output_has_no_mask(rng):
+    x = rng.standard_normal((2, 4))
+    layer = layers.Dot(axes=1)
+    assert layer.supports_masking  # Keras: True, and compute_mask returns None
+    assert layer.compute_mask([x, x], [np.ones(2, bool), np.ones(2, bool)]) is None
+
+
+def test_merged_embedding_masks_reach_a_recurrent_layer(rng):
+    """Two padded sequences merged (Add: the OR; Concatenate along time: joined) feed an LSTM
+    that skips exactly the steps Keras' merged mask says."""
+    from rnn_reference import lstm_reference
+
+    a_in, b_in = fastnn.Input((4,), dtype="int32"), fastnn.Input((4,), dtype="int32")
+    emb_a = layers.Embedding(9, 3, mask_zero=True, dtype="float64")
+    emb_b = layers.Embedding(9, 3, mask_zero=True, dtype="float64")
+    ea, eb = emb_a(a_in), emb_b(b_in)
+    a = np.array([[1, 2, 0, 0], [3, 0, 5, 0]])
+    b = np.array([[0, 4, 6, 0], [0, 0, 0, 0]])
+    va, vb = emb_a.get_weights()[0][a], emb_b.get_weights()[0][b]
+    for merged, x, mask in ((layers.Add()([ea, eb]), va + vb, (a != 0) | (b != 0)),
+                            (layers.Concatenate(axis=1)([ea, eb]), np.concatenate([va, vb], 1),
+                             np.concatenate([a != 0, b != 0], 1))):
+        lstm = layers.LSTM(2, return_sequences=True, dtype="float64")
+        model = fastnn.Model([a_in, b_in], lstm(merged))
+        want = lstm_reference(x, lstm.kernel.numpy(), lstm.recurrent_kernel.numpy(), lstm.bias.numpy(), mask=mask)[0]
+        np.testing.assert_allclose(model.predict([a, b], verbose=0), want, rtol=1e-12, atol=1e-15)

@@ -22,7 +22,7 @@ def reference_for(layer, x, mask=None, initial=None):
     kernel, recurrent = layer.kernel.numpy(), layer.recurrent_kernel.numpy()
     bias = layer.bias.numpy() if layer.use_bias else None
     f = REFERENCES[type(layer).__name__]
-    kwargs = dict(mask=mask, go_backwards=layer.go_backwards)
+    kwargs = dict(mask=mask, go_backwards=layer.go_backwards, zero_output_for_mask=layer.zero_output_for_mask)
     if initial is not None:
         kwargs["h0"] = initial[0]
         if len(initial) == 2:
@@ -345,6 +345,305 @@ def test_bidirectional_states_in_and_out(rng, merge_mode, cls):
     for g, twice in zip(grads, layer.grads):
         np.testing.assert_allclose(twice, 2 * g, rtol=1e-13, atol=1e-15)
     assert layer.backward(cache, ds, need_input_grad=False) == [None] * (1 + 2 * n)
+
+
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("with_initial", [False, True])
+def test_zero_output_for_mask_is_keras(rng, cls, return_sequences, go_backwards, with_initial):
+    """Keras (backend.rnn): a masked step outputs where(is_masked, zeros, output_t) and carries
+    the states; the last output is outputs[-1], zeros when the last processed step is masked.
+    Unmasked steps and the final states are those of zero_output_for_mask=False."""
+    layer = cls(3, return_sequences=return_sequences, go_backwards=go_backwards, return_state=True,
+                zero_output_for_mask=True, dtype="float64")
+    assert layer.zero_output_for_mask is True and cls(3).zero_output_for_mask is False  # Keras' default
+    x = rng.standard_normal((4, 5, 2))
+    mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1], [0, 0, 0, 0, 0]], bool)
+    n = 2 if cls is layers.LSTM else 1
+    initial = [rng.standard_normal((4, 3)) for _ in range(n)] if with_initial else None
+    out, *states = layer(x, mask=mask, initial_state=initial)
+    want, *want_states = reference_for(layer, x, mask=mask, initial=initial)
+    np.testing.assert_allclose(out, want if return_sequences else want[:, -1], rtol=1e-12, atol=1e-15)
+    for got, w in zip(states, want_states):
+        np.testing.assert_allclose(got, w, rtol=1e-12, atol=1e-15)
+    processing = mask[:, ::-1] if go_backwards else mask
+    plain = cls.from_config({**layer.get_config(), "zero_output_for_mask": False})
+    plain(x[:1])
+    plain.set_weights(layer.get_weights())
+    before, *plain_states = plain(x, mask=mask, initial_state=initial)
+    if return_sequences:
+        np.testing.assert_array_equal(out[~processing], 0)
+        np.testing.assert_array_equal(out[processing], before[processing])  # unmasked steps unchanged
+    else:
+        np.testing.assert_array_equal(out[~processing[:, -1]], 0)
+        np.testing.assert_array_equal(out[processing[:, -1]], before[processing[:, -1]])
+    for a, b in zip(states, plain_states):
+        np.testing.assert_array_equal(a, b)
+    # gradients (dx, every weight, the initial states) against central differences
+    outs, cache = layer.forward(x, training=True, mask=mask, initial_state=initial)
+    ds = [rng.standard_normal(o.shape) for o in outs]
+    grads_in = layer.backward(cache, ds)
+    dx, d_initial = (grads_in[0], grads_in[1:]) if with_initial else (grads_in, [])
+    grads = [g.copy() for g in layer.grads]
+
+    def loss():
+        ys, _ = layer.forward(x, mask=mask, initial_state=initial)
+        return sum(float(np.sum(o * d)) for o, d in zip(ys, ds))
+
+    assert_gradient(dx, _numeric_gradient(loss, x), "dx")
+    for var, g in zip(layer.weights, grads):
+        assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+    for state, g in zip(initial or [], d_initial):
+        assert_gradient(g, _numeric_gradient(loss, state), "initial state")
+    assert cls.from_config(layer.get_config()).zero_output_for_mask is True
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_bidirectional_sets_zero_output_for_mask_as_keras(rng, return_sequences):
+    """Keras' Bidirectional forces zero_output_for_mask = return_sequences on both layers (a
+    given backward_layer too), so a masked step's merged output is zeros."""
+    layer = layers.Bidirectional(layers.GRU(3, return_sequences=return_sequences, dtype="float64"),
+                                 backward_layer=layers.GRU(3, return_sequences=return_sequences, go_backwards=True,
+                                                           zero_output_for_mask=not return_sequences,
+                                                           dtype="float64"))
+    assert layer.forward_layer.zero_output_for_mask is return_sequences
+    assert layer.backward_layer.zero_output_for_mask is return_sequences
+    x = rng.standard_normal((3, 5, 2))
+    mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 0, 1, 0, 1]], bool)
+    y = layer(x, mask=mask)
+    f_out = reference_for(layer.forward_layer, x, mask=mask)[0]
+    b_out = reference_for(layer.backward_layer, x, mask=mask)[0]
+    if return_sequences:
+        np.testing.assert_allclose(y, np.concatenate([f_out, b_out[:, ::-1]], -1), rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(y[~mask], 0)
+    else:  # the last outputs: each direction's last unmasked step's
+        np.testing.assert_allclose(y, np.concatenate([f_out[:, -1], b_out[:, -1]], -1), rtol=1e-12, atol=1e-15)
+        assert np.all(np.abs(y) > 0)
+    clone = roundtrip(layer, x)
+    assert clone.forward_layer.zero_output_for_mask is return_sequences
+
+
+def test_a_bidirectional_lstm_after_mask_zero_outputs_zeros_at_padded_steps(rng):
+    """Embedding(mask_zero=True) -> Bidirectional(LSTM(return_sequences=True)) -> Dense: the
+    Bidirectional output is zeros at padded steps (Keras), the rest is what each sequence gives
+    alone; the model trains and the padded targets do not matter."""
+    fastnn.utils.set_random_seed(4)
+    inputs = fastnn.Input((None,), dtype="int32")
+    hidden = layers.Bidirectional(layers.LSTM(4, return_sequences=True), name="bi")(
+        layers.Embedding(12, 3, mask_zero=True)(inputs))
+    outputs = layers.Dense(2, activation="softmax")(hidden)
+    model = fastnn.Model(inputs, outputs)
+    seqs = [[3, 4, 5], [7, 1, 9, 2, 8, 11], [6]]
+    x = pad_sequences(seqs, maxlen=6, padding="post")
+    padded = x == 0
+    bi = fastnn.Model(inputs, hidden)
+    h = bi.predict(x, verbose=0)
+    np.testing.assert_array_equal(h[padded], 0)
+    assert np.all(np.any(h[~padded] != 0, axis=-1))
+    for i, s in enumerate(seqs):  # the valid steps: as the unpadded sequence alone
+        alone = bi.predict(np.array([s]), verbose=0)[0]
+        np.testing.assert_allclose(h[i, :len(s)], alone, rtol=2e-6, atol=1e-7)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    y = rng.integers(0, 2, size=x.shape)
+    y2 = np.where(padded, 1 - y, y)
+    weights = model.get_weights()
+    first = model.train_on_batch(x, y)
+    after = model.get_weights()
+    model.set_weights(weights)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert model.train_on_batch(x, y2) == pytest.approx(first)
+    for a, b in zip(after, model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_recurrent_layer_given_a_mask_tensor_passes_its_gradient_back(rng):
+    """A mask given as a tensor argument in a model (a node with two input tensors) gives the
+    gradient to the sequence, not row by row (graph backward)."""
+    x_in, m_in = fastnn.Input((4, 2), dtype="float64"), fastnn.Input((4,), dtype="float64")
+    dense = layers.Dense(3, dtype="float64")
+    lstm = layers.LSTM(2, dtype="float64")
+    model = fastnn.Model([x_in, m_in], lstm(dense(x_in), mask=m_in))
+    model.compile(fastnn.optimizers.SGD(1.0), "mse")
+    x, m = rng.standard_normal((3, 4, 2)), np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 1, 1]], np.float64)
+    y = rng.standard_normal((3, 2))
+
+    def reference_loss():
+        z = x @ dense.kernel.value + dense.bias.value
+        return float(np.mean((reference_for(lstm, z, mask=m != 0)[0][:, -1] - y) ** 2))
+
+    kernel = dense.kernel.value.copy()
+    fd = _numeric_gradient(reference_loss, dense.kernel.value)
+    model.train_on_batch([x, m], y)
+    np.testing.assert_allclose(dense.kernel.value, kernel - fd, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
+def test_stateful_halves_equal_the_whole_and_reset_states_restores_zeros(rng, cls):
+    """Keras' stateful=True: each batch row's final states start that row in the next call, so a
+    sequence run in two halves is the sequence run whole; reset_state() (and Keras' alias
+    reset_states()) sets them to zeros; the states' gradients stay in their call."""
+    layer = cls(4, stateful=True, return_sequences=True, dtype="float64")
+    x = rng.standard_normal((3, 8, 2))
+    mask = rng.random((3, 8)) < 0.8
+    mask[:, 4] = True  # (a call's masked steps before its first unmasked one output zeros, as Keras)
+    first, second = layer(x[:, :4], mask=mask[:, :4]), layer(x[:, 4:], mask=mask[:, 4:])
+    whole, *states = reference_for(layer, x, mask=mask)
+    np.testing.assert_allclose(np.concatenate([first, second], 1), whole, rtol=1e-12, atol=1e-15)
+    for got, want in zip(layer.states, states):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert len(layer.states) == (2 if cls is layers.LSTM else 1)
+    for reset in (layer.reset_states, layer.reset_state):
+        reset()
+        for state in layer.states:
+            np.testing.assert_array_equal(state, np.zeros((3, 4)))
+        np.testing.assert_allclose(layer(x[:, :4], mask=mask[:, :4]), first, rtol=1e-15, atol=0)
+    # backward of a call that started from carried states: dx and the weights, no state gradients
+    carried = [np.array(s) for s in layer.states]
+    x2 = np.ascontiguousarray(x[:, 4:])
+    y, cache = layer.forward(x2, training=True)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(cache, dy)
+    grads = [g.copy() for g in layer.grads]
+
+    def loss():
+        layer.states = [np.array(s) for s in carried]
+        return float(np.sum(layer.forward(x2)[0] * dy))
+
+    assert_gradient(dx, _numeric_gradient(loss, x2), "dx")
+    for var, g in zip(layer.weights, grads):
+        assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+    assert not any("state" in w.name for w in layer.weights)  # the states are not weights (Keras)
+    assert cls.from_config(layer.get_config()).stateful is True
+
+
+def test_stateful_needs_a_fixed_batch_size():
+    x = np.zeros((3, 4, 2))
+    layer = layers.LSTM(2, stateful=True)
+    layer(x)
+    with pytest.raises(ValueError, match=r"stateful=True keeps states for a batch size of 3; got inputs of shape "
+                                         r"\(2, 4, 2\)"):
+        layer(x[:2])
+    inputs = fastnn.Input((4, 2))
+    with pytest.raises(ValueError, match=r"stateful=True needs a fixed batch size \(give Input\(batch_size=...\), or "
+                                         r"batch_size=... to the layer\); got input shape \(None, 4, 2\)"):
+        layers.GRU(3, stateful=True)(inputs)
+    fixed = layers.GRU(3, stateful=True)
+    fixed(fastnn.Input((4, 2), batch_size=5))
+    assert fixed._expected_batch_size == 5
+    own = layers.SimpleRNN(3, stateful=True, batch_size=6)
+    own(inputs)
+    assert own._expected_batch_size == 6
+    with pytest.raises(AttributeError, match=r"reset_state\(\) needs a stateful layer"):
+        layers.Bidirectional(layers.LSTM(2)).reset_state()
+    with pytest.raises(ValueError, match="'backward_layer' must have the stateful of 'layer'"):
+        layers.Bidirectional(layers.LSTM(2, stateful=True), backward_layer=layers.LSTM(2, go_backwards=True))
+
+
+def test_stateful_fit_with_shuffle_false_carries_the_states_across_batches(rng):
+    """fit(shuffle=False) runs the batches in order and carries each row's states from batch to
+    batch: the same weights and states as train_on_batch on each batch in turn; with a zero
+    learning rate the states are the NumPy reference run batch after batch."""
+    def make():
+        fastnn.utils.set_random_seed(7)
+        inputs = fastnn.Input((5, 2), batch_size=2, dtype="float64")
+        lstm = layers.LSTM(3, stateful=True, dtype="float64")
+        model = fastnn.Model(inputs, layers.Dense(1, dtype="float64")(lstm(inputs)))
+        return model, lstm
+
+    x, y = rng.standard_normal((6, 5, 2)), rng.standard_normal((6, 1))
+    fitted, lstm = make()
+    fitted.compile(fastnn.optimizers.SGD(0.1), "mse")
+    fitted.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    by_hand, lstm2 = make()
+    by_hand.compile(fastnn.optimizers.SGD(0.1), "mse")
+    for start in range(0, 6, 2):
+        by_hand.train_on_batch(x[start:start + 2], y[start:start + 2])
+    for a, b in zip(fitted.get_weights(), by_hand.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    for a, b in zip(lstm.states, lstm2.states):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    frozen, lstm = make()
+    frozen.compile(fastnn.optimizers.SGD(0.0), "mse")
+    frozen.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    h = c = np.zeros((2, 3))
+    for start in range(0, 6, 2):
+        _, h, c = reference_for(lstm, x[start:start + 2], initial=[h, c])
+    np.testing.assert_allclose(lstm.states[0], h, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(lstm.states[1], c, rtol=1e-12, atol=1e-15)
+    lstm.reset_states()
+    np.testing.assert_array_equal(lstm.states[0], 0)
+
+
+def test_a_stateful_bidirectional_carries_both_directions(rng):
+    layer = layers.Bidirectional(layers.GRU(3, stateful=True, dtype="float64"))
+    x = rng.standard_normal((2, 4, 2))
+    first = layer(x)
+    assert layer.stateful and len(layer.states) == 2
+    fwd, *f_states = reference_for(layer.forward_layer, x)
+    bwd, *b_states = reference_for(layer.backward_layer, x)
+    np.testing.assert_allclose(layer.states[0], f_states[0], rtol=1e-12)
+    np.testing.assert_allclose(layer.states[1], b_states[0], rtol=1e-12)
+    second = layer(x)
+    want = np.concatenate([reference_for(layer.forward_layer, x, initial=f_states)[0][:, -1],
+                           reference_for(layer.backward_layer, x, initial=b_states)[0][:, -1]], -1)
+    np.testing.assert_allclose(second, want, rtol=1e-12, atol=1e-15)
+    layer.reset_states()
+    np.testing.assert_allclose(layer(x), first, rtol=1e-15, atol=0)
+
+
+def test_time_distributed_checks_the_mask_and_hands_each_step_its_slice(rng):
+    """Keras' TimeDistributed: the mask must start with the input's (batch, timesteps); it is the
+    output's mask; an inner layer with a mask argument gets mask[:, t] at step t."""
+    x = rng.standard_normal((2, 3, 4, 2))  # (batch, timesteps, inner steps, features)
+    mask = rng.random((2, 3, 4)) < 0.6
+    layer = layers.TimeDistributed(layers.LSTM(3, return_sequences=True, dtype="float64"))
+    y = layer(x, mask=mask)
+    for t in range(3):
+        want = reference_for(layer.layer, x[:, t], mask=mask[:, t])[0]
+        np.testing.assert_allclose(y[:, t], want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(layer.compute_mask(x, mask), mask)
+    # backward with the mask against central differences
+    y, cache = layer.forward(x, training=True, mask=mask)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(cache, dy)
+    grads = [g.copy() for g in layer.grads]
+
+    def loss():
+        return float(np.sum(layer.forward(x, mask=mask)[0] * dy))
+
+    assert_gradient(dx, _numeric_gradient(loss, x), "dx")
+    for var, g in zip(layer.weights, grads):
+        assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
+    dense = layers.TimeDistributed(layers.Dense(2, dtype="float64"))  # no mask argument: the mask only passes on
+    np.testing.assert_array_equal(dense(x[..., 0], mask=mask[..., 0]), dense(x[..., 0]))
+    with pytest.raises(ValueError, match=r"'mask' must have at least 2 axes \(batch, timesteps\), got shape \(2,\)"):
+        layer(x, mask=mask[:, 0, 0])
+    with pytest.raises(ValueError, match=r"'mask' must start with the input's \(batch, timesteps\) = \(2, 3\), got "
+                                         r"shape \(2, 4\)"):
+        dense(x[..., 0], mask=mask[:, 0])
+
+
+def test_the_layers_keras_makes_mask_aware_carry_an_embedding_mask_to_a_recurrent_layer(rng, float64):
+    """Embedding(mask_zero=True) -> ReLU -> PReLU -> Dense -> Dropout -> ELU -> LeakyReLU ->
+    Activation -> Identity -> TimeDistributed(Dense) -> GRU: the padding is skipped (each
+    sample's output is that of its unpadded sequence alone). A Reshape drops the mask (Keras)."""
+    fastnn.utils.set_random_seed(5)
+    stack = [layers.Embedding(10, 3, mask_zero=True), layers.ReLU(), layers.PReLU(shared_axes=[1]),
+             layers.Dense(4), layers.Dropout(0.3), layers.ELU(), layers.LeakyReLU(), layers.Activation("tanh"),
+             layers.Identity(), layers.TimeDistributed(layers.Dense(3)), layers.GRU(2)]
+    model = fastnn.Sequential([layers.Input((None,), dtype="int32")] + stack)
+    seqs = [[3, 4, 5], [7, 1, 9, 2, 8], [6]]
+    got = model.predict(pad_sequences(seqs, maxlen=6, padding="post"), verbose=0)
+    for i, seq in enumerate(seqs):
+        np.testing.assert_allclose(got[i], model.predict(np.array([seq]), verbose=0)[0], rtol=1e-12, atol=1e-15)
+    gru = layers.GRU(2)
+    dropped = fastnn.Sequential([layers.Input((6,), dtype="int32"), layers.Embedding(10, 3, mask_zero=True),
+                                 layers.Reshape((6, 3)), gru])
+    x = pad_sequences(seqs, maxlen=6, padding="post")
+    emb = dropped.layers[0].get_weights()[0]
+    want = reference_for(gru, emb[x])[0][:, -1]  # every step, padding included
+    np.testing.assert_allclose(dropped.predict(x, verbose=0), want, rtol=1e-12, atol=1e-15)
 
 
 def test_time_distributed_dense(rng):

@@ -507,6 +507,8 @@ class Graph:
                     if g is not None:
                         grads[s] = g if grads[s] is None else grads[s] + g
             elif dx is not None:
+                if not isinstance(dx, (list, tuple)):  # one gradient: the first input's (the rest are masks)
+                    dx = (dx,)
                 for s, g in zip(in_slots, dx):
                     if g is not None and requires[s]:
                         grads[s] = g if grads[s] is None else grads[s] + g

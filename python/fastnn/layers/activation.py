@@ -17,6 +17,7 @@ class ReLU(Layer):
         threshold: float >= 0, default 0.
     """
 
+    supports_masking = True  # passes its input's mask on (Keras)
     _shape_preserving = True
 
     def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
@@ -82,18 +83,38 @@ class ELU(Activation):
         return cfg
 
 
+# Keras' value for masked logits (keras/src/layers/activations/softmax.py: -1e9 below float16).
+_MASKED_LOGIT = -1e9
+
+
 class Softmax(_OutputActivation, Layer):
-    """Softmax over `axis` (default the last).
+    """Softmax over `axis` (default the last), optionally masked.
 
     Args:
         axis: int, or a list/tuple of distinct ints (one softmax over those axes together, as
             Keras), default -1.
         **kwargs: name, dtype, input_shape.
 
+    Call arguments:
+        inputs: the logits.
+        mask: optional mask broadcastable to `inputs` (NumPy's rule: no more axes than the
+            inputs, each of its sizes 1 or the input's), True (or > 0.5 when not boolean) to
+            keep. As Keras: masked logits become -1e9 before the softmax and masked outputs 0
+            after it (so a slice masked entirely gives zeros). In a model the input's mask
+            (e.g. an Embedding's with mask_zero=True) is passed on and used, as Keras does.
+
     As a model's output with a cross-entropy loss (last axis), the model fuses the softmax
-    with the loss: ``forward(x, training, logits=True)`` returns the logits.
+    with the loss: ``forward(x, training, logits=True)`` returns the logits (the masked ones
+    under a mask, so only a slice masked entirely differs from Keras: uniform, not zeros).
+
+    Example:
+        >>> layer = fastnn.layers.Softmax()
+        >>> layer(np.array([[1.0, 2.0, 1.0]]), mask=np.array([[True, True, False]]))  # [[0.269, 0.731, 0]]
     """
 
+    supports_masking = True
+    _consumes_mask = True
+    _keeps_mask_dtype = True  # a float mask is read with Keras' > 0.5, not cast to bool
     _shape_preserving = True
 
     def __init__(self, axis=-1, **kwargs):
@@ -135,17 +156,45 @@ class Softmax(_OutputActivation, Layer):
         out = fn(*flat).reshape(shape)
         return np.ascontiguousarray(np.transpose(out, np.argsort(order)))
 
-    def forward(self, x, training=False, logits=False):
-        y = None if logits else self._apply(lambda a: activations.softmax(a, -1), np.asarray(x))
-        return (x if logits else y), ((y,) if training else None)
+    def _mask(self, mask, x):
+        """The boolean mask broadcast to x's shape (Keras' checks and > 0.5 rule)."""
+        mask = np.asarray(mask)
+        if mask.ndim > x.ndim:
+            raise ValueError(f"Softmax '{self.name}': 'mask' must be broadcastable to the inputs and must not have "
+                             f"more axes; got inputs of shape {x.shape} and a mask of shape {mask.shape}")
+        if any(m != 1 and m != i for m, i in zip(mask.shape[::-1], x.shape[::-1])):
+            raise ValueError(f"Softmax '{self.name}': 'mask' must be broadcastable to the inputs (each of its sizes "
+                             f"1 or the input's); got inputs of shape {x.shape} and a mask of shape {mask.shape}")
+        if mask.dtype != bool:
+            if mask.dtype.kind not in "biuf":
+                raise TypeError(f"Softmax '{self.name}': 'mask' must be boolean or numeric, got dtype {mask.dtype}")
+            mask = mask > 0.5
+        return np.broadcast_to(mask, x.shape)
+
+    def forward(self, x, training=False, mask=None, logits=False):
+        x = np.asarray(x)
+        if mask is None:
+            y = None if logits else self._apply(lambda a: activations.softmax(a, -1), x)
+            return (x if logits else y), ((y, None) if training else None)
+        mask = self._mask(mask, x)
+        masked = np.where(mask, x, np.asarray(_MASKED_LOGIT, x.dtype))
+        if logits:
+            return masked, ((None, mask) if training else None)
+        s = self._apply(lambda a: activations.softmax(a, -1), masked)
+        # Zeroed after: a slice masked entirely would otherwise be uniform (Keras zeroes it).
+        y = np.where(mask, s, np.zeros((), x.dtype))
+        return y, ((s, mask) if training else None)
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
-        (y,) = cache
-        if y is None:  # the logits were the output
-            return dy
-        dy = np.ascontiguousarray(dy, dtype=y.dtype)
-        return self._apply(lambda d, yy: ops.activation_backward(np.ascontiguousarray(d), "softmax",
-                                                                np.ascontiguousarray(yy)), dy, y)
+        s, mask = cache
+        if s is None:  # the (masked) logits were the output
+            return dy if mask is None else np.where(mask, dy, np.zeros((), np.asarray(dy).dtype))
+        dy = np.ascontiguousarray(dy, dtype=s.dtype)
+        if mask is not None:  # masked outputs are constants (0) and masked logits too
+            dy = np.where(mask, dy, np.zeros((), s.dtype))
+        dx = self._apply(lambda d, yy: ops.activation_backward(np.ascontiguousarray(d), "softmax",
+                                                              np.ascontiguousarray(yy)), dy, s)
+        return dx if mask is None else np.where(mask, dx, np.zeros((), s.dtype))
 
     def output_activation(self):
         return "softmax" if self.axis in (-1,) else None
@@ -171,6 +220,7 @@ class PReLU(Layer):
         >>> layer = fastnn.layers.PReLU(shared_axes=[1, 2])  # one slope per channel of an image
     """
 
+    supports_masking = True  # passes its input's mask on (Keras)
     _shape_preserving = True
 
     def __init__(self, alpha_initializer="zeros", alpha_regularizer=None, alpha_constraint=None, shared_axes=None,

@@ -177,6 +177,7 @@ class Layer(Operation):
     _size_arguments = ()
     _shape_preserving = False  # output shape == input shape (elementwise layers)
     _flexible_input_shape = False  # once built, other input shapes go to compute_output_shape to judge
+    _keeps_mask_dtype = False  # a mask given to __call__ reaches forward as given (else cast to bool)
 
     def __init__(self, name=None, dtype=None, trainable=True, input_shape=None, input_dim=None,
                  batch_size=None, activity_regularizer=None, **kwargs):
@@ -538,7 +539,7 @@ class Layer(Operation):
         rest = [_as_inputs(a, np.dtype(self.input_dtype), self.name) for a in args[1:]]
         self.ensure_built(_shapes_of(first))
         if mask is not None and self._consumes_mask:
-            kwargs["mask"] = np.asarray(mask, bool)
+            kwargs["mask"] = mask if self._keeps_mask_dtype else np.asarray(mask, bool)
         outputs, _ = self.forward(first, *rest, training=training, **kwargs)
         if _TRACING[0] and self.trainable_weights:
             return self._constant_node(first, rest, kwargs, outputs)

@@ -8,7 +8,8 @@ expression each over the whole batch (these layers do no products), and the back
 broadcast input's gradient back to its shape.
 
 Masks: the elementwise layers pass on the OR of their inputs' masks when every input has one
-(Keras' rule); Concatenate concatenates them.
+(Keras' rule); Concatenate concatenates them (an input without one counts as unmasked) and
+reduces over the last axis; Dot's output has none.
 """
 
 import numpy as np
@@ -16,6 +17,17 @@ import numpy as np
 from .. import ops
 from ..autodiff import unbroadcast
 from .base import Layer
+
+
+def _mask_list(layer, inputs, mask):
+    """Keras' checks of a merging layer's masks: a list, as long as the list of inputs."""
+    who = f"{type(layer).__name__} '{layer.name}'"
+    if not isinstance(mask, (list, tuple)):
+        raise ValueError(f"{who}: 'mask' must be a list (one mask or None per input), got {type(mask).__name__}")
+    if not isinstance(inputs, (list, tuple)):
+        raise ValueError(f"{who}: 'inputs' must be a list, got {type(inputs).__name__}")
+    if len(mask) != len(inputs):
+        raise ValueError(f"{who}: 'mask' must hold one entry per input ({len(inputs)}), got {len(mask)}")
 
 
 def _batch_size(shapes, who):
@@ -78,7 +90,10 @@ class _Merge(Layer):
                 for g, x, shape in zip(grads, aligned, shapes)]
 
     def compute_mask(self, inputs, mask=None):
-        if mask is None or not isinstance(mask, (list, tuple)) or any(m is None for m in mask):
+        if mask is None:
+            return None
+        _mask_list(self, inputs, mask)
+        if any(m is None for m in mask):
             return None
         out = np.asarray(mask[0], bool)
         for m in mask[1:]:
@@ -232,7 +247,10 @@ class Concatenate(Layer):
         return [np.ascontiguousarray(part) for part in np.split(dy, bounds, axis=self.axis)]
 
     def compute_mask(self, inputs, mask=None):
-        if mask is None or not isinstance(mask, (list, tuple)) or all(m is None for m in mask):
+        if mask is None:
+            return None
+        _mask_list(self, inputs, mask)
+        if all(m is None for m in mask):
             return None
         masks = []
         for x, m in zip(inputs, mask):
@@ -267,6 +285,8 @@ class Dot(Layer):
     Example:
         >>> similarity = fastnn.layers.Dot(axes=1, normalize=True)([a, b])   # (batch, 1)
     """
+
+    supports_masking = True  # as Keras, though the output's mask is None (compute_mask)
 
     def __init__(self, axes, normalize=False, **kwargs):
         super().__init__(**kwargs)

@@ -64,11 +64,22 @@ class RNN(Layer, metaclass=abc.ABCMeta):
             [output, h, c]); the layer's call then has several outputs.
         go_backwards: bool, default False: process the sequence last step first (with
             return_sequences the outputs come in that order, as in Keras).
+        stateful: bool, default False: the final states of each batch row are the initial
+            states of that row in the next call (Keras), until ``reset_state()`` (alias
+            ``reset_states()``) sets them to zeros. Needs a fixed batch size: an
+            ``Input(batch_size=...)``, the layer's ``batch_size=...``, or a call on an array;
+            every later call must have that batch size. Fit with ``shuffle=False``. Gradients
+            do not flow into earlier batches (truncated backpropagation through time).
         unroll: accepted for compatibility; the C++ loop is the same either way.
+        zero_output_for_mask: bool, default False: masked steps output zeros rather than the
+            previous step's output (the states carry over either way). Keras' semantics: the
+            last output (return_sequences=False) is then zeros too when the last step is
+            masked. Bidirectional sets it to return_sequences on both of its layers.
         **kwargs: name, dtype, trainable, input_shape.
 
     Masks: after ``Embedding(mask_zero=True)`` (or given as ``layer(x, mask=...)``) masked
-    steps leave the states unchanged and output the previous step's output, as Keras does.
+    steps leave the states unchanged and output the previous step's output (or zeros, see
+    zero_output_for_mask), as Keras does.
 
     Initial states: ``layer(x, initial_state=[h0(, c0)])`` takes arrays, or in a functional
     model symbolic tensors (an encoder's final states starting a decoder, as in Keras); the
@@ -94,13 +105,11 @@ class RNN(Layer, metaclass=abc.ABCMeta):
                  kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, recurrent_constraint=None, bias_constraint=None, dropout=0.0,
                  recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False, go_backwards=False,
-                 stateful=False, unroll=False, **kwargs):
+                 stateful=False, unroll=False, zero_output_for_mask=False, **kwargs):
         super().__init__(**kwargs)
         who = type(self).__name__
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise ValueError(f"{who}: 'units' must be a positive int, got {units!r}")
-        if stateful:
-            raise ValueError(f"{who}: stateful=True is not supported (pass initial_state instead)")
         self.kernel_constraint = _validation.constraint(kernel_constraint, "kernel_constraint", who)
         self.recurrent_constraint = _validation.constraint(recurrent_constraint, "recurrent_constraint", who)
         self.bias_constraint = _validation.constraint(bias_constraint, "bias_constraint", who)
@@ -122,6 +131,10 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
         self.unroll = bool(unroll)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.stateful = bool(stateful)
+        self.states = None  # stateful: the states carried to the next call, [h(, c)] each (batch, units)
+        self._expected_batch_size = None
         self.kernel = self.recurrent_kernel = self.bias = None
 
     # ---- the kernels (fastnn.ops faces), per subclass ---------------------------------------
@@ -156,6 +169,29 @@ class RNN(Layer, metaclass=abc.ABCMeta):
                                         regularizer=self.bias_regularizer, constraint=self.bias_constraint,
                                         name="bias")
 
+    def ensure_built(self, input_shape, dtypes=None):
+        # A stateful layer keeps states per batch row: it needs the batch size, which the
+        # shapes lose from here on (build sees the batch axis as unknown).
+        if self.stateful and not self.built:
+            batch = input_shape[0] if isinstance(input_shape, tuple) and input_shape else None
+            batch = batch if batch is not None else self._batch_size
+            if batch is None:
+                raise ValueError(f"{type(self).__name__} '{self.name}': stateful=True needs a fixed batch size (give "
+                                 "Input(batch_size=...), or batch_size=... to the layer); got input shape "
+                                 f"{input_shape}")
+            self._expected_batch_size = int(batch)
+        return super().ensure_built(input_shape, dtypes)
+
+    def reset_state(self):
+        """Sets the carried states of a stateful layer to zeros (Keras' ``reset_state``)."""
+        if self.stateful and self._expected_batch_size is not None:
+            shape = (self._expected_batch_size, self.units)
+            self.states = [np.zeros(shape, self._dtype) for _ in range(self._n_states)]
+
+    def reset_states(self):
+        """Keras' compatibility alias of ``reset_state()``."""
+        self.reset_state()
+
     def compute_output_shape(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
         if len(input_shape) != 3:
@@ -183,10 +219,19 @@ class RNN(Layer, metaclass=abc.ABCMeta):
             raise ValueError(f"{type(self).__name__} '{self.name}': expects 3-D input (batch, timesteps, "
                              f"features), got shape {x.shape}")
         batch, steps = x.shape[:2]
+        has_initial = initial_state is not None  # given to the call: the backward returns their gradients
         if initial_state is not None:  # the layer's dtype (Keras casts too)
             if isinstance(initial_state, np.ndarray) or not isinstance(initial_state, (list, tuple)):
                 initial_state = [initial_state]
             initial_state = [np.ascontiguousarray(s, self._dtype) for s in initial_state]
+        if self.stateful:
+            if batch != self._expected_batch_size:
+                raise ValueError(f"{type(self).__name__} '{self.name}': stateful=True keeps states for a batch size of "
+                                 f"{self._expected_batch_size}; got inputs of shape {x.shape}")
+            if self.states is None:
+                self.reset_state()
+            if initial_state is None:
+                initial_state = self.states
         input_mask = None
         if training and self.dropout > 0:
             input_mask = self._dropout_mask(self.dropout, (batch, x.shape[2]))
@@ -200,20 +245,28 @@ class RNN(Layer, metaclass=abc.ABCMeta):
                                                 initial_state=initial_state, mask=mask, go_backwards=self.go_backwards,
                                                 activation=self.activation, recurrent_dropout_mask=scale,
                                                 return_cache=True, **kwargs)
+        kept = None  # (batch, timesteps, 1) in processing order: the steps whose output is not zeroed
+        if mask is not None and self.zero_output_for_mask:
+            kept = (np.asarray(mask) != 0)[:, ::-1] if self.go_backwards else np.asarray(mask) != 0
+            kept = kept[..., None]
+            outputs = np.where(kept, outputs, outputs.dtype.type(0))
         if self.return_sequences:
             out = outputs
         else:  # the last output (with a mask: the last unmasked step's; no steps: the state)
             out = np.ascontiguousarray(outputs[:, -1]) if steps else finals[0]
         y = [out] + finals if self.return_state else out
+        if self.stateful:  # copies: the kernel's tape is the cache's
+            self.states = [np.array(f, self._dtype) for f in finals]
         if not (training or keep_cache):
             return y, None
         # With a mask and initial states, an output before a sample's first step is zeros, not
         # the state (see ops.rnn): then the last output is not the final state.
-        last_is_state = mask is None or initial_state is None or steps == 0
-        return y, (rnn_cache, input_mask, initial_state is not None, last_is_state, batch, steps)
+        # Nor is it under zero_output_for_mask (a masked last step outputs zeros).
+        last_is_state = steps == 0 or ((mask is None or initial_state is None) and kept is None)
+        return y, (rnn_cache, input_mask, has_initial, last_is_state, batch, steps, kept)
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
-        rnn_cache, input_mask, has_initial, last_is_state, batch, steps = cache
+        rnn_cache, input_mask, has_initial, last_is_state, batch, steps, kept = cache
         n = self._n_states
         needs = list(need_input_grad) if isinstance(need_input_grad, (list, tuple)) else [need_input_grad] * (1 + n)
         d_states = [None] * n
@@ -229,6 +282,8 @@ class RNN(Layer, metaclass=abc.ABCMeta):
             else:
                 d_outputs = np.zeros((batch, steps, self.units), dy.dtype)
                 d_outputs[:, -1] = dy
+            if kept is not None and d_outputs is not None:  # a zeroed output is a constant
+                d_outputs = np.where(kept, d_outputs, d_outputs.dtype.type(0))
         state_grads = {"d_h": d_h, "d_c": d_states[1]} if n == 2 else {"d_h": d_h}
         grads = self._run_backward(rnn_cache, d_outputs, need_dx=bool(needs[0]), dkernel=trainable_grad(self.kernel),
                                    drecurrent_kernel=trainable_grad(self.recurrent_kernel), dbias=trainable_grad(self.bias),
@@ -255,7 +310,8 @@ class RNN(Layer, metaclass=abc.ABCMeta):
                    bias_constraint=constraints.serialize(self.bias_constraint),
                    dropout=self.dropout, recurrent_dropout=self.recurrent_dropout, seed=self.seed,
                    return_sequences=self.return_sequences, return_state=self.return_state,
-                   go_backwards=self.go_backwards, unroll=self.unroll)
+                   go_backwards=self.go_backwards, stateful=self.stateful, unroll=self.unroll,
+                   zero_output_for_mask=self.zero_output_for_mask)
         if self._has_recurrent_activation:
             cfg["recurrent_activation"] = self.recurrent_activation
         return cfg

@@ -53,7 +53,9 @@ class Bidirectional(_Wrapper):
 
     The backward copy has the same configuration with ``go_backwards`` flipped (and its own
     weights). With return_sequences its outputs are put back in input order before the
-    merge, so step t of the result sees the whole sequence, as in Keras.
+    merge, so step t of the result sees the whole sequence, as in Keras. As Keras, it sets
+    ``zero_output_for_mask`` to return_sequences on both layers: under a mask, the merged
+    output of a masked step is built from zeros (not from each direction's previous output).
 
     Args:
         layer: an LSTM, GRU or SimpleRNN instance (not yet built).
@@ -94,14 +96,47 @@ class Bidirectional(_Wrapper):
         elif not isinstance(backward_layer, RNN) or backward_layer.go_backwards == layer.go_backwards:
             raise ValueError("Bidirectional: 'backward_layer' must be a recurrent layer with the opposite "
                              "go_backwards of 'layer'")
+        if backward_layer.stateful != layer.stateful:  # (Keras' check of the common attributes)
+            raise ValueError(f"Bidirectional: 'backward_layer' must have the stateful of 'layer' ({layer.stateful}), "
+                             f"got {backward_layer.stateful}")
         if layer._declared_input_shape is not None and self._declared_input_shape is None:
             self._declared_input_shape = layer._declared_input_shape
         self.forward_layer = layer  # tracked sublayers: their weights are this layer's, forward's first
         self.backward_layer = backward_layer
+        for inner in (layer, backward_layer):  # Keras' force_zero_output_for_mask
+            inner.zero_output_for_mask = inner.return_sequences
         self.merge_mode = merge_mode
         self.return_sequences = layer.return_sequences
         self.return_state = layer.return_state
+        self.stateful = layer.stateful
         self._initial_weights = weights
+
+    def ensure_built(self, input_shape, dtypes=None):
+        if self.stateful and not self.built and isinstance(input_shape, tuple) and input_shape:
+            # stateful layers need the batch size, which build's shapes lose: build them first
+            batch = input_shape[0] if input_shape[0] is not None else self._batch_size
+            for inner in (self.forward_layer, self.backward_layer):
+                inner.ensure_built((batch,) + tuple(input_shape[1:]))
+        return super().ensure_built(input_shape, dtypes)
+
+    def reset_state(self):
+        """Sets both layers' carried states to zeros (Keras: an AttributeError unless stateful)."""
+        if not self.stateful:
+            raise AttributeError(f"Bidirectional '{self.name}': reset_state() needs a stateful layer "
+                                 "(stateful=True), got stateful=False")
+        self.forward_layer.reset_state()
+        self.backward_layer.reset_state()
+
+    def reset_states(self):
+        """Keras' compatibility alias of ``reset_state()``."""
+        self.reset_state()
+
+    @property
+    def states(self):
+        """The forward layer's carried states then the backward layer's (None until both have some)."""
+        if self.forward_layer.states and self.backward_layer.states:
+            return tuple(self.forward_layer.states + self.backward_layer.states)
+        return None
 
     def build(self, input_shape):
         self.forward_layer.ensure_built(input_shape)
@@ -213,11 +248,16 @@ class TimeDistributed(_Wrapper):
         layer: a Layer instance (not yet built).
         **kwargs: name, trainable, input_shape.
 
+    Masks (Keras): a mask (batch, timesteps, ...) must match the input's first two axes; it
+    is passed on as the output's mask, and each step's slice goes to an inner layer that
+    uses masks (folded into the batch like the inputs).
+
     Example:
         >>> fastnn.layers.TimeDistributed(fastnn.layers.Dense(10))
     """
 
     supports_masking = True
+    _consumes_mask = True  # to check it and hand each step's slice to the inner layer
 
     def __init__(self, layer, **kwargs):
         if not isinstance(layer, Layer):
@@ -242,12 +282,29 @@ class TimeDistributed(_Wrapper):
     def _training_dependent(self):
         return self.layer._training_dependent
 
-    def forward(self, x, training=False, keep_cache=False):
+    def _steps_mask(self, mask, x):
+        """Keras' checks of the mask, then the mask folded like the inputs (None when the inner
+        layer does not use masks)."""
+        mask = np.asarray(mask)
+        if mask.ndim < 2:
+            raise ValueError(f"TimeDistributed '{self.name}': 'mask' must have at least 2 axes (batch, timesteps), "
+                             f"got shape {mask.shape}")
+        if mask.shape[:2] != x.shape[:2]:
+            raise ValueError(f"TimeDistributed '{self.name}': 'mask' must start with the input's (batch, timesteps) "
+                             f"= {x.shape[:2]}, got shape {mask.shape}")
+        if not self.layer._consumes_mask:
+            return None
+        return np.ascontiguousarray(mask.reshape((-1,) + mask.shape[2:]))  # as given: the inner layer reads it
+
+    def forward(self, x, training=False, mask=None, keep_cache=False):
         batch, steps = x.shape[:2]
         steps_as_batch = np.ascontiguousarray(x.reshape((batch * steps,) + x.shape[2:]))
         if keep_cache and not training and not self.layer._training_dependent:
             training = True  # the same outputs either way: ask for the cache
         kwargs = {"keep_cache": True} if keep_cache and not training else {}
+        inner_mask = None if mask is None else self._steps_mask(mask, x)
+        if inner_mask is not None:
+            kwargs["mask"] = inner_mask
         y, inner = self.layer.forward(steps_as_batch, training, **kwargs)
         keep = training or keep_cache
         return y.reshape((batch, steps) + y.shape[1:]), ((batch, steps, inner) if keep else None)
