@@ -171,3 +171,23 @@ def test_affine_transform_backward_names_an_input_size_too_large():
     with pytest.raises(ValueError, match=r"^image_affine_transform_backward: the result would have shape "
                                          r"\(5, 1099511627776, 1099511627776, 1\)"):  # was NumPy's "array is too big"
         image.affine_transform_backward(np.zeros((5, 4, 2, 1)), np.zeros(8, np.float32), (2**40, 2**40))
+
+
+def test_amsgrad_maximum_keeps_a_nan_second_moment():
+    """v_max = maximum(v_max, v) as Keras' ops.maximum: a NaN v stays NaN (std::max dropped it, and the
+    step used the stale finite v_max)."""
+    w, g, m = np.zeros(1), np.zeros(1), np.zeros(1)
+    v, v_max = np.array([np.nan]), np.zeros(1)
+    ops.adam_update(w, g, m=m, v=v, v_max=v_max, learning_rate=0.0, beta_1=0.0, beta_2=0.0, epsilon=1e-3, step=1)
+    assert np.isnan(v_max[0]) and np.isnan(w[0])  # 0·(m / (sqrt(NaN) + eps)) is NaN, as in NumPy
+
+
+def test_binary_crossentropy_from_logits_is_tensorflows_stable_form():
+    """max(x, 0) - x·t + log(1 + e^-|x|), for any label (an infinite one gives -inf, as TensorFlow)."""
+    t = np.array([[0.0, 1.0, 0.3, np.inf]], np.float32)
+    x = np.array([[2.0, -1.5, 0.25, 1.0]], np.float32)
+    want = np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))), axis=-1)
+    got = losses.binary_crossentropy(t[:, :3], x[:, :3], from_logits=True)
+    np.testing.assert_allclose(got, np.mean((np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))))[:, :3], -1),
+                               rtol=1e-6)
+    assert losses.binary_crossentropy(t, x, from_logits=True)[0] == want[0] == -np.inf

@@ -115,7 +115,7 @@ void adam_chunk(T* __restrict w, const T* __restrict g, T* __restrict m, T* __re
       const T gi = g[i];
       const T mi = m[i] + (gi - m[i]) * (T(1) - b1);
       const T vi = v[i] + (gi * gi - v[i]) * (T(1) - b2);
-      const T hi = std::max(v_max[i], vi);
+      const T hi = (vi > v_max[i] || vi != vi) ? vi : v_max[i];  // max that keeps a NaN (std::max drops it)
       m[i] = mi;
       v[i] = vi;
       v_max[i] = hi;

@@ -119,7 +119,11 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
         bias: optional array broadcastable to ``(B, N, T, S)``, added to the logits.
             Default None.
         mask: optional boolean array broadcastable to ``(B, N, T, S)``; True entries take
-            part in the softmax. A query whose every key is masked gives zeros. Default None.
+            part in the softmax. A query whose every key is masked (or whose logits are all
+            -inf) gives zeros. A masked key's probability is exactly 0; a NaN or inf in its
+            value reaches the output as 0·NaN where the kernel multiplies that key's block
+            (as Keras' dense product does) but not from keys past the causal boundary, which
+            are never read. Default None.
         scale: optional float, default ``1 / sqrt(H)``.
         is_causal: bool, default False: query i attends to keys j <= i only.
         flash_attention: None, True or False, default None: accepted for Keras
