@@ -189,7 +189,7 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="'kernel_size'"):
         layers.Conv2D(2, "3")
     with pytest.raises(ValueError, match="data_format"):
-        layers.Conv2D(2, 3, data_format="channels_first")
+        layers.Conv2D(2, 3, data_format="NCHW")
     with pytest.raises(ValueError, match="dilation_rate"):
         layers.Conv2D(2, 3, strides=2, dilation_rate=2)
 

@@ -314,13 +314,13 @@ def test_bad_pool_arguments(cls):
 
 
 @pytest.mark.parametrize("cls", ALL_2D + [layers.MaxPooling1D, layers.GlobalAveragePooling1D])
-def test_channels_first_is_refused_clearly(cls):
-    with pytest.raises(ValueError, match="data_format='channels_first' is not supported: fastnn keeps "
-                                         "images channels_last"):
-        cls(data_format="channels_first")
-    with pytest.raises(ValueError, match="'data_format' must be 'channels_last'"):
+def test_data_format_is_checked_and_standardized(cls):
+    with pytest.raises(ValueError, match=r"'data_format' must be one of \{'channels_first', 'channels_last'\} "
+                                         r"or None, got 'NHWC'"):
         cls(data_format="NHWC")
     assert cls(data_format="channels_last").data_format == "channels_last"
+    assert cls(data_format="Channels_First").data_format == "channels_first"  # Keras lower-cases it
+    assert cls().data_format == "channels_last"  # None: fastnn has no image_data_format setting
 
 
 @pytest.mark.parametrize("cls", ALL_2D)
