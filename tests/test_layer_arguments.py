@@ -227,7 +227,9 @@ BAD = [
     (layers.Conv2D, lambda: layers.Conv2D(2, 3, groups=True), TypeError,
      r"Conv2D: 'groups' must be an int >= 1, got True"),
     (layers.Conv2D, lambda: layers.Conv2D(2, 3, groups=0), ValueError, r"Conv2D: 'groups' must be an int >= 1, got 0"),
-    (layers.Conv2D, lambda: layers.Conv2D(2, 3, groups=2), ValueError, r"grouped convolutions \(groups=2\) are not"),
+    (layers.Conv2D, lambda: layers.Conv2D(2, 3, groups=3), ValueError,
+     r"Conv2D: the number of filters must be evenly divisible by the number of groups. Received: groups=3, "
+     r"filters=2."),
     (layers.Conv2D, lambda: layers.Conv2D(2, 3, data_format="NCHW"), ValueError,
      r"Conv2D: 'data_format' must be one of \{'channels_first', 'channels_last'\} or None, got 'NCHW'"),
     (layers.Conv1D, lambda: layers.Conv1D(2, (3, 3)), ValueError,

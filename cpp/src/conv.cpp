@@ -35,16 +35,17 @@ Chunks plan_chunks(const ConvShape& s) {
 
 // A 1×1, stride-1, unpadded convolution: the input itself is the patch matrix.
 bool is_pointwise(const ConvShape& s) {
-  return s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_top == 0 && s.pad_left == 0 &&
-         s.oh == s.h && s.ow == s.w;
+  return s.groups == 1 && s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_top == 0 &&
+         s.pad_left == 0 && s.oh == s.h && s.ow == s.w;
 }
 
-// dx of `images` images (overwritten) from the patch-matrix gradient: each patch value adds
-// into the input position it was read from, in a fixed order.
+// dx of `images` images from the patch-matrix gradient of group `group` (its channels only;
+// dx is zeroed by the caller): each patch value adds into the input position it was read
+// from, in a fixed order.
 template <typename T>
-void col2im(const ConvShape& s, const T* dcol, Index images, T* dx) {
-  const Index K = s.patch(), image_size = s.h * s.w * s.c;
-  std::fill(dx, dx + images * image_size, T(0));
+void col2im(const ConvShape& s, const T* dcol, Index images, T* dx, Index group) {
+  const Index K = s.patch(), image_size = s.h * s.w * s.c, gc = s.group_c();
+  dx += group * gc;
   for (Index img = 0; img < images; ++img) {
     T* dxi = dx + img * image_size;
     for (Index i = 0; i < s.oh; ++i)
@@ -57,8 +58,8 @@ void col2im(const ConvShape& s, const T* dcol, Index images, T* dx) {
             const Index c0 = j * s.sw - s.pad_left + q * s.dw;
             if (c0 < 0 || c0 >= s.w) continue;
             T* d = dxi + (row * s.w + c0) * s.c;
-            const T* g = src + (p * s.kw + q) * s.c;
-            for (Index c = 0; c < s.c; ++c) d[c] += g[c];
+            const T* g = src + (p * s.kw + q) * gc;
+            for (Index c = 0; c < gc; ++c) d[c] += g[c];
           }
         }
       }
@@ -104,11 +105,12 @@ void add_borders(const ConvShape& s, const Bordered& b, const T* x, Index images
   }
 }
 
-// Offsets of patch value (p, q, ch) from its patch's corner, in kernel order (kh, kw, c).
+// Offsets of patch value (p, q, ch) from its patch's corner, in kernel order (kh, kw, c/G),
+// for group 0 (group g adds g·c/G to the base).
 void patch_offsets(const ConvShape& s, const Bordered& b, Index* out) {
   for (Index p = 0; p < s.kh; ++p)
     for (Index q = 0; q < s.kw; ++q)
-      for (Index ch = 0; ch < s.c; ++ch) *out++ = (p * s.dh * b.w + q * s.dw) * s.c + ch;
+      for (Index ch = 0; ch < s.group_c(); ++ch) *out++ = (p * s.dh * b.w + q * s.dw) * s.c + ch;
 }
 
 // Offsets of each output pixel's patch corner, for `images` images.
@@ -160,26 +162,31 @@ void forward_chunks(const ConvShape& s, const T* x, const T* w, const T* bias,
   const int threads = std::min<int>(threads_for(flops), int(chunks.count));
   const Patches<T> patches(s, chunks.per);
   T* out = z ? z : y;
+  const Index gc = s.group_c(), gf = s.group_f();
   parallel_for(chunks.count, threads, [&](Index ch) {
     const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
     const Index rows = images * pixels;
-    GemmArgs<T> g;
-    g.m = rows;
-    g.n = s.f;
-    g.k = K;
-    g.a = patches.base(x + first * s.h * s.w * s.c, images);
-    g.lda = K;
-    g.a_row_offsets = patches.pixel;
-    g.a_step_offsets = patches.patch;
-    g.b = w;
-    g.ldb = s.f;
-    g.c = out + first * pixels * s.f;
-    g.ldc = s.f;
-    g.bias = bias;
-    g.max_threads = threads > 1 ? 1 : 0;  // chunks already run in parallel
-    gemm(g);
+    const T* base = patches.base(x + first * s.h * s.w * s.c, images);
+    T* chunk_out = out + first * pixels * s.f;
+    for (Index group = 0; group < s.groups; ++group) {  // group g: its channels into its filters
+      GemmArgs<T> g;
+      g.m = rows;
+      g.n = gf;
+      g.k = K;
+      g.a = base + group * gc;
+      g.lda = K;
+      g.a_row_offsets = patches.pixel;
+      g.a_step_offsets = patches.patch;
+      g.b = w + group * gf;
+      g.ldb = s.f;
+      g.c = chunk_out + group * gf;
+      g.ldc = s.f;
+      g.bias = bias ? bias + group * gf : nullptr;
+      g.max_threads = threads > 1 ? 1 : 0;  // chunks already run in parallel
+      gemm(g);
+    }
     if (act.kind != ActivationKind::Linear || (z && z != y))
-      activation_forward(act, g.c, y + first * pixels * s.f, rows * s.f, s.f);
+      activation_forward(act, chunk_out, y + first * pixels * s.f, rows * s.f, s.f);
   });
 }
 
@@ -198,6 +205,7 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
   const ConvShape& s = a.s;
   const Index K = s.patch(), pixels = s.out_pixels(), rows_total = s.n * pixels;
   const Index image_size = s.h * s.w * s.c, kernel_size = K * s.f;
+  const Index gc = s.group_c(), gf = s.group_f();
   if (dx && (pixels == 0 || s.f == 0)) std::fill(dx, dx + s.n * image_size, T(0));
   if (s.n == 0 || pixels == 0 || s.f == 0) {
     if (dw && !accumulate) std::fill(dw, dw + kernel_size, T(0));
@@ -227,22 +235,25 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
     std::vector<T> partials(direct ? 0 : size_t(chunks.count) * size_t(kernel_size));
     parallel_for(chunks.count, threads, [&](Index ch) {
       const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
-      GemmArgs<T> g;  // partial dw = patchesᵀ · dz
-      g.m = K;
-      g.n = s.f;
-      g.k = images * pixels;
-      g.a = patches.base(a.x + first * image_size, images);
-      g.lda = K;
-      g.trans_a = true;
-      g.a_row_offsets = patches.patch;  // patchesᵀ: rows are patch positions
-      g.a_step_offsets = patches.pixel;
-      g.b = dz + first * pixels * s.f;
-      g.ldb = s.f;
-      g.c = direct ? dw : partials.data() + ch * kernel_size;
-      g.ldc = s.f;
-      g.accumulate = direct && accumulate;
-      g.max_threads = threads > 1 ? 1 : 0;
-      gemm(g);
+      const T* base = patches.base(a.x + first * image_size, images);
+      for (Index group = 0; group < s.groups; ++group) {
+        GemmArgs<T> g;  // partial dw of the group's filters = its patchesᵀ · its dz
+        g.m = K;
+        g.n = gf;
+        g.k = images * pixels;
+        g.a = base + group * gc;
+        g.lda = K;
+        g.trans_a = true;
+        g.a_row_offsets = patches.patch;  // patchesᵀ: rows are patch positions
+        g.a_step_offsets = patches.pixel;
+        g.b = dz + first * pixels * s.f + group * gf;
+        g.ldb = s.f;
+        g.c = (direct ? dw : partials.data() + ch * kernel_size) + group * gf;
+        g.ldc = s.f;
+        g.accumulate = direct && accumulate;
+        g.max_threads = threads > 1 ? 1 : 0;
+        gemm(g);
+      }
     });
     if (!direct)
       parallel_chunks(kernel_size, double(chunks.count), [&](Index begin, Index count) {
@@ -255,7 +266,7 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
   }
   if (!dx) return;
 
-  if (s.sh == 1 && s.sw == 1 && !pointwise && s.c >= 16) {
+  if (s.groups == 1 && s.sh == 1 && s.sw == 1 && !pointwise && s.c >= 16) {
     // Stride 1: dx is the "full" correlation of dz with the kernel turned 180° and its
     // channel axes swapped: a forward convolution of f channels into c.
     const Index pad_top = (s.kh - 1) * s.dh - s.pad_top, pad_left = (s.kw - 1) * s.dw - s.pad_left;
@@ -287,20 +298,23 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
     const Index rows = images * pixels;
     T* dx_chunk = dx + first * image_size;
     T* dcol = pointwise ? dx_chunk : thread_scratch<T>(ScratchSlot::ConvColumns, rows * K);
-    GemmArgs<T> g;  // patch gradients = dz · wᵀ
-    g.m = rows;
-    g.n = K;
-    g.k = s.f;
-    g.a = dz + first * pixels * s.f;
-    g.lda = s.f;
-    g.b = a.w;
-    g.ldb = s.f;
-    g.trans_b = true;
-    g.c = dcol;
-    g.ldc = K;
-    g.max_threads = threads > 1 ? 1 : 0;
-    gemm(g);
-    if (!pointwise) col2im(s, dcol, images, dx_chunk);
+    if (!pointwise) std::fill(dx_chunk, dx_chunk + images * image_size, T(0));
+    for (Index group = 0; group < s.groups; ++group) {
+      GemmArgs<T> g;  // the group's patch gradients = its dz · its wᵀ
+      g.m = rows;
+      g.n = K;
+      g.k = gf;
+      g.a = dz + first * pixels * s.f + group * gf;
+      g.lda = s.f;
+      g.b = a.w + group * gf;
+      g.ldb = s.f;
+      g.trans_b = true;
+      g.c = dcol;
+      g.ldc = K;
+      g.max_threads = threads > 1 ? 1 : 0;
+      gemm(g);
+      if (!pointwise) col2im(s, dcol, images, dx_chunk, group);
+    }
   });
 }
 

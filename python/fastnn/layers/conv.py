@@ -96,9 +96,10 @@ class _Conv(_DataFormat, _AnySpatialSize, _OutputActivation, Layer):
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
             raise ValueError(f"{who}: 'filters' must be a positive int, got {filters!r}")
         self.data_format = standardize_data_format(data_format, who)
-        if _validation.integer(groups, "groups", who, minimum=1) != 1:
-            raise ValueError(f"{who}: grouped convolutions (groups={groups}) are not supported")
-        self.groups = 1
+        self.groups = _validation.integer(groups, "groups", who, minimum=1)
+        if filters % self.groups:
+            raise ValueError(f"{who}: the number of filters must be evenly divisible by the number of groups. "
+                             f"Received: groups={self.groups}, filters={filters}.")
         allowed = ("valid", "same", "causal") if self.rank == 1 else ("valid", "same")
         if not isinstance(padding, str) or padding.lower() not in allowed:
             raise ValueError(f"{who}: 'padding' must be one of {allowed}, got {padding!r}")
@@ -124,7 +125,12 @@ class _Conv(_DataFormat, _AnySpatialSize, _OutputActivation, Layer):
 
     def build(self, input_shape):
         self.compute_output_shape(input_shape)
-        self.kernel = self.add_weight(shape=self.kernel_size + (input_shape[self._channel_axis()], self.filters),
+        channels = input_shape[self._channel_axis()]
+        if channels % self.groups:
+            raise ValueError(f"{type(self).__name__} '{self.name}': the number of input channels must be evenly "
+                             f"divisible by the number of groups. Received groups={self.groups}, but the input "
+                             f"has {channels} channels (full input shape is {tuple(input_shape)}).")
+        self.kernel = self.add_weight(shape=self.kernel_size + (channels // self.groups, self.filters),
                                       initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
                                       name="kernel")
         if self.use_bias:
@@ -142,9 +148,9 @@ class _Conv(_DataFormat, _AnySpatialSize, _OutputActivation, Layer):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(f"{who}: the channel axis of the input must be known, got {input_shape}")
-        if self.kernel is not None and channels != self.kernel.shape[-2]:
-            raise ValueError(f"{who}: built for {self.kernel.shape[-2]} input channels, got inputs of shape "
-                             f"{input_shape}")
+        if self.kernel is not None and channels != self.kernel.shape[-2] * self.groups:
+            raise ValueError(f"{who}: built for {self.kernel.shape[-2] * self.groups} input channels, got inputs "
+                             f"of shape {input_shape}")
         spatial = []
         for axis, (size, k, s, d) in enumerate(zip(input_shape[1:-1], self.kernel_size, self.strides,
                                                     self.dilation_rate)):
@@ -223,6 +229,10 @@ class Conv2D(_Conv):
             (batch, channels, height, width); default None: "channels_last" (fastnn has no
             ``image_data_format`` setting). The kernel keeps the shape (kh, kw, in, out) in both.
         dilation_rate: int or (dh, dw), default 1 (not with strides > 1).
+        groups: int, default 1: input channels and filters split into `groups` groups, the
+            filters of each group seeing only its channels (both must be divisible by it);
+            the kernel is then (kh, kw, in / groups, out). groups=in is a depthwise convolution
+            with filters/in outputs per channel. One GEMM per group, in place.
         activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer: as Dense.
 
