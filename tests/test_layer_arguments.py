@@ -304,8 +304,8 @@ BAD = [
     (layers.UpSampling2D, lambda: layers.UpSampling2D(0), ValueError, r"UpSampling2D: 'size' must hold positive ints"),
     (layers.UpSampling2D, lambda: layers.UpSampling2D((2, 2.0)), ValueError,
      r"UpSampling2D: 'size' must be an int or a tuple of 2 ints, got \(2, 2.0\)"),
-    (layers.UpSampling2D, lambda: layers.UpSampling2D(interpolation="bilinear"), ValueError,
-     r"UpSampling2D: interpolation='bilinear' is not supported"),
+    (layers.UpSampling2D, lambda: layers.UpSampling2D(interpolation="lanczos3"), ValueError,
+     r"UpSampling2D: interpolation='lanczos3' is not supported"),
     (layers.UpSampling2D, lambda: layers.UpSampling2D(interpolation=5), ValueError,
      r"UpSampling2D: interpolation=5 is not supported"),
     # ---- normalization layers ----

@@ -14,6 +14,7 @@ import pytest
 import fastnn
 import fastnn as keras
 from fastnn import layers, ops
+from test_layers_core import check_gradients
 
 H = 1e-5
 
@@ -350,8 +351,8 @@ def test_a_window_larger_than_a_valid_input_is_a_clear_error(rng):
 
 
 def test_other_bad_arguments():
-    with pytest.raises(ValueError, match="UpSampling2D: interpolation='bilinear' is not supported"):
-        layers.UpSampling2D(interpolation="bilinear")
+    with pytest.raises(ValueError, match="UpSampling2D: interpolation='area' is not supported"):
+        layers.UpSampling2D(interpolation="area")
     with pytest.raises(ValueError, match="UpSampling2D: 'size' must hold positive ints"):
         layers.UpSampling2D(0)
     for bad in (-1, (1, -1), ((1, 2), (3,)), "1"):
@@ -465,3 +466,46 @@ def test_a_pooling_layer_first_in_a_model_skips_its_input_gradient(rng):
     assert all(need is False and dx is None for need, dx in calls)  # no dx asked for (or no call at all)
     _, cache = pool.forward(np.ones((8, 4, 4, 2), np.float32), training=True)
     assert pool.backward(cache, np.ones((8, 2), np.float32), need_input_grad=False) is None
+
+
+def keras_resize_weights(in_size, scale):
+    """Keras' (NumPy backend) resize weights, antialias=False, triangle kernel: (out, in)."""
+    sample = (np.arange(in_size * scale) + 0.5) / scale - 0.5
+    weights = np.maximum(0, 1 - np.abs(sample[None, :] - np.arange(in_size)[:, None]))  # (in, out)
+    weights = weights / weights.sum(axis=0, keepdims=True)  # taps outside the image dropped, renormalised
+    return weights.T
+
+
+@pytest.mark.parametrize("size, shape", [((2, 2), (2, 3, 4, 2)), ((3, 2), (1, 5, 1, 3)), ((1, 4), (2, 2, 3, 1)),
+                                         ((2, 3), (1, 1, 1, 2))])
+def test_upsampling2d_bilinear_is_keras_resize(rng, size, shape):
+    layer = layers.UpSampling2D(size, interpolation="Bilinear", dtype="float64")
+    assert layer.interpolation == "bilinear"
+    x = rng.standard_normal(shape)
+    y = layer(x)
+    wh, ww = keras_resize_weights(shape[1], size[0]), keras_resize_weights(shape[2], size[1])
+    ref = np.einsum("oh,nhwc,pw->nopc", wh, x, ww)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    assert layer.compute_output_shape(shape) == ref.shape
+    y, dx = check_gradients(layer, x, rng)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    config = layer.get_config()
+    assert config["interpolation"] == "bilinear"
+    assert layers.UpSampling2D.from_config(config).interpolation == "bilinear"
+
+
+def test_upsampling2d_bilinear_known_values_and_channels_first():
+    x = np.array([[0.0, 4.0]]).reshape(1, 1, 2, 1)
+    y = layers.UpSampling2D((1, 2), interpolation="bilinear", dtype="float64")(x)
+    # samples at -0.25 (edge: 0), 0.25, 0.75, 1.25 (edge: 4)
+    np.testing.assert_allclose(y[0, 0, :, 0], [0.0, 1.0, 3.0, 4.0])
+    first = layers.UpSampling2D(2, interpolation="bilinear", data_format="channels_first", dtype="float64")
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 5))  # (batch, channels, h, w)
+    last = layers.UpSampling2D(2, interpolation="bilinear", dtype="float64")(np.moveaxis(x, 1, -1))
+    np.testing.assert_allclose(first(x), np.moveaxis(last, -1, 1), rtol=1e-13)
+
+
+def test_upsampling2d_other_interpolations_are_refused():
+    with pytest.raises(ValueError, match="UpSampling2D: interpolation='bicubic' is not supported; fastnn has "
+                                         "'nearest' and 'bilinear'"):
+        layers.UpSampling2D(interpolation="bicubic")

@@ -151,6 +151,99 @@ struct Patches {
   }
 };
 
+// Depthwise convolutions (groups = channels; m = f / c outputs per channel): a GEMM per
+// group would have one column and a 1·kh·kw depth, so they run as direct loops instead,
+// vectorised across the channels of a pixel. Output o reads input channel o / m.
+// Taps outside the image are skipped (the padding reads 0).
+template <typename T, typename Body>
+void for_each_tap(const ConvShape& s, Index i, Index j, Body&& body) {
+  for (Index p = 0; p < s.kh; ++p) {
+    const Index row = i * s.sh + p * s.dh - s.pad_top;
+    if (row < 0 || row >= s.h) continue;
+    for (Index q = 0; q < s.kw; ++q) {
+      const Index col = j * s.sw + q * s.dw - s.pad_left;
+      if (col < 0 || col >= s.w) continue;
+      body(row * s.w + col, p * s.kw + q);
+    }
+  }
+}
+
+bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.groups == s.c; }
+
+// z (images of one chunk) = depthwise conv + bias.
+template <typename T>
+void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias, Index images, T* out) {
+  const Index f = s.f, m = s.group_f(), c = s.c;
+  for (Index img = 0; img < images; ++img) {
+    const T* xi = x + img * s.h * s.w * c;
+    for (Index i = 0; i < s.oh; ++i)
+      for (Index j = 0; j < s.ow; ++j) {
+        T* o = out + ((img * s.oh + i) * s.ow + j) * f;
+        for (Index k = 0; k < f; ++k) o[k] = bias ? bias[k] : T(0);
+        for_each_tap<T>(s, i, j, [&](Index pos, Index tap) {
+          const T* xv = xi + pos * c;
+          const T* wv = w + tap * f;
+          if (m == 1) {
+            for (Index k = 0; k < f; ++k) o[k] += xv[k] * wv[k];
+          } else {
+            for (Index g = 0; g < c; ++g)
+              for (Index k = 0; k < m; ++k) o[g * m + k] += xv[g] * wv[g * m + k];
+          }
+        });
+      }
+  }
+}
+
+// dw (kh × kw × 1 × f) += Σ over the chunk's pixels of x · dz, in pixel order.
+template <typename T>
+void depthwise_kernel_gradient(const ConvShape& s, const T* x, const T* dz, Index images, T* dw) {
+  const Index f = s.f, m = s.group_f(), c = s.c;
+  for (Index img = 0; img < images; ++img) {
+    const T* xi = x + img * s.h * s.w * c;
+    for (Index i = 0; i < s.oh; ++i)
+      for (Index j = 0; j < s.ow; ++j) {
+        const T* d = dz + ((img * s.oh + i) * s.ow + j) * f;
+        for_each_tap<T>(s, i, j, [&](Index pos, Index tap) {
+          const T* xv = xi + pos * c;
+          T* g = dw + tap * f;
+          if (m == 1) {
+            for (Index k = 0; k < f; ++k) g[k] += xv[k] * d[k];
+          } else {
+            for (Index ch = 0; ch < c; ++ch)
+              for (Index k = 0; k < m; ++k) g[ch * m + k] += xv[ch] * d[ch * m + k];
+          }
+        });
+      }
+  }
+}
+
+// dx of the chunk's images (overwritten) = the taps' dz · w, added in pixel order.
+template <typename T>
+void depthwise_input_gradient(const ConvShape& s, const T* w, const T* dz, Index images, T* dx) {
+  const Index f = s.f, m = s.group_f(), c = s.c;
+  std::fill(dx, dx + images * s.h * s.w * c, T(0));
+  for (Index img = 0; img < images; ++img) {
+    T* dxi = dx + img * s.h * s.w * c;
+    for (Index i = 0; i < s.oh; ++i)
+      for (Index j = 0; j < s.ow; ++j) {
+        const T* d = dz + ((img * s.oh + i) * s.ow + j) * f;
+        for_each_tap<T>(s, i, j, [&](Index pos, Index tap) {
+          T* g = dxi + pos * c;
+          const T* wv = w + tap * f;
+          if (m == 1) {
+            for (Index k = 0; k < f; ++k) g[k] += d[k] * wv[k];
+          } else {
+            for (Index ch = 0; ch < c; ++ch) {
+              T sum = 0;
+              for (Index k = 0; k < m; ++k) sum += d[ch * m + k] * wv[ch * m + k];
+              g[ch] += sum;
+            }
+          }
+        });
+      }
+  }
+}
+
 // z (or y) = conv(x, w) + bias, then the activation, over a fixed partition into chunks.
 template <typename T>
 void forward_chunks(const ConvShape& s, const T* x, const T* w, const T* bias,
@@ -163,6 +256,16 @@ void forward_chunks(const ConvShape& s, const T* x, const T* w, const T* bias,
   const Patches<T> patches(s, chunks.per);
   T* out = z ? z : y;
   const Index gc = s.group_c(), gf = s.group_f();
+  if (is_depthwise(s)) {
+    parallel_for(chunks.count, threads, [&](Index ch) {
+      const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
+      T* chunk_out = out + first * pixels * s.f;
+      depthwise_forward(s, x + first * s.h * s.w * s.c, w, bias, images, chunk_out);
+      if (act.kind != ActivationKind::Linear || (z && z != y))
+        activation_forward(act, chunk_out, y + first * pixels * s.f, images * pixels * s.f, s.f);
+    });
+    return;
+  }
   parallel_for(chunks.count, threads, [&](Index ch) {
     const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
     const Index rows = images * pixels;
@@ -228,6 +331,19 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
 
   if (dw && winograd_applicable(s)) {
     winograd_kernel_gradient(s, a.x, dz, dw, accumulate);
+  } else if (dw && is_depthwise(s)) {
+    // One partial per chunk, summed in chunk order: the same bits on any number of threads.
+    std::vector<T> partials(size_t(chunks.count) * size_t(kernel_size), T(0));
+    parallel_for(chunks.count, threads, [&](Index ch) {
+      const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
+      depthwise_kernel_gradient(s, a.x + first * image_size, dz + first * pixels * s.f, images,
+                                partials.data() + ch * kernel_size);
+    });
+    for (Index i = 0; i < kernel_size; ++i) {
+      T total = accumulate ? dw[i] : T(0);
+      for (Index ch = 0; ch < chunks.count; ++ch) total += partials[size_t(ch * kernel_size + i)];
+      dw[i] = total;
+    }
   } else if (dw) {
     const Patches<T> patches(s, chunks.per);
     // One weight-gradient partial per chunk, summed in chunk order below (one chunk: direct).
@@ -291,6 +407,13 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
       forward_chunks<T>(t, dz, flipped, nullptr, Activation{}, nullptr, dx);
       return;
     }
+  }
+  if (is_depthwise(s)) {
+    parallel_for(chunks.count, threads, [&](Index ch) {
+      const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
+      depthwise_input_gradient(s, a.w, dz + first * pixels * s.f, images, dx + first * image_size);
+    });
+    return;
   }
   // Otherwise: patch gradients dz·wᵀ per chunk, scattered back (col2im).
   parallel_for(chunks.count, threads, [&](Index ch) {

@@ -298,12 +298,20 @@ class ZeroPadding2D(_DataFormat, _AnySpatialSize, Layer):
 
 
 class UpSampling2D(_DataFormat, _AnySpatialSize, Layer):
-    """Repeats each pixel size[0] × size[1] times (nearest-neighbour upsampling).
+    """Upsamples images by integer factors: each pixel repeated size[0] × size[1] times
+    ("nearest"), or Keras' bilinear resize ("bilinear").
+
+    Bilinear follows ``keras.ops.image.resize(..., interpolation="bilinear", antialias=False)``:
+    output pixel i reads the input at ``(i + 0.5) / size - 0.5`` (half-pixel centres), the two
+    taps around it weighted linearly, taps outside the image dropped and the weights
+    renormalised (so the edge rows and columns repeat the edge pixel). Its gradient is the
+    adjoint of the same weights.
 
     Args:
         size: int or tuple of 2 ints, default (2, 2).
         data_format: "channels_last" (default; None means it) or "channels_first".
-        interpolation: "nearest" (the only one fastnn has).
+        interpolation: "nearest" (default) or "bilinear" (Keras' other choices, "bicubic",
+            "lanczos3", "lanczos5", are not in fastnn).
     """
 
     _size_arguments = ("size",)
@@ -312,9 +320,9 @@ class UpSampling2D(_DataFormat, _AnySpatialSize, Layer):
         super().__init__(**kwargs)
         self.size = standardize_tuple(size, 2, "size", "UpSampling2D")
         self.data_format = standardize_data_format(data_format, "UpSampling2D")
-        if not isinstance(interpolation, str) or interpolation.lower() != "nearest":  # Keras lower-cases it
+        if not isinstance(interpolation, str) or interpolation.lower() not in ("nearest", "bilinear"):
             raise ValueError(f"UpSampling2D: interpolation={interpolation!r} is not supported; fastnn "
-                             "has 'nearest' only")
+                             "has 'nearest' and 'bilinear'")  # Keras lower-cases it
         self.interpolation = interpolation.lower()
 
     def _output_shape_last(self, input_shape):
@@ -326,10 +334,25 @@ class UpSampling2D(_DataFormat, _AnySpatialSize, Layer):
 
     def _forward_last(self, x, training=False):
         self._check_size(self._output_shape_last(x.shape), x)
+        if self.interpolation == "bilinear":
+            out_size = (x.shape[1] * self.size[0], x.shape[2] * self.size[1])
+            y = ops.affine_transform(x, self._resize_transform(), "bilinear", "nearest",
+                                           output_size=out_size)
+            return y, (x.shape[1:3] if training else None)
         return ops.upsample2d(x, self.size), None  # backward needs only the size
 
+    def _resize_transform(self):
+        """The half-pixel resize as a warp: output (i, j) reads ((i + 0.5)/sh - 0.5, (j + 0.5)/sw - 0.5).
+        Clamping the taps to the edge ("nearest" fill) is Keras' renormalised in-bounds weights."""
+        sh, sw = self.size
+        return np.array([1 / sw, 0, 0.5 / sw - 0.5, 0, 1 / sh, 0.5 / sh - 0.5, 0, 0])
+
     def _backward_last(self, cache, dy, need_input_grad=True, accumulate=False):
-        return ops.upsample2d_backward(dy, self.size) if need_input_grad else None
+        if not need_input_grad:
+            return None
+        if self.interpolation == "bilinear":
+            return ops.affine_transform_backward(dy, self._resize_transform(), cache, "bilinear", "nearest")
+        return ops.upsample2d_backward(dy, self.size)
 
     def get_config(self):
         cfg = super().get_config()
