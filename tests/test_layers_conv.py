@@ -298,6 +298,8 @@ def test_grouped_conv_errors_are_keras():
     with pytest.raises(ValueError, match=r"conv: 'inputs' has 5 channels .* the channels must be a multiple of that "
                                          r"number"):
         fastnn.ops.conv(np.zeros((1, 4, 4, 5)), np.zeros((3, 3, 2, 4)))
+    with pytest.raises(ValueError, match=r"conv: 'inputs' has 0 channels"):  # not 0 groups (a division by 0)
+        fastnn.ops.conv(np.zeros((1, 4, 4, 0)), np.zeros((3, 3, 2, 4)))
     with pytest.raises(ValueError, match=r"needs a number of filters divisible by 2"):
         fastnn.ops.conv(np.zeros((1, 4, 4, 4)), np.zeros((3, 3, 2, 3)))
 

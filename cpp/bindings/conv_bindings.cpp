@@ -70,7 +70,7 @@ CheckedConv<T> check_conv(const char* fn, py::handle x_obj, py::handle w_obj, py
   s.f = c.w.shape(3);
   // Groups come from the shapes, as in Keras' ops.conv: w's input axis is x's channels / groups.
   const Index w_in = c.w.shape(2);
-  if (w_in == 0 ? s.c != 0 : s.c % w_in != 0)
+  if (w_in == 0 ? s.c != 0 : (s.c == 0 || s.c % w_in != 0))
     throw py::value_error(cat(fn, ": 'x' has ", s.c, " channels (last axis of shape ",
                               shape_str(shape_of(c.x)), ") but 'w' expects ", w_in,
                               " (w.shape=", shape_str(shape_of(c.w)), ", layout (kh, kw, in / groups, out)): ",
