@@ -509,3 +509,25 @@ def test_upsampling2d_other_interpolations_are_refused():
     with pytest.raises(ValueError, match="UpSampling2D: interpolation='bicubic' is not supported; fastnn has "
                                          "'nearest' and 'bilinear'"):
         layers.UpSampling2D(interpolation="bicubic")
+
+
+def test_global_max_pooling_ignores_a_mask_as_keras_3(rng):
+    # Keras 3's GlobalMaxPooling1D/2D do not support masking: the max runs over every step.
+    x = rng.standard_normal((3, 5, 4)).astype("float32")
+    mask = np.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool)
+    layer = layers.GlobalMaxPooling1D()
+    np.testing.assert_array_equal(layer(x, mask=mask), x.max(axis=1))
+    assert layer.compute_mask(x, mask) is None
+    ids = np.array([[1, 2, 0, 0], [3, 0, 0, 0]])
+    inputs = keras.Input((4,))
+    embedded = layers.Embedding(10, 3, mask_zero=True)
+    model = keras.Model(inputs, layers.GlobalMaxPooling1D()(embedded(inputs)))
+    np.testing.assert_allclose(model.predict(ids, verbose=0), embedded(ids).max(axis=1), rtol=1e-6)
+
+
+def test_average_pooling_keeps_fastnns_default_pool_size(rng):
+    x = rng.standard_normal((2, 6, 4, 3))
+    np.testing.assert_allclose(layers.AveragePooling2D(dtype="float64")(x),
+                               x.reshape(2, 3, 2, 2, 2, 3).mean(axis=(2, 4)), rtol=1e-13)
+    np.testing.assert_allclose(layers.AveragePooling1D(dtype="float64")(x[:, :, 0]),
+                               x[:, :, 0].reshape(2, 3, 2, 3).mean(axis=2), rtol=1e-13)

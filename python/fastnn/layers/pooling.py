@@ -117,7 +117,11 @@ class MaxPooling2D(_Pooling):
 
 class AveragePooling2D(_Pooling):
     """Average pooling over (height, width) windows; 'same' padding is left out of the
-    count. Arguments as MaxPooling2D."""
+    count. Arguments as MaxPooling2D.
+
+    Unlike Keras, where ``pool_size`` is required, fastnn defaults it to (2, 2) (the value
+    MaxPooling2D defaults to in both).
+    """
 
     _max = False
 
@@ -142,7 +146,11 @@ class MaxPooling1D(_Pooling):
 
 
 class AveragePooling1D(_Pooling):
-    """Average pooling over windows of steps. Arguments as MaxPooling1D."""
+    """Average pooling over windows of steps. Arguments as MaxPooling1D.
+
+    Unlike Keras, where ``pool_size`` is required, fastnn defaults it to 2 (the value
+    MaxPooling1D defaults to in both).
+    """
 
     _rank = 1
     _max = False
@@ -195,7 +203,8 @@ class _GlobalPooling(_DataFormat, _AnySpatialSize, Layer):
 
 
 class GlobalMaxPooling2D(_GlobalPooling):
-    """Maximum over height and width, per channel: (batch, h, w, c) -> (batch, c).
+    """Maximum over height and width, per channel: (batch, h, w, c) -> (batch, c). As in
+    Keras 3, a mask is not used (the maximum is over every position).
 
     Args:
         data_format: "channels_last" (default; None means it) or "channels_first", inputs
@@ -214,7 +223,17 @@ class GlobalAveragePooling2D(_GlobalPooling):
 
 class GlobalMaxPooling1D(_GlobalPooling):
     """Maximum over steps, per feature: (batch, steps, f) -> (batch, f) (keepdims:
-    (batch, 1, f))."""
+    (batch, 1, f)).
+
+    A mask is not used, exactly as in Keras 3 (whose layer does not support masking): the
+    maximum runs over every step, masked (padded) ones included, and the output has no mask.
+    Use GlobalAveragePooling1D for a masked summary.
+
+    Args:
+        data_format: "channels_last" (default; None means it) or "channels_first", inputs
+            (batch, f, steps).
+        keepdims: bool, default False.
+    """
 
     _rank = 1
 
