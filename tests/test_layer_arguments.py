@@ -227,9 +227,11 @@ BAD = [
     (layers.Conv2D, lambda: layers.Conv2D(2, 3, groups=True), TypeError,
      r"Conv2D: 'groups' must be an int >= 1, got True"),
     (layers.Conv2D, lambda: layers.Conv2D(2, 3, groups=0), ValueError, r"Conv2D: 'groups' must be an int >= 1, got 0"),
-    (layers.Conv2D, lambda: layers.Conv2D(2, 3, groups=2), ValueError, r"grouped convolutions \(groups=2\) are not"),
-    (layers.Conv2D, lambda: layers.Conv2D(2, 3, data_format="channels_first"), ValueError,
-     r"only data_format='channels_last' is supported"),
+    (layers.Conv2D, lambda: layers.Conv2D(2, 3, groups=3), ValueError,
+     r"Conv2D: the number of filters must be evenly divisible by the number of groups. Received: groups=3, "
+     r"filters=2."),
+    (layers.Conv2D, lambda: layers.Conv2D(2, 3, data_format="NCHW"), ValueError,
+     r"Conv2D: 'data_format' must be one of \{'channels_first', 'channels_last'\} or None, got 'NCHW'"),
     (layers.Conv1D, lambda: layers.Conv1D(2, (3, 3)), ValueError,
      r"Conv1D: 'kernel_size' must be an int or a tuple of 1 ints >= 1, got \(3, 3\)"),
     (layers.Conv1D, lambda: layers.Conv1D(2, 2.0), TypeError, r"Conv1D: 'kernel_size' must be an int .*, got 2.0"),
@@ -288,22 +290,22 @@ BAD = [
      r"MaxPooling2D: 'strides' must hold positive ints \(at most 2\*\*63 - 1\), got \(2, 0\)"),
     (layers.AveragePooling2D, lambda: layers.AveragePooling2D(2, padding="full"), ValueError,
      r"AveragePooling2D: 'padding' must be 'valid' or 'same', got 'full'"),
-    (layers.MaxPooling2D, lambda: layers.MaxPooling2D(2, data_format="channels_first"), ValueError,
-     r"MaxPooling2D: data_format='channels_first' is not supported"),
+    (layers.MaxPooling2D, lambda: layers.MaxPooling2D(2, data_format=1), ValueError,
+     r"MaxPooling2D: 'data_format' must be one of .*, got 1"),
     *[(cls, (lambda cls=cls: cls(data_format="nhwc")), ValueError,
-       rf"{cls.__name__}: 'data_format' must be 'channels_last' \(or None\), got 'nhwc'")
+       rf"{cls.__name__}: 'data_format' must be one of \{{'channels_first', 'channels_last'\}} or None, got 'nhwc'")
       for cls in (layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D, layers.GlobalAveragePooling1D,
                   layers.GlobalAveragePooling2D)],
     *[(layers.ZeroPadding2D, (lambda p=p: layers.ZeroPadding2D(p)), ValueError,
        rf"ZeroPadding2D: 'padding' must be an int >= 0, .* got {re.escape(repr(p))}")
       for p in (-1, (1.5, 1), ((1, 2, 3), 1), "1", (1, 2, 3), True, ((1, -1), 0))],
-    (layers.ZeroPadding2D, lambda: layers.ZeroPadding2D(1, data_format="channels_first"), ValueError,
-     r"ZeroPadding2D: data_format='channels_first' is not supported"),
+    (layers.ZeroPadding2D, lambda: layers.ZeroPadding2D(1, data_format="first"), ValueError,
+     r"ZeroPadding2D: 'data_format' must be one of .*, got 'first'"),
     (layers.UpSampling2D, lambda: layers.UpSampling2D(0), ValueError, r"UpSampling2D: 'size' must hold positive ints"),
     (layers.UpSampling2D, lambda: layers.UpSampling2D((2, 2.0)), ValueError,
      r"UpSampling2D: 'size' must be an int or a tuple of 2 ints, got \(2, 2.0\)"),
-    (layers.UpSampling2D, lambda: layers.UpSampling2D(interpolation="bilinear"), ValueError,
-     r"UpSampling2D: interpolation='bilinear' is not supported"),
+    (layers.UpSampling2D, lambda: layers.UpSampling2D(interpolation="lanczos3"), ValueError,
+     r"UpSampling2D: interpolation='lanczos3' is not supported"),
     (layers.UpSampling2D, lambda: layers.UpSampling2D(interpolation=5), ValueError,
      r"UpSampling2D: interpolation=5 is not supported"),
     # ---- normalization layers ----
@@ -398,8 +400,8 @@ BAD = [
      r"Cropping2D: 'cropping' must be an int, 2 ints or 2 pairs of ints, got \(1, 2, 3\)"),
     (layers.Cropping2D, lambda: layers.Cropping2D(True), TypeError,
      r"Cropping2D: 'cropping' must be an int or a tuple"),
-    (layers.Cropping2D, lambda: layers.Cropping2D(1, data_format="channels_first"), ValueError,
-     r"only data_format='channels_last' is supported"),
+    (layers.Cropping2D, lambda: layers.Cropping2D(1, data_format="NHWC"), ValueError,
+     r"Cropping2D: 'data_format' must be one of .*, got 'NHWC'"),
 ]
 
 def _case_id(case):

@@ -189,7 +189,7 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="'kernel_size'"):
         layers.Conv2D(2, "3")
     with pytest.raises(ValueError, match="data_format"):
-        layers.Conv2D(2, 3, data_format="channels_first")
+        layers.Conv2D(2, 3, data_format="NCHW")
     with pytest.raises(ValueError, match="dilation_rate"):
         layers.Conv2D(2, 3, strides=2, dilation_rate=2)
 
@@ -211,3 +211,104 @@ def test_bad_inputs(rng):
     for old, new in zip(before, layer.get_weights()):
         np.testing.assert_array_equal(old, new)
     assert layer(rng.standard_normal((1, 10, 9, 3))).shape == (1, 8, 7, 2)  # other image sizes are fine
+
+
+def grouped_reference(x, kernel, bias, strides, padding, dilation, groups):
+    """Keras' grouped convolution in NumPy: group g's filters convolve group g's channels only."""
+    cg, fg = x.shape[-1] // groups, kernel.shape[-1] // groups
+    outs = [reference_conv(x[..., g * cg:(g + 1) * cg], kernel[..., g * fg:(g + 1) * fg],
+                           None if bias is None else bias[g * fg:(g + 1) * fg], strides, padding, dilation)
+            for g in range(groups)]
+    return np.concatenate(outs, axis=-1)
+
+
+@pytest.mark.parametrize("channels, filters, groups, kernel, strides, padding, dilation", [
+    (4, 6, 2, (3, 3), (1, 1), "same", (1, 1)),
+    (6, 6, 3, (2, 3), (2, 1), "valid", (1, 1)),
+    (5, 10, 5, (3, 3), (1, 1), "same", (2, 2)),    # depthwise, 2 outputs per channel
+    (32, 32, 32, (3, 3), (1, 1), "same", (1, 1)),  # depthwise with >= 16 channels (the col2im path)
+    (32, 64, 4, (3, 3), (1, 1), "same", (1, 1)),   # wide groups (no Winograd for groups > 1)
+    (8, 4, 4, (1, 1), (1, 1), "valid", (1, 1)),    # 1×1 grouped: not the pointwise fast path
+])
+def test_grouped_conv2d_is_per_group_numpy(rng, channels, filters, groups, kernel, strides, padding, dilation):
+    layer = layers.Conv2D(filters, kernel, strides=strides, padding=padding, dilation_rate=dilation, groups=groups,
+                          bias_initializer="random_normal", dtype="float64")
+    x = rng.standard_normal((3, 7, 6, channels))
+    y = layer(x)
+    kernel_value, bias = layer.get_weights()
+    assert kernel_value.shape == kernel + (channels // groups, filters)  # Keras' grouped kernel shape
+    ref = grouped_reference(x, kernel_value, bias, strides, padding, dilation, groups)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    assert layer.output_shape == (None,) + ref.shape[1:]
+    assert layer.get_config()["groups"] == groups
+    roundtrip(layer, x)
+
+
+@pytest.mark.parametrize("groups, activation, padding, strides", [(2, "relu", "same", (1, 1)),
+                                                                 (3, None, "valid", (2, 2)),
+                                                                 (6, "tanh", "same", (1, 2))])
+def test_grouped_conv2d_gradients(rng, groups, activation, padding, strides):
+    layer = layers.Conv2D(6, 3, strides=strides, padding=padding, groups=groups, activation=activation,
+                          bias_initializer="random_normal", dtype="float64")
+    x = rng.standard_normal((2, 6, 5, 6))
+    y, _ = check_gradients(layer, x, rng, expect_weights=2)
+    kernel, bias = layer.get_weights()
+    ref = grouped_reference(x, kernel, bias, strides, padding, (1, 1), groups)
+    np.testing.assert_allclose(y, REFERENCE[activation](ref), rtol=1e-12, atol=1e-12)
+
+
+def test_grouped_conv1d_forward_and_gradients(rng):
+    layer = layers.Conv1D(4, 3, padding="causal", groups=2, dtype="float64")
+    x = rng.standard_normal((2, 9, 6))
+    y, _ = check_gradients(layer, x, rng, expect_weights=2)
+    kernel, bias = layer.get_weights()
+    assert kernel.shape == (3, 3, 4)
+    xp = np.pad(x, ((0, 0), (2, 0), (0, 0)))[:, None]
+    ref = grouped_reference(xp, kernel[None], bias, (1, 1), "valid", (1, 1), 2)[:, 0]
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups", [2, 32])
+def test_grouped_conv_is_bit_identical_on_1_and_2_threads(rng, threads, groups):
+    layer = layers.Conv2D(64, 3, padding="same", groups=groups, activation="relu")
+    x = rng.standard_normal((48, 12, 12, 32)).astype("float32")  # several chunks of the batch
+    layer(x)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        y, cache = layer.forward(x, training=True)
+        dx = layer.backward(cache, np.ones_like(y) * 0.1)
+        results.append((y, dx, [np.array(g) for g in layer.grads]))
+    (y1, dx1, g1), (y2, dx2, g2) = results
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(dx1, dx2)
+    for a, b in zip(g1, g2):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_grouped_conv_errors_are_keras():
+    with pytest.raises(ValueError, match=r"Conv2D: the number of filters must be evenly divisible by the number "
+                                         r"of groups. Received: groups=4, filters=6."):
+        layers.Conv2D(6, 3, groups=4)
+    layer = layers.Conv2D(6, 3, groups=3)
+    with pytest.raises(ValueError, match=r"the number of input channels must be evenly divisible by the number "
+                                         r"of groups. Received groups=3, but the input has 4 channels \(full "
+                                         r"input shape is \(None, 8, 8, 4\)\)."):
+        layer.build((None, 8, 8, 4))
+    with pytest.raises(ValueError, match=r"conv: 'inputs' has 5 channels .* the channels must be a multiple of that "
+                                         r"number"):
+        fastnn.ops.conv(np.zeros((1, 4, 4, 5)), np.zeros((3, 3, 2, 4)))
+    with pytest.raises(ValueError, match=r"conv: 'inputs' has 0 channels"):  # not 0 groups (a division by 0)
+        fastnn.ops.conv(np.zeros((1, 4, 4, 0)), np.zeros((3, 3, 2, 4)))
+    with pytest.raises(ValueError, match=r"needs a number of filters divisible by 2"):
+        fastnn.ops.conv(np.zeros((1, 4, 4, 4)), np.zeros((3, 3, 2, 3)))
+
+
+def test_grouped_conv_channels_first(rng):
+    last = layers.Conv2D(4, 3, groups=2, dtype="float64")
+    first = layers.Conv2D(4, 3, groups=2, data_format="channels_first", dtype="float64")
+    x = rng.standard_normal((2, 6, 5, 4))
+    y = last(x)
+    first.ensure_built((2, 4, 6, 5))
+    first.set_weights(last.get_weights())
+    np.testing.assert_allclose(first(np.moveaxis(x, -1, 1)), np.moveaxis(y, -1, 1), rtol=1e-13, atol=1e-13)

@@ -14,6 +14,7 @@ import pytest
 import fastnn
 import fastnn as keras
 from fastnn import layers, ops
+from test_layers_core import check_gradients
 
 H = 1e-5
 
@@ -314,13 +315,13 @@ def test_bad_pool_arguments(cls):
 
 
 @pytest.mark.parametrize("cls", ALL_2D + [layers.MaxPooling1D, layers.GlobalAveragePooling1D])
-def test_channels_first_is_refused_clearly(cls):
-    with pytest.raises(ValueError, match="data_format='channels_first' is not supported: fastnn keeps "
-                                         "images channels_last"):
-        cls(data_format="channels_first")
-    with pytest.raises(ValueError, match="'data_format' must be 'channels_last'"):
+def test_data_format_is_checked_and_standardized(cls):
+    with pytest.raises(ValueError, match=r"'data_format' must be one of \{'channels_first', 'channels_last'\} "
+                                         r"or None, got 'NHWC'"):
         cls(data_format="NHWC")
     assert cls(data_format="channels_last").data_format == "channels_last"
+    assert cls(data_format="Channels_First").data_format == "channels_first"  # Keras lower-cases it
+    assert cls().data_format == "channels_last"  # None: fastnn has no image_data_format setting
 
 
 @pytest.mark.parametrize("cls", ALL_2D)
@@ -350,8 +351,8 @@ def test_a_window_larger_than_a_valid_input_is_a_clear_error(rng):
 
 
 def test_other_bad_arguments():
-    with pytest.raises(ValueError, match="UpSampling2D: interpolation='bilinear' is not supported"):
-        layers.UpSampling2D(interpolation="bilinear")
+    with pytest.raises(ValueError, match="UpSampling2D: interpolation='area' is not supported"):
+        layers.UpSampling2D(interpolation="area")
     with pytest.raises(ValueError, match="UpSampling2D: 'size' must hold positive ints"):
         layers.UpSampling2D(0)
     for bad in (-1, (1, -1), ((1, 2), (3,)), "1"):
@@ -465,3 +466,68 @@ def test_a_pooling_layer_first_in_a_model_skips_its_input_gradient(rng):
     assert all(need is False and dx is None for need, dx in calls)  # no dx asked for (or no call at all)
     _, cache = pool.forward(np.ones((8, 4, 4, 2), np.float32), training=True)
     assert pool.backward(cache, np.ones((8, 2), np.float32), need_input_grad=False) is None
+
+
+def keras_resize_weights(in_size, scale):
+    """Keras' (NumPy backend) resize weights, antialias=False, triangle kernel: (out, in)."""
+    sample = (np.arange(in_size * scale) + 0.5) / scale - 0.5
+    weights = np.maximum(0, 1 - np.abs(sample[None, :] - np.arange(in_size)[:, None]))  # (in, out)
+    weights = weights / weights.sum(axis=0, keepdims=True)  # taps outside the image dropped, renormalised
+    return weights.T
+
+
+@pytest.mark.parametrize("size, shape", [((2, 2), (2, 3, 4, 2)), ((3, 2), (1, 5, 1, 3)), ((1, 4), (2, 2, 3, 1)),
+                                         ((2, 3), (1, 1, 1, 2))])
+def test_upsampling2d_bilinear_is_keras_resize(rng, size, shape):
+    layer = layers.UpSampling2D(size, interpolation="Bilinear", dtype="float64")
+    assert layer.interpolation == "bilinear"
+    x = rng.standard_normal(shape)
+    y = layer(x)
+    wh, ww = keras_resize_weights(shape[1], size[0]), keras_resize_weights(shape[2], size[1])
+    ref = np.einsum("oh,nhwc,pw->nopc", wh, x, ww)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    assert layer.compute_output_shape(shape) == ref.shape
+    y, dx = check_gradients(layer, x, rng)
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    config = layer.get_config()
+    assert config["interpolation"] == "bilinear"
+    assert layers.UpSampling2D.from_config(config).interpolation == "bilinear"
+
+
+def test_upsampling2d_bilinear_known_values_and_channels_first():
+    x = np.array([[0.0, 4.0]]).reshape(1, 1, 2, 1)
+    y = layers.UpSampling2D((1, 2), interpolation="bilinear", dtype="float64")(x)
+    # samples at -0.25 (edge: 0), 0.25, 0.75, 1.25 (edge: 4)
+    np.testing.assert_allclose(y[0, 0, :, 0], [0.0, 1.0, 3.0, 4.0])
+    first = layers.UpSampling2D(2, interpolation="bilinear", data_format="channels_first", dtype="float64")
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 5))  # (batch, channels, h, w)
+    last = layers.UpSampling2D(2, interpolation="bilinear", dtype="float64")(np.moveaxis(x, 1, -1))
+    np.testing.assert_allclose(first(x), np.moveaxis(last, -1, 1), rtol=1e-13)
+
+
+def test_upsampling2d_other_interpolations_are_refused():
+    with pytest.raises(ValueError, match="UpSampling2D: interpolation='bicubic' is not supported; fastnn has "
+                                         "'nearest' and 'bilinear'"):
+        layers.UpSampling2D(interpolation="bicubic")
+
+
+def test_global_max_pooling_ignores_a_mask_as_keras_3(rng):
+    # Keras 3's GlobalMaxPooling1D/2D do not support masking: the max runs over every step.
+    x = rng.standard_normal((3, 5, 4)).astype("float32")
+    mask = np.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool)
+    layer = layers.GlobalMaxPooling1D()
+    np.testing.assert_array_equal(layer(x, mask=mask), x.max(axis=1))
+    assert layer.compute_mask(x, mask) is None
+    ids = np.array([[1, 2, 0, 0], [3, 0, 0, 0]])
+    inputs = keras.Input((4,))
+    embedded = layers.Embedding(10, 3, mask_zero=True)
+    model = keras.Model(inputs, layers.GlobalMaxPooling1D()(embedded(inputs)))
+    np.testing.assert_allclose(model.predict(ids, verbose=0), embedded(ids).max(axis=1), rtol=1e-6)
+
+
+def test_average_pooling_keeps_fastnns_default_pool_size(rng):
+    x = rng.standard_normal((2, 6, 4, 3))
+    np.testing.assert_allclose(layers.AveragePooling2D(dtype="float64")(x),
+                               x.reshape(2, 3, 2, 2, 2, 3).mean(axis=(2, 4)), rtol=1e-13)
+    np.testing.assert_allclose(layers.AveragePooling1D(dtype="float64")(x[:, :, 0]),
+                               x[:, :, 0].reshape(2, 3, 2, 3).mean(axis=2), rtol=1e-13)

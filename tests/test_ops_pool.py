@@ -567,3 +567,22 @@ def test_argument_helpers_standardize_like_keras():
     assert ops.pool.standardize_padding("SAME", "fn") == "same"
     with pytest.raises(ValueError, match="fn: 'padding' must be 'valid' or 'same', got 'causal'"):
         ops.pool.standardize_padding("causal", "fn")
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 33), (2, 16, 16, 16), (2, 17, 3, 40), (1, 1, 1, 1), (2, 3, 100),
+                                   (2, 64, 8, 4, 3), (0, 3, 4, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channels_to_last_and_first_are_numpy_moveaxis(rng, shape, dtype):
+    from fastnn.ops.pool import channels_to_first, channels_to_last
+    x = rng.standard_normal(shape).astype(dtype)
+    y = channels_to_last(x)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    np.testing.assert_array_equal(y, np.moveaxis(x, 1, -1))
+    np.testing.assert_array_equal(channels_to_first(x), np.moveaxis(x, -1, 1))
+    np.testing.assert_array_equal(channels_to_first(y), x)
+
+
+def test_channels_to_last_refuses_arrays_without_spatial_axes():
+    from fastnn.ops.pool import channels_to_last
+    with pytest.raises(ValueError, match="move_channels: 'inputs'"):
+        channels_to_last(np.zeros((2, 3), np.float32))

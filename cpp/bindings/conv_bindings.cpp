@@ -68,10 +68,18 @@ CheckedConv<T> check_conv(const char* fn, py::handle x_obj, py::handle w_obj, py
   s.kh = c.w.shape(0);
   s.kw = c.w.shape(1);
   s.f = c.w.shape(3);
-  if (c.w.shape(2) != s.c)
+  // Groups come from the shapes, as in Keras' ops.conv: w's input axis is x's channels / groups.
+  const Index w_in = c.w.shape(2);
+  if (w_in == 0 ? s.c != 0 : (s.c == 0 || s.c % w_in != 0))
     throw py::value_error(cat(fn, ": 'x' has ", s.c, " channels (last axis of shape ",
-                              shape_str(shape_of(c.x)), ") but 'w' expects ", c.w.shape(2),
-                              " (w.shape=", shape_str(shape_of(c.w)), ", layout (kh, kw, in, out))"));
+                              shape_str(shape_of(c.x)), ") but 'w' expects ", w_in,
+                              " (w.shape=", shape_str(shape_of(c.w)), ", layout (kh, kw, in / groups, out)): ",
+                              "the channels must be a multiple of that number (groups = channels / it)"));
+  s.groups = w_in == 0 ? 1 : s.c / w_in;
+  if (s.f % s.groups != 0)
+    throw py::value_error(cat(fn, ": a grouped convolution of ", s.c, " channels in ", s.groups,
+                              " groups of ", w_in, " needs a number of filters divisible by ", s.groups,
+                              ", got w.shape=", shape_str(shape_of(c.w))));
   if (s.kh < 1 || s.kw < 1)
     throw py::value_error(cat(fn, ": 'w' must have a kernel of at least 1×1, got shape ",
                               shape_str(shape_of(c.w))));

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "args.hpp"
 #include "fastnn/pool.hpp"
@@ -314,9 +315,45 @@ py::object upsample2d_backward_impl(py::handle dy_obj, Index sh, Index sw) {
   return std::move(dx);
 }
 
+// x (batch, channels, *spatial) <-> (batch, *spatial, channels); to_last picks the direction.
+template <typename T>
+py::object move_channels_impl(py::handle x_obj, bool to_last) {
+  const char* fn = "move_channels";
+  auto x = input_array<T>(fn, {"inputs", x_obj});
+  require_ndim(fn, "inputs", x, 3, 8);
+  auto s = shape_of(x);
+  Index spatial = 1;
+  for (size_t i = (to_last ? 2 : 1); i < s.size() - (to_last ? 0 : 1); ++i) spatial *= s[i];
+  const Index channels = to_last ? s[1] : s.back();
+  std::vector<Index> out(s.begin(), s.end());
+  if (to_last) {
+    out.erase(out.begin() + 1);
+    out.push_back(channels);
+  } else {
+    out.pop_back();
+    out.insert(out.begin() + 1, channels);
+  }
+  auto y = new_array<T>(checked_shape(fn, out, sizeof(T)));
+  if (y.size() != 0) {
+    py::gil_scoped_release nogil;
+    if (to_last)
+      transpose_batched<T>(s[0], channels, spatial, x.data(), y.mutable_data());
+    else
+      transpose_batched<T>(s[0], spatial, channels, x.data(), y.mutable_data());
+  }
+  return std::move(y);
+}
+
 }  // namespace
 
 void register_pool(py::module_& m) {
+  m.def(
+      "move_channels",
+      [](py::handle x, bool to_last) {
+        return dispatch(resolve_dtype("move_channels", {{"inputs", x}}),
+                        [&](auto t) { return move_channels_impl<decltype(t)>(x, to_last); });
+      },
+      py::arg("inputs"), py::arg("to_last"));
   m.def(
       "max_pool",
       [](py::handle x, py::handle ph, py::handle pw, py::handle sh, py::handle sw,

@@ -35,16 +35,17 @@ Chunks plan_chunks(const ConvShape& s) {
 
 // A 1×1, stride-1, unpadded convolution: the input itself is the patch matrix.
 bool is_pointwise(const ConvShape& s) {
-  return s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_top == 0 && s.pad_left == 0 &&
-         s.oh == s.h && s.ow == s.w;
+  return s.groups == 1 && s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_top == 0 &&
+         s.pad_left == 0 && s.oh == s.h && s.ow == s.w;
 }
 
-// dx of `images` images (overwritten) from the patch-matrix gradient: each patch value adds
-// into the input position it was read from, in a fixed order.
+// dx of `images` images from the patch-matrix gradient of group `group` (its channels only;
+// dx is zeroed by the caller): each patch value adds into the input position it was read
+// from, in a fixed order.
 template <typename T>
-void col2im(const ConvShape& s, const T* dcol, Index images, T* dx) {
-  const Index K = s.patch(), image_size = s.h * s.w * s.c;
-  std::fill(dx, dx + images * image_size, T(0));
+void col2im(const ConvShape& s, const T* dcol, Index images, T* dx, Index group) {
+  const Index K = s.patch(), image_size = s.h * s.w * s.c, gc = s.group_c();
+  dx += group * gc;
   for (Index img = 0; img < images; ++img) {
     T* dxi = dx + img * image_size;
     for (Index i = 0; i < s.oh; ++i)
@@ -57,8 +58,8 @@ void col2im(const ConvShape& s, const T* dcol, Index images, T* dx) {
             const Index c0 = j * s.sw - s.pad_left + q * s.dw;
             if (c0 < 0 || c0 >= s.w) continue;
             T* d = dxi + (row * s.w + c0) * s.c;
-            const T* g = src + (p * s.kw + q) * s.c;
-            for (Index c = 0; c < s.c; ++c) d[c] += g[c];
+            const T* g = src + (p * s.kw + q) * gc;
+            for (Index c = 0; c < gc; ++c) d[c] += g[c];
           }
         }
       }
@@ -104,11 +105,12 @@ void add_borders(const ConvShape& s, const Bordered& b, const T* x, Index images
   }
 }
 
-// Offsets of patch value (p, q, ch) from its patch's corner, in kernel order (kh, kw, c).
+// Offsets of patch value (p, q, ch) from its patch's corner, in kernel order (kh, kw, c/G),
+// for group 0 (group g adds g·c/G to the base).
 void patch_offsets(const ConvShape& s, const Bordered& b, Index* out) {
   for (Index p = 0; p < s.kh; ++p)
     for (Index q = 0; q < s.kw; ++q)
-      for (Index ch = 0; ch < s.c; ++ch) *out++ = (p * s.dh * b.w + q * s.dw) * s.c + ch;
+      for (Index ch = 0; ch < s.group_c(); ++ch) *out++ = (p * s.dh * b.w + q * s.dw) * s.c + ch;
 }
 
 // Offsets of each output pixel's patch corner, for `images` images.
@@ -149,6 +151,99 @@ struct Patches {
   }
 };
 
+// Depthwise convolutions (groups = channels; m = f / c outputs per channel): a GEMM per
+// group would have one column and a 1·kh·kw depth, so they run as direct loops instead,
+// vectorised across the channels of a pixel. Output o reads input channel o / m.
+// Taps outside the image are skipped (the padding reads 0).
+template <typename T, typename Body>
+void for_each_tap(const ConvShape& s, Index i, Index j, Body&& body) {
+  for (Index p = 0; p < s.kh; ++p) {
+    const Index row = i * s.sh + p * s.dh - s.pad_top;
+    if (row < 0 || row >= s.h) continue;
+    for (Index q = 0; q < s.kw; ++q) {
+      const Index col = j * s.sw + q * s.dw - s.pad_left;
+      if (col < 0 || col >= s.w) continue;
+      body(row * s.w + col, p * s.kw + q);
+    }
+  }
+}
+
+bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.groups == s.c; }
+
+// z (images of one chunk) = depthwise conv + bias.
+template <typename T>
+void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias, Index images, T* out) {
+  const Index f = s.f, m = s.group_f(), c = s.c;
+  for (Index img = 0; img < images; ++img) {
+    const T* xi = x + img * s.h * s.w * c;
+    for (Index i = 0; i < s.oh; ++i)
+      for (Index j = 0; j < s.ow; ++j) {
+        T* o = out + ((img * s.oh + i) * s.ow + j) * f;
+        for (Index k = 0; k < f; ++k) o[k] = bias ? bias[k] : T(0);
+        for_each_tap<T>(s, i, j, [&](Index pos, Index tap) {
+          const T* xv = xi + pos * c;
+          const T* wv = w + tap * f;
+          if (m == 1) {
+            for (Index k = 0; k < f; ++k) o[k] += xv[k] * wv[k];
+          } else {
+            for (Index g = 0; g < c; ++g)
+              for (Index k = 0; k < m; ++k) o[g * m + k] += xv[g] * wv[g * m + k];
+          }
+        });
+      }
+  }
+}
+
+// dw (kh × kw × 1 × f) += Σ over the chunk's pixels of x · dz, in pixel order.
+template <typename T>
+void depthwise_kernel_gradient(const ConvShape& s, const T* x, const T* dz, Index images, T* dw) {
+  const Index f = s.f, m = s.group_f(), c = s.c;
+  for (Index img = 0; img < images; ++img) {
+    const T* xi = x + img * s.h * s.w * c;
+    for (Index i = 0; i < s.oh; ++i)
+      for (Index j = 0; j < s.ow; ++j) {
+        const T* d = dz + ((img * s.oh + i) * s.ow + j) * f;
+        for_each_tap<T>(s, i, j, [&](Index pos, Index tap) {
+          const T* xv = xi + pos * c;
+          T* g = dw + tap * f;
+          if (m == 1) {
+            for (Index k = 0; k < f; ++k) g[k] += xv[k] * d[k];
+          } else {
+            for (Index ch = 0; ch < c; ++ch)
+              for (Index k = 0; k < m; ++k) g[ch * m + k] += xv[ch] * d[ch * m + k];
+          }
+        });
+      }
+  }
+}
+
+// dx of the chunk's images (overwritten) = the taps' dz · w, added in pixel order.
+template <typename T>
+void depthwise_input_gradient(const ConvShape& s, const T* w, const T* dz, Index images, T* dx) {
+  const Index f = s.f, m = s.group_f(), c = s.c;
+  std::fill(dx, dx + images * s.h * s.w * c, T(0));
+  for (Index img = 0; img < images; ++img) {
+    T* dxi = dx + img * s.h * s.w * c;
+    for (Index i = 0; i < s.oh; ++i)
+      for (Index j = 0; j < s.ow; ++j) {
+        const T* d = dz + ((img * s.oh + i) * s.ow + j) * f;
+        for_each_tap<T>(s, i, j, [&](Index pos, Index tap) {
+          T* g = dxi + pos * c;
+          const T* wv = w + tap * f;
+          if (m == 1) {
+            for (Index k = 0; k < f; ++k) g[k] += d[k] * wv[k];
+          } else {
+            for (Index ch = 0; ch < c; ++ch) {
+              T sum = 0;
+              for (Index k = 0; k < m; ++k) sum += d[ch * m + k] * wv[ch * m + k];
+              g[ch] += sum;
+            }
+          }
+        });
+      }
+  }
+}
+
 // z (or y) = conv(x, w) + bias, then the activation, over a fixed partition into chunks.
 template <typename T>
 void forward_chunks(const ConvShape& s, const T* x, const T* w, const T* bias,
@@ -160,26 +255,41 @@ void forward_chunks(const ConvShape& s, const T* x, const T* w, const T* bias,
   const int threads = std::min<int>(threads_for(flops), int(chunks.count));
   const Patches<T> patches(s, chunks.per);
   T* out = z ? z : y;
+  const Index gc = s.group_c(), gf = s.group_f();
+  if (is_depthwise(s)) {
+    parallel_for(chunks.count, threads, [&](Index ch) {
+      const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
+      T* chunk_out = out + first * pixels * s.f;
+      depthwise_forward(s, x + first * s.h * s.w * s.c, w, bias, images, chunk_out);
+      if (act.kind != ActivationKind::Linear || (z && z != y))
+        activation_forward(act, chunk_out, y + first * pixels * s.f, images * pixels * s.f, s.f);
+    });
+    return;
+  }
   parallel_for(chunks.count, threads, [&](Index ch) {
     const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
     const Index rows = images * pixels;
-    GemmArgs<T> g;
-    g.m = rows;
-    g.n = s.f;
-    g.k = K;
-    g.a = patches.base(x + first * s.h * s.w * s.c, images);
-    g.lda = K;
-    g.a_row_offsets = patches.pixel;
-    g.a_step_offsets = patches.patch;
-    g.b = w;
-    g.ldb = s.f;
-    g.c = out + first * pixels * s.f;
-    g.ldc = s.f;
-    g.bias = bias;
-    g.max_threads = threads > 1 ? 1 : 0;  // chunks already run in parallel
-    gemm(g);
+    const T* base = patches.base(x + first * s.h * s.w * s.c, images);
+    T* chunk_out = out + first * pixels * s.f;
+    for (Index group = 0; group < s.groups; ++group) {  // group g: its channels into its filters
+      GemmArgs<T> g;
+      g.m = rows;
+      g.n = gf;
+      g.k = K;
+      g.a = base + group * gc;
+      g.lda = K;
+      g.a_row_offsets = patches.pixel;
+      g.a_step_offsets = patches.patch;
+      g.b = w + group * gf;
+      g.ldb = s.f;
+      g.c = chunk_out + group * gf;
+      g.ldc = s.f;
+      g.bias = bias ? bias + group * gf : nullptr;
+      g.max_threads = threads > 1 ? 1 : 0;  // chunks already run in parallel
+      gemm(g);
+    }
     if (act.kind != ActivationKind::Linear || (z && z != y))
-      activation_forward(act, g.c, y + first * pixels * s.f, rows * s.f, s.f);
+      activation_forward(act, chunk_out, y + first * pixels * s.f, rows * s.f, s.f);
   });
 }
 
@@ -198,6 +308,7 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
   const ConvShape& s = a.s;
   const Index K = s.patch(), pixels = s.out_pixels(), rows_total = s.n * pixels;
   const Index image_size = s.h * s.w * s.c, kernel_size = K * s.f;
+  const Index gc = s.group_c(), gf = s.group_f();
   if (dx && (pixels == 0 || s.f == 0)) std::fill(dx, dx + s.n * image_size, T(0));
   if (s.n == 0 || pixels == 0 || s.f == 0) {
     if (dw && !accumulate) std::fill(dw, dw + kernel_size, T(0));
@@ -220,6 +331,19 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
 
   if (dw && winograd_applicable(s)) {
     winograd_kernel_gradient(s, a.x, dz, dw, accumulate);
+  } else if (dw && is_depthwise(s)) {
+    // One partial per chunk, summed in chunk order: the same bits on any number of threads.
+    std::vector<T> partials(size_t(chunks.count) * size_t(kernel_size), T(0));
+    parallel_for(chunks.count, threads, [&](Index ch) {
+      const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
+      depthwise_kernel_gradient(s, a.x + first * image_size, dz + first * pixels * s.f, images,
+                                partials.data() + ch * kernel_size);
+    });
+    for (Index i = 0; i < kernel_size; ++i) {
+      T total = accumulate ? dw[i] : T(0);
+      for (Index ch = 0; ch < chunks.count; ++ch) total += partials[size_t(ch * kernel_size + i)];
+      dw[i] = total;
+    }
   } else if (dw) {
     const Patches<T> patches(s, chunks.per);
     // One weight-gradient partial per chunk, summed in chunk order below (one chunk: direct).
@@ -227,22 +351,25 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
     std::vector<T> partials(direct ? 0 : size_t(chunks.count) * size_t(kernel_size));
     parallel_for(chunks.count, threads, [&](Index ch) {
       const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
-      GemmArgs<T> g;  // partial dw = patchesᵀ · dz
-      g.m = K;
-      g.n = s.f;
-      g.k = images * pixels;
-      g.a = patches.base(a.x + first * image_size, images);
-      g.lda = K;
-      g.trans_a = true;
-      g.a_row_offsets = patches.patch;  // patchesᵀ: rows are patch positions
-      g.a_step_offsets = patches.pixel;
-      g.b = dz + first * pixels * s.f;
-      g.ldb = s.f;
-      g.c = direct ? dw : partials.data() + ch * kernel_size;
-      g.ldc = s.f;
-      g.accumulate = direct && accumulate;
-      g.max_threads = threads > 1 ? 1 : 0;
-      gemm(g);
+      const T* base = patches.base(a.x + first * image_size, images);
+      for (Index group = 0; group < s.groups; ++group) {
+        GemmArgs<T> g;  // partial dw of the group's filters = its patchesᵀ · its dz
+        g.m = K;
+        g.n = gf;
+        g.k = images * pixels;
+        g.a = base + group * gc;
+        g.lda = K;
+        g.trans_a = true;
+        g.a_row_offsets = patches.patch;  // patchesᵀ: rows are patch positions
+        g.a_step_offsets = patches.pixel;
+        g.b = dz + first * pixels * s.f + group * gf;
+        g.ldb = s.f;
+        g.c = (direct ? dw : partials.data() + ch * kernel_size) + group * gf;
+        g.ldc = s.f;
+        g.accumulate = direct && accumulate;
+        g.max_threads = threads > 1 ? 1 : 0;
+        gemm(g);
+      }
     });
     if (!direct)
       parallel_chunks(kernel_size, double(chunks.count), [&](Index begin, Index count) {
@@ -255,7 +382,7 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
   }
   if (!dx) return;
 
-  if (s.sh == 1 && s.sw == 1 && !pointwise && s.c >= 16) {
+  if (s.groups == 1 && s.sh == 1 && s.sw == 1 && !pointwise && s.c >= 16) {
     // Stride 1: dx is the "full" correlation of dz with the kernel turned 180° and its
     // channel axes swapped: a forward convolution of f channels into c.
     const Index pad_top = (s.kh - 1) * s.dh - s.pad_top, pad_left = (s.kw - 1) * s.dw - s.pad_left;
@@ -281,26 +408,36 @@ void conv2d_backward(const ConvArgs<T>& a, const T* z, const T* y, const T* dy, 
       return;
     }
   }
+  if (is_depthwise(s)) {
+    parallel_for(chunks.count, threads, [&](Index ch) {
+      const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
+      depthwise_input_gradient(s, a.w, dz + first * pixels * s.f, images, dx + first * image_size);
+    });
+    return;
+  }
   // Otherwise: patch gradients dz·wᵀ per chunk, scattered back (col2im).
   parallel_for(chunks.count, threads, [&](Index ch) {
     const Index first = ch * chunks.per, images = std::min(chunks.per, s.n - first);
     const Index rows = images * pixels;
     T* dx_chunk = dx + first * image_size;
     T* dcol = pointwise ? dx_chunk : thread_scratch<T>(ScratchSlot::ConvColumns, rows * K);
-    GemmArgs<T> g;  // patch gradients = dz · wᵀ
-    g.m = rows;
-    g.n = K;
-    g.k = s.f;
-    g.a = dz + first * pixels * s.f;
-    g.lda = s.f;
-    g.b = a.w;
-    g.ldb = s.f;
-    g.trans_b = true;
-    g.c = dcol;
-    g.ldc = K;
-    g.max_threads = threads > 1 ? 1 : 0;
-    gemm(g);
-    if (!pointwise) col2im(s, dcol, images, dx_chunk);
+    if (!pointwise) std::fill(dx_chunk, dx_chunk + images * image_size, T(0));
+    for (Index group = 0; group < s.groups; ++group) {
+      GemmArgs<T> g;  // the group's patch gradients = its dz · its wᵀ
+      g.m = rows;
+      g.n = K;
+      g.k = gf;
+      g.a = dz + first * pixels * s.f + group * gf;
+      g.lda = s.f;
+      g.b = a.w + group * gf;
+      g.ldb = s.f;
+      g.trans_b = true;
+      g.c = dcol;
+      g.ldc = K;
+      g.max_threads = threads > 1 ? 1 : 0;
+      gemm(g);
+      if (!pointwise) col2im(s, dcol, images, dx_chunk, group);
+    }
   });
 }
 

@@ -200,7 +200,7 @@ void transform_kernel_gradient(const ConvShape& s, const T* sums, T* dw, bool ac
 
 bool winograd_applicable(const ConvShape& s) {
   // Narrow channel counts make short GEMMs whose transforms cost more than they save.
-  return s.kh == 3 && s.kw == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 && s.c >= 16 &&
+  return s.groups == 1 && s.kh == 3 && s.kw == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 && s.c >= 16 &&
          s.f >= 16 && s.oh >= 2 && s.ow >= 2;
 }
 

@@ -13,7 +13,13 @@
 // the shapes alone) processed in parallel, each with single-threaded GEMMs; the weight
 // gradient sums the chunks' partial products in chunk order. Results are therefore the
 // same bit for bit on any number of threads.
-// Cost: 2·N·OH·OW·F·KH·KW·C flops forward, twice that backward.
+// Grouped convolution (groups G > 1, Keras' `groups`): input channels and filters split into
+// G equal groups; filters of group g read only channels of group g, with a kernel
+// (kh, kw, C/G, F), filters g·F/G.. of group g. Each chunk runs one GEMM per group on its
+// slices, read in place (base pointer and leading dimensions; no copies), so the cost and the
+// bit-for-bit reproducibility are those of G small convolutions. (Winograd and the stride-1
+// flipped-kernel input gradient are for G = 1.)
+// Cost: 2·N·OH·OW·F·KH·KW·C/G flops forward, twice that backward.
 #pragma once
 
 #include "fastnn/activation.hpp"
@@ -27,8 +33,11 @@ struct ConvShape {
   Index sh = 1, sw = 1, dh = 1, dw = 1;  // strides, dilation
   Index pad_top = 0, pad_left = 0;     // zeros before the first row / column
   Index oh = 0, ow = 0;                // output height, width
+  Index groups = 1;                    // c and f are multiples of it
 
-  Index patch() const { return kh * kw * c; }
+  Index group_c() const { return c / groups; }
+  Index group_f() const { return f / groups; }
+  Index patch() const { return kh * kw * group_c(); }
   Index out_pixels() const { return oh * ow; }
 };
 
@@ -36,7 +45,7 @@ template <typename T>
 struct ConvArgs {
   ConvShape s;
   const T* x = nullptr;  // n × h × w × c
-  const T* w = nullptr;  // kh × kw × c × f
+  const T* w = nullptr;  // kh × kw × (c / groups) × f
   const T* b = nullptr;  // f, optional
   Activation act;
 };

@@ -5,6 +5,7 @@
 //   global pooling:   y[n,c] = max or mean over s of x[n,s,c]   (s runs over H×W or steps)
 //   zero padding:     y = x placed at (top, left) inside zeros of (H+top+bottom, W+left+right)
 //   upsampling:       y[n,i,j,c] = x[n, i / sh, j / sw, c]
+//   channel moves:    y[n,b,a] = x[n,a,b]  (NCHW <-> NHWC for the channels_first layers)
 //
 // Layout: x (batch, height, width, channels), C-contiguous; 1-D pooling is height 1. The
 // window of output (i, j) starts at (i·sh - pt, j·sw - pl); padding follows TensorFlow's
@@ -105,5 +106,11 @@ void upsample2d_forward(Index batch, Index h, Index w, Index channels, Index sh,
 template <typename T>
 void upsample2d_backward(Index batch, Index h, Index w, Index channels, Index sh, Index sw,
                          const T* dy, T* dx);
+
+/// y[n, c, r] = x[n, r, c] for x (batch, rows, cols): each matrix transposed in 32×32 tiles
+/// (both tiles stay in L1), parallel over (matrix, row of tiles). NCHW -> NHWC is rows = C,
+/// cols = H·W; the way back swaps them. A copy: bit-identical on any number of threads.
+template <typename T>
+void transpose_batched(Index batch, Index rows, Index cols, const T* x, T* y);
 
 }  // namespace fastnn

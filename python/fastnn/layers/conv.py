@@ -1,8 +1,9 @@
-"""Convolution layers: Conv1D and Conv2D (Keras arguments; channels-last only)."""
+"""Convolution layers: Conv1D and Conv2D (Keras arguments), channels_last or channels_first."""
 
 import numpy as np
 
 from .. import activations, constraints, initializers, ops, regularizers
+from ..ops.pool import channels_to_first, channels_to_last, standardize_data_format
 from . import _validation
 from .base import Layer, trainable_grad
 from .core import _OutputActivation
@@ -22,7 +23,66 @@ class _AnySpatialSize:
         return self.compute_output_shape(input_shape)
 
 
-class _Conv(_AnySpatialSize, _OutputActivation, Layer):
+def _to_last(x):
+    """(batch, channels, *spatial) -> (batch, *spatial, channels), contiguous for the NHWC kernels."""
+    return channels_to_last(x) if x.ndim > 2 else x
+
+
+def _to_first(y):
+    """(batch, *spatial, channels) -> (batch, channels, *spatial); 2-D arrays have no spatial axes."""
+    return channels_to_first(y) if y.ndim > 2 else y
+
+
+def _last_shape(shape):
+    shape = tuple(shape)
+    return (shape[0],) + shape[2:] + (shape[1],) if len(shape) > 2 else shape
+
+
+def _first_shape(shape):
+    shape = tuple(shape)
+    return (shape[0], shape[-1]) + shape[1:-1] if len(shape) > 2 else shape
+
+
+class _DataFormat:
+    """Mixin of the layers with a ``data_format``: channels_first runs the channels_last code
+    between two transposes (NCHW -> NHWC, the NHWC kernel, back), so there is one kernel per
+    operation. The layer writes ``_output_shape_last``, ``_forward_last`` and ``_backward_last``
+    for channels_last arrays; this mixin gives the public methods in the layer's own format.
+
+    Transposing at the edges was measured against the cost of the kernels (see
+    bench/bench_conv.py, channels_first rows): with a tiled C++ transpose a convolution spends
+    a few percent of its time moving channels, which does not pay for a second set of NCHW
+    kernels (memory-bound layers such as pooling pay relatively more).
+    """
+
+    data_format = "channels_last"
+
+    @property
+    def _channels_first(self):
+        return self.data_format == "channels_first"
+
+    def _channel_axis(self):
+        return 1 if self._channels_first else -1
+
+    def compute_output_shape(self, input_shape):
+        if not self._channels_first:
+            return self._output_shape_last(tuple(input_shape))
+        return _first_shape(self._output_shape_last(_last_shape(input_shape)))
+
+    def forward(self, x, training=False, **kwargs):
+        if not self._channels_first:
+            return self._forward_last(x, training, **kwargs)
+        y, cache = self._forward_last(_to_last(x), training, **kwargs)
+        return _to_first(y), cache
+
+    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if not self._channels_first:
+            return self._backward_last(cache, dy, need_input_grad, accumulate)
+        dx = self._backward_last(cache, _to_last(dy), need_input_grad, accumulate)
+        return None if dx is None else _to_first(dx)
+
+
+class _Conv(_DataFormat, _AnySpatialSize, _OutputActivation, Layer):
     """Shared by Conv1D and Conv2D: `rank` spatial axes, run by the 2-D kernel."""
 
     rank = 2
@@ -38,10 +98,11 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
         self.bias_constraint = _validation.constraint(bias_constraint, "bias_constraint", who)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
             raise ValueError(f"{who}: 'filters' must be a positive int, got {filters!r}")
-        if data_format not in (None, "channels_last"):
-            raise ValueError(f"{who}: only data_format='channels_last' is supported, got {data_format!r}")
-        if _validation.integer(groups, "groups", who, minimum=1) != 1:
-            raise ValueError(f"{who}: grouped convolutions (groups={groups}) are not supported")
+        self.data_format = standardize_data_format(data_format, who)
+        self.groups = _validation.integer(groups, "groups", who, minimum=1)
+        if filters % self.groups:
+            raise ValueError(f"{who}: the number of filters must be evenly divisible by the number of groups. "
+                             f"Received: groups={self.groups}, filters={filters}.")
         allowed = ("valid", "same", "causal") if self.rank == 1 else ("valid", "same")
         if not isinstance(padding, str) or padding.lower() not in allowed:
             raise ValueError(f"{who}: 'padding' must be one of {allowed}, got {padding!r}")
@@ -67,7 +128,12 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
 
     def build(self, input_shape):
         self.compute_output_shape(input_shape)
-        self.kernel = self.add_weight(shape=self.kernel_size + (input_shape[-1], self.filters),
+        channels = input_shape[self._channel_axis()]
+        if channels % self.groups:
+            raise ValueError(f"{type(self).__name__} '{self.name}': the number of input channels must be evenly "
+                             f"divisible by the number of groups. Received groups={self.groups}, but the input "
+                             f"has {channels} channels (full input shape is {tuple(input_shape)}).")
+        self.kernel = self.add_weight(shape=self.kernel_size + (channels // self.groups, self.filters),
                                       initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
                                       constraint=self.kernel_constraint, name="kernel")
         if self.use_bias:
@@ -75,17 +141,20 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
                                         regularizer=self.bias_regularizer, constraint=self.bias_constraint,
                                         name="bias")
 
-    def compute_output_shape(self, input_shape):
+    def _output_shape_last(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
         if len(input_shape) != self.rank + 2:
             expected = "(batch, steps, channels)" if self.rank == 1 else "(batch, height, width, channels)"
+            if self._channels_first:
+                expected = "(batch, channels, steps)" if self.rank == 1 else "(batch, channels, height, width)"
+                input_shape = _first_shape(input_shape)
             raise ValueError(f"{who}: expects {self.rank + 2}-D input {expected}, got shape {input_shape}")
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(f"{who}: the channel axis of the input must be known, got {input_shape}")
-        if self.kernel is not None and channels != self.kernel.shape[-2]:
-            raise ValueError(f"{who}: built for {self.kernel.shape[-2]} input channels, got inputs of shape "
-                             f"{input_shape}")
+        if self.kernel is not None and channels != self.kernel.shape[-2] * self.groups:
+            raise ValueError(f"{who}: built for {self.kernel.shape[-2] * self.groups} input channels, got inputs "
+                             f"of shape {input_shape}")
         spatial = []
         for axis, (size, k, s, d) in enumerate(zip(input_shape[1:-1], self.kernel_size, self.strides,
                                                     self.dilation_rate)):
@@ -110,7 +179,7 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
         return ops.conv(x, self.kernel.value, self.strides, self.padding, dilation_rate=self.dilation_rate,
                         bias=bias, activation=activation, alpha=alpha, return_preactivation=return_preactivation)
 
-    def forward(self, x, training=False, logits=False):
+    def _forward_last(self, x, training=False, logits=False):
         act = self._act
         if logits or act.kind is None:  # linear here (a custom callable: its traced function after)
             z = self._conv(x)
@@ -124,7 +193,7 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
             y, z = self._conv(x, act.kind, act.alpha), None
         return y, ((x, z, y, act) if training else None)
 
-    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+    def _backward_last(self, cache, dy, need_input_grad=True, accumulate=False):
         x, z, y, act = cache
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
         kind, alpha = None, 0.0
@@ -139,7 +208,8 @@ class _Conv(_AnySpatialSize, _OutputActivation, Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, padding=self.padding,
-                   dilation_rate=self.dilation_rate, activation=activations.serialize(self._act),
+                   data_format=self.data_format, dilation_rate=self.dilation_rate, groups=self.groups,
+                   activation=activations.serialize(self._act),
                    use_bias=self.use_bias, kernel_initializer=initializers.serialize(self.kernel_initializer),
                    bias_initializer=initializers.serialize(self.bias_initializer),
                    kernel_regularizer=regularizers.serialize(self.kernel_regularizer),
@@ -161,8 +231,14 @@ class Conv2D(_Conv):
         strides: int or (sh, sw), default 1.
         padding: "valid" (default) or "same" (TensorFlow's rule: output ceil(in/stride),
             the odd padding after).
-        data_format: None or "channels_last".
+        data_format: "channels_last" (batch, height, width, channels) or "channels_first"
+            (batch, channels, height, width); default None: "channels_last" (fastnn has no
+            ``image_data_format`` setting). The kernel keeps the shape (kh, kw, in, out) in both.
         dilation_rate: int or (dh, dw), default 1 (not with strides > 1).
+        groups: int, default 1: input channels and filters split into `groups` groups, the
+            filters of each group seeing only its channels (both must be divisible by it);
+            the kernel is then (kh, kw, in / groups, out). groups=in is a depthwise convolution
+            with filters/in outputs per channel. One GEMM per group, in place.
         activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer, kernel_constraint, bias_constraint: as Dense.
 
@@ -175,7 +251,8 @@ class Conv2D(_Conv):
 
 
 class Conv1D(_Conv):
-    """1-D convolution over (batch, steps, channels) sequences (kernel (k, in, out)).
+    """1-D convolution over (batch, steps, channels) sequences (kernel (k, in, out));
+    with data_format="channels_first", over (batch, channels, steps).
 
     Arguments as Conv2D with ints; padding may also be "causal" (all padding before the
     first step, so output t sees inputs up to t only).

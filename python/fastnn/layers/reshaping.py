@@ -6,8 +6,10 @@ weights; forward is a view or one copy, backward its adjoint.
 
 import numpy as np
 
+from ..ops.pool import standardize_data_format
 from . import _validation
 from .base import Layer
+from .conv import _DataFormat, _first_shape
 
 
 def _int_pairs(value, count, what, who):
@@ -106,15 +108,17 @@ class RepeatVector(Layer):
         return cfg
 
 
-class _Cropping(Layer):
+class _Cropping(_DataFormat, Layer):
     """Shared by Cropping1D and Cropping2D: drops `cropping` positions at each end of the spatial axes."""
 
     _rank = 1
 
-    def compute_output_shape(self, input_shape):
+    def _output_shape_last(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
         if len(input_shape) != self._rank + 2:
             layout = "(batch, steps, features)" if self._rank == 1 else "(batch, height, width, channels)"
+            if self._channels_first:
+                layout, input_shape = "(batch, channels, height, width)", _first_shape(input_shape)
             raise ValueError(f"{who}: expects {self._rank + 2}-D input {layout}, got {input_shape}")
         out = list(input_shape)
         for axis, (before, after) in enumerate(self.cropping, 1):
@@ -129,11 +133,11 @@ class _Cropping(Layer):
     def _slices(self, shape):
         return (slice(None),) + tuple(slice(b, shape[axis] - a) for axis, (b, a) in enumerate(self.cropping, 1))
 
-    def forward(self, x, training=False):
-        self.compute_output_shape((None,) + x.shape[1:])
+    def _forward_last(self, x, training=False):
+        self._output_shape_last((None,) + x.shape[1:])
         return np.ascontiguousarray(x[self._slices(x.shape)]), (x.shape if training else None)
 
-    def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+    def _backward_last(self, cache, dy, need_input_grad=True, accumulate=False):
         dx = np.zeros(cache, dy.dtype)
         dx[self._slices(cache)] = dy
         return dx
@@ -165,12 +169,13 @@ class Cropping1D(_Cropping):
 
 
 class Cropping2D(_Cropping):
-    """Crops rows and columns at the edges of NHWC images: (batch, height, width, channels).
+    """Crops rows and columns at the edges of images: (batch, height, width, channels).
 
     Args:
         cropping: int, (symmetric height, symmetric width), or ((top, bottom), (left, right));
             default ((0, 0), (0, 0)).
-        data_format: None or "channels_last" (the only layout).
+        data_format: "channels_last" (default; None means it) or "channels_first", images
+            (batch, channels, height, width).
         **kwargs: name, dtype, trainable, input_shape.
     """
 
@@ -178,10 +183,8 @@ class Cropping2D(_Cropping):
 
     def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, **kwargs):
         super().__init__(**kwargs)
-        if data_format not in (None, "channels_last"):
-            raise ValueError(f"Cropping2D: only data_format='channels_last' is supported, got {data_format!r}")
         self.cropping = _int_pairs(cropping, 2, "cropping", "Cropping2D")
-        self.data_format = data_format
+        self.data_format = standardize_data_format(data_format, "Cropping2D")
 
     def get_config(self):
         cfg = super().get_config()

@@ -52,7 +52,9 @@ def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_
 
     Args:
         inputs: (batch, steps, channels) or (batch, height, width, channels).
-        kernel: (k, in, out) or (kh, kw, in, out).
+        kernel: (k, in / groups, out) or (kh, kw, in / groups, out): as in Keras, a kernel
+            whose input axis is a divisor of the channels makes a grouped convolution with
+            groups = in / kernel.shape[-2] (out must be divisible by it).
         strides: int or tuple, default 1.
         padding: "valid" (default), "same" (TensorFlow's rule) or, for 1-D, "causal".
         data_format: None or "channels_last" (the only layout).

@@ -90,6 +90,23 @@ def check_data_format(data_format, who):
     raise ValueError(f"{who}: 'data_format' must be 'channels_last' (or None), got {data_format!r}")
 
 
+def standardize_data_format(data_format, who):
+    """A layer's data_format: "channels_last" or "channels_first" (Keras lower-cases it).
+
+    None means "channels_last": Keras reads ``keras.config.image_data_format()`` there, and
+    fastnn has no such setting (its images are channels_last unless a layer says otherwise).
+
+    Raises:
+        ValueError: naming `who`, for any other value.
+    """
+    if data_format is None:
+        return "channels_last"
+    if isinstance(data_format, str) and data_format.lower() in ("channels_first", "channels_last"):
+        return data_format.lower()
+    raise ValueError(f"{who}: 'data_format' must be one of {{'channels_first', 'channels_last'}} or None, "
+                     f"got {data_format!r}")
+
+
 def _ndim(x):
     return x.ndim if hasattr(x, "ndim") else np.ndim(x)
 
@@ -301,3 +318,18 @@ def upsample2d_backward(dy, size):
     """Gradient of ``upsample2d``: the sum of each pixel's size[0] × size[1] block."""
     sh, sw = standardize_tuple(size, 2, "size", "upsample2d_backward")
     return _core.upsample2d_backward(dy, sh, sw)
+
+
+def channels_to_last(inputs):
+    """(batch, channels, *spatial) -> (batch, *spatial, channels), a new C-contiguous array.
+
+    The channels_first layers run their NHWC kernels between this and ``channels_to_first``:
+    one tiled C++ transpose (NumPy's strided copy of a 16 MB image batch took 10-23 ms, the
+    tiled one about a tenth of that).
+    """
+    return _core.move_channels(inputs, True)
+
+
+def channels_to_first(inputs):
+    """(batch, *spatial, channels) -> (batch, channels, *spatial), a new C-contiguous array."""
+    return _core.move_channels(inputs, False)
