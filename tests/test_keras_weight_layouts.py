@@ -537,3 +537,157 @@ def test_multi_head_attention_outputs(rng):
     scores /= scores.sum(axis=-1, keepdims=True)
     want = np.einsum("abcd,cde->abe", np.einsum("acbe,aecd->abcd", scores, v), wo) + bo
     close(mha(q_in, v_in), want, 1e-4)
+
+
+# ---- masks through BatchNormalization, Rescaling, Normalization (Keras: supports_masking) --------
+def masked_moments(x, mask, epsilon=1e-7):
+    """keras/src/layers/normalization/batch_normalization.py _moments(inputs, mask): the mask
+    expanded on the last axis, sums over every axis but the channels' divided by
+    (unmasked count + backend.epsilon())."""
+    w = np.broadcast_to(mask[..., None], x.shape).astype(np.float64)
+    axes = tuple(range(x.ndim - 1))
+    count = w.sum(axis=axes) + epsilon
+    mean = (w * x).sum(axis=axes) / count
+    variance = (w * np.square(x - mean)).sum(axis=axes) / count
+    return mean, variance
+
+
+MASK_PASSING = {
+    "BatchNormalization": lambda: layers.BatchNormalization(),
+    "Rescaling": lambda: layers.Rescaling(0.5, offset=1.0),
+    "Normalization": lambda: layers.Normalization(mean=0.5, variance=2.0),
+    "Normalization-adapted": lambda: layers.Normalization(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MASK_PASSING))
+def test_embedding_mask_passes_through_to_the_lstm(name, rng):
+    """Embedding(mask_zero=True) -> layer -> LSTM: the LSTM skips the padded steps, so padded and
+    unpadded sequences give the same output (each layer acts per position at inference)."""
+    ids = fastnn.Input(shape=(None,), dtype="int32")
+    middle = MASK_PASSING[name]()
+    if name == "Normalization-adapted":
+        middle.adapt(rng.standard_normal((20, 4, 4)) * 3 + 1)
+    outputs = layers.LSTM(3)(middle(layers.Embedding(10, 4, mask_zero=True)(ids)))
+    model = fastnn.Model(ids, outputs)
+    padded = np.array([[3, 5, 2, 0, 0], [7, 1, 4, 8, 0]])
+    got = model.predict(padded, verbose=0)
+    for row, n in zip(range(2), (3, 4)):
+        np.testing.assert_allclose(got[row], model.predict(padded[row:row + 1, :n], verbose=0)[0], rtol=1e-5,
+                                   atol=1e-6)
+    mask = np.array([[True, False]])
+    assert middle.supports_masking and middle.compute_mask(np.zeros((1, 2, 4)), mask) is mask
+
+
+def test_masked_batch_normalization_moments_and_moving_statistics(rng):
+    x = (rng.standard_normal((3, 6, 4)) * 2 + 1).astype("float32")
+    mask = rng.random((3, 6)) > 0.4
+    mask[0] = False  # a whole sequence masked: only the others count
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    mm, mv = rng.standard_normal(4), rng.uniform(0.5, 2, 4)
+    bn = layers.BatchNormalization(momentum=0.8, epsilon=1e-3)
+    _set(bn, x, gamma, beta, mm, mv)
+    mean, variance = masked_moments(x.astype(np.float64), mask)
+    assert not np.allclose(mean, x.mean(axis=(0, 1)), atol=1e-3)  # the mask matters here
+    y = bn(x, training=True, mask=mask)
+    close(y, bn_reference(x, 2, gamma, beta, mean, variance, 1e-3), 1e-4)  # masked positions too
+    close(bn.moving_mean.value, mm * 0.8 + mean * 0.2)
+    close(bn.moving_variance.value, mv * 0.8 + variance * 0.2)
+    # inference: the moving statistics, whatever the mask; the statistics stay
+    moving = bn.get_weights()
+    close(bn(x, mask=mask), bn_reference(x, 2, gamma, beta, moving[2], moving[3], 1e-3))
+    for got, want in zip(bn.get_weights(), moving):
+        np.testing.assert_array_equal(got, want)
+    # an all-True mask is the unmasked batch normalization (up to Keras' epsilon in the count)
+    bn2 = layers.BatchNormalization()
+    close(bn2(x, training=True, mask=np.ones((3, 6), bool)), bn2(x, training=True), 1e-4)
+
+
+def test_masked_batch_renormalization_vs_numpy(rng):
+    # Keras: the masked moments feed _renorm_correction_and_moments and _update_renorm_statistics
+    x = (rng.standard_normal((4, 5, 3)) * 2 + 1).astype("float32")
+    mask = rng.random((4, 5)) > 0.3
+    eps, m, rm = 1e-3, 0.9, 0.7
+    bn = layers.BatchNormalization(renorm=True, renorm_clipping={"rmax": 1.5, "dmax": 0.5}, momentum=m,
+                                   renorm_momentum=rm, epsilon=eps)
+    weights = [rng.standard_normal(3), rng.standard_normal(3), rng.standard_normal(3), rng.uniform(0.5, 2, 3),
+               rng.uniform(0.5, 2, 3), rng.standard_normal(3), rng.uniform(0.5, 2, 3)]
+    _set(bn, x, *weights)
+    gamma, beta, mm, _, ms, renorm_mean, renorm_std = weights
+    mean, variance = masked_moments(x.astype(np.float64), mask)
+    std = np.sqrt(variance + eps)
+    r = np.minimum(std / np.maximum(renorm_std, np.sqrt(eps)), 1.5)
+    d = np.clip((mean - renorm_mean) / np.maximum(renorm_std, np.sqrt(eps)), -0.5, 0.5)
+    want = (x - mean) / std * (r * gamma) + (d * gamma + beta)
+    close(bn(x, training=True, mask=mask), want, 1e-4)
+    new_ms = ms * m + std * (1 - m)
+    expected = [mm * m + mean * (1 - m), np.maximum(new_ms ** 2 - eps, 0), new_ms,
+                renorm_mean * rm + mean * (1 - rm), renorm_std * rm + std * (1 - rm)]
+    for got, want in zip(bn.get_weights()[2:], expected):
+        close(got, want, 1e-5)
+
+
+@pytest.mark.parametrize("renorm", [False, True])
+def test_masked_batch_normalization_gradients_vs_finite_differences(renorm, rng):
+    """The gradient flows through the masked moments (Keras differentiates its _moments); with
+    renorm, r and d are constants (Keras' stop_gradient). float64, central differences of
+    sum(y * g) of a NumPy transcription of Keras' training output."""
+    x = rng.standard_normal((3, 4, 2))
+    mask = rng.random((3, 4)) > 0.4
+    g = rng.standard_normal(x.shape)
+    bn = layers.BatchNormalization(dtype="float64", renorm=renorm, epsilon=1e-3)
+    bn(x)
+    gamma, beta = rng.standard_normal(2), rng.standard_normal(2)
+    bn.set_weights([gamma, beta] + bn.get_weights()[2:])
+    if renorm:
+        renorm_mean, renorm_std = bn.renorm_mean.numpy() + 0.3, bn.renorm_stddev.numpy() * 1.5
+        bn.renorm_mean.assign(renorm_mean)
+        bn.renorm_stddev.assign(renorm_std)
+        mean, variance = masked_moments(x, mask)
+        r = np.sqrt(variance + 1e-3) / renorm_std  # at x: constants of the gradient
+        d = (mean - renorm_mean) / renorm_std
+    else:
+        r, d = np.ones(2), np.zeros(2)
+
+    def loss():
+        mean, variance = masked_moments(x, mask)
+        x_hat = (x - mean) / np.sqrt(variance + 1e-3)
+        return float(np.sum(g * (x_hat * (r * gamma) + d * gamma + beta)))
+
+    y, cache = bn.forward(x, training=True, mask=mask)
+    np.testing.assert_allclose(np.sum(y * g), loss(), rtol=1e-12)
+    dx = bn.backward(cache, g)
+    np.testing.assert_allclose(dx, numeric_gradient(loss, x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(bn.gamma.grad, numeric_gradient(loss, gamma), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(bn.beta.grad, numeric_gradient(loss, beta), rtol=1e-6, atol=1e-7)
+
+
+def test_masked_batch_normalization_in_a_model_trains_on_unmasked_steps(rng):
+    """Embedding(mask_zero=True) -> BatchNormalization -> LSTM -> Dense: fit's forward gives the
+    BatchNormalization the mask, so its moving statistics are the masked moments'."""
+    ids = fastnn.Input(shape=(6,), dtype="int32")
+    embedding = layers.Embedding(10, 4, mask_zero=True)
+    bn = layers.BatchNormalization(momentum=0.5)
+    outputs = layers.Dense(1)(layers.LSTM(3)(bn(embedding(ids))))
+    model = fastnn.Model(ids, outputs)
+    tokens = rng.integers(1, 10, (8, 6))
+    tokens[:, 4:] = 0
+    tokens[:3, 2:] = 0
+    model(tokens)
+    table = embedding.get_weights()[0].astype(np.float64)
+    mean, variance = masked_moments(table[tokens], tokens != 0)
+    model(tokens, training=True)
+    close(bn.moving_mean.value, mean * 0.5, 1e-5)
+    close(bn.moving_variance.value, 0.5 + variance * 0.5, 1e-5)
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit(tokens, rng.standard_normal((8, 1)), epochs=2, batch_size=8, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_batch_normalization_refuses_a_mask_of_the_wrong_rank(rng):
+    bn = layers.BatchNormalization()
+    x = rng.standard_normal((2, 3, 4)).astype("float32")
+    with pytest.raises(ValueError, match="'mask'.*one axis fewer"):
+        bn(x, training=True, mask=np.ones((2, 3, 4), bool))
+    with pytest.raises(ValueError, match="'mask'"):
+        bn(x, training=True, mask=np.ones((2, 5), bool))
