@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from .. import constraints, initializers, ops, regularizers
+from .. import config, constraints, initializers, ops, regularizers
 from . import _validation
 from .base import Layer, trainable_grad
 
@@ -45,6 +45,14 @@ class BatchNormalization(Layer):
     weights are then gamma, beta, moving_mean, moving_variance, moving_stddev, renorm_mean,
     renorm_stddev, as in Keras.
 
+    Masks (Keras 3): the input's mask (``Embedding(mask_zero=True)`` upstream, or
+    ``layer(x, training=True, mask=m)``) passes through to the output. While training it also
+    restricts the batch statistics to the unmasked positions: with ``w = mask[..., None]``
+    (the mask has one axis fewer than the inputs) and ``n = sum(w) + fastnn.config.epsilon()``
+    over every axis but the channel one, ``mean = sum(w * x) / n`` and ``var = sum(w * (x -
+    mean)**2) / n``; every position, masked ones too, is then normalised with them, and the
+    moving statistics move towards them. Inference ignores the mask.
+
     Args:
         axis: int, default -1: the channel axis (e.g. 1 for channels-first images). Its size
             must be known when the layer is built.
@@ -73,6 +81,8 @@ class BatchNormalization(Layer):
     """
 
     _training_dependent = True
+    supports_masking = True
+    _consumes_mask = True
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", moving_mean_initializer="zeros", moving_variance_initializer="ones",
@@ -160,27 +170,76 @@ class BatchNormalization(Layer):
                              f"inputs of shape {input_shape}")
         return tuple(input_shape)
 
-    def forward(self, x, training=False, keep_cache=False):
+    def forward(self, x, training=False, keep_cache=False, mask=None):
         axis = self._channel_axis
         channels = self.moving_mean.shape[0]
         if x.ndim != len(self.input_shape) or x.shape[axis] != channels:
             raise ValueError(f"BatchNormalization '{self.name}': built for inputs of shape {self.input_shape} "
                              f"({channels} channels on axis {self.axis}), got shape {x.shape}")
+        if mask is not None:
+            mask = self._check_mask(mask, x)
         # Keras 3: a frozen layer normalises with its moving statistics and does not update them.
         batch_statistics = bool(training) and self.trainable
         gamma = self.gamma.value if self.scale else None
         beta = self.beta.value if self.center else None
+        if batch_statistics and mask is not None:
+            return self._masked_forward(x, mask, gamma, beta)
         if batch_statistics and self.renorm:
             return self._renorm_forward(x, gamma, beta)
         y, mean, invstd = ops.batch_norm_forward(x, gamma, beta, self.moving_mean.value, self.moving_variance.value,
                                                  axis, self.epsilon, self.momentum, batch_statistics)
         return y, ((x, mean, invstd, batch_statistics) if training or keep_cache else None)
 
-    def _renorm_forward(self, x, gamma, beta):
-        """Training with renorm: the batch-normalized x̂ from the kernel, then the r, d correction."""
+    def _check_mask(self, mask, x):
+        """Keras' check (one axis fewer than the inputs), then the boolean mask broadcast to x's
+        shape along the last axis (Keras' ``expand_dims(mask, -1)``)."""
+        mask = np.asarray(mask)
+        if mask.ndim != x.ndim - 1:
+            raise ValueError(f"BatchNormalization '{self.name}': 'mask' must have one axis fewer than the inputs; "
+                             f"got mask.shape={mask.shape}, inputs.shape={x.shape}")
+        try:
+            return np.broadcast_to(np.asarray(mask, bool)[..., None], x.shape)
+        except ValueError:
+            raise ValueError(f"BatchNormalization '{self.name}': 'mask' of shape {mask.shape} does not broadcast to "
+                             f"the inputs of shape {x.shape} (as mask[..., None])") from None
+
+    def _masked_forward(self, x, mask, gamma, beta):
+        """Training with a mask (Keras 3's ``_moments(inputs, mask)``): the batch mean and variance
+        over the unmasked positions only, each divided by (unmasked count + fastnn.config.epsilon()),
+        then every position (masked ones too) normalised with them; the moving statistics (and, with
+        renorm, the renorm ones) move towards these moments."""
         axis = self._channel_axis
-        x_hat, mean, invstd = ops.batch_norm_forward(x, axis=axis, epsilon=self.epsilon, training=True)
-        stddev = 1 / invstd  # sqrt(var + epsilon)
+        reduce = tuple(a for a in range(x.ndim) if a != axis)
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        zero = np.zeros((), x.dtype)
+        count = mask.sum(axis=reduce, dtype=x.dtype) + np.asarray(config.epsilon(), x.dtype)
+        mean = np.where(mask, x, zero).sum(axis=reduce) / count
+        centered = x - mean.reshape(shape)
+        variance = np.square(np.where(mask, centered, zero)).sum(axis=reduce) / count
+        stddev = np.sqrt(variance + np.asarray(self.epsilon, x.dtype))
+        invstd = (1 / stddev).astype(x.dtype)
+        x_hat = centered * invstd.reshape(shape)
+        r = d = None
+        if self.renorm:
+            r, d = self._renorm_correction(mean, stddev, x.dtype)
+            scale = r if gamma is None else r * gamma
+            offset = d if gamma is None else d * gamma
+            self._renorm_update(mean, stddev)
+        else:
+            scale = np.ones_like(mean) if gamma is None else gamma
+            offset = np.zeros_like(mean)
+            m = self.momentum
+            self.moving_mean.value[...] = self.moving_mean.value * m + mean * (1 - m)
+            self.moving_variance.value[...] = self.moving_variance.value * m + variance * (1 - m)
+        if beta is not None:
+            offset = offset + beta
+        y = x_hat * scale.reshape(shape).astype(x.dtype) + offset.reshape(shape).astype(x.dtype)
+        return np.ascontiguousarray(y, dtype=x.dtype), _MaskedCache(x_hat, mask, count, invstd, scale, r, d)
+
+    def _renorm_correction(self, mean, stddev, dtype):
+        """Keras' r and d (clipped by renorm_clipping) from the batch mean and stddev, with the renorm
+        statistics before this step's update."""
         floor = np.sqrt(np.asarray(self.epsilon, stddev.dtype))  # avoids dividing by 0 early on
         s = np.maximum(self.renorm_stddev.value, floor)
         r = stddev / s
@@ -192,7 +251,24 @@ class BatchNormalization(Layer):
             r = np.minimum(r, clip["rmax"])
         if clip.get("dmax") is not None:
             d = np.clip(d, -clip["dmax"], clip["dmax"])
-        r, d = r.astype(x_hat.dtype), d.astype(x_hat.dtype)
+        return r.astype(dtype), d.astype(dtype)
+
+    def _renorm_update(self, mean, stddev):
+        """Keras' update of renorm_mean/stddev (renorm_momentum) and moving_mean/stddev (momentum);
+        moving_variance = relu(moving_stddev**2 - epsilon)."""
+        rm, m = self.renorm_momentum, self.momentum
+        self.renorm_mean.value[...] = self.renorm_mean.value * rm + mean * (1 - rm)
+        self.renorm_stddev.value[...] = self.renorm_stddev.value * rm + stddev * (1 - rm)
+        self.moving_mean.value[...] = self.moving_mean.value * m + mean * (1 - m)
+        self.moving_stddev.value[...] = self.moving_stddev.value * m + stddev * (1 - m)
+        self.moving_variance.value[...] = np.maximum(np.square(self.moving_stddev.value) - self.epsilon, 0)
+
+    def _renorm_forward(self, x, gamma, beta):
+        """Training with renorm: the batch-normalized x̂ from the kernel, then the r, d correction."""
+        axis = self._channel_axis
+        x_hat, mean, invstd = ops.batch_norm_forward(x, axis=axis, epsilon=self.epsilon, training=True)
+        stddev = 1 / invstd  # sqrt(var + epsilon)
+        r, d = self._renorm_correction(mean, stddev, x_hat.dtype)
         scale = r if gamma is None else r * gamma
         offset = d if gamma is None else d * gamma
         if beta is not None:
@@ -201,15 +277,12 @@ class BatchNormalization(Layer):
         shape[axis] = -1
         y = x_hat * scale.reshape(shape) + offset.reshape(shape)
         # Keras' order: the corrections above used the statistics before this update.
-        rm, m = self.renorm_momentum, self.momentum
-        self.renorm_mean.value[...] = self.renorm_mean.value * rm + mean * (1 - rm)
-        self.renorm_stddev.value[...] = self.renorm_stddev.value * rm + stddev * (1 - rm)
-        self.moving_mean.value[...] = self.moving_mean.value * m + mean * (1 - m)
-        self.moving_stddev.value[...] = self.moving_stddev.value * m + stddev * (1 - m)
-        self.moving_variance.value[...] = np.maximum(np.square(self.moving_stddev.value) - self.epsilon, 0)
+        self._renorm_update(mean, stddev)
         return y, (x, mean, invstd, True, r, d)
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if isinstance(cache, _MaskedCache):
+            return self._masked_backward(cache, dy, need_input_grad, accumulate)
         if len(cache) == 6:
             return self._renorm_backward(cache, dy, need_input_grad, accumulate)
         x, mean, invstd, batch_statistics = cache
@@ -217,6 +290,36 @@ class BatchNormalization(Layer):
         return ops.batch_norm_backward(dy, x, mean, invstd, gamma, self._channel_axis, batch_statistics,
                                        trainable_grad(self.gamma), trainable_grad(self.beta), accumulate,
                                        need_input_grad)
+
+    def _masked_backward(self, cache, dy, need_input_grad, accumulate):
+        # y = x̂·G + B with x̂ = (x - mean)·invstd, where mean and var are the masked moments
+        # (weights w = mask, n = Σw + ε): dmean/dx = w/n, dvar/dx = 2w(x - mean)/n and
+        # dvar/dmean = -2Σw(x - mean)/n; r and d (renorm) are constants, as in Keras.
+        x_hat, w, n, invstd, scale, r, d = cache
+        axis = self._channel_axis
+        reduce = tuple(a for a in range(x_hat.ndim) if a != axis)
+        shape = [1] * x_hat.ndim
+        shape[axis] = -1
+        dy = np.asarray(dy, x_hat.dtype)
+        sum_dy = dy.sum(axis=reduce)
+        sum_dy_xhat = (dy * x_hat).sum(axis=reduce)
+        dgamma = sum_dy_xhat if r is None else r * sum_dy_xhat + d * sum_dy
+        for grad, value in ((trainable_grad(self.gamma), dgamma), (trainable_grad(self.beta), sum_dy)):
+            if grad is not None:
+                if accumulate:
+                    grad += value
+                else:
+                    grad[...] = value
+        if not need_input_grad:
+            return None
+        zero = np.zeros((), x_hat.dtype)
+        sum_dxhat, sum_dxhat_xhat = sum_dy * scale, sum_dy_xhat * scale
+        centered = x_hat / invstd.reshape(shape)
+        d_var = -0.5 * invstd ** 2 * sum_dxhat_xhat
+        d_mean = -invstd * sum_dxhat - 2 * d_var * np.where(w, centered, zero).sum(axis=reduce) / n
+        dx = dy * (scale * invstd).reshape(shape)
+        dx += np.where(w, (d_mean / n).reshape(shape) + (2 * d_var / n).reshape(shape) * centered, zero)
+        return np.ascontiguousarray(dx, dtype=x_hat.dtype)
 
     def _renorm_backward(self, cache, dy, need_input_grad, accumulate):
         # y = x̂·(r·gamma) + d·gamma + beta with r, d constant: the batch-norm backward with
@@ -249,6 +352,15 @@ class BatchNormalization(Layer):
                    beta_regularizer=regularizers.serialize(self.beta_regularizer),
                    gamma_regularizer=regularizers.serialize(self.gamma_regularizer))
         return cfg
+
+
+class _MaskedCache(tuple):
+    """A masked training pass's cache: (x̂, mask, count + ε, invstd, effective scale, r, d)."""
+
+    __slots__ = ()
+
+    def __new__(cls, *items):
+        return super().__new__(cls, items)
 
 
 def _renorm_clipping(value, who):

@@ -68,6 +68,8 @@ class Normalization(Layer):
             (turns normalized values back into the original scale).
         **kwargs: name, dtype, trainable, input_shape, input_dim.
 
+    The input's mask (e.g. an ``Embedding(mask_zero=True)``'s) passes through, as in Keras.
+
     Example:
         >>> import numpy as np
         >>> layer = fastnn.layers.Normalization(axis=-1)
@@ -75,6 +77,8 @@ class Normalization(Layer):
         >>> layer(np.array([[0., 7., 4.]]))
         array([[-1., -1., -1.]], dtype=float32)
     """
+
+    supports_masking = True  # the input's mask passes through (Keras)
 
     def __init__(self, axis=-1, mean=None, variance=None, invert=False, **kwargs):
         super().__init__(**kwargs)
@@ -291,6 +295,7 @@ class Rescaling(Layer):
 
     Typical use: pixel values 0..255 to [0, 1] with ``scale=1/255``, or to [-1, 1] with
     ``scale=1/127.5, offset=-1``. No weights; backward multiplies the gradient by `scale`.
+    The input's mask (e.g. an ``Embedding(mask_zero=True)``'s) passes through, as in Keras.
 
     Args:
         scale: float, or an array broadcast over the trailing axes (e.g. one value per
@@ -303,6 +308,8 @@ class Rescaling(Layer):
         >>> layer(np.array([[0, 255]], dtype=np.uint8))
         array([[0., 1.]], dtype=float32)
     """
+
+    supports_masking = True  # the input's mask passes through (Keras)
 
     def __init__(self, scale, offset=0.0, **kwargs):
         super().__init__(**kwargs)
