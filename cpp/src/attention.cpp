@@ -166,12 +166,15 @@ void forward_block(const AttentionArgs<T>& a, const Dropout& drop, Index b, Inde
     head.logits(qs, i0, rows, j0, cols, s);
     for (Index r = 0; r < rows; ++r) {
       T* row = s + r * cols;
-      // (a NaN logit makes the maximum NaN, and so the row's outputs: std::max would drop it)
-      const T block_max = ArrayMap<T>(row, cols).template maxCoeff<Eigen::PropagateNaN>();
-      const T m_new = (block_max != block_max || block_max > run_max[r]) ? block_max : run_max[r];
-      if (m_new == ninf) {  // every key so far masked for this query
-        std::fill(row, row + cols, T(0));
-        continue;
+      T m_new = std::max(run_max[r], ArrayMap<T>(row, cols).maxCoeff());
+      if (m_new == ninf) {
+        // Every key so far masked for this query, unless the (fast, NaN-skipping) maximum
+        // passed over a NaN logit: that row is NaN, as exp(NaN - max) makes it elsewhere.
+        if (!ArrayMap<T>(row, cols).isNaN().any()) {
+          std::fill(row, row + cols, T(0));
+          continue;
+        }
+        m_new = std::numeric_limits<T>::quiet_NaN();
       }
       const T row_sum = exp_shifted_sum(row, cols, m_new);
       const T alpha = run_max[r] == ninf ? T(0) : std::exp(run_max[r] - m_new);
