@@ -134,3 +134,16 @@ def test_a_channels_first_cnn_trains(rng):
     model.fit(x, y, epochs=30, batch_size=16, verbose=0)
     loss, accuracy = model.evaluate(x, y, verbose=0)
     assert loss < 0.5 * before and accuracy > 0.9
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (2, 3, 3), (2, 3, 4, 5), (2, 5)])
+def test_flatten_channels_first_moves_channels_last_first(rng, shape):
+    """Keras' Flatten: a channels_first input of rank >= 3 is transposed to (0, 2, ..., 1) and then
+    reshaped, so the values follow the channels_last order; rank 2 is flattened as it is."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    layer = layers.Flatten(data_format="channels_first")
+    want = (np.moveaxis(x, 1, -1) if x.ndim > 2 else x).reshape(shape[0], -1)
+    np.testing.assert_array_equal(layer(x), want)
+    assert layer.compute_output_shape(shape) == want.shape
+    assert layers.Flatten(data_format="CHANNELS_FIRST").get_config()["data_format"] == "channels_first"
+    check_gradients(layers.Flatten(data_format="channels_first"), x, rng)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import activations, constraints, initializers, ops, regularizers
 from ..keras_tensor import KerasTensor
-from ..ops.pool import check_data_format
+from ..ops.pool import standardize_data_format
 from ..utils import rng
 from . import _validation
 from .base import Layer, _as_shape, _unique_name, trainable_grad
@@ -351,12 +351,14 @@ class Flatten(Layer):
     """Flattens every axis after the batch axis: (batch, ...) -> (batch, prod(...)).
 
     Args:
-        data_format: None or "channels_last" (the only layout fastnn has).
+        data_format: None (default: "channels_last"), "channels_last" or "channels_first". As in
+            Keras, a channels_first input of rank 3 or more has its channel axis moved last
+            before flattening, so that the values come out in the channels_last order.
     """
 
     def __init__(self, data_format=None, **kwargs):
         super().__init__(**kwargs)
-        self.data_format = check_data_format(data_format, "Flatten")
+        self.data_format = standardize_data_format(data_format, "Flatten")
 
     def compute_output_shape(self, input_shape):
         rest = input_shape[1:]
@@ -366,12 +368,21 @@ class Flatten(Layer):
     def _output_dtype(self, input_dtype):
         return input_dtype
 
+    def _moves_channels(self, x):
+        return self.data_format == "channels_first" and x.ndim > 2
+
     def forward(self, x, training=False):
+        moves = self._moves_channels(x)
+        if moves:
+            x = np.moveaxis(x, 1, -1)
         size = int(np.prod(x.shape[1:], dtype=np.int64)) if x.ndim > 1 else 1
-        return x.reshape(x.shape[0], size), (x.shape if training else None)  # an empty batch cannot infer -1
+        # (a copy for a moved axis; reshape also works on an empty batch, where -1 could not)
+        return x.reshape(x.shape[0], size), ((x.shape, moves) if training else None)
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
-        return dy.reshape(cache)
+        shape, moves = cache
+        dx = dy.reshape(shape)
+        return np.ascontiguousarray(np.moveaxis(dx, -1, 1)) if moves else dx
 
     def get_config(self):
         cfg = super().get_config()
