@@ -694,16 +694,12 @@ def test_batch_normalization_refuses_a_mask_of_the_wrong_rank(rng):
 
 
 # ---- known differences (README, "Use"): in base.py / models, outside this change ------------------
-@pytest.mark.xfail(strict=True, reason="fastnn lists a model's trainable weights first; Keras 3's Layer.weights "
-                                       "(keras/src/layers/layer.py) goes layer by layer")
 def test_model_weights_are_in_keras_layer_by_layer_order():
     model = fastnn.Sequential([layers.Dense(3, input_shape=(4,)), layers.BatchNormalization(), layers.Dense(2)])
     names = [w.name.rsplit("/", 1)[-1] for w in model.weights]
     assert names == ["kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance", "kernel", "bias"]
 
 
-@pytest.mark.xfail(strict=True, reason="fastnn's Layer.weights puts a frozen variable after the trainable ones; "
-                                       "Keras 3 keeps the creation order (keras/src/layers/layer.py weights)")
 def test_a_frozen_variable_keeps_its_place_in_weights():
     dense = layers.Dense(3)
     dense.ensure_built((None, 4))

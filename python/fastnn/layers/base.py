@@ -291,8 +291,9 @@ class Layer(Operation):
 
     @property
     def weights(self):
-        """All Variables (trainable first, as Keras lists them)."""
-        return self.trainable_weights + self.non_trainable_weights
+        """All Variables in Keras 3's order: each layer's own in creation order, then its
+        sublayers' (so a model's are layer by layer, and freezing one keeps its place)."""
+        return self._variables
 
     @property
     def variables(self):
