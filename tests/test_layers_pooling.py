@@ -263,6 +263,35 @@ def test_global_average_pooling1d_takes_the_mask_of_an_embedding(rng):
     np.testing.assert_array_equal(model.layers[0].get_weights()[0][0], embeddings[0])  # padding: no gradient
 
 
+def test_the_keras_text_classifier_learns_what_padding_would_otherwise_decide():
+    """Keras' standard text model, Embedding(mask_zero=True) -> GlobalAveragePooling1D -> Dense.
+    The label is whether the real tokens are mostly "good" (2) rather than "bad" (1); the
+    positive reviews are short and padded more, so an average over every step (padding
+    included) would see the label in the amount of padding. With the mask the model learns
+    the words: it is right on reviews padded the other way round, and appending more padding
+    changes no prediction."""
+    rng = np.random.default_rng(7)
+
+    def reviews(n, positive, length, steps):
+        words = np.where(rng.random((n, length)) < 0.8, 2 if positive else 1, 1 if positive else 2)
+        out = np.zeros((n, steps), np.int64)
+        out[:, :length] = words
+        return out
+
+    x = np.concatenate([reviews(200, True, 3, 12), reviews(200, False, 10, 12)])
+    y = np.concatenate([np.ones(200), np.zeros(200)]).astype(np.float32)
+    model = keras.Sequential([keras.Input((None,)), layers.Embedding(4, 8, mask_zero=True),
+                              layers.GlobalAveragePooling1D(), layers.Dense(1, activation="sigmoid")])
+    model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=30, batch_size=40, verbose=0)
+    swapped = np.concatenate([reviews(100, True, 10, 12), reviews(100, False, 3, 12)])
+    want = np.concatenate([np.ones(100), np.zeros(100)])
+    assert np.mean((model.predict(swapped, verbose=0)[:, 0] > 0.5) == want) >= 0.95
+    padded = np.concatenate([swapped, np.zeros((200, 20), np.int64)], axis=1)
+    np.testing.assert_allclose(model.predict(padded, verbose=0), model.predict(swapped, verbose=0), rtol=1e-5,
+                               atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------
 # ZeroPadding2D and UpSampling2D
 # ----------------------------------------------------------------------------------------

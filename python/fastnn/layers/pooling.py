@@ -117,7 +117,8 @@ class MaxPooling2D(_Pooling):
 
 class AveragePooling2D(_Pooling):
     """Average pooling over (height, width) windows; 'same' padding is left out of the
-    count. Arguments as MaxPooling2D.
+    count (the JAX/TensorFlow result Keras documents; Keras' torch backend counts the
+    padding it replicates from the edge, keras-team/keras#18452). Arguments as MaxPooling2D.
 
     Unlike Keras, where ``pool_size`` is required, fastnn defaults it to (2, 2) (the value
     MaxPooling2D defaults to in both).
@@ -146,7 +147,8 @@ class MaxPooling1D(_Pooling):
 
 
 class AveragePooling1D(_Pooling):
-    """Average pooling over windows of steps. Arguments as MaxPooling1D.
+    """Average pooling over windows of steps; 'same' padding is left out of the count (as
+    AveragePooling2D, keras-team/keras#18452). Arguments as MaxPooling1D.
 
     Unlike Keras, where ``pool_size`` is required, fastnn defaults it to 2 (the value
     MaxPooling1D defaults to in both).

@@ -40,7 +40,7 @@ class Permute(Layer):
         **kwargs: name, dtype, trainable, input_shape.
     """
 
-    supports_masking = True
+    supports_masking = False  # (Keras 3: a permuted input's mask would not fit it; it is dropped)
 
     def __init__(self, dims, **kwargs):
         super().__init__(**kwargs)
