@@ -10,7 +10,8 @@ from rnn_reference import gru_reference, lstm_reference, sigmoid, simple_rnn_ref
 from test_layers_core import _numeric_gradient
 
 ACTIVATIONS = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda v: np.maximum(v, 0), "linear": lambda v: v}
-GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
+GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1, "gru_rb": 3}  # gru_rb: GRU(reset_after=False)
+KINDS = ["lstm", "gru", "simple_rnn", "gru_rb"]
 
 
 def make_case(kind, batch, steps, features, units, dtype, rng, bias=True, initial=False, mask=False,
@@ -45,14 +46,22 @@ def run(kind, c, go_backwards=False, activation="tanh", recurrent_activation="si
                   activation=activation, recurrent_dropout_mask=c["scale"], return_cache=return_cache)
     if kind != "simple_rnn":
         kwargs["recurrent_activation"] = recurrent_activation
+    if kind == "gru_rb":
+        return ops.gru(c["x"], c["kernel"], c["recurrent"], reset_after=False, **kwargs)
     return getattr(ops, kind)(c["x"], c["kernel"], c["recurrent"], **kwargs)
 
 
+def backward_of(kind):
+    return ops.gru_backward if kind == "gru_rb" else getattr(ops, f"{kind}_backward")
+
+
 def reference(kind, c, go_backwards=False, activation="tanh", recurrent_activation="sigmoid"):
-    f = {"lstm": lstm_reference, "gru": gru_reference, "simple_rnn": simple_rnn_reference}[kind]
+    f = {"lstm": lstm_reference, "gru": gru_reference, "simple_rnn": simple_rnn_reference, "gru_rb": gru_reference}[kind]
     states = c["states"] or []
     kwargs = dict(mask=c["mask"], go_backwards=go_backwards, activation=ACTIVATIONS[activation],
                   recurrent_scale=c["scale"])
+    if kind == "gru_rb":
+        kwargs["reset_after"] = False
     if kind != "simple_rnn":
         kwargs["recurrent_activation"] = ACTIVATIONS[recurrent_activation]
     args64 = [None if a is None else np.asarray(a, np.float64) for a in (c["x"], c["kernel"], c["recurrent"], c["bias"])]
@@ -68,7 +77,7 @@ def reference(kind, c, go_backwards=False, activation="tanh", recurrent_activati
 SHAPES = [(1, 1, 1, 1), (2, 3, 4, 5), (3, 7, 2, 9), (5, 4, 6, 3), (4, 11, 3, 16), (2, 2, 17, 33)]
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("go_backwards", [False, True])
@@ -86,7 +95,7 @@ def test_forward_matches_the_step_loop(kind, dtype, shape, go_backwards, options
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("activation,recurrent_activation", [("relu", "sigmoid"), ("linear", "tanh"),
                                                              ("sigmoid", "linear")])
 def test_other_activations(kind, activation, recurrent_activation):
@@ -104,7 +113,7 @@ def loss_and_weights(kind, c, rng):
     return [rng.standard_normal(o.shape) for o in outputs]
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("options", ["plain", "mask+initial", "backwards+mask", "scale", "nobias"])
 def test_backward_through_time_matches_finite_differences(kind, options):
     rng = np.random.default_rng(hash((kind, options)) % 2**32)
@@ -119,7 +128,7 @@ def test_backward_through_time_matches_finite_differences(kind, options):
 
     *outs, cache = run(kind, c, go_backwards, return_cache=True)
     d_out = weights[0]
-    backward = getattr(ops, f"{kind}_backward")
+    backward = backward_of(kind)
     if kind == "lstm":
         grads = backward(cache, d_outputs=d_out, d_h=weights[1], d_c=weights[2])
     else:
@@ -136,7 +145,7 @@ def test_backward_through_time_matches_finite_differences(kind, options):
                                    err_msg=f"{kind} {name}")
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("bias", [True, False])
 def test_backward_writes_or_adds_into_given_gradient_arrays(kind, bias):
     """dkernel, drecurrent_kernel, dbias: the weights' gradients written in place (a layer's
@@ -145,7 +154,7 @@ def test_backward_writes_or_adds_into_given_gradient_arrays(kind, bias):
     c = make_case(kind, 3, 5, 4, 3, np.float64, rng, bias=bias, initial=True, mask=True)
     *outs, cache = run(kind, c, return_cache=True)
     dy = rng.standard_normal(outs[0].shape)
-    backward = getattr(ops, f"{kind}_backward")
+    backward = backward_of(kind)
     want = backward(cache, d_outputs=dy)
     names = ["kernel", "recurrent_kernel"] + (["bias"] if bias else [])
     given = {f"d{n}": np.full_like(want[n], np.nan) for n in names}
@@ -167,7 +176,7 @@ def test_backward_writes_or_adds_into_given_gradient_arrays(kind, bias):
         assert alone[n].tobytes() == want[n].tobytes()
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bit_identical_on_one_and_two_threads(kind, dtype):
     # batch 32 x 4·128 gate values: large enough that each step's elementwise work and
@@ -181,7 +190,7 @@ def test_bit_identical_on_one_and_two_threads(kind, dtype):
         for threads in (1, 2):
             fastnn.config.set_num_threads(threads)
             *outs, cache = run(kind, c, return_cache=True)
-            grads = getattr(ops, f"{kind}_backward")(cache, d_outputs=dy)
+            grads = backward_of(kind)(cache, d_outputs=dy)
             results.append(list(outs) + [v for v in grads.values() if v is not None])
     finally:
         fastnn.config.set_num_threads(saved)
@@ -200,6 +209,18 @@ def test_zero_timesteps_return_the_initial_states():
     grads = ops.lstm_backward(cache, d_h=dh)
     np.testing.assert_array_equal(grads["h0"], dh)
     assert not grads["kernel"].any()
+
+
+def test_gru_reset_after_false_with_zero_timesteps_returns_the_initial_state():
+    rng = np.random.default_rng(0)
+    c = make_case("gru_rb", 2, 0, 3, 4, np.float64, rng, initial=True)
+    outputs, h, cache = run("gru_rb", c, return_cache=True)
+    assert outputs.shape == (2, 0, 4)
+    np.testing.assert_array_equal(h, c["states"][0])
+    dh = rng.standard_normal((2, 4))
+    grads = ops.gru_backward(cache, d_h=dh)
+    np.testing.assert_array_equal(grads["h0"], dh)
+    assert not grads["kernel"].any() and grads["bias"].shape == (12,) and not grads["bias"].any()
 
 
 def test_lstm_cell_is_one_step():
@@ -247,6 +268,11 @@ def test_bad_input_is_a_clear_error():
         ops.lstm(c["x"], c["kernel"].astype(np.float64), c["recurrent"])
     with pytest.raises(ValueError, match="bias"):
         ops.gru(c["x"], c["kernel"][:, :15], c["recurrent"][:, :15], bias=np.zeros(15, np.float32))
+    with pytest.raises(ValueError, match="bias"):  # reset_after=False: one bias row
+        ops.gru(c["x"], c["kernel"][:, :15], c["recurrent"][:, :15], bias=np.zeros((2, 15), np.float32),
+                reset_after=False)
+    with pytest.raises(TypeError, match="reset_after"):
+        ops.gru(c["x"], c["kernel"][:, :15], c["recurrent"][:, :15], reset_after="no")
 
 
 # ---- embedding ---------------------------------------------------------------------------------
