@@ -926,3 +926,37 @@ def test_a_gru_reset_after_false_model_trains(rng):
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0]
     assert model.evaluate(x, y, verbose=0)[1] >= 0.9
+
+
+@pytest.mark.parametrize("cls,extra", FORMS, ids=FORM_IDS)
+def test_keras_2_style_activations_are_keras(rng, cls, extra):
+    """recurrent_activation="hard_sigmoid" (Keras 2 scripts; Keras 3's relu6(x + 3)/6), given by
+    name or as the fastnn.activations function, with a softsign activation: Keras' formulas."""
+    gates = {"recurrent_activation": fastnn.activations.hard_sigmoid} if cls is not layers.SimpleRNN else {}
+    layer = cls(4, activation="softsign", return_sequences=True, dtype="float64", **gates, **extra)
+    x = rng.standard_normal((3, 6, 2)) * 3
+    y = layer(x)
+    assert layer.get_config()["activation"] == "softsign"
+    if gates:
+        assert layer.get_config()["recurrent_activation"] == "hard_sigmoid"
+    hard_sigmoid = lambda v: np.clip(v + 3, 0, 6) / 6  # noqa: E731
+    f = REFERENCES[cls.__name__]
+    kwargs = dict(activation=lambda v: v / (np.abs(v) + 1))
+    if gates:
+        kwargs["recurrent_activation"] = hard_sigmoid
+    if extra:
+        kwargs.update(extra)
+    bias = layer.bias.numpy()
+    want = f(x, layer.kernel.numpy(), layer.recurrent_kernel.numpy(), bias, **kwargs)[0]
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-13)
+    check_gradients(layer, x, rng, expect_weights=3)
+
+
+def test_activations_the_kernel_lacks_name_the_argument_and_the_choices():
+    for bad in ("gelu", "swish", fastnn.activations.mish, lambda v: v):
+        with pytest.raises(ValueError, match=r"LSTM: 'recurrent_activation' must be one of tanh, sigmoid, relu, "
+                                             r"linear, hard_sigmoid, softsign, elu, selu, softplus, leaky_relu, "
+                                             r"relu6, hard_tanh \(or None\)"):
+            layers.LSTM(2, recurrent_activation=bad)
+    with pytest.raises(ValueError, match=r"SimpleRNN: 'activation' must be one of .*hard_tanh"):
+        layers.SimpleRNN(2, activation="gelu")

@@ -9,7 +9,18 @@ from fastnn import ops
 from rnn_reference import gru_reference, lstm_reference, sigmoid, simple_rnn_reference
 from test_layers_core import _numeric_gradient
 
-ACTIVATIONS = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda v: np.maximum(v, 0), "linear": lambda v: v}
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+# Keras 3's formulas (keras/src/activations/activations.py, default parameters)
+ACTIVATIONS = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda v: np.maximum(v, 0), "linear": lambda v: v,
+               "hard_sigmoid": lambda v: np.clip(v + 3, 0, 6) / 6,  # relu6(x + 3) / 6
+               "softsign": lambda v: v / (np.abs(v) + 1),
+               "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
+               "selu": lambda v: SELU_SCALE * np.where(v > 0, v, SELU_ALPHA * np.expm1(np.minimum(v, 0))),
+               "softplus": lambda v: np.logaddexp(0, v),
+               "leaky_relu": lambda v: np.where(v > 0, v, 0.2 * v),
+               "relu6": lambda v: np.clip(v, 0, 6),
+               "hard_tanh": lambda v: np.clip(v, -1, 1)}
+NEW_ACTIVATIONS = ["hard_sigmoid", "softsign", "elu", "selu", "softplus", "leaky_relu", "relu6", "hard_tanh"]
 GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1, "gru_rb": 3}  # gru_rb: GRU(reset_after=False)
 KINDS = ["lstm", "gru", "simple_rnn", "gru_rb"]
 
@@ -105,6 +116,71 @@ def test_other_activations(kind, activation, recurrent_activation):
     want = reference(kind, c, False, activation, recurrent_activation)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", NEW_ACTIVATIONS)
+@pytest.mark.parametrize("as_recurrent", [False, True])
+def test_keras_activations_forward_and_backward(kind, name, as_recurrent):
+    """Each kernel activation as activation (and as recurrent_activation), against Keras'
+    formula and central finite differences (inputs, every weight, the initial state)."""
+    if kind == "simple_rnn" and as_recurrent:
+        pytest.skip("SimpleRNN has no recurrent_activation")
+    rng = np.random.default_rng(hash((kind, name, as_recurrent)) % 2**32)
+    c = make_case(kind, 3, 5, 4, 3, np.float64, rng, initial=True, mask=True)
+    # bounded ones: pre-activations across their saturations (±1, ±3); unbounded gates (an
+    # elu "gate" can exceed 1) would let the states grow past what differences resolve
+    factor = 2.0 if name in ("hard_sigmoid", "softsign", "hard_tanh") else 0.5 if as_recurrent else 1.0
+    for key in ("x", "kernel", "recurrent"):
+        c[key] *= factor
+    act, ract = ("tanh", name) if as_recurrent else (name, "sigmoid")
+    got = run(kind, c, False, act, ract)
+    want = reference(kind, c, False, act, ract)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+    weights = loss_and_weights(kind, c, rng)
+
+    def loss():
+        return sum(float(np.sum(w * o)) for w, o in zip(weights, run(kind, c, False, act, ract)))
+
+    *_, cache = run(kind, c, False, act, ract, return_cache=True)
+    extra = {"d_c": weights[2]} if kind == "lstm" else {}
+    grads = backward_of(kind)(cache, d_outputs=weights[0], d_h=weights[1], **extra)
+    for key, array in (("dx", c["x"]), ("kernel", c["kernel"]), ("recurrent_kernel", c["recurrent"]),
+                       ("bias", c["bias"]), ("h0", c["states"][0])):
+        fd = _numeric_gradient(loss, array)
+        scale = np.linalg.norm(fd)
+        err = np.abs(grads[key] - fd)
+        assert np.linalg.norm(err) < 1e-6 * scale, f"{kind} {name} {key}: relative error {np.linalg.norm(err) / scale:.3g}"
+        assert np.all(err <= 1e-5 * np.abs(fd) + 1e-8 * scale), f"{kind} {name} {key}: element error {err.max():.3g}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_keras_activations_are_bit_identical_on_one_and_two_threads(kind, threads):
+    rng = np.random.default_rng(8)
+    c = make_case(kind, 32, 6, 20, 96, np.float32, rng, initial=True, mask=True)
+    dy = rng.standard_normal((32, 6, 96)).astype(np.float32)
+    act, ract = ("softsign", "hard_sigmoid") if kind != "simple_rnn" else ("selu", "sigmoid")
+    results = []
+    for n in (1, 2):
+        threads(n)
+        *outs, cache = run(kind, c, False, act, ract, return_cache=True)
+        grads = backward_of(kind)(cache, d_outputs=dy)
+        results.append(list(outs) + [v for v in grads.values() if v is not None])
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_activations_outside_the_kernel_are_a_clear_error():
+    rng = np.random.default_rng(0)
+    c = make_case("gru", 2, 3, 4, 5, np.float32, rng)
+    for bad in ("gelu", "swish", "softmax", 3, "Tanh"):
+        with pytest.raises(ValueError, match=r"gru: 'recurrent_activation' must be one of linear, relu, sigmoid, "
+                                             r"tanh, hard_sigmoid, softsign, .*got"):
+            ops.gru(c["x"], c["kernel"], c["recurrent"], recurrent_activation=bad)
+    with pytest.raises(ValueError, match=r"lstm: 'activation' must be one of .*hard_tanh \(or None\), got 'gelu'"):
+        ops.lstm(c["x"], np.zeros((4, 20), np.float32), np.zeros((5, 20), np.float32), activation="gelu")
+    assert ops.rnn.RNN_ACTIVATIONS == ("linear", "relu", "sigmoid", "tanh", *NEW_ACTIVATIONS)
 
 
 def loss_and_weights(kind, c, rng):
