@@ -1,6 +1,8 @@
 """fastnn.ops.lstm / gru / simple_rnn / lstm_cell / embedding against NumPy step loops
 (tests/rnn_reference.py), central finite differences and np.add.at."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -126,7 +128,7 @@ def test_keras_activations_forward_and_backward(kind, name, as_recurrent):
     formula and central finite differences (inputs, every weight, the initial state)."""
     if kind == "simple_rnn" and as_recurrent:
         pytest.skip("SimpleRNN has no recurrent_activation")
-    rng = np.random.default_rng(hash((kind, name, as_recurrent)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{kind} {name} {as_recurrent}".encode()))  # the same every run
     c = make_case(kind, 3, 5, 4, 3, np.float64, rng, initial=True, mask=True)
     # bounded ones: pre-activations across their saturations (±1, ±3); unbounded gates (an
     # elu "gate" can exceed 1) would let the states grow past what differences resolve
@@ -151,7 +153,7 @@ def test_keras_activations_forward_and_backward(kind, name, as_recurrent):
         fd = _numeric_gradient(loss, array)
         scale = np.linalg.norm(fd)
         err = np.abs(grads[key] - fd)
-        assert np.linalg.norm(err) < 1e-6 * scale, f"{kind} {name} {key}: relative error {np.linalg.norm(err) / scale:.3g}"
+        assert np.linalg.norm(err) <= 1e-6 * scale, f"{kind} {name} {key}: relative error {np.linalg.norm(err) / scale:.3g}"
         assert np.all(err <= 1e-5 * np.abs(fd) + 1e-8 * scale), f"{kind} {name} {key}: element error {err.max():.3g}"
 
 
