@@ -6,7 +6,8 @@ from-scratch implementation, on the recurrent-network issue's shapes (batch 32, 
 Layouts: Keras'. LSTM kernel (D, 4U), recurrent kernel (U, 4U), bias (4U,), gates i, f, c, o
 (torch's i, f, g, o: weight_ih = kernelᵀ, weight_hh = recurrentᵀ, bias_ih = bias, bias_hh = 0).
 GRU reset_after=True: kernel (D, 3U), recurrent (U, 3U), bias (2, 3U) = (input, recurrent),
-gates z, r, h (torch's r, z, n: the first two blocks swap)."""
+gates z, r, h (torch's r, z, n: the first two blocks swap). GRU reset_after=False (bias (3U,)):
+fastnn alone computes it; its row shows torch's reset_after=True GRU for context."""
 
 import numpy as np
 
@@ -386,7 +387,26 @@ def _layer_cases(torch, size, rng):
         label = f"{kind.upper()} {b}×{t}×{d} → {u} f32"
         out += [Case("rnn", f"{label} fwd", flops, fwd, _check_fwd),
                 Case("rnn", f"{label} fwd+bwd", 3 * flops, both, _check_grads(kind))]
+        if kind == "gru":
+            out.append(_gru_reset_before_case(torch, x, kernel, recurrent, bias, dy, label, flops))
     return out
+
+
+def _gru_reset_before_case(torch, x, kernel, recurrent, bias, dy, label, flops):
+    """GRU(reset_after=False) fwd+bwd (Keras 1/2's form: two recurrent products per step, one
+    bias). No peer computes this form: torch's nn.GRU (the reset_after=True form, same flops)
+    is there as context, unchecked; the kernel's correctness is tests/test_ops_rnn.py's."""
+    args = (x, kernel, recurrent, bias[0] + bias[1])
+
+    def fastnn_run(a=args):
+        cache = fastnn.ops.gru(*a, reset_after=False, return_cache=True)[2]
+        return fastnn.ops.gru_backward(cache, d_outputs=dy)
+
+    run = {"fastnn": fastnn_run}
+    if torch is not None:
+        run["torch"] = _torch_runs(torch, "gru", x, kernel, recurrent, bias, dy)[1]
+    name = label.replace("GRU", "GRU reset_after=False") + " fwd+bwd (torch: its reset_after=True GRU)"
+    return Case("rnn", name, 3 * flops, run)
 
 
 def _epoch_case(torch, size, rng):

@@ -87,10 +87,12 @@ def lstm_reference(x, kernel, recurrent_kernel, bias, h0=None, c0=None, mask=Non
 
 
 def gru_reference(x, kernel, recurrent_kernel, bias, h0=None, mask=None, go_backwards=False,
-                  activation=np.tanh, recurrent_activation=sigmoid, recurrent_scale=None, zero_output_for_mask=False):
-    """Keras 3 ``GRU`` with ``reset_after=True`` (its default), one step at a time.
+                  activation=np.tanh, recurrent_activation=sigmoid, recurrent_scale=None, zero_output_for_mask=False,
+                  reset_after=True):
+    """Keras 3 ``GRU``, one step at a time.
 
-    Per step, with ``a = activation`` and ``ra = recurrent_activation``::
+    Per step, with ``a = activation`` and ``ra = recurrent_activation``, ``reset_after=True``
+    (Keras' default)::
 
         xz = x_t @ kernel + bias[0]                           # (batch, 3*units): z | r | h
         rh = _dropped(h, recurrent_scale) @ recurrent_kernel + bias[1]
@@ -99,12 +101,23 @@ def gru_reference(x, kernel, recurrent_kernel, bias, h0=None, mask=None, go_back
         hh = a(xz_h + r * rh_h)                               # reset applied after the matmul
         h = z * h + (1 - z) * hh                              # the step's output
 
+    ``reset_after=False`` (keras/src/layers/rnn/gru.py, GRUCell.call)::
+
+        xz = x_t @ kernel + bias                              # one bias, (3*units,)
+        hd = _dropped(h, recurrent_scale)
+        z = ra(xz_z + hd @ recurrent_kernel[:, :units])
+        r = ra(xz_r + hd @ recurrent_kernel[:, units:2*units])
+        hh = a(xz_h + (r * hd) @ recurrent_kernel[:, 2*units:])   # reset applied before the matmul
+        h = z * h + (1 - z) * hh
+
     Args:
         x: (batch, timesteps, features).
         kernel: (features, 3*units). recurrent_kernel: (units, 3*units).
-        bias: (2, 3*units) -- row 0 the input bias, row 1 the recurrent bias -- or None.
+        bias: reset_after=True: (2, 3*units) -- row 0 the input bias, row 1 the recurrent
+            bias; reset_after=False: (3*units,); or None.
         h0: (batch, units) initial state, default zeros.
         mask, go_backwards: as in ``lstm_reference``.
+        reset_after: bool, default True: which form (above).
 
     Returns:
         (outputs (batch, timesteps, units), h_T (batch, units)).
@@ -112,20 +125,27 @@ def gru_reference(x, kernel, recurrent_kernel, bias, h0=None, mask=None, go_back
     x, mask, dtype = _inputs(x, mask, kernel, recurrent_kernel, bias, h0)
     units = _units(kernel, recurrent_kernel, gates=3, features=x.shape[2])
     kernel, recurrent_kernel = (np.asarray(w, dtype) for w in (kernel, recurrent_kernel))
-    bias = _bias(bias, (2, 3 * units), dtype)
+    bias = _bias(bias, (2, 3 * units) if reset_after else (3 * units,), dtype)
     h = _state(h0, "h0", x.shape[0], units, dtype)
     a, ra = activation, recurrent_activation
 
     outputs = []
     prev_output = np.zeros((x.shape[0], units), dtype)
     for t in _time_order(x.shape[1], go_backwards):
-        xz = x[:, t] @ kernel + bias[0]
-        rh = _dropped(h, recurrent_scale) @ recurrent_kernel + bias[1]
-        xz_z, xz_r, xz_h = np.split(xz, 3, axis=1)
-        rh_z, rh_r, rh_h = np.split(rh, 3, axis=1)
-        z = ra(xz_z + rh_z)
-        r = ra(xz_r + rh_r)
-        hh = a(xz_h + r * rh_h)
+        if reset_after:
+            xz = x[:, t] @ kernel + bias[0]
+            rh = _dropped(h, recurrent_scale) @ recurrent_kernel + bias[1]
+            xz_z, xz_r, xz_h = np.split(xz, 3, axis=1)
+            rh_z, rh_r, rh_h = np.split(rh, 3, axis=1)
+            z = ra(xz_z + rh_z)
+            r = ra(xz_r + rh_r)
+            hh = a(xz_h + r * rh_h)
+        else:
+            xz_z, xz_r, xz_h = np.split(x[:, t] @ kernel + bias, 3, axis=1)
+            hd = _dropped(h, recurrent_scale)
+            z = ra(xz_z + hd @ recurrent_kernel[:, :units])
+            r = ra(xz_r + hd @ recurrent_kernel[:, units:2 * units])
+            hh = a(xz_h + (r * hd) @ recurrent_kernel[:, 2 * units:])
         h_new = z * h + (1 - z) * hh
         if mask is None:
             h, output = h_new, h_new

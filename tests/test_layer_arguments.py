@@ -353,7 +353,10 @@ BAD = [
       for cls in (layers.LSTM, layers.GRU, layers.SimpleRNN) for s in (1.5, -1)],
     (layers.LSTM, lambda: layers.LSTM(3, activation="softmax"), ValueError,
      r"LSTM: 'activation' must be one of tanh, sigmoid, relu, linear"),
-    (layers.GRU, lambda: layers.GRU(3, reset_after=False), ValueError, r"only reset_after=True"),
+    (layers.GRU, lambda: layers.GRU(3, reset_after="false"), TypeError, r"GRU: 'reset_after' must be a bool"),
+    (layers.GRU, lambda: layers.GRU(3, recurrent_activation="swish"), ValueError,
+     r"GRU: 'recurrent_activation' must be one of tanh, sigmoid, relu, linear, hard_sigmoid, softsign, elu, selu, "
+     r"softplus, leaky_relu, relu6, hard_tanh \(or None\), got 'swish'"),
     (layers.Bidirectional, lambda: layers.Bidirectional(layers.Dense(2)), TypeError,
      r"Bidirectional: 'layer' must be an LSTM, GRU or SimpleRNN instance, got Dense"),
     (layers.Bidirectional, lambda: layers.Bidirectional(layers.LSTM(2), merge_mode="max"), ValueError,

@@ -23,6 +23,8 @@ def reference_for(layer, x, mask=None, initial=None):
     bias = layer.bias.numpy() if layer.use_bias else None
     f = REFERENCES[type(layer).__name__]
     kwargs = dict(mask=mask, go_backwards=layer.go_backwards, zero_output_for_mask=layer.zero_output_for_mask)
+    if isinstance(layer, layers.GRU):
+        kwargs["reset_after"] = layer.reset_after
     if initial is not None:
         kwargs["h0"] = initial[0]
         if len(initial) == 2:
@@ -30,11 +32,16 @@ def reference_for(layer, x, mask=None, initial=None):
     return f(np.asarray(x, np.float64), kernel, recurrent, bias, **kwargs)
 
 
-@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
+# (class, extra arguments): every recurrent form, GRU's reset_after=False among them
+FORMS = [(layers.LSTM, {}), (layers.GRU, {}), (layers.GRU, {"reset_after": False}), (layers.SimpleRNN, {})]
+FORM_IDS = ["LSTM", "GRU", "GRU-reset_before", "SimpleRNN"]
+
+
+@pytest.mark.parametrize("cls,extra", FORMS, ids=FORM_IDS)
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_layer_forward_is_keras(rng, cls, return_sequences, go_backwards):
-    layer = cls(5, return_sequences=return_sequences, go_backwards=go_backwards, dtype="float64")
+def test_layer_forward_is_keras(rng, cls, extra, return_sequences, go_backwards):
+    layer = cls(5, return_sequences=return_sequences, go_backwards=go_backwards, dtype="float64", **extra)
     x = rng.standard_normal((3, 7, 4))
     y = layer(x)
     outputs, *states = reference_for(layer, x)
@@ -46,7 +53,8 @@ def test_layer_forward_is_keras(rng, cls, return_sequences, go_backwards):
     assert layer.kernel.shape == (4, gates * 5) and layer.recurrent_kernel.shape == (5, gates * 5)
     r = layer.recurrent_kernel.numpy()
     np.testing.assert_allclose(r @ r.T, np.eye(5), atol=1e-10)
-    assert layer.bias.shape == ((2, 15) if cls is layers.GRU else (gates * 5,))
+    assert layer.bias.shape == ((2, 15) if cls is layers.GRU and extra == {} else (gates * 5,))
+    assert [w.shape for w in layer.get_weights()] == [(4, gates * 5), (5, gates * 5), layer.bias.shape]
 
 
 def test_lstm_unit_forget_bias(rng):
@@ -72,16 +80,16 @@ def test_return_state_and_initial_state(rng, cls):
         np.testing.assert_allclose(s, r, rtol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
+@pytest.mark.parametrize("cls,extra", FORMS, ids=FORM_IDS)
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_layer_gradients(rng, cls, return_sequences):
-    layer = cls(3, return_sequences=return_sequences, dtype="float64")
+def test_layer_gradients(rng, cls, extra, return_sequences):
+    layer = cls(3, return_sequences=return_sequences, dtype="float64", **extra)
     check_gradients(layer, rng.standard_normal((2, 4, 3)), rng, expect_weights=3)
 
 
-@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU])
-def test_masked_layer_gradients_and_state_gradients(rng, cls):
-    layer = cls(3, return_sequences=False, return_state=True, dtype="float64")
+@pytest.mark.parametrize("cls,extra", FORMS[:3], ids=FORM_IDS[:3])
+def test_masked_layer_gradients_and_state_gradients(rng, cls, extra):
+    layer = cls(3, return_sequences=False, return_state=True, dtype="float64", **extra)
     x = rng.standard_normal((3, 5, 2))
     mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
     n = 2 if cls is layers.LSTM else 1
@@ -204,8 +212,13 @@ def test_recurrent_bad_input():
         layers.LSTM(2, dropout=1.0)
     with pytest.raises(ValueError, match="activation"):
         layers.LSTM(2, activation="softmax")
-    with pytest.raises(ValueError, match="reset_after"):
-        layers.GRU(2, reset_after=False)
+    with pytest.raises(TypeError, match="reset_after"):
+        layers.GRU(2, reset_after="no")
+    with pytest.raises(ValueError, match="'recurrent_activation' must be one of .*hard_sigmoid"):
+        layers.GRU(2, recurrent_activation="gelu")
+    with pytest.raises(ValueError, match="bias"):  # reset_after=False has one bias row
+        fastnn.ops.gru(np.zeros((2, 4, 1)), np.zeros((1, 6)), np.zeros((2, 6)), bias=np.zeros((2, 6)),
+                       reset_after=False)
     with pytest.raises(TypeError, match="Bidirectional"):
         layers.Bidirectional(layers.Dense(3))
 
@@ -478,12 +491,12 @@ def test_a_recurrent_layer_given_a_mask_tensor_passes_its_gradient_back(rng):
     np.testing.assert_allclose(dense.kernel.value, kernel - fd, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("cls", [layers.LSTM, layers.GRU, layers.SimpleRNN])
-def test_stateful_halves_equal_the_whole_and_reset_states_restores_zeros(rng, cls):
+@pytest.mark.parametrize("cls,extra", FORMS, ids=FORM_IDS)
+def test_stateful_halves_equal_the_whole_and_reset_states_restores_zeros(rng, cls, extra):
     """Keras' stateful=True: each batch row's final states start that row in the next call, so a
     sequence run in two halves is the sequence run whole; reset_state() (and Keras' alias
     reset_states()) sets them to zeros; the states' gradients stay in their call."""
-    layer = cls(4, stateful=True, return_sequences=True, dtype="float64")
+    layer = cls(4, stateful=True, return_sequences=True, dtype="float64", **extra)
     x = rng.standard_normal((3, 8, 2))
     mask = rng.random((3, 8)) < 0.8
     mask[:, 4] = True  # (a call's masked steps before its first unmasked one output zeros, as Keras)
@@ -514,7 +527,8 @@ def test_stateful_halves_equal_the_whole_and_reset_states_restores_zeros(rng, cl
     for var, g in zip(layer.weights, grads):
         assert_gradient(g, _numeric_gradient(loss, var.value), var.name)
     assert not any("state" in w.name for w in layer.weights)  # the states are not weights (Keras)
-    assert cls.from_config(layer.get_config()).stateful is True
+    clone = cls.from_config(layer.get_config())
+    assert clone.stateful is True and getattr(clone, "reset_after", None) == getattr(layer, "reset_after", None)
 
 
 def test_stateful_needs_a_fixed_batch_size():
@@ -658,6 +672,7 @@ def test_time_distributed_dense(rng):
 @pytest.mark.parametrize("make", [
     lambda: layers.LSTM(4, return_sequences=True, go_backwards=True, dtype="float64"),
     lambda: layers.GRU(4, recurrent_activation="tanh", dtype="float64"),
+    lambda: layers.GRU(4, reset_after=False, recurrent_activation="hard_sigmoid", return_sequences=True, dtype="float64"),
     lambda: layers.SimpleRNN(4, activation="relu", dtype="float64"),
     lambda: layers.Bidirectional(layers.LSTM(4, return_sequences=True, dtype="float64"), merge_mode="sum"),
     lambda: layers.TimeDistributed(layers.Dense(3, dtype="float64")),
@@ -672,7 +687,9 @@ def test_model_with_recurrent_layers_saves_and_loads(rng, tmp_path):
     fastnn.utils.set_random_seed(0)
     model = fastnn.Sequential([layers.Embedding(30, 6, mask_zero=True, input_length=7),
                                layers.Bidirectional(layers.LSTM(5, return_sequences=True)),
-                               layers.TimeDistributed(layers.Dense(3)), layers.GRU(4), layers.Dense(2)])
+                               layers.TimeDistributed(layers.Dense(3)), layers.GRU(4, return_sequences=True),
+                               layers.GRU(4, reset_after=False, recurrent_activation="hard_sigmoid"),
+                               layers.Dense(2)])
     model.compile("adam", "mse")
     x = rng.integers(0, 30, size=(16, 7))
     model.fit(x, rng.standard_normal((16, 2)), epochs=1, verbose=0)
@@ -698,9 +715,10 @@ def test_dropout_is_seeded_training_only_and_reproducible(rng):
     np.testing.assert_array_equal(layer2(x, training=True), a)  # the same seed, the same masks
 
 
-def test_recurrent_dropout_gradients(rng):
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_recurrent_dropout_gradients(rng, reset_after):
     """With fixed masks (a seeded layer reseeded before each pass) the gradients are exact."""
-    layer = layers.GRU(3, dropout=0.3, recurrent_dropout=0.3, seed=5, dtype="float64")
+    layer = layers.GRU(3, dropout=0.3, recurrent_dropout=0.3, seed=5, dtype="float64", reset_after=reset_after)
     x = rng.standard_normal((2, 4, 3))
     layer(x)
 
@@ -872,3 +890,73 @@ def test_bidirectional_gru_on_mnist1d():
                   metrics=["accuracy"])
     model.fit(x, y, batch_size=100, epochs=25, verbose=0)
     assert model.evaluate(x_test, y_test, verbose=0)[1] >= 0.85
+
+
+def test_gru_reset_after_false_is_bit_identical_on_one_and_two_threads(rng, threads):
+    # batch 32: each thread runs its own slice of the batch; batch 6 with 1024 units: every
+    # step's products and gate maths are shared out instead.
+    for batch, units in ((32, 64), (6, 1024)):
+        x = rng.standard_normal((batch, 7, 5)).astype(np.float32)
+        mask = rng.random((batch, 7)) < 0.8
+        h0 = rng.standard_normal((batch, units)).astype(np.float32)
+        layer = layers.GRU(units, reset_after=False, return_sequences=True, recurrent_dropout=0.2, seed=3)
+        layer(x)
+        dy = rng.standard_normal((batch, 7, units)).astype(np.float32)
+        results = []
+        for n in (1, 2):
+            threads(n)
+            layer._generator = np.random.default_rng(9)  # the same recurrent dropout mask
+            y, cache = layer.forward(x, training=True, mask=mask, initial_state=[h0])
+            dx, dh0 = layer.backward(cache, dy)
+            results.append([y, dx, dh0] + [np.array(g) for g in layer.grads])
+        for a, b in zip(*results):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_a_gru_reset_after_false_model_trains(rng):
+    """Keras 2's GRU (reset_after=False, hard_sigmoid gates) learns a running sum's sign."""
+    x = rng.standard_normal((512, 12, 2)).astype(np.float32)
+    y = (x[..., 0].sum(1) > 0).astype(np.float32)[:, None]
+    fastnn.utils.set_random_seed(0)
+    model = fastnn.Sequential([layers.Input((12, 2)),
+                               layers.GRU(16, reset_after=False, recurrent_activation="hard_sigmoid"),
+                               layers.Dense(1, activation="sigmoid")])
+    model.compile(fastnn.optimizers.Adam(1e-2), "binary_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=32, epochs=8, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    assert model.evaluate(x, y, verbose=0)[1] >= 0.9
+
+
+@pytest.mark.parametrize("cls,extra", FORMS, ids=FORM_IDS)
+def test_keras_2_style_activations_are_keras(rng, cls, extra):
+    """recurrent_activation="hard_sigmoid" (Keras 2 scripts; Keras 3's relu6(x + 3)/6), given by
+    name or as the fastnn.activations function, with a softsign activation: Keras' formulas."""
+    gates = {"recurrent_activation": fastnn.activations.hard_sigmoid} if cls is not layers.SimpleRNN else {}
+    layer = cls(4, activation="softsign", return_sequences=True, dtype="float64", **gates, **extra)
+    x = rng.standard_normal((3, 6, 2)) * 3
+    y = layer(x)
+    assert layer.get_config()["activation"] == "softsign"
+    if gates:
+        assert layer.get_config()["recurrent_activation"] == "hard_sigmoid"
+    hard_sigmoid = lambda v: np.clip(v + 3, 0, 6) / 6  # noqa: E731
+    f = REFERENCES[cls.__name__]
+    kwargs = dict(activation=lambda v: v / (np.abs(v) + 1))
+    if gates:
+        kwargs["recurrent_activation"] = hard_sigmoid
+    if extra:
+        kwargs.update(extra)
+    bias = layer.bias.numpy()
+    want = f(x, layer.kernel.numpy(), layer.recurrent_kernel.numpy(), bias, **kwargs)[0]
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-13)
+    check_gradients(layer, x, rng, expect_weights=3)
+
+
+def test_activations_the_kernel_lacks_name_the_argument_and_the_choices():
+    for bad in ("gelu", "swish", fastnn.activations.mish, lambda v: v):
+        with pytest.raises(ValueError, match=r"LSTM: 'recurrent_activation' must be one of tanh, sigmoid, relu, "
+                                             r"linear, hard_sigmoid, softsign, elu, selu, softplus, leaky_relu, "
+                                             r"relu6, hard_tanh \(or None\)"):
+            layers.LSTM(2, recurrent_activation=bad)
+    with pytest.raises(ValueError, match=r"SimpleRNN: 'activation' must be one of .*hard_tanh"):
+        layers.SimpleRNN(2, activation="gelu")

@@ -1,6 +1,8 @@
 """fastnn.ops.lstm / gru / simple_rnn / lstm_cell / embedding against NumPy step loops
 (tests/rnn_reference.py), central finite differences and np.add.at."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -9,8 +11,20 @@ from fastnn import ops
 from rnn_reference import gru_reference, lstm_reference, sigmoid, simple_rnn_reference
 from test_layers_core import _numeric_gradient
 
-ACTIVATIONS = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda v: np.maximum(v, 0), "linear": lambda v: v}
-GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+# Keras 3's formulas (keras/src/activations/activations.py, default parameters)
+ACTIVATIONS = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda v: np.maximum(v, 0), "linear": lambda v: v,
+               "hard_sigmoid": lambda v: np.clip(v + 3, 0, 6) / 6,  # relu6(x + 3) / 6
+               "softsign": lambda v: v / (np.abs(v) + 1),
+               "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
+               "selu": lambda v: SELU_SCALE * np.where(v > 0, v, SELU_ALPHA * np.expm1(np.minimum(v, 0))),
+               "softplus": lambda v: np.logaddexp(0, v),
+               "leaky_relu": lambda v: np.where(v > 0, v, 0.2 * v),
+               "relu6": lambda v: np.clip(v, 0, 6),
+               "hard_tanh": lambda v: np.clip(v, -1, 1)}
+NEW_ACTIVATIONS = ["hard_sigmoid", "softsign", "elu", "selu", "softplus", "leaky_relu", "relu6", "hard_tanh"]
+GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1, "gru_rb": 3}  # gru_rb: GRU(reset_after=False)
+KINDS = ["lstm", "gru", "simple_rnn", "gru_rb"]
 
 
 def make_case(kind, batch, steps, features, units, dtype, rng, bias=True, initial=False, mask=False,
@@ -45,14 +59,22 @@ def run(kind, c, go_backwards=False, activation="tanh", recurrent_activation="si
                   activation=activation, recurrent_dropout_mask=c["scale"], return_cache=return_cache)
     if kind != "simple_rnn":
         kwargs["recurrent_activation"] = recurrent_activation
+    if kind == "gru_rb":
+        return ops.gru(c["x"], c["kernel"], c["recurrent"], reset_after=False, **kwargs)
     return getattr(ops, kind)(c["x"], c["kernel"], c["recurrent"], **kwargs)
 
 
+def backward_of(kind):
+    return ops.gru_backward if kind == "gru_rb" else getattr(ops, f"{kind}_backward")
+
+
 def reference(kind, c, go_backwards=False, activation="tanh", recurrent_activation="sigmoid"):
-    f = {"lstm": lstm_reference, "gru": gru_reference, "simple_rnn": simple_rnn_reference}[kind]
+    f = {"lstm": lstm_reference, "gru": gru_reference, "simple_rnn": simple_rnn_reference, "gru_rb": gru_reference}[kind]
     states = c["states"] or []
     kwargs = dict(mask=c["mask"], go_backwards=go_backwards, activation=ACTIVATIONS[activation],
                   recurrent_scale=c["scale"])
+    if kind == "gru_rb":
+        kwargs["reset_after"] = False
     if kind != "simple_rnn":
         kwargs["recurrent_activation"] = ACTIVATIONS[recurrent_activation]
     args64 = [None if a is None else np.asarray(a, np.float64) for a in (c["x"], c["kernel"], c["recurrent"], c["bias"])]
@@ -68,7 +90,7 @@ def reference(kind, c, go_backwards=False, activation="tanh", recurrent_activati
 SHAPES = [(1, 1, 1, 1), (2, 3, 4, 5), (3, 7, 2, 9), (5, 4, 6, 3), (4, 11, 3, 16), (2, 2, 17, 33)]
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("go_backwards", [False, True])
@@ -86,7 +108,7 @@ def test_forward_matches_the_step_loop(kind, dtype, shape, go_backwards, options
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("activation,recurrent_activation", [("relu", "sigmoid"), ("linear", "tanh"),
                                                              ("sigmoid", "linear")])
 def test_other_activations(kind, activation, recurrent_activation):
@@ -98,13 +120,78 @@ def test_other_activations(kind, activation, recurrent_activation):
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", NEW_ACTIVATIONS)
+@pytest.mark.parametrize("as_recurrent", [False, True])
+def test_keras_activations_forward_and_backward(kind, name, as_recurrent):
+    """Each kernel activation as activation (and as recurrent_activation), against Keras'
+    formula and central finite differences (inputs, every weight, the initial state)."""
+    if kind == "simple_rnn" and as_recurrent:
+        pytest.skip("SimpleRNN has no recurrent_activation")
+    rng = np.random.default_rng(zlib.crc32(f"{kind} {name} {as_recurrent}".encode()))  # the same every run
+    c = make_case(kind, 3, 5, 4, 3, np.float64, rng, initial=True, mask=True)
+    # bounded ones: pre-activations across their saturations (±1, ±3); unbounded gates (an
+    # elu "gate" can exceed 1) would let the states grow past what differences resolve
+    factor = 2.0 if name in ("hard_sigmoid", "softsign", "hard_tanh") else 0.5 if as_recurrent else 1.0
+    for key in ("x", "kernel", "recurrent"):
+        c[key] *= factor
+    act, ract = ("tanh", name) if as_recurrent else (name, "sigmoid")
+    got = run(kind, c, False, act, ract)
+    want = reference(kind, c, False, act, ract)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+    weights = loss_and_weights(kind, c, rng)
+
+    def loss():
+        return sum(float(np.sum(w * o)) for w, o in zip(weights, run(kind, c, False, act, ract)))
+
+    *_, cache = run(kind, c, False, act, ract, return_cache=True)
+    extra = {"d_c": weights[2]} if kind == "lstm" else {}
+    grads = backward_of(kind)(cache, d_outputs=weights[0], d_h=weights[1], **extra)
+    for key, array in (("dx", c["x"]), ("kernel", c["kernel"]), ("recurrent_kernel", c["recurrent"]),
+                       ("bias", c["bias"]), ("h0", c["states"][0])):
+        fd = _numeric_gradient(loss, array)
+        scale = np.linalg.norm(fd)
+        err = np.abs(grads[key] - fd)
+        assert np.linalg.norm(err) <= 1e-6 * scale, f"{kind} {name} {key}: relative error {np.linalg.norm(err) / scale:.3g}"
+        assert np.all(err <= 1e-5 * np.abs(fd) + 1e-8 * scale), f"{kind} {name} {key}: element error {err.max():.3g}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_keras_activations_are_bit_identical_on_one_and_two_threads(kind, threads):
+    rng = np.random.default_rng(8)
+    c = make_case(kind, 32, 6, 20, 96, np.float32, rng, initial=True, mask=True)
+    dy = rng.standard_normal((32, 6, 96)).astype(np.float32)
+    act, ract = ("softsign", "hard_sigmoid") if kind != "simple_rnn" else ("selu", "sigmoid")
+    results = []
+    for n in (1, 2):
+        threads(n)
+        *outs, cache = run(kind, c, False, act, ract, return_cache=True)
+        grads = backward_of(kind)(cache, d_outputs=dy)
+        results.append(list(outs) + [v for v in grads.values() if v is not None])
+    for a, b in zip(*results):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_activations_outside_the_kernel_are_a_clear_error():
+    rng = np.random.default_rng(0)
+    c = make_case("gru", 2, 3, 4, 5, np.float32, rng)
+    for bad in ("gelu", "swish", "softmax", 3, "Tanh"):
+        with pytest.raises(ValueError, match=r"gru: 'recurrent_activation' must be one of linear, relu, sigmoid, "
+                                             r"tanh, hard_sigmoid, softsign, .*got"):
+            ops.gru(c["x"], c["kernel"], c["recurrent"], recurrent_activation=bad)
+    with pytest.raises(ValueError, match=r"lstm: 'activation' must be one of .*hard_tanh \(or None\), got 'gelu'"):
+        ops.lstm(c["x"], np.zeros((4, 20), np.float32), np.zeros((5, 20), np.float32), activation="gelu")
+    assert ops.rnn.RNN_ACTIVATIONS == ("linear", "relu", "sigmoid", "tanh", *NEW_ACTIVATIONS)
+
+
 def loss_and_weights(kind, c, rng):
     """A scalar loss of every output, for finite differences: Σ R·outputs + Σ R'·h (+ Σ R''·c)."""
     outputs = run(kind, c)
     return [rng.standard_normal(o.shape) for o in outputs]
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("options", ["plain", "mask+initial", "backwards+mask", "scale", "nobias"])
 def test_backward_through_time_matches_finite_differences(kind, options):
     rng = np.random.default_rng(hash((kind, options)) % 2**32)
@@ -119,7 +206,7 @@ def test_backward_through_time_matches_finite_differences(kind, options):
 
     *outs, cache = run(kind, c, go_backwards, return_cache=True)
     d_out = weights[0]
-    backward = getattr(ops, f"{kind}_backward")
+    backward = backward_of(kind)
     if kind == "lstm":
         grads = backward(cache, d_outputs=d_out, d_h=weights[1], d_c=weights[2])
     else:
@@ -136,7 +223,7 @@ def test_backward_through_time_matches_finite_differences(kind, options):
                                    err_msg=f"{kind} {name}")
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("bias", [True, False])
 def test_backward_writes_or_adds_into_given_gradient_arrays(kind, bias):
     """dkernel, drecurrent_kernel, dbias: the weights' gradients written in place (a layer's
@@ -145,7 +232,7 @@ def test_backward_writes_or_adds_into_given_gradient_arrays(kind, bias):
     c = make_case(kind, 3, 5, 4, 3, np.float64, rng, bias=bias, initial=True, mask=True)
     *outs, cache = run(kind, c, return_cache=True)
     dy = rng.standard_normal(outs[0].shape)
-    backward = getattr(ops, f"{kind}_backward")
+    backward = backward_of(kind)
     want = backward(cache, d_outputs=dy)
     names = ["kernel", "recurrent_kernel"] + (["bias"] if bias else [])
     given = {f"d{n}": np.full_like(want[n], np.nan) for n in names}
@@ -167,7 +254,7 @@ def test_backward_writes_or_adds_into_given_gradient_arrays(kind, bias):
         assert alone[n].tobytes() == want[n].tobytes()
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bit_identical_on_one_and_two_threads(kind, dtype):
     # batch 32 x 4·128 gate values: large enough that each step's elementwise work and
@@ -181,7 +268,7 @@ def test_bit_identical_on_one_and_two_threads(kind, dtype):
         for threads in (1, 2):
             fastnn.config.set_num_threads(threads)
             *outs, cache = run(kind, c, return_cache=True)
-            grads = getattr(ops, f"{kind}_backward")(cache, d_outputs=dy)
+            grads = backward_of(kind)(cache, d_outputs=dy)
             results.append(list(outs) + [v for v in grads.values() if v is not None])
     finally:
         fastnn.config.set_num_threads(saved)
@@ -200,6 +287,18 @@ def test_zero_timesteps_return_the_initial_states():
     grads = ops.lstm_backward(cache, d_h=dh)
     np.testing.assert_array_equal(grads["h0"], dh)
     assert not grads["kernel"].any()
+
+
+def test_gru_reset_after_false_with_zero_timesteps_returns_the_initial_state():
+    rng = np.random.default_rng(0)
+    c = make_case("gru_rb", 2, 0, 3, 4, np.float64, rng, initial=True)
+    outputs, h, cache = run("gru_rb", c, return_cache=True)
+    assert outputs.shape == (2, 0, 4)
+    np.testing.assert_array_equal(h, c["states"][0])
+    dh = rng.standard_normal((2, 4))
+    grads = ops.gru_backward(cache, d_h=dh)
+    np.testing.assert_array_equal(grads["h0"], dh)
+    assert not grads["kernel"].any() and grads["bias"].shape == (12,) and not grads["bias"].any()
 
 
 def test_lstm_cell_is_one_step():
@@ -247,6 +346,11 @@ def test_bad_input_is_a_clear_error():
         ops.lstm(c["x"], c["kernel"].astype(np.float64), c["recurrent"])
     with pytest.raises(ValueError, match="bias"):
         ops.gru(c["x"], c["kernel"][:, :15], c["recurrent"][:, :15], bias=np.zeros(15, np.float32))
+    with pytest.raises(ValueError, match="bias"):  # reset_after=False: one bias row
+        ops.gru(c["x"], c["kernel"][:, :15], c["recurrent"][:, :15], bias=np.zeros((2, 15), np.float32),
+                reset_after=False)
+    with pytest.raises(TypeError, match="reset_after"):
+        ops.gru(c["x"], c["kernel"][:, :15], c["recurrent"][:, :15], reset_after="no")
 
 
 # ---- embedding ---------------------------------------------------------------------------------

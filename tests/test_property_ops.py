@@ -2436,9 +2436,23 @@ def test_dot_product_attention(data):
 from rnn_reference import gru_reference, lstm_reference, simple_rnn_reference  # noqa: E402
 
 RNN_GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
+# The recurrent kernels' activations, Keras' formulas with Keras' default parameters.
 RNN_ACTS = {"tanh": np.tanh, "sigmoid": sigmoid, "relu": lambda v: np.maximum(v, 0), "linear": lambda v: v,
-            None: lambda v: v}
-rnn_activations = st.one_of(st.sampled_from(["tanh", "sigmoid", "linear", None, "relu"]), activation_names)
+            None: lambda v: v,
+            "hard_sigmoid": lambda v: np.clip(v + 3, 0, 6) / 6, "softsign": lambda v: v / (np.abs(v) + 1),
+            "elu": lambda v: np.where(v > 0, v, np.expm1(np.minimum(v, 0))),
+            "selu": lambda v: 1.0507009873554805 * np.where(v > 0, v, 1.6732632423543772 * np.expm1(np.minimum(v, 0))),
+            "softplus": lambda v: np.logaddexp(0, v), "leaky_relu": lambda v: np.where(v > 0, v, 0.2 * v),
+            "relu6": lambda v: np.clip(v, 0, 6), "hard_tanh": lambda v: np.clip(v, -1, 1)}
+rnn_activations = st.one_of(st.sampled_from(["tanh", "sigmoid", "linear", None, "relu"]),
+                            st.sampled_from(sorted(k for k in RNN_ACTS if k is not None)), activation_names)
+
+
+def rnn_activation_kind(value, arg):
+    """An activation the recurrent kernels compute (by name, or None), or Invalid(arg)."""
+    if value is None or (isinstance(value, str) and value in RNN_ACTS):
+        return value
+    raise Invalid(arg)
 
 
 def rnn_run(kind, X, K, R, B, h0, c0, mask, back, act, ract, scale):
@@ -2471,11 +2485,8 @@ def rnn_checks(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask
         if m.dtype.kind not in "biuf":
             raise Invalid("mask")
         M = m != 0
-    act = activation_kind(activation)
-    try:
-        ract = activation_kind(recurrent_activation)
-    except Invalid:
-        raise Invalid("recurrent_activation") from None
+    act = rnn_activation_kind(activation, "activation")
+    ract = rnn_activation_kind(recurrent_activation, "recurrent_activation")
     if not isinstance(go_backwards, (bool, np.bool_, int, float, np.integer, np.floating)):
         raise Invalid("go_backwards")
     dtype = call_dtype(**{"inputs": inputs, "kernel": kernel, "recurrent_kernel": recurrent_kernel, "bias": bias,
@@ -2483,10 +2494,6 @@ def rnn_checks(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask
     if grads:  # the backward call decides its dtype with the gradients too
         dtype = call_dtype(**{"inputs": inputs, "kernel": kernel, "recurrent_kernel": recurrent_kernel, "bias": bias,
                               "initial_state[0]": h0, "initial_state[1]": c0, "recurrent_scale": scale}, **grads)
-    if act not in RNN_ACTS:
-        raise Invalid("activation")
-    if ract not in RNN_ACTS:
-        raise Invalid("recurrent_activation")
     X = as_input(inputs, "inputs", dtype).astype(np.float64)
     if X.ndim != 3:
         raise Invalid("inputs")

@@ -201,3 +201,30 @@ def test_dtypes_and_shapes(rng):
         lstm_reference(x, np.ones((3, 8)), np.ones((2, 8)), None)
     with pytest.raises(ValueError, match="mask"):
         lstm_reference(x, np.ones((4, 8)), np.ones((2, 8)), None, mask=np.ones((2, 4), bool))
+
+
+@pytest.mark.parametrize("with_state", [True, False])
+def test_gru_reset_before_matches_a_scalar_loop_of_keras_formula(rng, with_state):
+    """reset_after=False against Keras' GRUCell formula written unit by unit (implementation 1:
+    z = ra(x·W_z + b_z + h·U_z), r likewise, hh = a(x·W_h + b_h + (r⊙h)·U_h))."""
+    b, t, d, u = 3, 4, 2, 3
+    x = rng.normal(size=(b, t, d))
+    kernel, recurrent, bias = rng.normal(size=(d, 3 * u)), rng.normal(size=(u, 3 * u)), rng.normal(size=3 * u)
+    h0 = rng.normal(size=(b, u)) if with_state else np.zeros((b, u))
+    out, h_t = gru_reference(x, kernel, recurrent, bias, h0 if with_state else None, reset_after=False)
+    want = np.zeros((b, t, u))
+    for n in range(b):
+        h = list(h0[n])
+        for s in range(t):
+            pre = [sum(x[n, s, k] * kernel[k, j] for k in range(d)) + bias[j] for j in range(3 * u)]
+            z = [1 / (1 + np.exp(-(pre[j] + sum(h[i] * recurrent[i, j] for i in range(u))))) for j in range(u)]
+            r = [1 / (1 + np.exp(-(pre[u + j] + sum(h[i] * recurrent[i, u + j] for i in range(u))))) for j in range(u)]
+            hh = [np.tanh(pre[2 * u + j] + sum(r[i] * h[i] * recurrent[i, 2 * u + j] for i in range(u)))
+                  for j in range(u)]
+            h = [z[j] * h[j] + (1 - z[j]) * hh[j] for j in range(u)]
+            want[n, s] = h
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(out[:, -1], h_t)
+    # the two forms differ (the reset gate acts on h, not on h·U_h + b)
+    other, _ = gru_reference(x, kernel, recurrent, np.stack([bias, np.zeros(3 * u)]), h0 if with_state else None)
+    assert not np.allclose(other, out)

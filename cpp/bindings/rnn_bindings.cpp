@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <string>
 
 #include "activation_args.hpp"
 #include "fastnn/embedding.hpp"
@@ -15,15 +16,21 @@ using MaskArray = py::array_t<std::uint8_t, py::array::c_style | py::array::forc
 using IdArray = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
 
 const char* kind_name(RnnKind kind) {
-  return kind == RnnKind::Lstm ? "lstm" : kind == RnnKind::Gru ? "gru" : "simple_rnn";
+  return kind == RnnKind::Lstm ? "lstm" : kind == RnnKind::SimpleRnn ? "simple_rnn" : "gru";
 }
 
-Activation rnn_activation(const char* fn, const char* name, int kind) {
-  const Activation act = make_activation(fn, kind, 0.0);
-  if (!rnn_supports_activation(act.kind))
-    throw py::value_error(cat(fn, ": '", name, "' must be one of linear, relu, sigmoid, tanh "
-                              "(activation kind ", kind, " given)"));
-  return act;
+// Keras' names of the recurrent kernels' activations, in RnnActivation's order.
+constexpr const char* kRnnActivationNames[kRnnActivationCount] = {
+    "linear", "relu", "sigmoid", "tanh", "hard_sigmoid", "softsign",
+    "elu", "selu", "softplus", "leaky_relu", "relu6", "hard_tanh"};
+
+RnnActivation rnn_activation(const char* fn, const char* name, int kind) {
+  if (kind < 0 || kind >= kRnnActivationCount) {
+    std::string names;
+    for (const char* n : kRnnActivationNames) names += std::string(names.empty() ? "" : ", ") + n;
+    throw py::value_error(cat(fn, ": '", name, "' must be one of ", names, " (activation kind ", kind, " given)"));
+  }
+  return static_cast<RnnActivation>(kind);
 }
 
 // The arrays of one call, checked, and the kernel's arguments pointing into them.
@@ -70,7 +77,7 @@ CheckedRnn<T> check_rnn(RnnKind kind, py::handle x, py::handle kernel, py::handl
   a.recurrent = c.recurrent.data();
   if (!bias.is_none()) {
     c.bias = input_array<T>(fn, {"bias", bias});
-    if (kind == RnnKind::Gru) require_shape(fn, "bias", c.bias, {2, width});
+    if (kind == RnnKind::Gru) require_shape(fn, "bias", c.bias, {2, width});  // reset_after
     else require_shape(fn, "bias", c.bias, {width});
     a.bias = c.bias.data();
   }
@@ -119,7 +126,7 @@ py::tuple new_tape(const RnnArgs<T>& a, RnnTape<T>& tape) {
     tape.gates = ga.mutable_data();
     gates = std::move(ga);
   }
-  if (a.kind == RnnKind::Gru) {
+  if (a.kind == RnnKind::Gru || a.kind == RnnKind::GruResetBefore) {
     auto ra = new_array<T>(steps);
     tape.rh = ra.mutable_data();
     rh = std::move(ra);
@@ -175,7 +182,7 @@ py::tuple rnn_backward_impl(RnnKind kind, py::handle x, py::handle kernel, py::h
     tape.act_c = take("act_c", 2, steps);
   }
   if (kind != RnnKind::SimpleRnn) tape.gates = take("gates", 3, {a.steps, a.batch, a.gate_stride()});
-  if (kind == RnnKind::Gru) tape.rh = take("rh", 4, steps);
+  if (kind == RnnKind::Gru || kind == RnnKind::GruResetBefore) tape.rh = take("rh", 4, steps);
 
   auto optional_in = [&](const char* name, py::handle v, const std::vector<Index>& shape) -> const T* {
     if (v.is_none()) return nullptr;
@@ -231,7 +238,7 @@ py::tuple rnn_backward_impl(RnnKind kind, py::handle x, py::handle kernel, py::h
 }
 
 RnnKind make_kind(int kind) {
-  if (kind < 0 || kind > static_cast<int>(RnnKind::SimpleRnn))
+  if (kind < 0 || kind > static_cast<int>(RnnKind::GruResetBefore))
     throw py::value_error(cat("rnn: unknown kind ", kind));
   return static_cast<RnnKind>(kind);
 }
@@ -293,6 +300,9 @@ py::array_t<T> embedding_backward_impl(py::handle ids_obj, py::handle dy_obj, py
 }  // namespace
 
 void register_rnn(py::module_& m) {
+  py::dict activations;
+  for (int k = 0; k < kRnnActivationCount; ++k) activations[kRnnActivationNames[k]] = k;
+  m.attr("rnn_activation_kinds") = activations;
   m.def(
       "rnn_forward",
       [](int kind, py::handle x, py::handle kernel, py::handle recurrent, py::handle bias,
@@ -313,7 +323,7 @@ void register_rnn(py::module_& m) {
       py::arg("h0"), py::arg("c0"), py::arg("mask"), py::arg("recurrent_scale"), py::arg("go_backwards"),
       py::arg("activation"),
       py::arg("recurrent_activation"),
-      "Runs an LSTM (kind 0), GRU (1) or SimpleRNN (2) over a sequence; returns the tape "
+      "Runs an LSTM (kind 0), GRU (1; 3: reset_after=False) or SimpleRNN (2) over a sequence; returns the tape "
       "(h, c, act_c, gates, rh). Use fastnn.ops.lstm / gru / simple_rnn.");
   m.def(
       "rnn_backward",

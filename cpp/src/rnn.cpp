@@ -13,11 +13,6 @@
 
 namespace fastnn {
 
-bool rnn_supports_activation(ActivationKind kind) {
-  return kind == ActivationKind::Linear || kind == ActivationKind::Relu ||
-         kind == ActivationKind::Sigmoid || kind == ActivationKind::Tanh;
-}
-
 namespace {
 using namespace rnn_detail;
 
@@ -116,9 +111,10 @@ void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
   const Index B = a.batch, S = a.steps, D = a.input, U = a.units, W = a.width();
   const Index ldz = a.gate_stride();
   const bool gru = a.kind == RnnKind::Gru, lstm = a.kind == RnnKind::Lstm;
+  const bool gru_rb = a.kind == RnnKind::GruResetBefore;
   const Index* rows = step_row_offsets(a);
   // Pre-activations of every step: one product for the inputs of all steps.
-  T* z = lstm || gru ? tape.gates : thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * ldz);
+  T* z = lstm || gru || gru_rb ? tape.gates : thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * ldz);
   {
     GemmArgs<T> g;
     g.m = S * B;
@@ -162,6 +158,26 @@ void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
         for (Index i = 0; i < n * U; ++i) dropped[i] = h_prev[i] * scale[i];
         h_in = dropped;
       }
+      if (gru_rb) {  // z, r from h_in·R_zr; then ĥ from (r⊙h_in)·R_h
+        if (recur)
+          step_product<T>(n, 2 * U, U, h_in, U, weights.r, weights.ldr, zs + b0 * ldz, ldz, nullptr, true, serial);
+        T* q = tape.rh + s * block;
+        for_each_sample(b0, b1, W, serial, [&](Index b) {
+          if (masked(a, b, t)) {  // the state carries over; q = 0 keeps dR's product finite
+            std::memcpy(h_next + b * U, tape.h + s * block + b * U, sizeof(T) * U);
+            std::fill(q + b * U, q + (b + 1) * U, T(0));
+            return;
+          }
+          gru_rb_gates(a.recurrent_act, U, zs + b * ldz, recur ? h_in + (b - b0) * U : nullptr, q + b * U);
+        });
+        if (recur)
+          step_product<T>(n, U, U, q + b0 * U, U, weights.r + 2 * U, weights.ldr, zs + b0 * ldz + 2 * U, ldz,
+                          nullptr, true, serial);
+        for_each_sample(b0, b1, W, serial, [&](Index b) {
+          if (!masked(a, b, t)) gru_rb_output(a.act, U, zs + b * ldz, tape.h + s * block + b * U, h_next + b * U);
+        });
+        continue;
+      }
       if (gru) {
         if (recur) {
           step_product(n, W, U, h_in, U, weights.r, weights.ldr, rec, ldz, rec_bias, false, serial);
@@ -199,15 +215,19 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
   const Index B = a.batch, S = a.steps, D = a.input, U = a.units, W = a.width();
   const Index ldz = a.gate_stride();
   const bool gru = a.kind == RnnKind::Gru, lstm = a.kind == RnnKind::Lstm;
+  const bool gru_rb = a.kind == RnnKind::GruResetBefore;
   const Index block = B * U;
   // Pre-activation gradients of every step (time-major); the GRU's recurrent side apart.
   T* dz = thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * ldz);
   T* drec = gru ? thread_scratch<T>(ScratchSlot::RnnRecurrentGrads, S * B * ldz) : dz;
   const RecurrentWeights<T> weights(a, true);
-  // dh (carried), dh of the previous step (being formed), dc, and with recurrent dropout
-  // the recurrent product's gradient, and h ⊙ scale before every step (for dR).
+  // dh (carried), dh of the previous step (being formed), dc; with recurrent dropout or
+  // reset_after=False the gradient of what the recurrent products read (h_in); for the
+  // latter d(loss)/dq; with recurrent dropout h ⊙ scale before every step (for dR).
   const T* scale_all = a.recurrent_scale;
-  T* states = thread_scratch<T>(ScratchSlot::RnnStates, (scale_all ? 4 * block + S * block : 3 * block));
+  const Index dh_in_at = 3 * block, dq_at = dh_in_at + (scale_all || gru_rb ? block : 0);
+  const Index hd_at = dq_at + (gru_rb ? block : 0);
+  T* states = thread_scratch<T>(ScratchSlot::RnnStates, hd_at + (scale_all ? S * block : 0));
   if (dh_last) std::memcpy(states, dh_last, sizeof(T) * block); else std::fill(states, states + block, T(0));
   T* dc_all = states + 2 * block;
   if (dc_last) std::memcpy(dc_all, dc_last, sizeof(T) * block); else std::fill(dc_all, dc_all + block, T(0));
@@ -217,11 +237,59 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
     T* dh = states + b0 * U;  // this slice's rows of each (batch, units) buffer
     T* dh_prev = states + block + b0 * U;
     T* dc = dc_all + b0 * U;
-    T* dh_rec = scale_all ? states + 3 * block + b0 * U : nullptr;
+    T* dh_rec = scale_all || gru_rb ? states + dh_in_at + b0 * U : nullptr;
+    T* dq = gru_rb ? states + dq_at + b0 * U : nullptr;
     const T* scale = scale_all ? scale_all + b0 * U : nullptr;
     for (Index s = S - 1; s >= 0; --s) {
       const Index t = a.time(s);
       const T* h_prev = tape.h + s * block;
+      if (gru_rb) {
+        T* dzs = dz + (s * B + b0) * ldz;
+        for_each_sample(b0, b1, W, serial, [&](Index b) {
+          T* dht = dh + (b - b0) * U;
+          if (dy) {
+            const T* dys = dy + (b * S + s) * U;
+            for (Index j = 0; j < U; ++j) dht[j] += dys[j];
+          }
+          T* carry = dh_prev + (b - b0) * U;
+          T* dzr = dz + (s * B + b) * ldz;
+          if (masked(a, b, t)) {
+            std::memcpy(carry, dht, sizeof(T) * U);
+            std::fill(dzr, dzr + W, T(0));
+            return;
+          }
+          T* tmp = thread_scratch<T>(ScratchSlot::RnnRowTemp, 5 * U);
+          gru_rb_backward_output(a.act, a.recurrent_act, U, tape.gates + (s * B + b) * ldz, h_prev + b * U, dht,
+                                 dzr, carry, tmp);
+        });
+        // dq = dĥ_pre·R_hᵀ; then dr_pre and dq⊙r; then + dz_zr·R_zrᵀ: d(loss)/dh_in
+        step_product<T>(n, U, U, dzs + 2 * U, ldz, weights.rt + 2 * U * weights.ldrt, weights.ldrt, dq, U, nullptr,
+                        false, serial);
+        for_each_sample(b0, b1, W, serial, [&](Index b) {
+          T* dh_in = dh_rec + (b - b0) * U;
+          if (masked(a, b, t)) {
+            std::fill(dh_in, dh_in + U, T(0));
+            return;
+          }
+          T* tmp = thread_scratch<T>(ScratchSlot::RnnRowTemp, 5 * U);
+          const T* h_in = h_prev + b * U;
+          if (scale) {
+            const T* sc = scale + (b - b0) * U;
+            for (Index j = 0; j < U; ++j) tmp[U + j] = h_in[j] * sc[j];
+            h_in = tmp + U;
+          }
+          gru_rb_backward_reset(a.recurrent_act, U, tape.gates + (s * B + b) * ldz, h_in, dq + (b - b0) * U,
+                                dz + (s * B + b) * ldz, dh_in, tmp);
+        });
+        step_product<T>(n, U, 2 * U, dzs, ldz, weights.rt, weights.ldrt, dh_rec, U, nullptr, true, serial);
+        if (scale) {
+          for (Index i = 0; i < n * U; ++i) dh_prev[i] += dh_rec[i] * scale[i];
+        } else {
+          for (Index i = 0; i < n * U; ++i) dh_prev[i] += dh_rec[i];
+        }
+        std::swap(dh, dh_prev);
+        continue;
+      }
       for_each_sample(b0, b1, W, serial, [&](Index b) {
         T* dht = dh + (b - b0) * U;  // becomes the step's total d(loss)/dh
         if (dy) {
@@ -287,24 +355,31 @@ void backward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape, const T* dy, con
   if (g.drecurrent) {  // h_prevᵀ·drec over all steps: h[0 .. S-1] is one block
     const T* h_in = tape.h;
     if (scale_all) {  // the product read h ⊙ scale
-      T* hd = states + 4 * block;
+      T* hd = states + hd_at;
       for (Index s = 0; s < S; ++s)
         for (Index i = 0; i < block; ++i) hd[s * block + i] = tape.h[s * block + i] * scale_all[i];
       h_in = hd;
     }
     GemmArgs<T> p;
     p.m = U;
-    p.n = W;
     p.k = rows;
     p.a = h_in;
     p.lda = U;
     p.trans_a = true;
+    p.n = gru_rb ? 2 * U : W;  // reset_after=False: R_h's columns read r⊙h_in
     p.b = drec;
     p.ldb = ldz;
     p.c = g.drecurrent;
     p.ldc = W;
     p.accumulate = g.accumulate;
     gemm(p);
+    if (gru_rb) {  // q·R_h over all steps: q is one (steps·batch, units) block
+      p.a = tape.rh;
+      p.n = U;
+      p.b = drec + 2 * U;
+      p.c = g.drecurrent + 2 * U;
+      gemm(p);
+    }
   }
   if (g.dbias) {
     column_sums_strided(dz, rows, W, ldz, g.dbias, g.accumulate);

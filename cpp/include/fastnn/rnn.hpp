@@ -1,17 +1,20 @@
-// Recurrent layers over whole sequences: LSTM, GRU (Keras' reset_after=True) and SimpleRNN,
-// forward and backward through time, each one call.
+// Recurrent layers over whole sequences: LSTM, GRU (Keras' reset_after=True and =False) and
+// SimpleRNN, forward and backward through time, each one call.
 //
 //   LSTM:      z = x_t·W + h·R + b (gates i, f, c, o);  i, f, o = σ(z), g = act(z_c)
 //              c' = f⊙c + i⊙g,  h' = o⊙act(c')
 //   GRU:       xz = x_t·W + b_in,  rh = h·R + b_rec (gates z, r, h)
 //              z = σ(xz_z + rh_z),  r = σ(xz_r + rh_r),  ĥ = act(xz_h + r⊙rh_h)
 //              h' = z⊙h + (1 − z)⊙ĥ
+//   GRU, reset_after=False (GruResetBefore): xz = x_t·W + b (one bias, 3·units)
+//              z = σ(xz_z + h·R_z),  r = σ(xz_r + h·R_r),  ĥ = act(xz_h + (r⊙h)·R_h)
+//              h' = z⊙h + (1 − z)⊙ĥ   (two products per step: ĥ's waits for r)
 //   SimpleRNN: h' = act(x_t·W + h·R + b)
 // (σ stands for the recurrent activation.)
 //
 // Layouts (Keras): x is (batch, steps, input); W is (input, G·units) and R (units, G·units)
-// with G = 4 (LSTM), 3 (GRU), 1 (SimpleRNN); b is (G·units), for the GRU (2, 3·units):
-// input bias then recurrent bias. The mask is (batch, steps) in input order: a masked step
+// with G = 4 (LSTM), 3 (GRU), 1 (SimpleRNN); b is (G·units), for the reset_after GRU
+// (2, 3·units): input bias then recurrent bias. The mask is (batch, steps) in input order: a masked step
 // leaves the states as they were. With go_backwards the steps run from last to first.
 //
 // Cost: the input projection of all steps is one GEMM (2·B·T·D·G·U flops); each step adds
@@ -28,12 +31,32 @@
 
 namespace fastnn {
 
-enum class RnnKind : int { Lstm = 0, Gru, SimpleRnn };
+enum class RnnKind : int { Lstm = 0, Gru, SimpleRnn, GruResetBefore };
 
 /// Gate blocks per kind (G above).
 constexpr Index rnn_gates(RnnKind kind) {
-  return kind == RnnKind::Lstm ? 4 : kind == RnnKind::Gru ? 3 : 1;
+  return kind == RnnKind::Lstm ? 4 : kind == RnnKind::SimpleRnn ? 1 : 3;
 }
+
+/// The activations of the recurrent kernels (Keras' names in the bindings). The tape keeps
+/// activated gates only, so each derivative must follow from the output: y > 0 tells x > 0
+/// for the ELUs and ReLUs, softplus' is 1 − e^−y, softsign's (1 − |y|)², the hard ones' are
+/// their slope strictly inside their range. (gelu and swish are not monotonic: no.)
+enum class RnnActivation : int {
+  Linear = 0,
+  Relu,
+  Sigmoid,
+  Tanh,
+  HardSigmoid,  // Keras 3: relu6(x + 3)/6, computed as clip(x/6 + 0.5, 0, 1)
+  Softsign,     // x/(1 + |x|)
+  Elu,          // alpha 1 (Keras' default)
+  Selu,
+  Softplus,
+  LeakyRelu,    // negative slope 0.2 (Keras' default)
+  Relu6,
+  HardTanh,     // clip(x, −1, 1)
+};
+constexpr int kRnnActivationCount = int(RnnActivation::HardTanh) + 1;
 
 /// A row stride for a matrix of `cols` values per row: `cols`, padded when a row is a
 /// multiple of 4 KB (rows that far apart share cache sets, and the GEMM would copy such a
@@ -51,14 +74,14 @@ struct RnnArgs {
   const T* x = nullptr;          // (batch, steps, input)
   const T* kernel = nullptr;     // (input, G·units)
   const T* recurrent = nullptr;  // (units, G·units)
-  const T* bias = nullptr;       // optional: (G·units); GRU (2, 3·units)
+  const T* bias = nullptr;       // optional: (G·units); reset_after GRU (2, 3·units)
   const T* h0 = nullptr;         // optional (batch, units): zeros when null
   const T* c0 = nullptr;         // LSTM, optional (batch, units)
   const std::uint8_t* mask = nullptr;  // optional (batch, steps), input order; 0 = skip
   const T* recurrent_scale = nullptr;  // optional (batch, units): h ⊙ scale enters the
                                        // recurrent product (recurrent dropout's mask)
-  Activation act{ActivationKind::Tanh};
-  Activation recurrent_act{ActivationKind::Sigmoid};
+  RnnActivation act = RnnActivation::Tanh;
+  RnnActivation recurrent_act = RnnActivation::Sigmoid;
 
   Index width() const { return rnn_gates(kind) * units; }  // G·units
   /// Row stride of the gate arrays.
@@ -77,7 +100,8 @@ struct RnnTape {
   T* act_c = nullptr;  // LSTM: (steps, batch, units) act(c) after step s
   T* gates = nullptr;  // LSTM, GRU: (steps, batch, gate_stride()) activated gates in the
                        //   first G·units of each row (LSTM i, f, g, o; GRU z, r, ĥ)
-  T* rh = nullptr;     // GRU: (steps, batch, units) h·R_h + b_rec,h
+  T* rh = nullptr;     // GRU: (steps, batch, units) h·R_h + b_rec,h; GruResetBefore: r⊙h
+                       //   (h ⊙ recurrent_scale with recurrent dropout), what R_h multiplies
 };
 
 template <typename T>
@@ -90,10 +114,6 @@ struct RnnGrads {
   T* dc0 = nullptr;         // LSTM (batch, units), overwritten
   bool accumulate = false;  // add to dkernel, drecurrent, dbias instead of overwriting
 };
-
-/// Whether the recurrent kernels support an activation (its derivative must follow from
-/// its output: linear, relu, sigmoid, tanh).
-bool rnn_supports_activation(ActivationKind kind);
 
 /// Runs the sequence, filling the tape (every pointer the kind needs must be given).
 template <typename T>

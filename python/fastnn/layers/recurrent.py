@@ -10,11 +10,15 @@ import abc
 import numpy as np
 
 from .. import constraints, initializers, ops, regularizers
+from ..ops.rnn import RNN_ACTIVATIONS
 from ..utils import rng
 from . import _validation
 from .base import Layer, trainable_grad
 
-_SUPPORTED = ("tanh", "sigmoid", "relu", "linear")
+# The kernel computes each with Keras' default parameters: a partial (elu with another
+# alpha) or a custom callable is refused rather than silently changed.
+_SUPPORTED = ("tanh", "sigmoid", "relu", "linear") + tuple(
+    n for n in RNN_ACTIVATIONS if n not in ("tanh", "sigmoid", "relu", "linear"))
 
 
 def _activation_name(value, arg, who):
@@ -47,7 +51,11 @@ class RNN(Layer, metaclass=abc.ABCMeta):
     Args:
         units: int > 0, the state size.
         activation: default "tanh"; recurrent_activation (LSTM, GRU): default "sigmoid".
-            Supported: tanh, sigmoid, relu, linear (None).
+            Supported (by name or as the fastnn.activations function, Keras' default
+            parameters): tanh, sigmoid, linear (None), relu, hard_sigmoid (Keras 3's
+            relu6(x + 3)/6, common in Keras 2 scripts as recurrent_activation), softsign,
+            elu, selu, softplus, leaky_relu, relu6, hard_tanh. Others (gelu, swish, ...)
+            are a ValueError: the kernel derives each derivative from the activation's output.
         use_bias: bool, default True.
         kernel_initializer: default "glorot_uniform"; recurrent_initializer: default
             "orthogonal"; bias_initializer: default "zeros".
@@ -361,34 +369,41 @@ class LSTM(RNN):
 
 
 class GRU(RNN):
-    """Gated Recurrent Unit (Cho et al. 2014) in Keras' default ``reset_after=True`` form.
+    """Gated Recurrent Unit (Cho et al. 2014), Keras' two forms (gates z, r, h).
 
-    Per step: ``xz = x·kernel + bias[0]``, ``rh = h·recurrent_kernel + bias[1]`` (gates z, r,
-    h); ``z, r = recurrent_activation(xz + rh)``, ``ĥ = activation(xz_h + r·rh_h)``,
-    ``h = z·h + (1 − z)·ĥ``. The bias has shape (2, 3·units) as in Keras. This is also
-    PyTorch's nn.GRU formula (with its gates ordered r, z, n).
+    ``reset_after=True`` (Keras' default since TF 2): ``xz = x·kernel + bias[0]``,
+    ``rh = h·recurrent_kernel + bias[1]``; ``z, r = recurrent_activation(xz + rh)``,
+    ``ĥ = activation(xz_h + r·rh_h)``, ``h = z·h + (1 − z)·ĥ``; the bias has shape
+    (2, 3·units). This is also PyTorch's nn.GRU formula (with its gates ordered r, z, n).
+
+    ``reset_after=False`` (Keras 1/2's default, and their saved models' weights):
+    ``xz = x·kernel + bias``, ``z, r = recurrent_activation(xz + h·R_zr)``,
+    ``ĥ = activation(xz_h + (r·h)·R_h)``, ``h = z·h + (1 − z)·ĥ``; the bias has shape
+    (3·units,). Each step needs two recurrent products (ĥ's waits for r).
 
     Args:
-        units and the rest: see ``RNN``. reset_after: must be True (the form the kernel
-        computes; Keras' default since TF 2).
+        units and the rest: see ``RNN``.
+        reset_after: bool, default True: the form above.
     """
 
     _gates = 3
-    _run = staticmethod(ops.gru)
     _run_backward = staticmethod(ops.gru_backward)
 
     def __init__(self, units, reset_after=True, **kwargs):
-        if not reset_after:
-            raise ValueError("GRU: only reset_after=True (Keras' default) is supported")
+        if not isinstance(reset_after, (bool, np.bool_)):
+            raise TypeError(f"GRU: 'reset_after' must be a bool, got {reset_after!r}")
         super().__init__(units, **kwargs)
-        self.reset_after = True
+        self.reset_after = bool(reset_after)
+
+    def _run(self, inputs, kernel, recurrent_kernel, **kwargs):
+        return ops.gru(inputs, kernel, recurrent_kernel, reset_after=self.reset_after, **kwargs)
 
     def _bias_shape(self):
-        return (2, 3 * self.units)
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
     def get_config(self):
         cfg = super().get_config()
-        cfg["reset_after"] = True
+        cfg["reset_after"] = self.reset_after
         return cfg
 
 

@@ -4,8 +4,14 @@
 A whole sequence runs in one C++ call, forward and backward through time: the input
 projection of all steps is one product, the steps run in C++ (no Python loop over time).
 Layouts are Keras': inputs (batch, timesteps, features); LSTM kernel (features, 4·units)
-and recurrent kernel (units, 4·units) with gates i, f, c, o; GRU (reset_after=True) kernel
-(features, 3·units), gates z, r, h, bias (2, 3·units) (input bias, recurrent bias).
+and recurrent kernel (units, 4·units) with gates i, f, c, o; GRU kernel (features, 3·units),
+gates z, r, h, bias (2, 3·units) (input bias, recurrent bias) with reset_after=True, (3·units,)
+with reset_after=False.
+
+Activations: the kernels keep activated gates only, so they compute the activations whose
+derivative follows from the output (``RNN_ACTIVATIONS``: Keras' linear, relu, sigmoid, tanh,
+hard_sigmoid, softsign, elu, selu, softplus, leaky_relu, relu6, hard_tanh, with Keras'
+default parameters); others (gelu, swish, ...) are a ValueError.
 
 Masks (batch, timesteps) are in input order: a masked step leaves the states unchanged and
 outputs the previous step's output (zeros before the first unmasked step), as Keras does.
@@ -16,11 +22,23 @@ processing order (as Keras returns them).
 import numpy as np
 
 from .. import _core
-from .nn import _kind
 from ._public_names import public_names
 
-_LSTM, _GRU, _SIMPLE = 0, 1, 2
-_NAMES = {_LSTM: "lstm", _GRU: "gru", _SIMPLE: "simple_rnn"}
+_LSTM, _GRU, _SIMPLE, _GRU_RESET_BEFORE = 0, 1, 2, 3
+_NAMES = {_LSTM: "lstm", _GRU: "gru", _SIMPLE: "simple_rnn", _GRU_RESET_BEFORE: "gru"}
+
+_ACTIVATIONS = dict(_core.rnn_activation_kinds)
+#: The activation names the recurrent kernels accept (None means linear).
+RNN_ACTIVATIONS = tuple(sorted(_ACTIVATIONS, key=_ACTIVATIONS.get))
+
+
+def _activation(value, fn, name):
+    """The kernel number of a recurrent activation name; ValueError naming the argument."""
+    if value is None:
+        return _ACTIVATIONS["linear"]
+    if isinstance(value, str) and value in _ACTIVATIONS:
+        return _ACTIVATIONS[value]
+    raise ValueError(f"{fn}: '{name}' must be one of {', '.join(RNN_ACTIVATIONS)} (or None), got {value!r}")
 
 
 class RnnCache:
@@ -65,8 +83,8 @@ def _forward(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask, 
              activation, recurrent_activation, recurrent_scale=None):
     h0, c0 = _states(initial_state, kind)
     mask = _mask(mask, _NAMES[kind])
-    act = _kind(activation, _NAMES[kind])
-    ract = _kind(recurrent_activation, _NAMES[kind], "recurrent_activation")
+    act = _activation(activation, _NAMES[kind], "activation")
+    ract = _activation(recurrent_activation, _NAMES[kind], "recurrent_activation")
     go_backwards = _flag(go_backwards, "go_backwards", _NAMES[kind])
     args = (inputs, kernel, recurrent_kernel, bias, h0, c0, mask, recurrent_scale, go_backwards, act, ract)
     with public_names(_NAMES[kind], "rnn_forward", recurrent_scale="recurrent_dropout_mask"):
@@ -127,7 +145,8 @@ def lstm(inputs, kernel, recurrent_kernel, bias=None, initial_state=None, mask=N
         initial_state: [h0, c0], each (batch, units), or None (zeros).
         mask: (batch, timesteps) booleans or None: False steps are skipped (see the module).
         go_backwards: process the steps from last to first (outputs in that order).
-        activation, recurrent_activation: "tanh", "sigmoid", "relu" or "linear" (None).
+        activation, recurrent_activation: names from ``RNN_ACTIVATIONS`` (see the module),
+            or None (linear); defaults "tanh" and "sigmoid".
         recurrent_dropout_mask: optional (batch, units) multiplier of h where it enters the
             recurrent product (recurrent dropout: 0 or 1/(1 - rate)); the states themselves
             are not scaled.
@@ -173,24 +192,38 @@ def lstm_backward(cache, d_outputs=None, d_h=None, d_c=None, need_dx=True, dkern
 
 
 def gru(inputs, kernel, recurrent_kernel, bias=None, initial_state=None, mask=None, go_backwards=False,
-        activation="tanh", recurrent_activation="sigmoid", recurrent_dropout_mask=None, return_cache=False):
-    """A GRU over a whole sequence (Keras' default ``reset_after=True`` form), in one C++ call.
+        activation="tanh", recurrent_activation="sigmoid", recurrent_dropout_mask=None, return_cache=False,
+        reset_after=True):
+    """A GRU over a whole sequence, in one C++ call (Keras' two forms).
 
-    Per step (gates z, r, h along the 3·units axis; bias rows: input, recurrent)::
+    Per step with ``reset_after=True`` (Keras' default; gates z, r, h along the 3·units axis;
+    bias rows: input, recurrent)::
 
         xz = x_t·kernel + bias[0];  rh = h·recurrent_kernel + bias[1]
         z = recurrent_activation(xz_z + rh_z);  r = recurrent_activation(xz_r + rh_r)
         ĥ = activation(xz_h + r·rh_h);  h = z·h + (1 − z)·ĥ
 
+    With ``reset_after=False`` (one bias; the reset gate scales h before its product)::
+
+        xz = x_t·kernel + bias
+        z = recurrent_activation(xz_z + h·R_z);  r = recurrent_activation(xz_r + h·R_r)
+        ĥ = activation(xz_h + (r·h)·R_h);  h = z·h + (1 − z)·ĥ
+
+    (R_z, R_r, R_h: the recurrent kernel's thirds; with a recurrent dropout mask, h ⊙ mask
+    stands for h inside the products.)
+
     Args:
         inputs: (batch, timesteps, features). kernel: (features, 3·units).
-        recurrent_kernel: (units, 3·units). bias: (2, 3·units) or None.
+        recurrent_kernel: (units, 3·units). bias: (2, 3·units) with reset_after, else
+            (3·units,); or None.
         initial_state: [h0] or h0, (batch, units), or None. Others as ``lstm``.
+        reset_after: bool, default True: the form above.
 
     Returns:
         (outputs (batch, timesteps, units), h (batch, units)), and the cache when return_cache.
     """
-    outputs, (h,), cache = _forward(_GRU, inputs, kernel, recurrent_kernel, bias, initial_state, mask,
+    kind = _GRU if _flag(reset_after, "reset_after", "gru") else _GRU_RESET_BEFORE
+    outputs, (h,), cache = _forward(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask,
                                     go_backwards, activation, recurrent_activation, recurrent_dropout_mask)
     return (outputs, h, cache) if return_cache else (outputs, h)
 
@@ -202,7 +235,7 @@ def gru_backward(cache, d_outputs=None, d_h=None, need_dx=True, dkernel=None, dr
     Args:
         cache: the forward's cache.
         d_outputs, d_h, need_dx, dkernel, drecurrent_kernel, dbias, accumulate: as
-            ``lstm_backward`` (dbias shaped (2, 3·units)).
+            ``lstm_backward`` (dbias shaped like the bias).
 
     Returns:
         dict with "dx", "kernel", "recurrent_kernel", "bias", "h0" (as ``lstm_backward``).
