@@ -184,6 +184,7 @@ def test_activation_layer_and_conv_by_name(name, rng):
 
 
 def test_a_model_with_the_new_activations_trains_saves_and_loads(rng, tmp_path):
+    fastnn.utils.set_random_seed(0)  # (the initial weights: an unseeded draw failed 2 runs in 30)
     x = rng.standard_normal((64, 4)).astype(np.float32)
     y = (x[:, :1] * 2 - x[:, 1:2]).astype(np.float32)
     model = fastnn.Sequential([layers.Input((4,)), layers.Dense(16, activation="mish"),

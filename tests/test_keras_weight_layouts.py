@@ -13,10 +13,6 @@ Conv2D, EinsumDense, Embedding, SimpleRNN, LSTM, GRU, Bidirectional, BatchNormal
 LayerNormalization, PReLU, Normalization and MultiHeadAttention the outputs are those of a
 NumPy transcription of Keras' formula with the weights set.
 
-Configurations fastnn does not support (yet) are in the table too, marked with the argument
-that fastnn refuses: the test checks the refusal is a clear ValueError naming it and skips
-(the README lists them); once supported, the entry is checked like the others.
-
 The last section checks masks through BatchNormalization, Rescaling and Normalization
 (Keras 3: ``supports_masking = True``; BatchNormalization's training moments over the
 unmasked positions only, keras/src/layers/normalization/batch_normalization.py
@@ -35,10 +31,10 @@ from finite_differences import numeric_gradient
 B, T = 2, 5  # batch and steps of the inputs the layers are built on
 
 
-def case(id, make, shapes, weights, source, unsupported=None):
+def case(id, make, shapes, weights, source):
     """One row of the table: `make()` builds the layer, called on inputs of `shapes` (a list:
     several inputs); `weights` = Keras' [(name, shape, trainable)]; `source` = the Keras file."""
-    return pytest.param(make, shapes, weights, unsupported, id=id), source
+    return pytest.param(make, shapes, weights, id=id), source
 
 
 def _rows():
@@ -75,11 +71,11 @@ def _rows():
         case("Conv2D-use_bias=False", lambda: L.Conv2D(4, 3, use_bias=False), [(B, 6, 7, 2)],
              [("kernel", (3, 3, 2, 4), True)], "convolutional/base_conv.py"),
         case("Conv1D-groups", lambda: L.Conv1D(4, 3, groups=2), [(B, 8, 6)],
-             [("kernel", (3, 3, 4), True), ("bias", (4,), True)], "convolutional/base_conv.py", "groups"),
+             [("kernel", (3, 3, 4), True), ("bias", (4,), True)], "convolutional/base_conv.py"),
         case("Conv2D-groups", lambda: L.Conv2D(4, 3, groups=2), [(B, 6, 7, 6)],
-             [("kernel", (3, 3, 3, 4), True), ("bias", (4,), True)], "convolutional/base_conv.py", "groups"),
+             [("kernel", (3, 3, 3, 4), True), ("bias", (4,), True)], "convolutional/base_conv.py"),
         case("Conv2D-channels_first", lambda: L.Conv2D(4, 3, data_format="channels_first"), [(B, 2, 6, 7)],
-             [("kernel", (3, 3, 2, 4), True), ("bias", (4,), True)], "convolutional/base_conv.py", "data_format"),
+             [("kernel", (3, 3, 2, 4), True), ("bias", (4,), True)], "convolutional/base_conv.py"),
         # keras/src/layers/rnn/simple_rnn.py, SimpleRNNCell.build: kernel (input_dim, units),
         # recurrent_kernel (units, units), bias (units,) (the RNN's weights are its cell's)
         case("SimpleRNN", lambda: L.SimpleRNN(3), [(B, T, 4)],
@@ -100,8 +96,7 @@ def _rows():
         case("GRU-use_bias=False", lambda: L.GRU(3, use_bias=False), [(B, T, 4)],
              [("kernel", (4, 9), True), ("recurrent_kernel", (3, 9), True)], "rnn/gru.py"),
         case("GRU-reset_after=False", lambda: L.GRU(3, reset_after=False), [(B, T, 4)],
-             [("kernel", (4, 9), True), ("recurrent_kernel", (3, 9), True), ("bias", (9,), True)], "rnn/gru.py",
-             "reset_after"),
+             [("kernel", (4, 9), True), ("recurrent_kernel", (3, 9), True), ("bias", (9,), True)], "rnn/gru.py"),
         # keras/src/layers/rnn/bidirectional.py: forward_layer then backward_layer (sublayers, in
         # Layer.weights' order), each with its own cell's weights
         case("Bidirectional-LSTM", lambda: L.Bidirectional(L.LSTM(3)), [(B, T, 4)],
@@ -249,18 +244,12 @@ def _inputs(shapes, rng, ids=False):
     return [rng.standard_normal(s).astype("float32") for s in shapes]
 
 
-def _build(make, shapes, unsupported, rng):
-    """The layer, built by a call on random inputs of `shapes`, and those inputs; a skip when the
-    configuration is one fastnn refuses (checking the refusal names the argument)."""
-    try:
-        layer = make()
-        inputs = _inputs(shapes, rng, ids=isinstance(layer, layers.Embedding))
-        layer(*inputs)
-    except ValueError as exc:
-        if unsupported is None or unsupported not in str(exc):
-            raise
-        pytest.skip(f"fastnn does not support Keras' {unsupported!r} here: {exc}")
-    return layer, inputs  # (an entry marked unsupported that builds is checked like the others)
+def _build(make, shapes, rng):
+    """The layer, built by a call on random inputs of `shapes`, and those inputs."""
+    layer = make()
+    inputs = _inputs(shapes, rng, ids=isinstance(layer, layers.Embedding))
+    layer(*inputs)
+    return layer, inputs
 
 
 def test_every_public_layer_is_in_the_table():
@@ -300,9 +289,9 @@ def test_layers_without_weights_have_none(name, rng):
     assert layer.weights == [] and layer.get_weights() == [] and layer.count_params() == 0
 
 
-@pytest.mark.parametrize("make, shapes, keras_weights, unsupported", CASES)
-def test_weights_order_names_and_shapes_are_keras(make, shapes, keras_weights, unsupported, rng):
-    layer, _ = _build(make, shapes, unsupported, rng)
+@pytest.mark.parametrize("make, shapes, keras_weights", CASES)
+def test_weights_order_names_and_shapes_are_keras(make, shapes, keras_weights, rng):
+    layer, _ = _build(make, shapes, rng)
     got = [(w.name.rsplit("/", 1)[-1], tuple(w.shape), w.trainable) for w in layer.weights]
     assert got == [(n, tuple(s), t) for n, s, t in keras_weights]
     assert [a.shape for a in layer.get_weights()] == [tuple(s) for _, s, _ in keras_weights]
@@ -324,10 +313,9 @@ def _keras_like_arrays(keras_weights, rng):
     return out
 
 
-@pytest.mark.parametrize("make, shapes, keras_weights, unsupported", CASES)
-def test_set_weights_of_keras_shapes_round_trips_and_changes_the_outputs(make, shapes, keras_weights, unsupported,
-                                                                         rng):
-    layer, inputs = _build(make, shapes, unsupported, rng)
+@pytest.mark.parametrize("make, shapes, keras_weights", CASES)
+def test_set_weights_of_keras_shapes_round_trips_and_changes_the_outputs(make, shapes, keras_weights, rng):
+    layer, inputs = _build(make, shapes, rng)
     before = np.asarray(layer(*inputs))
     arrays = _keras_like_arrays(keras_weights, rng)
     layer.set_weights(arrays)
