@@ -40,7 +40,7 @@ def _check_number(value, arg, who, minimum=None):
     return value
 
 
-class Constraint:
+class Constraint(registration.Configurable, kind="constraint"):
     """Base class for weight constraints: a stateless function ``w -> projected w``.
 
     Subclasses override ``__call__(w)`` (an array in, an array of the same shape out) and,
@@ -57,27 +57,10 @@ class Constraint:
         """The projected weight; the base class returns it unchanged."""
         return w
 
-    def get_config(self):
-        """The constructor arguments, as a JSON-ready dict."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        """The constraint ``cls(**config)``."""
-        return cls(**config)
-
-    # ---- registration (saving/registration.py) ------------------------------------------------
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.__module__ == __name__:
-            registration.register_builtin(cls, "constraint")
-
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
-
-registration.register_builtin(Constraint, "constraint")
 
 
 class MaxNorm(Constraint):

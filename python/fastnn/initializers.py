@@ -13,25 +13,12 @@ from .saving import registration
 from .utils import rng
 
 
-class Initializer(abc.ABC):
+class Initializer(registration.Configurable, abc.ABC, kind="initializer"):
     """Base class: subclasses implement ``__call__(shape, dtype=None)`` and ``get_config``."""
 
     @abc.abstractmethod
     def __call__(self, shape, dtype=None):
         """Returns an array of ``shape`` and ``dtype`` (default: fastnn.config.floatx())."""
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    # ---- registration (saving/registration.py) ------------------------------------------------
-    def __init_subclass__(cls, **kwargs):
-        """fastnn's own initializers register by name, so that saved configs find them (a user's do not)."""
-        super().__init_subclass__(**kwargs)
-        registration.register_builtin(cls, "initializer")
 
 
 def _dtype(dtype):

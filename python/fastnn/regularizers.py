@@ -9,7 +9,7 @@ import numpy as np
 from .saving import registration
 
 
-class Regularizer:
+class Regularizer(registration.Configurable, kind="regularizer"):
     """Base class: ``penalty(w)`` is a float, ``gradient(w)`` its derivative (an array)."""
 
     def __call__(self, w):
@@ -20,22 +20,6 @@ class Regularizer:
 
     def gradient(self, w):
         return np.zeros_like(w)
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    # ---- registration (saving/registration.py) ------------------------------------------------
-    def __init_subclass__(cls, **kwargs):
-        """fastnn's own regularizers register by name, so that saved configs find them (a user's do not)."""
-        super().__init_subclass__(**kwargs)
-        registration.register_builtin(cls, "regularizer")
-
-
-registration.register_builtin(Regularizer, "regularizer")
 
 
 class L1L2(Regularizer):

@@ -14,27 +14,11 @@ import math
 from ..saving import registration
 
 
-class LearningRateSchedule:
+class LearningRateSchedule(registration.Configurable, kind="learning-rate schedule"):
     """Base class: implement ``__call__(step)`` and ``get_config()``."""
 
     def __call__(self, step):
         raise TypeError(f"{type(self).__name__} must implement __call__(step)")
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    # ---- registration (saving/registration.py) ------------------------------------------------
-    def __init_subclass__(cls, **kwargs):
-        """fastnn's own schedules register by name, so that saved configs find them (a user's do not)."""
-        super().__init_subclass__(**kwargs)
-        registration.register_builtin(cls, "learning-rate schedule")
-
-
-registration.register_builtin(LearningRateSchedule, "learning-rate schedule")
 
 
 def _positive(value, name, who):

@@ -7,9 +7,9 @@ Two tables:
 * fastnn's own classes by kind ("layer", "model", "loss", "metric", "optimizer",
   "learning-rate schedule", "initializer", "regularizer"), filled by the classes themselves:
   each base class (``Layer``, ``Model``, ``Loss``, ``Metric``, ``Optimizer``,
-  ``LearningRateSchedule``, ``Initializer``, ``Regularizer``) calls
+  ``LearningRateSchedule``, ``Initializer``, ``Regularizer``, ``Constraint``) calls
   ``register_builtin(cls, kind)`` from its ``__init_subclass__`` (and registers itself
-  unless it is abstract). Only classes defined in fastnn's modules count: a user's subclass
+  unless it is abstract); the last four through ``Configurable`` below. Only classes defined in fastnn's modules count: a user's subclass
   is not a built-in, so, as in Keras, it needs ``register_keras_serializable`` or
   ``custom_objects`` to be found again.
 
@@ -216,3 +216,30 @@ custom_object_scope = CustomObjectScope
 def scope_objects():
     """The objects made known by the active ``custom_object_scope`` blocks (of this thread)."""
     return getattr(_SCOPE, "objects", None) or {}
+
+
+class Configurable:
+    """The plain-argument config of initializers, regularizers, constraints and learning-rate
+    schedules: ``get_config()`` (the constructor arguments; none here) and
+    ``from_config(config)`` = ``cls(**config)``. A base class names its kind in the class
+    statement (``class Regularizer(Configurable, kind="regularizer")``); then it and every
+    subclass defined in fastnn register as built-ins of that kind (see ``register_builtin``).
+    """
+
+    _builtin_kind = None
+
+    def __init_subclass__(cls, kind=None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            cls._builtin_kind = kind
+        if cls._builtin_kind is not None:
+            register_builtin(cls, cls._builtin_kind)
+
+    def get_config(self):
+        """The constructor arguments, as a JSON-ready dict."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        """The object ``cls(**config)``."""
+        return cls(**config)
