@@ -16,7 +16,7 @@ import fastnn
 # The documented modules: fastnn, its Keras namespaces, and their documented submodules.
 PUBLIC_MODULES = [
     "fastnn", "fastnn.activations", "fastnn.autodiff", "fastnn.callbacks", "fastnn.config", "fastnn.constraints",
-    "fastnn.datasets",
+    "fastnn.datasets", "fastnn.distribution",
     "fastnn.datasets.digits", "fastnn.datasets.mnist", "fastnn.initializers", "fastnn.layers", "fastnn.losses",
     "fastnn.metrics", "fastnn.models", "fastnn.ops", "fastnn.optimizers", "fastnn.optimizers.schedules",
     "fastnn.preprocessing", "fastnn.preprocessing.sequence", "fastnn.regularizers", "fastnn.saving", "fastnn.utils",

@@ -19,11 +19,17 @@ from .utils.progbar import Progbar
 class Callback:
     """Base class: override the hooks you need. ``self.model`` and ``self.params`` are set by fit.
 
+    In data-parallel training (``fastnn.distribution``) callbacks run on every process with the
+    same global logs, except those whose ``rank_zero_only`` is True (the ones that print or
+    write files: ProgbarLogger, CSVLogger, TensorBoard), which run on rank 0 alone.
+
     Hooks: on_train_begin/end, on_epoch_begin/end, on_train_batch_begin/end (by default they
     call on_batch_begin/end, Keras' older names for them), on_test_begin/end,
     on_test_batch_begin/end, on_predict_begin/end, on_predict_batch_begin/end. ``logs`` is a
     dict of floats.
     """
+
+    rank_zero_only = False
 
     def __init__(self):
         self.model = None
@@ -121,6 +127,8 @@ class ProgbarLogger(Callback):
         stream: file to print to, default None (``sys.stdout`` at the time of printing).
     """
 
+    rank_zero_only = True
+
     def __init__(self, verbose=1, stream=None):
         super().__init__()
         if verbose == "auto":
@@ -152,6 +160,11 @@ class ProgbarLogger(Callback):
                 self._learnt = self._seen  # the next epochs show it as their total
             self._bar.update(self._seen if self._bar.target is None else self._bar.target, logs, finalize=True)
             self._bar = None
+
+    def on_train_begin(self, logs=None):
+        processes = self.params.get("processes")
+        if processes and self.verbose:  # data parallelism: which processes and threads train
+            self._out().write(f"Data-parallel training: {processes} (figures over all processes)\n")
 
     def on_epoch_begin(self, epoch, logs=None):
         epochs = self.params.get("epochs", 1)
@@ -447,6 +460,8 @@ class CSVLogger(Callback):
         append: default False: append to an existing file instead of overwriting it.
     """
 
+    rank_zero_only = True
+
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         self.filename, self.separator, self.append = os.fspath(filename), separator, append
@@ -561,6 +576,8 @@ class TensorBoard(Callback):
         histogram_freq: default 0: every that many epochs, write each weight's histogram.
         update_freq: "epoch" (default), "batch" or an int.
     """
+
+    rank_zero_only = True
 
     def __init__(self, log_dir="logs", histogram_freq=0, update_freq="epoch"):
         super().__init__()

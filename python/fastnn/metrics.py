@@ -13,7 +13,14 @@ from .saving import registration
 
 
 class Metric:
-    """Base class: ``update_state``, ``result``, ``reset_state``; ``name`` keys the logs."""
+    """Base class: ``update_state``, ``result``, ``reset_state``; ``name`` keys the logs.
+
+    ``_state`` names the attributes ``reset_state`` creates, which hold sums over the samples
+    seen (data-parallel training adds them up over the processes to get the global metric);
+    None (the default) means: the public numeric attributes that are not in ``get_config()``.
+    """
+
+    _state = None
 
     def __init__(self, name=None, dtype=None):
         import re
@@ -78,6 +85,8 @@ def _weights(sample_weight, n):
 
 class Mean(Metric):
     """Weighted mean of the values given to ``update_state(values, sample_weight=None)``."""
+
+    _state = ("total", "count")
 
     def reset_state(self):
         self.total = 0.0
@@ -294,6 +303,8 @@ class _Confusion(Metric):
         self.top_k, self.class_id = top_k, class_id
         super().__init__(name=name, dtype=dtype)
 
+    _state = ("tp", "fp", "fn", "tn")
+
     def reset_state(self):
         n = len(self.thresholds)
         self.tp, self.fp, self.fn, self.tn = (np.zeros(n) for _ in range(4))
@@ -380,6 +391,8 @@ class F1Score(Metric):
         self.average, self.threshold = average, threshold
         super().__init__(name=name, dtype=dtype)
 
+    _state = ("tp", "fp", "fn", "support")
+
     def reset_state(self):
         self.tp = self.fp = self.fn = self.support = None
 
@@ -449,6 +462,8 @@ class AUC(Metric):
         self.curve, self.summation_method, self.from_logits = curve, summation_method, from_logits
         self.num_thresholds = len(self.thresholds)
         super().__init__(name=name, dtype=dtype)
+
+    _state = ("tp", "fp", "fn", "tn")
 
     def reset_state(self):
         self.tp, self.fp, self.fn, self.tn = (np.zeros(len(self.thresholds)) for _ in range(4))

@@ -34,6 +34,8 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import ops
 from . import regularizers as regularizers_module
+from .distribution import replicas as replicas_module
+from .distribution.world import DistributedError
 from .layers.base import check_finite
 from .structure import flatten, map_leaves, pack_like
 from .thread_tuner import ThreadTuner
@@ -368,6 +370,9 @@ class _Step:
         self.eval_graph = model._execution_graph(False) if training else self.graph
         self.eval_effective, eval_logits = self.compiled.fusion(self.eval_graph)
         self.eval_logits = eval_logits or None
+        # data parallelism (fastnn.distribution.replicas): set by the loop when it spans processes
+        self.replicas = None
+        self.gradient_scale = 1.0  # this process's share of the global batch, for mean losses
         self.reset_logs()
 
     def reset_logs(self):
@@ -411,8 +416,11 @@ class _Step:
             value = float(value)  # NaN or inf reported as they are (TerminateOnNaN can stop on them)
             total += value * config.weight
             if grad is not None:
-                if config.weight != 1.0:
-                    grad = grad * grad.dtype.type(config.weight)
+                factor = config.weight
+                if self.gradient_scale != 1.0 and getattr(loss, "reduction", None) == "sum_over_batch_size":
+                    factor *= self.gradient_scale  # the global batch's mean over the processes' shares
+                if factor != 1.0:
+                    grad = grad * grad.dtype.type(factor)
                 grad = np.ascontiguousarray(grad, dtype=out.dtype)
             values.append(value)
             grads.append(grad)
@@ -428,6 +436,12 @@ class _Step:
                 self.per_output[i] += v * m
 
     def logs(self):
+        """The running loss and metrics: over every process's share in data-parallel loops."""
+        if self.replicas is not None:
+            return self.replicas.global_logs(self, self._local_logs)
+        return self._local_logs()
+
+    def _local_logs(self):
         logs = {"loss": self.total / self.seen if self.seen else 0.0}
         if not self.compiled.single:
             for o, v in zip(self.outputs, self.per_output):
@@ -509,19 +523,28 @@ def _ensure_packed(model):
 
 def _train_step(model, step, xs, ys, ws):
     guard = step.guard
+    replicas = step.replicas
     loop_guard.step_begin(guard)  # the weights change: inference from other threads waits for the step
     try:
-        outputs, tape = step.graph.forward(xs, True, logits=step.logits, recycle=True)
-        total, values, grads, predictions, masks = step.losses(outputs, tape.output_masks, ys, ws, step.effective,
-                                                               True)
-        step.graph.backward(tape, grads)
+        if xs is None:  # data parallelism: no share of this batch on this process (it adds zeros)
+            total, values = 0.0, [None] * len(step.outputs)
+            model._grads.fill(0)
+        else:
+            outputs, tape = step.graph.forward(xs, True, logits=step.logits, recycle=True)
+            total, values, grads, predictions, masks = step.losses(outputs, tape.output_masks, ys, ws,
+                                                                   step.effective, True)
+            step.graph.backward(tape, grads)
+            # activity penalties are sums over the batch: each process's counts whole in the logs
+            total += tape.penalty / step.gradient_scale if replicas is not None else tape.penalty
+        if replicas is not None:
+            replicas.reduce_gradients(model._grads)  # the hook after the backward: one all-reduce
         if step.regularization.regularized:
-            total += step.regularization.apply()
-        total += tape.penalty
+            total += step.regularization.apply()  # after the all-reduce: the weight penalty once
         model.optimizer.apply_flat()
     finally:
         loop_guard.step_end(guard)
-    _update_metrics(step.compiled, ys, predictions, ws, masks)
+    if xs is not None:
+        _update_metrics(step.compiled, ys, predictions, ws, masks)
     return float(total), values
 
 
@@ -787,10 +810,46 @@ def fit(model, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, 
     """Model.fit: holds the model for training (a second training loop on it meanwhile raises) and
     its compiled metrics (an evaluate meanwhile uses copies), then trains (_fit)."""
     _check_compiled(model, "fit")
-    with loop_guard.Training(model, "fit"), _Metrics(model) as private:
+    with loop_guard.Training(model, "fit"), _Metrics(model) as private, _failures_told():
         return _fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
                     class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_steps,
                     validation_batch_size, validation_freq, private)
+
+
+class _failures_told:
+    """``with _failures_told():`` an error in a data-parallel loop is told to the other processes
+    (which would otherwise wait for this one in the next collective) before it propagates."""
+
+    def __enter__(self):
+        self.replicas = replicas_module.for_model(None)
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if self.replicas is not None and error is not None and not isinstance(error, DistributedError) \
+                and not getattr(error, "raised_by_every_process", False):
+            self.replicas.world.fail(error)
+        return False
+
+
+def _start_replicas(model, step, who, optimizer):
+    """Data parallelism: the same model and weights everywhere (rank 0's), then the loop's step
+    knows its replicas. Returns them (None on one process)."""
+    replicas = replicas_module.for_model(model)
+    if replicas is not None:
+        loop_guard.step_begin(step.guard)
+        try:
+            replicas.synchronize(model, who, training=optimizer)
+        finally:
+            loop_guard.step_end(step.guard)
+        step.replicas = replicas
+    return replicas
+
+
+def _rank_zero_callbacks(callbacks, replicas):
+    """The callbacks that write (progress bar, logs, TensorBoard) run on rank 0 only."""
+    if replicas is None or replicas.rank == 0:
+        return callbacks
+    return [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
 
 
 def _fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
@@ -825,6 +884,7 @@ def _fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, 
                                  validation_batch_size)
         _ensure_packed(model)
         step = _Step(model, training=True, private_metrics=private_metrics)
+        replicas = _start_replicas(model, step, who, optimizer=True)
         history = callbacks_module.History()
         cbs = list(callbacks or [])
         if verbose:
@@ -832,12 +892,18 @@ def _fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, 
         if source is None:
             n = len(xs[0])
             steps = -(-n // batch_size)
+            if replicas is not None and not replicas.auto_shard:  # each process its own data
+                steps = replicas.agree_steps(-(-n // max(1, replicas.share(batch_size)[1]
+                                                         - replicas.share(batch_size)[0])))
             if steps_per_epoch is not None:
                 steps = min(steps, int(steps_per_epoch))
         else:
             steps = source.num_batches
         params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size}
-        callback_list = callbacks_module.CallbackList(cbs + [history], model=model, params=params)
+        if replicas is not None:
+            params["processes"] = replicas.describe()
+        callback_list = callbacks_module.CallbackList(_rank_zero_callbacks(cbs, replicas) + [history], model=model,
+                                                      params=params)
         model.stop_training = False
         model.history = history
         if source is None:
@@ -847,6 +913,7 @@ def _fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, 
         _train_epochs(model, step, callback_list, epochs, initial_epoch, run_epoch, validation, validation_freq,
                       source)
     finally:
+        replicas_module.finish()
         if source is not None:
             source.close()
         if validation is not None:
@@ -885,17 +952,33 @@ def _array_epochs(model, step, callback_list, xs, ys, weights, n, steps, batch_s
     x_buffers, y_buffers = _buffers(xs, batch_size), _buffers(ys, batch_size)
     unweighted = all(w is None for w in weights)
 
+    replicas = step.replicas
+    local_batch = batch_size
+    if replicas is not None and not replicas.auto_shard:  # each process its own data: its share per step
+        start, stop = replicas.share(batch_size)
+        local_batch = max(1, stop - start)
+
     def run_epoch(epoch, tuner):
         logs = {}
         order = generator.permutation(n) if shuffle else np.arange(n)
         for b in range(steps):
             callback_list.on_train_batch_begin(b)
-            idx = order[b * batch_size:(b + 1) * batch_size]
+            idx = order[b * local_batch:(b + 1) * local_batch]
+            global_size = len(idx)
+            if replicas is not None:
+                if replicas.auto_shard:
+                    idx = replicas.local(idx)
+                else:
+                    global_size = replicas.global_size(len(idx))
+                step.gradient_scale = len(idx) / global_size if global_size else 0.0
             tuner.step_begin()
-            xb, yb = _take(xs, idx, x_buffers), _take(ys, idx, y_buffers)
-            wb = weights if unweighted else [None if w is None else w[idx] for w in weights]
+            if len(idx):
+                xb, yb = _take(xs, idx, x_buffers), _take(ys, idx, y_buffers)
+                wb = weights if unweighted else [None if w is None else w[idx] for w in weights]
+            else:
+                xb = yb = wb = None
             total, values = _train_step(model, step, xb, yb, wb)
-            tuner.step_end(measure=len(idx) == batch_size)
+            tuner.step_end(measure=len(idx) == local_batch)
             step.record(total, values, len(idx))
             logs = step.logs()
             callback_list.on_train_batch_end(b, logs)
@@ -922,14 +1005,22 @@ def _source_epochs(model, step, callback_list, source, who, class_weight, custom
                 data = _step_data(model, batch, batch_who, True, class_weight)
                 size = len(flatten(data[0])[0])
                 tuner.step_begin()
-                logs = _custom_train_step(model, step, data, batch_who)
+                if step.replicas is not None:
+                    data, share = _shared_data(step, data, size)
+                    logs = _replicated_custom_step(model, step, data, share, size, batch_who)
+                else:
+                    logs = _custom_train_step(model, step, data, batch_who)
             else:
                 x, y, sample_weight = data_adapters.standardize_batch(batch, batch_who, targets=True)
                 xb, yb, wb = _prepare_training_data(model, x, y, sample_weight, class_weight, batch_who)
                 size = len(xb[0])
+                share = size
+                if step.replicas is not None:
+                    xb, yb, wb, share = _shared_arrays(step, xb, yb, wb)
+                    step.gradient_scale = share / size if size else 0.0
                 tuner.step_begin()
                 total, values = _train_step(model, step, xb, yb, wb)
-                step.record(total, values, size)
+                step.record(total, values, share)
                 logs = step.logs()
             sizes[:] = sizes or [size]
             tuner.step_end(measure=size == sizes[0])
@@ -940,6 +1031,46 @@ def _source_epochs(model, step, callback_list, source, who, class_weight, custom
         return logs
 
     return run_epoch
+
+
+def _shared_arrays(step, xs, ys, ws):
+    """This process's share of a batch of arrays (None for none): (xs, ys, ws, share)."""
+    start, stop = step.replicas.share(len(xs[0]))
+    if start == stop:
+        return None, None, None, 0
+    return _slice(xs, start, stop), _slice(ys, start, stop), _slice(ws, start, stop), stop - start
+
+
+def _shared_data(step, data, size):
+    """This process's share of a batch as a train_step override gets it: (data, share)."""
+    start, stop = step.replicas.share(size)
+    return tuple(_cut(part, start, stop) for part in data), stop - start
+
+
+def _replicated_custom_step(model, step, data, share, size, who):
+    """A train_step override in data parallelism: the gradients it gives the optimizer are
+    averaged over the processes, each weighted by its share of the batch (a mean loss over the
+    share, penalties included, becomes the global batch's); its logs are the processes'
+    weighted mean (the compiled metrics': their global values)."""
+    optimizer = model.optimizer
+    world = step.replicas.world
+
+    def reduce(flat_grads):
+        flat_grads *= flat_grads.dtype.type(share / size)
+        world.sum_in_rank_order(flat_grads)
+
+    optimizer._gradient_reducer = reduce
+    try:
+        logs = _custom_train_step(model, step, data, who) if share else _empty_custom_step(model, optimizer)
+    finally:
+        optimizer._gradient_reducer = None
+    return step.replicas.mean_logs(logs, share / size, step)
+
+
+def _empty_custom_step(model, optimizer):
+    """No share of this batch: the optimizer step with zero gradients (the others' sum arrives)."""
+    optimizer.apply([np.zeros(v.shape, v.dtype) for v in model.trainable_weights], model.trainable_weights)
+    return {}
 
 
 def _train_epochs(model, step, callback_list, epochs, initial_epoch, run_epoch, validation, validation_freq, source):
@@ -956,6 +1087,8 @@ def _train_epochs(model, step, callback_list, epochs, initial_epoch, run_epoch, 
             step.reset_logs()
             callback_list.on_epoch_begin(epoch)
             logs = run_epoch(epoch, tuner)
+            if step.replicas is not None:
+                step.replicas.average_moving_statistics(model)
             epoch_logs = dict(logs)
             if validation.given and (epoch + 1 - initial_epoch) % validation_freq == 0:
                 val_logs = validation(step, callback_list)
@@ -1062,13 +1195,20 @@ def _evaluate_loop(model, step, batches, callback_list, run_batch, fused):
 
 
 def _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list=None):
+    replicas = step.replicas
+
     def batches():
-        for b, start in enumerate(range(0, len(xs[0]), batch_size)):
-            stop = start + batch_size
+        n = len(xs[0])
+        for b, start in enumerate(range(0, n, batch_size)):
+            stop = min(start + batch_size, n)
+            if replicas is not None:  # this process's share of the batch
+                first, last = replicas.share(stop - start)
+                start, stop = start + first, start + last
             yield b, (_slice(xs, start, stop), _slice(ys, start, stop), _slice(ws, start, stop))
 
     def run_batch(b, item):
-        _test_batch(step, *item)
+        if len(item[0][0]):
+            _test_batch(step, *item)
         return step.logs()
 
     return _evaluate_loop(model, step, batches(), callback_list, run_batch, fused=True)
@@ -1079,10 +1219,20 @@ def _evaluate_source(model, step, source, callback_list, who, custom):
         batch_who = _batch_who(who, source, b)
         if custom:
             data = _step_data(model, batch, batch_who, True)
-            return _step_logs(loop_guard.infer(model, _in_context, model, step, batch_who, model.test_step, data),
-                              "test_step")
+            if step.replicas is None:
+                return _step_logs(loop_guard.infer(model, _in_context, model, step, batch_who, model.test_step,
+                                                   data), "test_step")
+            size = len(flatten(data[0])[0])
+            data, share = _shared_data(step, data, size)
+            logs = _step_logs(loop_guard.infer(model, _in_context, model, step, batch_who, model.test_step, data),
+                              "test_step") if share else {}
+            return step.replicas.mean_logs(logs, share / size if size else 0.0, step)
         x, y, sample_weight = data_adapters.standardize_batch(batch, batch_who, targets=True)
-        _test_batch(step, *_prepare_data(model, x, y, sample_weight, batch_who))
+        xb, yb, wb = _prepare_data(model, x, y, sample_weight, batch_who)
+        if step.replicas is not None:
+            xb, yb, wb, _ = _shared_arrays(step, xb, yb, wb)
+        if xb is not None:
+            _test_batch(step, xb, yb, wb)
         return step.logs()
 
     batches = source.epoch()
@@ -1107,6 +1257,12 @@ def _result(compiled, logs, return_dict):
 
 def evaluate(model, x, y, batch_size=None, verbose="auto", sample_weight=None, steps=None, callbacks=None,
              return_dict=False):
+    with _failures_told():
+        return _evaluate(model, x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict)
+
+
+def _evaluate(model, x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict):
+    """evaluate; data-parallel (each process its share of every batch) under DataParallel."""
     who = "evaluate"
     _check_compiled(model, who)
     verbose = _verbose(verbose, who)
@@ -1127,19 +1283,23 @@ def evaluate(model, x, y, batch_size=None, verbose="auto", sample_weight=None, s
     if verbose:
         cbs.append(callbacks_module.ProgbarLogger(verbose))
     if adapter is None:
-        callback_list = callbacks_module.CallbackList(
-            cbs, model=model, params={"steps": -(-len(xs[0]) // batch_size), "verbose": verbose, "evaluating": True})
         with _Metrics(model) as private:  # (fit's, when called from its callback: then copies)
             step = _Step(model, training=False, private_metrics=private)
+            replicas = _start_replicas(model, step, who, optimizer=False)
+            callback_list = callbacks_module.CallbackList(
+                _rank_zero_callbacks(cbs, replicas), model=model,
+                params={"steps": -(-len(xs[0]) // batch_size), "verbose": verbose, "evaluating": True})
             logs = _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list)
         return _result(step.compiled, logs, return_dict)
     source = _source(adapter, steps, who, restart=True)
     try:
         _first_batch(model, source, who, targets=True)
-        callback_list = callbacks_module.CallbackList(
-            cbs, model=model, params={"steps": source.num_batches, "verbose": verbose, "evaluating": True})
         with _Metrics(model) as private:
             step = _Step(model, training=False, private_metrics=private)
+            replicas = _start_replicas(model, step, who, optimizer=False)
+            callback_list = callbacks_module.CallbackList(
+                _rank_zero_callbacks(cbs, replicas), model=model,
+                params={"steps": source.num_batches, "verbose": verbose, "evaluating": True})
             logs = _evaluate_source(model, step, source, callback_list, who, custom)
     finally:
         source.close()

@@ -98,8 +98,9 @@ class _Augmentation(_AnySpatialSize, Layer, metaclass=abc.ABCMeta):
         return f"{type(self).__name__} '{self.name}'"
 
     def _rng(self):
-        # The global generator is looked up at each call: set_random_seed replaces it.
-        return self._generator if self._generator is not None else rng.global_generator()
+        # The global generator is looked up at each call: set_random_seed replaces it. In
+        # data-parallel training each process draws its own numbers (rng.process_generator).
+        return rng.process_generator(self._generator)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 4:

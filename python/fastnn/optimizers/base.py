@@ -87,6 +87,8 @@ class Optimizer:
         self._state = {}
         self._flat = None  # (params, grads) when the variables live in one flat buffer
         self._constrained = []  # the variables with a constraint, after build
+        # data parallelism (fastnn.distribution): sums apply()'s gradients over the processes
+        self._gradient_reducer = None
 
     # ---- learning rate ---------------------------------------------------------------------
     def _check_lr(self, lr):
@@ -178,6 +180,9 @@ class Optimizer:
         flat_grads = np.concatenate([g.ravel() for _, g in pairs]).astype(self._dtype()) if pairs else None
         if flat_grads is None:
             return
+        reducer = getattr(self, "_gradient_reducer", None)  # (absent from optimizers pickled before it)
+        if reducer is not None:
+            reducer(flat_grads)
         if len(pairs) == len(self._variables):
             offsets = self._offsets
         else:

@@ -19,6 +19,35 @@ from .serialization import FUNCTION, UnknownObjectError, deserialize_keras_objec
 
 
 # ---- saving ------------------------------------------------------------------------------------------
+def _rank_zero_writes(save):
+    """``save`` on one process; in data-parallel training (every process runs the same script
+    and holds the same weights) a collective: rank 0 writes the file and every process returns
+    once it is written (so that each may load it next), raising rank 0's error if it failed."""
+
+    def collective(model, filepath, overwrite=True):
+        from ..distribution import replicas
+
+        group = replicas.for_model()
+        if group is None:
+            return save(model, filepath, overwrite)
+        failure = None
+        if group.rank == 0:
+            try:
+                save(model, filepath, overwrite)
+            except Exception as error:  # noqa: BLE001 - told to the other processes, then raised
+                failure = error
+        told = group.world.broadcast_json(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise replicas.collective(failure)
+        if told is not None:
+            raise replicas.collective(RuntimeError(f"{save.__name__}: rank 0 could not write "
+                                                   f"{os.fspath(filepath)!r}: {told}"))
+
+    collective.__name__, collective.__doc__, collective.__wrapped__ = save.__name__, save.__doc__, save
+    return collective
+
+
+@_rank_zero_writes
 def save_model(model, filepath, overwrite=True):
     """Saves a model to one file: architecture, weights, compile settings, optimizer state.
 
@@ -37,6 +66,9 @@ def save_model(model, filepath, overwrite=True):
         model: the Model to save.
         filepath: str or path-like, e.g. ``"model.fastnn"``.
         overwrite: bool, default True: replace an existing file (False: FileExistsError).
+
+    In data-parallel training call it on every process: rank 0 writes, and each process
+    returns once the file is written.
 
     Raises:
         ValueError: something in the model cannot be saved (e.g. a lambda as loss or
@@ -62,6 +94,7 @@ def save_model(model, filepath, overwrite=True):
     _warn_if_keras_name(path, "model")
 
 
+@_rank_zero_writes
 def save_weights(model, filepath, overwrite=True):
     """Saves a model's weights alone (no architecture, no optimizer) to one file.
 
