@@ -157,6 +157,23 @@ def mode_mismatch(out):
     rank_view(out, error=None)
 
 
+def mode_stop(out):
+    """A callback on rank 1 alone stops training mid-epoch: every rank stops at that batch."""
+    parallel()
+    x, y = data(320)
+    model = mlp(5)
+    seen = []
+
+    class StopOnOneRank(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+            if keras.distribution.process_id() == 1 and len(seen) == 7:
+                self.model.stop_training = True
+
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[StopOnOneRank()])
+    rank_view(out, batches=len(seen), epochs=len(history.epoch), weights=flat_weights(model).tolist())
+
+
 def mode_sleep(out):
     """A long fit for the Ctrl-C test: rank 0 says when training has started."""
     parallel()
@@ -191,6 +208,11 @@ class Handwritten(keras.Model):
         self.optimizer.apply_gradients(zip([v.grad for v in self.trainable_weights], self.trainable_weights))
         return {"loss": loss, **self.compute_metrics(x, y, y_pred)}
 
+    def test_step(self, data):
+        x, y = data
+        y_pred = self(x, training=False)
+        return {"loss": self.compute_loss(x, y, y_pred), **self.compute_metrics(x, y, y_pred)}
+
 
 def mode_sources(out, custom):
     """Batches from a generator (uneven sizes), or a train_step override on arrays."""
@@ -201,7 +223,7 @@ def mode_sources(out, custom):
         model = Handwritten()
         model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
         model(x[:1])
-        history = model.fit(x, y, batch_size=40, epochs=2, shuffle=False, verbose=0)
+        history = model.fit(x, y, batch_size=40, epochs=2, shuffle=False, verbose=0, validation_data=data(50, seed=1))
     else:
         model = mlp(7)
 
@@ -212,7 +234,9 @@ def mode_sources(out, custom):
         history = None
         for _ in range(2):
             history = model.fit(batches(), epochs=1, verbose=0)
-    write(out, weights=flat_weights(model), **history_arrays(history))
+    evaluated = model.evaluate(*data(70, seed=2), batch_size=16, verbose=0, return_dict=True)
+    write(out, weights=flat_weights(model), **history_arrays(history),
+          **{f"evaluate_{k}": np.float64(v) for k, v in evaluated.items()})
 
 
 def mode_own_shards(out):

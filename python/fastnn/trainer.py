@@ -982,7 +982,7 @@ def _array_epochs(model, step, callback_list, xs, ys, weights, n, steps, batch_s
             step.record(total, values, len(idx))
             logs = step.logs()
             callback_list.on_train_batch_end(b, logs)
-            if model.stop_training:
+            if _stopping(model, step):
                 break
         return logs
 
@@ -1025,12 +1025,21 @@ def _source_epochs(model, step, callback_list, source, who, class_weight, custom
             sizes[:] = sizes or [size]
             tuner.step_end(measure=size == sizes[0])
             callback_list.on_train_batch_end(b, logs)
-            if model.stop_training:
+            if _stopping(model, step):
                 break
         batches.close()
         return logs
 
     return run_epoch
+
+
+def _stopping(model, step):
+    """model.stop_training, in data parallelism agreed by every process (a callback may set it on
+    one alone, from what that process saw): all stop when one does, at the same batch."""
+    if step.replicas is None:
+        return model.stop_training
+    model.stop_training = step.replicas.world.any(bool(model.stop_training))
+    return model.stop_training
 
 
 def _shared_arrays(step, xs, ys, ws):
@@ -1095,7 +1104,7 @@ def _train_epochs(model, step, callback_list, epochs, initial_epoch, run_epoch, 
                 if val_logs is not None:
                     epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
             callback_list.on_epoch_end(epoch, epoch_logs)
-            if model.stop_training:
+            if _stopping(model, step):
                 break
     finally:
         tuner.close()  # lifts its thread cap, also after an error

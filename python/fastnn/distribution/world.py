@@ -79,6 +79,10 @@ class World:
         """Every process's JSON-able value, a list indexed by rank."""
         return [value]
 
+    def any(self, flag):
+        """Whether `flag` is true on any process."""
+        return bool(flag)
+
     def broadcast(self, array, root=0):
         """Overwrites `array` (C-contiguous) with root's, in place."""
 
@@ -266,6 +270,11 @@ class MPIWorld(World):
         gathered = np.empty(int(lengths.sum()), np.uint8)
         self._wait(self.comm.Iallgatherv(data, [gathered, (lengths, offsets)]))
         return [json.loads(gathered[o:o + n].tobytes().decode("utf-8")) for o, n in zip(offsets, lengths)]
+
+    def any(self, flag):
+        result = np.zeros(1, np.int32)
+        self._wait(self.comm.Iallreduce(np.array([int(bool(flag))], np.int32), result, op=self.MPI.MAX))
+        return bool(result[0])
 
     def broadcast(self, array, root=0):
         if not array.flags.c_contiguous:
