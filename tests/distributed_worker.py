@@ -157,6 +157,20 @@ def mode_mismatch(out):
     rank_view(out, error=None)
 
 
+def mode_batch_logs(out):
+    """A callback that reads each batch's logs gets the global ones."""
+    parallel()
+    x, y = data(150)
+    model = mlp(7)
+    seen = []
+    keras.utils.set_random_seed(3)
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, validation_data=data(40, seed=1),
+              callbacks=[keras.callbacks.LambdaCallback(
+                  on_train_batch_end=lambda b, logs: seen.append([logs["loss"], logs["accuracy"]]),
+                  on_test_batch_end=lambda b, logs: seen.append([logs["loss"], logs["accuracy"]]))])
+    write(out, seen=np.array(seen))
+
+
 def mode_stop(out):
     """A callback on rank 1 alone stops training mid-epoch: every rank stops at that batch."""
     parallel()

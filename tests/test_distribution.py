@@ -139,6 +139,15 @@ def test_dropout_and_augmentation_draw_per_process_and_the_same_on_a_rerun(tmp_p
 
 
 @needs_mpi
+def test_callbacks_reading_batch_logs_get_the_global_ones(tmp_path):
+    _run("batch_logs", tmp_path / "two")
+    two = dict(np.load(tmp_path / "two.npz"))
+    one = _single("batch_logs", tmp_path / "one")
+    assert two["seen"].shape == one["seen"].shape == (2 * (5 + 2), 2)
+    np.testing.assert_allclose(two["seen"], one["seen"], rtol=1e-5)
+
+
+@needs_mpi
 def test_a_stop_decided_on_one_process_stops_every_process_at_that_batch(tmp_path):
     _run("stop", tmp_path / "s")
     views = _views(tmp_path / "s")

@@ -30,10 +30,30 @@ class Callback:
     """
 
     rank_zero_only = False
+    # Data parallelism: True when the callback sets stop_training from its logs alone (which are
+    # the same on every process), so the processes need not agree on it at every batch.
+    stops_from_logs_only = False
 
     def __init__(self):
         self.model = None
         self.params = {}
+
+    def _overrides(self, *hooks):
+        """Whether this callback implements any of `hooks` (by its class, or as LambdaCallback
+        does, by an attribute of its own)."""
+        return any(getattr(type(self), h) is not getattr(Callback, h) or h in vars(self) for h in hooks)
+
+    def _reads_batch_logs(self, training=True):
+        """Whether it looks at each batch's logs (data parallelism sums them over the processes
+        at each batch only when some callback does; else once, at the end of the epoch)."""
+        if training:
+            return self._overrides("on_train_batch_end", "on_batch_end")
+        return self._overrides("on_test_batch_end")
+
+    def _may_stop_on_its_own(self):
+        """Whether it might set stop_training at a batch from anything but its logs."""
+        return not self.stops_from_logs_only and self._overrides(
+            "on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
 
     def set_model(self, model):
         self.model = model
@@ -128,6 +148,11 @@ class ProgbarLogger(Callback):
     """
 
     rank_zero_only = True
+    stops_from_logs_only = True
+
+    def _reads_batch_logs(self, training=True):
+        # the live bar only: a log file gets each epoch's final line
+        return self.verbose == 1 and bool(getattr(self._out(), "isatty", lambda: False)())
 
     def __init__(self, verbose=1, stream=None):
         super().__init__()
@@ -310,6 +335,11 @@ class ModelCheckpoint(Callback):
         save_freq: "epoch" (default) or an int: every that many batches.
         initial_value_threshold: default None: the value the first save must beat.
     """
+
+    stops_from_logs_only = True  # (it never stops training)
+
+    def _reads_batch_logs(self, training=True):
+        return training and self.save_freq != "epoch"
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
                  mode="auto", save_freq="epoch", initial_value_threshold=None):
@@ -497,6 +527,8 @@ class CSVLogger(Callback):
 class TerminateOnNaN(Callback):
     """Stops training as soon as a batch's loss is NaN or infinite."""
 
+    stops_from_logs_only = True
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
@@ -578,6 +610,10 @@ class TensorBoard(Callback):
     """
 
     rank_zero_only = True
+    stops_from_logs_only = True
+
+    def _reads_batch_logs(self, training=True):
+        return training and self.update_freq != "epoch"
 
     def __init__(self, log_dir="logs", histogram_freq=0, update_freq="epoch"):
         super().__init__()

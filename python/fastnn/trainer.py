@@ -373,6 +373,9 @@ class _Step:
         # data parallelism (fastnn.distribution.replicas): set by the loop when it spans processes
         self.replicas = None
         self.gradient_scale = 1.0  # this process's share of the global batch, for mean losses
+        self.sync_batch_logs = True  # sum each batch's logs over the processes (some callback reads them)
+        self.sync_test_logs = True  # the same for evaluation batches
+        self.agree_stop = True  # agree on stop_training at each batch (some callback may set it alone)
         self.reset_logs()
 
     def reset_logs(self):
@@ -435,9 +438,10 @@ class _Step:
             if v is not None:
                 self.per_output[i] += v * m
 
-    def logs(self):
-        """The running loss and metrics: over every process's share in data-parallel loops."""
-        if self.replicas is not None:
+    def logs(self, sync=True):
+        """The running loss and metrics: over every process's share in data-parallel loops
+        (sync=False: this process's share alone, for batches no callback reads)."""
+        if self.replicas is not None and sync:
             return self.replicas.global_logs(self, self._local_logs)
         return self._local_logs()
 
@@ -845,11 +849,24 @@ def _start_replicas(model, step, who, optimizer):
     return replicas
 
 
-def _rank_zero_callbacks(callbacks, replicas):
-    """The callbacks that write (progress bar, logs, TensorBoard) run on rank 0 only."""
-    if replicas is None or replicas.rank == 0:
+def _rank_zero_callbacks(callbacks, replicas, step=None, training=True):
+    """The callbacks that write (progress bar, logs, TensorBoard) run on rank 0 only. With
+    `step`, also agrees with the other processes whether any callback reads each batch's logs
+    (else they are summed over the processes once, at the end) and whether any may stop
+    training on its own (else stop_training needs no agreement at each batch)."""
+    if replicas is None:
         return callbacks
-    return [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
+    if replicas.rank != 0:
+        callbacks = [cb for cb in callbacks if not getattr(cb, "rank_zero_only", False)]
+    if step is not None:
+        reads = any(cb._reads_batch_logs(True) for cb in callbacks) if training else False
+        reads_test = any(cb._reads_batch_logs(False) for cb in callbacks)
+        stops = training and any(cb._may_stop_on_its_own() for cb in callbacks)
+        flags = replicas.world.allgather_json([reads, reads_test, stops])
+        step.sync_batch_logs = any(f[0] for f in flags)
+        step.sync_test_logs = any(f[1] for f in flags)
+        step.agree_stop = any(f[2] for f in flags)
+    return callbacks
 
 
 def _fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
@@ -902,8 +919,8 @@ def _fit(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, 
         params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size}
         if replicas is not None:
             params["processes"] = replicas.describe()
-        callback_list = callbacks_module.CallbackList(_rank_zero_callbacks(cbs, replicas) + [history], model=model,
-                                                      params=params)
+        callback_list = callbacks_module.CallbackList(_rank_zero_callbacks(cbs, replicas, step) + [history],
+                                                      model=model, params=params)
         model.stop_training = False
         model.history = history
         if source is None:
@@ -980,13 +997,20 @@ def _array_epochs(model, step, callback_list, xs, ys, weights, n, steps, batch_s
             total, values = _train_step(model, step, xb, yb, wb)
             tuner.step_end(measure=len(idx) == local_batch)
             step.record(total, values, len(idx))
-            logs = step.logs()
+            logs = step.logs(sync=step.sync_batch_logs)
             callback_list.on_train_batch_end(b, logs)
             if _stopping(model, step):
                 break
-        return logs
+        return _epoch_logs(step, logs)
 
     return run_epoch
+
+
+def _epoch_logs(step, logs):
+    """The epoch's logs over every process (already, when each batch's were)."""
+    if step.replicas is None or step.sync_batch_logs or not logs:
+        return logs
+    return step.logs()
 
 
 def _source_epochs(model, step, callback_list, source, who, class_weight, custom):
@@ -1021,14 +1045,14 @@ def _source_epochs(model, step, callback_list, source, who, class_weight, custom
                 tuner.step_begin()
                 total, values = _train_step(model, step, xb, yb, wb)
                 step.record(total, values, share)
-                logs = step.logs()
+                logs = step.logs(sync=step.sync_batch_logs)
             sizes[:] = sizes or [size]
             tuner.step_end(measure=size == sizes[0])
             callback_list.on_train_batch_end(b, logs)
             if _stopping(model, step):
                 break
         batches.close()
-        return logs
+        return logs if custom else _epoch_logs(step, logs)
 
     return run_epoch
 
@@ -1036,7 +1060,7 @@ def _source_epochs(model, step, callback_list, source, who, class_weight, custom
 def _stopping(model, step):
     """model.stop_training, in data parallelism agreed by every process (a callback may set it on
     one alone, from what that process saw): all stop when one does, at the same batch."""
-    if step.replicas is None:
+    if step.replicas is None or not step.agree_stop:
         return model.stop_training
     model.stop_training = step.replicas.world.any(bool(model.stop_training))
     return model.stop_training
@@ -1218,7 +1242,7 @@ def _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list=None):
     def run_batch(b, item):
         if len(item[0][0]):
             _test_batch(step, *item)
-        return step.logs()
+        return step.logs(sync=step.sync_test_logs)
 
     return _evaluate_loop(model, step, batches(), callback_list, run_batch, fused=True)
 
@@ -1242,7 +1266,7 @@ def _evaluate_source(model, step, source, callback_list, who, custom):
             xb, yb, wb, _ = _shared_arrays(step, xb, yb, wb)
         if xb is not None:
             _test_batch(step, xb, yb, wb)
-        return step.logs()
+        return step.logs(sync=step.sync_test_logs)
 
     batches = source.epoch()
     logs = _evaluate_loop(model, step, batches, callback_list, run_batch, fused=not custom)
@@ -1296,7 +1320,7 @@ def _evaluate(model, x, y, batch_size, verbose, sample_weight, steps, callbacks,
             step = _Step(model, training=False, private_metrics=private)
             replicas = _start_replicas(model, step, who, optimizer=False)
             callback_list = callbacks_module.CallbackList(
-                _rank_zero_callbacks(cbs, replicas), model=model,
+                _rank_zero_callbacks(cbs, replicas, step, training=False), model=model,
                 params={"steps": -(-len(xs[0]) // batch_size), "verbose": verbose, "evaluating": True})
             logs = _evaluate_arrays(model, step, xs, ys, ws, batch_size, callback_list)
         return _result(step.compiled, logs, return_dict)
@@ -1307,7 +1331,7 @@ def _evaluate(model, x, y, batch_size, verbose, sample_weight, steps, callbacks,
             step = _Step(model, training=False, private_metrics=private)
             replicas = _start_replicas(model, step, who, optimizer=False)
             callback_list = callbacks_module.CallbackList(
-                _rank_zero_callbacks(cbs, replicas), model=model,
+                _rank_zero_callbacks(cbs, replicas, step, training=False), model=model,
                 params={"steps": source.num_batches, "verbose": verbose, "evaluating": True})
             logs = _evaluate_source(model, step, source, callback_list, who, custom)
     finally:
