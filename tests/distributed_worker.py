@@ -171,6 +171,26 @@ def mode_batch_logs(out):
     write(out, seen=np.array(seen))
 
 
+def mode_buckets(out):
+    """The all-reduce overlapped with the backward in buckets of 64 bytes (a shared layer's
+    weights final only after its second call) against one all-reduce after the backward."""
+    x, y = data(100)
+    results = {}
+    for bucket_bytes in (None, 64, 10**9):
+        keras.distribution.set_distribution(keras.distribution.DataParallel(bucket_bytes=bucket_bytes))
+        keras.utils.set_random_seed(5)
+        inputs = keras.Input((20,))
+        shared = keras.layers.Dense(8, activation="tanh")
+        left = shared(keras.layers.Dense(20, activation="relu")(inputs))
+        right = shared(inputs)
+        merged = keras.layers.Concatenate()([left, keras.layers.Dense(8)(right)])
+        model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(merged))
+        model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+        results[str(bucket_bytes)] = flat_weights(model)
+    write(out, **results)
+
+
 def mode_stop(out):
     """A callback on rank 1 alone stops training mid-epoch: every rank stops at that batch."""
     parallel()

@@ -148,6 +148,15 @@ def test_callbacks_reading_batch_logs_get_the_global_ones(tmp_path):
 
 
 @needs_mpi
+def test_the_bucketed_all_reduce_is_bit_identical_to_one_after_the_backward(tmp_path):
+    _run("buckets", tmp_path / "b")
+    weights = dict(np.load(tmp_path / "b.npz"))
+    assert np.array_equal(weights["64"], weights["None"]) and np.array_equal(weights["1000000000"], weights["None"])
+    one = _single("buckets", tmp_path / "one")
+    assert _relative(weights["64"], one["None"]) <= 1e-4
+
+
+@needs_mpi
 def test_a_stop_decided_on_one_process_stops_every_process_at_that_batch(tmp_path):
     _run("stop", tmp_path / "s")
     views = _views(tmp_path / "s")
@@ -287,6 +296,11 @@ def test_the_world_api_on_one_process():
         keras.distribution.set_distribution("data_parallel")
     with pytest.raises(TypeError, match="auto_shard_dataset"):
         keras.distribution.DataParallel(auto_shard_dataset="yes")
+    for wrong in (0, -1, 2.5, True, "big"):
+        with pytest.raises(ValueError, match="bucket_bytes"):
+            keras.distribution.DataParallel(bucket_bytes=wrong)
+    assert keras.distribution.DataParallel().bucket_bytes is None  # one machine: one all-reduce
+    assert keras.distribution.DataParallel(bucket_bytes=1024).bucket_bytes == 1024
 
 
 def test_launch_detection_reads_the_launchers_variables():

@@ -452,7 +452,7 @@ class Graph:
             slot_masks[s] = m
 
     # ---- backward -----------------------------------------------------------------------------------
-    def backward(self, tape, d_outputs, need_input_grads=None, accumulate=False):
+    def backward(self, tape, d_outputs, need_input_grads=None, accumulate=False, after_node=None):
         """Backpropagates the outputs' gradients through the graph.
 
         Args:
@@ -463,6 +463,8 @@ class Graph:
             accumulate: add every weight gradient into the buffer (the caller zeroed it, or
                 this graph is one of several calls of a shared model); False lets the plan
                 decide (see the module docstring).
+            after_node: None, or a function called with (plan, i) after the walk's step i
+                (data parallelism starts the all-reduce of the gradients that are final).
 
         Returns:
             list of the inputs' gradients (None where not needed or not reached).
@@ -479,7 +481,9 @@ class Graph:
             for v in plan.shared:
                 v.grad.fill(0)
         caches, activity, requires = tape.caches, tape.activity, plan.requires
-        for k, op, in_slots, out_slots, single_out, need, node_accumulates, variables in plan.walk:
+        for i, (k, op, in_slots, out_slots, single_out, need, node_accumulates, variables) in enumerate(plan.walk):
+            if i and after_node is not None:
+                after_node(plan, i - 1)
             if single_out:
                 dy = grads[out_slots[0]]
                 reached = dy is not None
@@ -514,6 +518,8 @@ class Graph:
                         grads[s] = g if grads[s] is None else grads[s] + g
             for s in out_slots:  # let the memory go
                 grads[s] = None
+        if after_node is not None and plan.walk:
+            after_node(plan, len(plan.walk) - 1)
         return [grads[s] if need else None for s, need in zip(self.input_slots, need_inputs)]
 
     def plan(self, need_inputs):

@@ -23,6 +23,7 @@ each epoch's end the BatchNormalization moving statistics are averaged over the 
 import numpy as np
 
 from ..utils import rng
+from . import buckets as buckets_module
 from . import distribution_lib
 from . import world as world_module
 
@@ -45,6 +46,8 @@ class Replicas:
         self.world = world
         self.rank, self.size = world.rank, world.size
         self.auto_shard = distribution.auto_shard_dataset
+        self.bucket_bytes = distribution.bucket_bytes
+        self._buckets = None  # (plan, its epoch, the gradient buffer, Buckets) of the last step
 
     def describe(self):
         return self.world.describe()
@@ -102,6 +105,18 @@ class Replicas:
     # ---- per step -------------------------------------------------------------------------------------
     def reduce_gradients(self, grads):
         self.world.sum_in_rank_order(grads)
+
+    def overlapped_sum(self, model, graph):
+        """The sum of this step's gradients overlapped with its backward (buckets module), or
+        None (bucket_bytes=None: one all-reduce after the backward)."""
+        if not self.bucket_bytes:
+            return None
+        plan = graph.plan((False,) * len(graph.inputs))  # fit's backward: no input gradients
+        cached = self._buckets
+        if cached is None or cached[0] is not plan or cached[1] != plan.epoch or cached[2] is not model._grads:
+            found = buckets_module.Buckets(plan, model._grads, model._packed, self.bucket_bytes)
+            cached = self._buckets = (plan, plan.epoch, model._grads, found)
+        return _StepSum(self.world, model._grads, cached[3], plan)
 
     def global_logs(self, step, local_logs):
         """local_logs() computed from the sums over the processes of the running loss and the
@@ -170,6 +185,19 @@ class Replicas:
         numbers of batches: all run the largest (a process out of data contributes nothing)."""
         counts = self.world.allgather_json(int(steps))
         return max(counts)
+
+
+class _StepSum(buckets_module.OverlappedSum):
+    """OverlappedSum for fit's plan: the graph's hook (plan, i) -> after_node(i)."""
+
+    def __init__(self, world, grads, buckets, plan):
+        super().__init__(world, grads, buckets)
+        self.plan = plan
+
+    def hook(self, plan, i):
+        if plan is not self.plan:  # (cannot happen in fit: its backward uses this plan)
+            raise RuntimeError("data parallelism: the backward ran another plan than its buckets'")
+        self.after_node(i)
 
 
 def collective(error):

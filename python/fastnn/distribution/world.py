@@ -122,6 +122,8 @@ class MPIWorld(World):
         world = MPI.COMM_WORLD
         self.comm = world.Dup()
         self.errors = world.Dup()  # the failure notices: one pending receive, tested in every wait
+        # the bucketed all-reduce's two kinds of collectives, each started in its own order
+        self.scatter_comm, self.gather_comm = world.Dup(), world.Dup()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         node = world.Split_type(MPI.COMM_TYPE_SHARED)
         self.local_size = node.Get_size()
