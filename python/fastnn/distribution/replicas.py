@@ -8,11 +8,15 @@ Every process holds the whole model. Per training step:
 - Each output's loss gradient is scaled by share/batch (``gradient_scale``) for the mean
   reductions, so the gradients summed over the processes are exactly those of the global
   batch's mean loss; a "sum" loss is summed as it is.
-- One all-reduce of the flat gradient buffer, in rank order (``World.sum_in_rank_order``);
-  then the weight penalties (once, identical everywhere) and the fused optimizer step, so
-  the weights stay identical on every process without being sent again.
+- One all-reduce of the flat gradient buffer, in rank order (``World.sum_in_rank_order``),
+  or the same sums in buckets overlapped with the backward (``buckets``); then the weight
+  penalties (once, identical everywhere) and the fused optimizer step, so the weights stay
+  identical on every process without being sent again.
 - The logs (loss, metrics) are the global ones: each process's running sums (samples,
-  weighted loss, the metrics' states) are added up over the processes.
+  weighted loss, the metrics' states) are added up over the processes, at each batch when
+  a callback reads the batch's logs, else at the end of the epoch.
+- stop_training is agreed by every process at each batch when a callback might set it on
+  one process alone; those that decide from their (global) logs need no agreement.
 
 At the start of fit the weights, the optimizer's state and the generators' state go from
 rank 0 to the others (after checking that every process built the same model); dropout and
@@ -86,9 +90,6 @@ class Replicas:
                 setattr(optimizer, key, float(value))
         rng.set_generator_state(self.world.broadcast_json(rng.generator_state()))
         rng.set_process_stream(self.rank)
-
-    def finish(self):
-        finish()
 
     # ---- sharding -----------------------------------------------------------------------------------
     def share(self, m):
