@@ -96,13 +96,27 @@ def mode_dropout(out):
 
 
 def mode_batchnorm(out):
+    """Each process's moving statistics after its last step, and the averaged ones after fit."""
     parallel()
     x, y = data(96)
     model = mlp(5, batch_norm=True)
-    model.fit(x, y, batch_size=32, epochs=2, verbose=0)
     bn = model.layers[1]
-    rank_view(out, moving=np.concatenate([bn.moving_mean.numpy(), bn.moving_variance.numpy()]).tolist(),
+    local = []
+
+    class Capture(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            local[:] = [np.concatenate([bn.moving_mean.numpy(), bn.moving_variance.numpy()]).tolist()]
+
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[Capture()])
+    rank_view(out, local=local[0], moving=np.concatenate([bn.moving_mean.numpy(), bn.moving_variance.numpy()]).tolist(),
               predictions=model.predict(x[:8], verbose=0).tolist())
+
+
+def mode_progress(out):
+    """verbose=2: rank 0 prints, saying how many processes and threads train."""
+    parallel()
+    x, y = data(64)
+    mlp(5).fit(x, y, batch_size=32, epochs=2, verbose=2)
 
 
 def mode_writers(out):

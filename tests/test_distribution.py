@@ -170,6 +170,19 @@ def test_batch_normalization_statistics_agree_across_processes(tmp_path):
     views = _views(tmp_path / "bn")
     assert views[0]["moving"] == views[1]["moving"]
     assert views[0]["predictions"] == views[1]["predictions"]
+    # the mean of the processes' own statistics (each normalised its own share of the batches)
+    local = np.array([views[0]["local"], views[1]["local"]], np.float32)
+    assert not np.array_equal(local[0], local[1])
+    np.testing.assert_allclose(views[0]["moving"], local.mean(axis=0), rtol=1e-6)
+
+
+@needs_mpi
+def test_rank_zero_alone_prints_the_progress_and_says_how_training_is_split(tmp_path):
+    output = _run("progress", tmp_path / "p").stdout
+    threads = max(1, keras.config.runtime.available_processors() // 2)
+    line = f"Data-parallel training: rank 0 of 2 processes × {threads} thread"
+    assert output.count(line) == 1
+    assert output.count("Epoch 1/2") == 1 and output.count("Epoch 2/2") == 1
 
 
 @needs_mpi
