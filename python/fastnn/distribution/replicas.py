@@ -7,7 +7,9 @@ Every process holds the whole model. Per training step:
   batch, contiguous and balanced (``share``); an uneven last batch splits as evenly as it can.
 - Each output's loss gradient is scaled by share/batch (``gradient_scale``) for the mean
   reductions, so the gradients summed over the processes are exactly those of the global
-  batch's mean loss; a "sum" loss is summed as it is.
+  batch's mean loss; a "sum" loss is summed as it is. (A masked output averages over the
+  process's own valid steps, so there the sum is close to the global mean, not equal: the
+  exact one would need the valid count of every process before the backward.)
 - One all-reduce of the flat gradient buffer, in rank order (``World.sum_in_rank_order``),
   or the same sums in buckets overlapped with the backward (``buckets``); then the weight
   penalties (once, identical everywhere) and the fused optimizer step, so the weights stay
