@@ -9,8 +9,12 @@ all-to-all of the bucket's shards), and between the following nodes the bucket m
 shard summed in rank order, then its all-gather started. After the walk the rest is waited
 for. Each number is still summed as rank 0 + rank 1 + ..., so the result is bit-identical
 to the one all-reduce without buckets; what changes is that a network transfers the late
-layers' gradients while the early layers' backward runs (bench/SCALING.md: with 10 Gb/s
-links the CNN's step is ~13 % shorter at 8-64 nodes).
+layers' gradients while the early layers' backward runs (bench/SCALING.md's model, from
+steps measured here, predicts the CNN's step ~13 % shorter at 8-64 nodes on 10 Gb/s links).
+
+MPI moves a bucket only when called: between the backward's nodes (``after_node``) and in
+the final wait, not inside one long node (a big convolution). An MPI library's own progress
+thread (MPICH: ``MPIR_CVAR_ASYNC_PROGRESS=1``) moves it there too, at the price of a core.
 
 Collectives must start in the same order on every process: the reduce-scatters start in the
 walk's order and the all-gathers in the order their reduce-scatters started, each kind on a

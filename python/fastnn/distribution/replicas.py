@@ -172,7 +172,7 @@ class Replicas:
         if not arrays:
             return
         flat = np.concatenate([a.ravel() for a in arrays])
-        self.world.sum_in_rank_order(flat)
+        self.world.sum_in_rank_order(flat, gradients=False)
         flat *= flat.dtype.type(1.0 / self.size)
         offset = 0
         for a in arrays:

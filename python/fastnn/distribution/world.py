@@ -32,8 +32,8 @@ _LAUNCH_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE"
                      "MV2_COMM_WORLD_SIZE", "PMI_FD")
 _ERROR_TAG = 7103
 _ERROR_BYTES = 4096
-_NOTIFY_SECONDS = 2.0
-_SPINS = 200  # tests (~0.1 ms) before a waiting process yields its core between tests  # how long a failing rank waits for its notices to leave before going on
+_NOTIFY_SECONDS = 2.0  # how long a failing rank waits for its notices to leave before going on
+_SPINS = 200  # tests (~0.1 ms) before a waiting process yields its core between tests
 
 
 class DistributedError(RuntimeError):
@@ -68,8 +68,9 @@ class World:
     def describe(self):
         return "1 process"
 
-    def sum_in_rank_order(self, buffer):
-        """Sums `buffer` (a flat C-contiguous float array) over the processes, in place."""
+    def sum_in_rank_order(self, buffer, gradients=True):
+        """Sums `buffer` (a flat C-contiguous float array) over the processes, in place
+        (`gradients`: count it in stats as the gradient all-reduce)."""
 
     def allgather_vector(self, vector):
         """Every process's float64 vector (any lengths): a list indexed by rank."""
@@ -225,7 +226,8 @@ class MPIWorld(World):
             found = self._scratch[(key, dtype)] = np.empty(n, dtype)
         return found[:n]
 
-    def sum_in_rank_order(self, buffer):
+    def sum_in_rank_order(self, buffer, gradients=True):
+        """(gradients=False: not counted in stats, which time the gradient all-reduce.)"""
         if buffer.ndim != 1 or not buffer.flags.c_contiguous:
             raise ValueError(f"sum_in_rank_order: expects a flat C-contiguous array, got shape {buffer.shape}")
         start = time.perf_counter()
@@ -241,9 +243,10 @@ class MPIWorld(World):
         for k in range(1, self.size):
             shard += pieces[k]
         self._wait(self.comm.Iallgatherv(shard, [buffer, (counts, offsets)]))
-        self.stats.allreduce_calls += 1
-        self.stats.allreduce_seconds += time.perf_counter() - start
-        self.stats.allreduce_bytes += buffer.nbytes
+        if gradients:
+            self.stats.allreduce_calls += 1
+            self.stats.allreduce_seconds += time.perf_counter() - start
+            self.stats.allreduce_bytes += buffer.nbytes
 
     def allgather_vector(self, vector):
         """One all-gather of fixed-size slots (the length, then the values), in the steady
