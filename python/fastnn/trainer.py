@@ -531,6 +531,7 @@ def _train_step(model, step, xs, ys, ws):
     loop_guard.step_begin(guard)  # the weights change: inference from other threads waits for the step
     try:
         overlapped = None if replicas is None else replicas.overlapped_sum(model, step.graph)
+        penalty = 0.0
         if xs is None:  # data parallelism: no share of this batch on this process (it adds zeros)
             total, values = 0.0, [None] * len(step.outputs)
             model._grads.fill(0)
@@ -540,13 +541,14 @@ def _train_step(model, step, xs, ys, ws):
                                                                    step.effective, True)
             step.graph.backward(tape, grads, after_node=None if overlapped is None else overlapped.hook)
             # activity penalties are sums over the batch: each process's counts whole in the logs
-            total += tape.penalty / step.gradient_scale if replicas is not None else tape.penalty
+            penalty = tape.penalty / step.gradient_scale if replicas is not None else tape.penalty
         if overlapped is not None:
             overlapped.finish()  # the gradients summed over the processes, bucket by bucket
         elif replicas is not None:
             replicas.reduce_gradients(model._grads)  # the hook after the backward: one all-reduce
         if step.regularization.regularized:
             total += step.regularization.apply()  # after the all-reduce: the weight penalty once
+        total += penalty
         model.optimizer.apply_flat()
     finally:
         loop_guard.step_end(guard)
