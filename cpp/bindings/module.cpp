@@ -28,6 +28,7 @@ void register_loss(py::module_& m);
 void register_optim(py::module_& m);
 void register_pool(py::module_& m);
 void register_rnn(py::module_& m);
+void register_qgemm(py::module_& m);
 
 namespace {
 // Names of the features the build needs but this CPU lacks ("" when all are present).
@@ -99,5 +100,6 @@ PYBIND11_MODULE(_core, m) {
   register_layernorm(m);
   register_attention(m);
   register_rnn(m);
+  register_qgemm(m);
   add_argument_diagnostics(m);
 }
