@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -184,8 +185,13 @@ const PathTiles& tiles_for(Int8Path path) {
 
 /// The rows of A in the layout the tiles read: stride k4, zero-padded, +128 for vnni.
 struct Panel {
-  std::vector<uint8_t> bytes;
-  Index stride = 0;
+  Panel(Index rows, Index k) : stride(int8_k4(k)), bytes(new uint8_t[size_t(rows * int8_k4(k))]) {
+    if (stride != k)  // only the padding needs zeros: every row's k values are written
+      for (Index i = 0; i < rows; ++i) std::memset(bytes.get() + i * stride + k, 0, size_t(stride - k));
+  }
+  uint8_t* row(Index i) const { return bytes.get() + i * stride; }
+  Index stride;
+  std::unique_ptr<uint8_t[]> bytes;
 };
 
 /// Runs every tile of C = panel · B on `threads`, handing each to
@@ -195,18 +201,21 @@ void for_each_tile(const PathTiles& tiles, const Panel& panel, Index m, const In
   const Index k4 = int8_k4(b.k), kq = k4 / 4, blocks = int8_n16(b.n) / 16;
   const Index bstride = kq * 64;
   const Index row_tasks = (m + kRowBlock - 1) / kRowBlock;
-  const Index col_tasks = (blocks + kColBlocks - 1) / kColBlocks;
   const double ops = 2.0 * double(m) * double(b.n) * double(k4);
-  parallel_for(row_tasks * col_tasks, threads_for(ops / 8), [&](Index task) {
+  const int threads = threads_for(ops / 8);
+  // few row blocks (small batches): narrower column tasks, so that every thread has work
+  const Index width = row_tasks >= 4 * threads ? kColBlocks : 4;
+  const Index col_tasks = (blocks + width - 1) / width;
+  parallel_for(row_tasks * col_tasks, threads, [&](Index task) {
     const Index r0 = (task / col_tasks) * kRowBlock, r1 = std::min(m, r0 + kRowBlock);
-    const Index jb0 = (task % col_tasks) * kColBlocks, jb1 = std::min(blocks, jb0 + kColBlocks);
+    const Index jb0 = (task % col_tasks) * width, jb1 = std::min(blocks, jb0 + width);
     alignas(64) int32_t tile[6 * kTileStride];
     for (Index jb = jb0; jb < jb1; jb += tiles.blocks) {
       const int nb = int(std::min<Index>(tiles.blocks, jb1 - jb));
       const int8_t* bp = b.data + jb * bstride;
       for (Index i = r0; i < r1; i += tiles.rows) {
         const int mr = int(std::min<Index>(tiles.rows, r1 - i));
-        tiles.fn[mr - 1][nb - 1](panel.bytes.data() + i * panel.stride, panel.stride, bp, bstride, kq, tile);
+        tiles.fn[mr - 1][nb - 1](panel.row(i), panel.stride, bp, bstride, kq, tile);
         const Index j = jb * 16;
         out(i, mr, j, std::min<Index>(Index(nb) * 16, b.n - j), tile);
       }
@@ -214,7 +223,21 @@ void for_each_tile(const PathTiles& tiles, const Panel& panel, Index m, const In
   });
 }
 
-void quantize_row(const float* x, Index k, int8_t* q, float* scale) {
+// ---- per-row quantization: scale = 127 / (max|x| + 1e-7), q = clip(round_half_even(x·scale)) ----
+// The vector versions do the same float operations as the scalar one (so every path
+// quantizes to the same bytes), and write the panel's encoding (xor `flip`) directly.
+
+/// The row's scale, or NaN when it holds NaN or inf.
+float row_scale(float top, bool finite) {
+  return finite ? 127.0f / (top + 1e-7f) : std::numeric_limits<float>::quiet_NaN();
+}
+
+int8_t quantize_value(float v, float s) {
+  const float r = std::nearbyint(v * s);  // round half to even, as NumPy's rint
+  return static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+}
+
+void quantize_row_scalar(const float* x, Index k, uint8_t* q, float* scale, uint8_t flip) {
   float top = 0.0f;
   bool finite = true;
   for (Index j = 0; j < k; ++j) {
@@ -222,17 +245,94 @@ void quantize_row(const float* x, Index k, int8_t* q, float* scale) {
     finite &= v <= std::numeric_limits<float>::max();
     top = std::max(top, v);
   }
+  const float s = *scale = row_scale(top, finite);
+  for (Index j = 0; j < k; ++j) q[j] = finite ? static_cast<uint8_t>(quantize_value(x[j], s)) ^ flip : flip;
+}
+
+#ifdef FASTNN_INT8_X86
+FASTNN_TARGET_VNNI void quantize_row_avx512(const float* x, Index k, uint8_t* q, float* scale, uint8_t flip) {
+  const __m512 magnitude_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  const __m512 largest = _mm512_set1_ps(std::numeric_limits<float>::max());
+  __m512 top16 = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  Index j = 0;
+  for (; j + 16 <= k; j += 16) {
+    const __m512 v = _mm512_and_ps(_mm512_loadu_ps(x + j), magnitude_mask);
+    bad |= _mm512_cmp_ps_mask(v, largest, _CMP_NLE_UQ);  // inf or NaN
+    top16 = _mm512_max_ps(top16, v);
+  }
+  float top = _mm512_reduce_max_ps(top16);
+  bool finite = bad == 0;
+  for (; j < k; ++j) {
+    const float v = std::fabs(x[j]);
+    finite &= v <= std::numeric_limits<float>::max();
+    top = std::max(top, v);
+  }
+  const float s = *scale = row_scale(top, finite);
   if (!finite) {
-    *scale = std::numeric_limits<float>::quiet_NaN();
-    std::memset(q, 0, size_t(k));
+    std::memset(q, flip, size_t(k));
     return;
   }
-  const float s = 127.0f / (top + 1e-7f);
-  *scale = s;
-  for (Index j = 0; j < k; ++j) {
-    const float r = std::nearbyint(x[j] * s);  // round half to even, as NumPy's rint
-    q[j] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+  const __m512 vs = _mm512_set1_ps(s), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+  const __m128i vflip = _mm_set1_epi8(static_cast<char>(flip));
+  for (j = 0; j + 16 <= k; j += 16) {
+    __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + j), vs),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_min_ps(hi, _mm512_max_ps(lo, r));
+    const __m128i bytes = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), _mm_xor_si128(bytes, vflip));
   }
+  for (; j < k; ++j) q[j] = static_cast<uint8_t>(quantize_value(x[j], s)) ^ flip;
+}
+
+FASTNN_TARGET_AVX2 void quantize_row_avx2(const float* x, Index k, uint8_t* q, float* scale, uint8_t flip) {
+  const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 largest = _mm256_set1_ps(std::numeric_limits<float>::max());
+  __m256 top8 = _mm256_setzero_ps();
+  __m256 bad = _mm256_setzero_ps();
+  Index j = 0;
+  for (; j + 8 <= k; j += 8) {
+    const __m256 v = _mm256_and_ps(_mm256_loadu_ps(x + j), magnitude_mask);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, largest, _CMP_NLE_UQ));
+    top8 = _mm256_max_ps(top8, v);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, top8);
+  float top = 0.0f;
+  for (float v : lanes) top = std::max(top, v);
+  bool finite = _mm256_movemask_ps(bad) == 0;
+  for (; j < k; ++j) {
+    const float v = std::fabs(x[j]);
+    finite &= v <= std::numeric_limits<float>::max();
+    top = std::max(top, v);
+  }
+  const float s = *scale = row_scale(top, finite);
+  if (!finite) {
+    std::memset(q, flip, size_t(k));
+    return;
+  }
+  const __m256 vs = _mm256_set1_ps(s), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+  const __m128i vflip = _mm_set1_epi8(static_cast<char>(flip));
+  for (j = 0; j + 8 <= k; j += 8) {
+    __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_min_ps(hi, _mm256_max_ps(lo, r));
+    const __m256i ints = _mm256_cvtps_epi32(r);
+    const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(ints), _mm256_extracti128_si256(ints, 1));
+    const __m128i bytes = _mm_xor_si128(_mm_packs_epi16(words, words), vflip);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + j), bytes);
+  }
+  for (; j < k; ++j) q[j] = static_cast<uint8_t>(quantize_value(x[j], s)) ^ flip;
+}
+#endif
+
+/// Quantizes a row into `q` in the encoding of `path` (vnni: +128), with the fastest code
+/// the path's CPU runs.
+void quantize_row(Int8Path path, const float* x, Index k, uint8_t* q, float* scale, uint8_t flip) {
+#ifdef FASTNN_INT8_X86
+  if (path == Int8Path::Vnni) return quantize_row_avx512(x, k, q, scale, flip);
+  if (path == Int8Path::Avx2) return quantize_row_avx2(x, k, q, scale, flip);
+#endif
+  quantize_row_scalar(x, k, q, scale, flip);
 }
 
 void check_k(Index k) {
@@ -286,22 +386,23 @@ void int8_pack(const int8_t* b, Index k, Index n, int8_t* packed, int32_t* col_s
 }
 
 void int8_quantize_rows(const float* x, Index m, Index k, int8_t* q, float* scale) {
-  parallel_for(m, threads_for(4.0 * double(m) * double(k)),
-               [&](Index i) { quantize_row(x + i * k, k, q + i * k, scale + i); });
+  const Int8Path path = int8_path();
+  parallel_for(m, threads_for(4.0 * double(m) * double(k)), [&](Index i) {
+    quantize_row(path, x + i * k, k, reinterpret_cast<uint8_t*>(q + i * k), scale + i, 0);
+  });
 }
 
 void int8_gemm(Index m, const int8_t* a, Index lda, const Int8Packed& b, int32_t* c, Index ldc) {
   check_k(b.k);
   if (m <= 0 || b.n <= 0) return;
   const PathTiles& tiles = tiles_for(int8_path());
-  Panel panel;
-  panel.stride = int8_k4(b.k);
-  panel.bytes.assign(size_t(m * panel.stride), 0);
+  const Panel panel(m, b.k);  // (its padding is 0: B is 0 there, so it adds nothing in either encoding)
   const uint8_t flip = tiles.unsigned_a ? 0x80 : 0x00;
-  for (Index i = 0; i < m; ++i)
-    for (Index j = 0; j < b.k; ++j)
-      panel.bytes[size_t(i * panel.stride + j)] = static_cast<uint8_t>(a[i * lda + j]) ^ flip;
-  // (the padding stays 0: B is 0 there, so it adds nothing in either encoding)
+  for (Index i = 0; i < m; ++i) {
+    uint8_t* __restrict dst = panel.row(i);
+    const int8_t* __restrict src = a + i * lda;
+    for (Index j = 0; j < b.k; ++j) dst[j] = static_cast<uint8_t>(src[j]) ^ flip;
+  }
   const bool correct = tiles.unsigned_a;
   for_each_tile(tiles, panel, m, b, [&](Index i, int rows, Index j, Index cols, const int32_t* tile) {
     for (int r = 0; r < rows; ++r)
@@ -314,19 +415,14 @@ void int8_dense_forward(const float* x, Index m, const Int8Packed& b, const floa
                         const Activation& act, float* y) {
   check_k(b.k);
   if (m <= 0 || b.n <= 0) return;
-  const PathTiles& tiles = tiles_for(int8_path());
+  const Int8Path path = int8_path();  // (read once: set_int8_path may run meanwhile)
+  const PathTiles& tiles = tiles_for(path);
   const Index k = b.k, n = b.n;
-  Panel panel;
-  panel.stride = int8_k4(k);
-  panel.bytes.assign(size_t(m * panel.stride), 0);
-  std::vector<float> scale_x(static_cast<size_t>(m));
+  const Panel panel(m, k);
+  std::unique_ptr<float[]> scale_x(new float[size_t(m)]);
   const uint8_t flip = tiles.unsigned_a ? 0x80 : 0x00;
-  parallel_for(m, threads_for(4.0 * double(m) * double(k)), [&](Index i) {
-    auto* row = reinterpret_cast<int8_t*>(panel.bytes.data() + i * panel.stride);
-    quantize_row(x + i * k, k, row, &scale_x[size_t(i)]);
-    if (flip)
-      for (Index j = 0; j < k; ++j) row[j] = static_cast<int8_t>(static_cast<uint8_t>(row[j]) ^ flip);
-  });
+  parallel_for(m, threads_for(4.0 * double(m) * double(k)),
+               [&](Index i) { quantize_row(path, x + i * k, k, panel.row(i), &scale_x[size_t(i)], flip); });
   const bool correct = tiles.unsigned_a;
   const bool fuse_activation = act.kind != ActivationKind::Linear && act.kind != ActivationKind::Softmax;
   for_each_tile(tiles, panel, m, b, [&](Index i, int rows, Index j, Index cols, const int32_t* tile) {
