@@ -30,7 +30,7 @@ from ..keras_tensor import KerasTensor, any_symbolic
 from ..operation import _TRACING, Operation, trainability_changed, unique_name
 from ..operators import ArithmeticOperators
 from ..saving import registration
-from . import _validation
+from . import _quantization, _validation
 
 _unique_name = unique_name  # layers' default names (the one namespace)
 
@@ -60,6 +60,7 @@ class Variable(ArithmeticOperators):
 
     __array_priority__ = 1500
     _buffer = None  # the model's flat buffer this variable is a view of, once packed
+    _on_change = None  # called after assign (a quantized layer packs its int8 kernel again)
 
     def __init__(self, name, value, trainable=True, regularizer=None, layer=None, constraint=None):
         self.name = name
@@ -114,7 +115,10 @@ class Variable(ArithmeticOperators):
             raise ValueError(f"Variable '{self.name}': expected shape {self._value.shape}, got {value.shape}")
         if not np.all(np.isfinite(value)):
             raise ValueError(f"Variable '{self.name}': the new value contains NaN or inf")
+        _check_integer_values(self, value)
         self._value[...] = value
+        if self._on_change is not None:
+            self._on_change()
 
     def _rebind(self, value, grad):
         """Moves the variable's storage (and its gradient's) into the given views."""
@@ -188,6 +192,10 @@ class Layer(Operation):
         if not isinstance(name, str) or not name:
             raise TypeError(f"{type(self).__name__}: 'name' must be a non-empty string, got {name!r}")
         super().__init__(name=name)
+        dtype, self._quantization_mode = _quantization.parse_dtype(dtype, type(self).__name__)
+        if self._quantization_mode is not None and not getattr(self, "_quantizable", False):
+            raise ValueError(f"{type(self).__name__}: dtype {self._quantization_mode}_from_{dtype} is for the layers "
+                             "model.quantize() quantizes (Dense, EinsumDense, Embedding, Conv1D, Conv2D, LSTM, GRU)")
         self._dtype = np.dtype(dtype or config.floatx())
         if self._dtype not in (np.float32, np.float64):
             raise ValueError(f"{type(self).__name__}: 'dtype' must be float32 or float64, got {dtype!r}")
@@ -234,6 +242,28 @@ class Layer(Operation):
     @property
     def dtype(self):
         return self._dtype.name
+
+    @property
+    def dtype_policy(self):
+        """The layer's dtype policy (Keras 3): its ``name`` is the float dtype ("float32"), or
+        "int8_from_float32" once the layer is quantized."""
+        return _quantization.DTypePolicy(self._dtype, self._quantization_mode)
+
+    @property
+    def quantization_mode(self):
+        """None, or "int8" for a quantized layer (Keras 3's ``layer.quantization_mode``)."""
+        return self.__dict__.get("_quantization_mode")
+
+    def quantize(self, mode, **kwargs):
+        """Quantizes the layer's weights (Keras 3); layers that cannot be quantized raise
+        NotImplementedError. ``Model.quantize`` quantizes every layer that can be.
+
+        Args:
+            mode: "int8".
+            **kwargs: see the quantizable layers (Dense, EinsumDense, Embedding, Conv1D,
+                Conv2D, LSTM, GRU).
+        """
+        raise NotImplementedError(f"Layer {type(self).__name__} does not have a `quantize()` method implemented.")
 
     def add_weight(self, shape=None, initializer=None, dtype=None, trainable=True, autocast=True,
                    regularizer=None, constraint=None, aggregation="none", name=None):
@@ -408,7 +438,7 @@ class Layer(Operation):
         A user's layer that does not implement get_config gets the plain arguments its
         ``__init__`` was called with (numbers, strings, lists...: Keras 3's auto-config).
         """
-        cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name}
         if self._declared_input_shape is not None:
             cfg["input_shape"] = self._declared_input_shape
         if self.activity_regularizer is not None:
@@ -718,6 +748,16 @@ def _as_inputs(x, dtype, who):
     return _as_input(x, dtype, who)
 
 
+def _check_integer_values(var, value, who=None):
+    """An integer (int8) variable takes whole numbers within its dtype's range only."""
+    if var.dtype.kind not in "iu":
+        return
+    info = np.iinfo(var.dtype)
+    if value.size and (np.any(value != np.round(value)) or value.min() < info.min or value.max() > info.max):
+        raise ValueError(f"{who + ': ' if who else ''}Variable '{var.name}' is {var.dtype.name}: its new value "
+                         f"must hold whole numbers in [{info.min}, {info.max}]")
+
+
 def assign_weights(variables, weights, who):
     """Copies `weights` (arrays) into `variables`, checking all of them first: on error (a count,
     a shape, NaN or inf) nothing changes."""
@@ -730,6 +770,7 @@ def assign_weights(variables, weights, who):
             raise ValueError(f"{who}: weight '{var.name}' has shape {var.shape}, got {value.shape}")
         if not np.all(np.isfinite(value)):
             raise ValueError(f"{who}: weight '{var.name}' would contain NaN or inf")
+        _check_integer_values(var, value, who)
     for var, value in zip(variables, arrays):
         var.assign(value)
 

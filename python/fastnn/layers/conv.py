@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from .. import activations, constraints, initializers, ops, regularizers
+from .. import activations, constraints, initializers, ops, quantizers, regularizers
 from ..ops.pool import channels_to_first, channels_to_last, standardize_data_format
-from . import _validation
+from . import _quantization, _validation
 from .base import Layer, trainable_grad
 from .core import _OutputActivation
 
@@ -82,8 +82,16 @@ class _DataFormat:
         return None if dx is None else _to_first(dx)
 
 
-class _Conv(_DataFormat, _AnySpatialSize, _OutputActivation, Layer):
-    """Shared by Conv1D and Conv2D: `rank` spatial axes, run by the 2-D kernel."""
+class _Conv(_quantization.Int8Quantizable, _DataFormat, _AnySpatialSize, _OutputActivation, Layer):
+    """Shared by Conv1D and Conv2D: `rank` spatial axes, run by the 2-D kernel.
+
+    Quantized (``model.quantize("int8")``; fastnn's extension, Keras does not quantize
+    convolutions): the kernel is int8 with one scale per filter (``kernel_scale``, shape
+    (filters,)); weights kernel, bias, kernel_scale. The forward takes the image patches
+    (im2col, NumPy stride tricks), quantizes each patch (one output position's receptive
+    field) per row and runs one ``fastnn.quantizers.int8_dense`` call. Inference only;
+    groups > 1 stays float.
+    """
 
     rank = 2
     _size_arguments = ("filters", "kernel_size")
@@ -133,13 +141,19 @@ class _Conv(_DataFormat, _AnySpatialSize, _OutputActivation, Layer):
             raise ValueError(f"{type(self).__name__} '{self.name}': the number of input channels must be evenly "
                              f"divisible by the number of groups. Received groups={self.groups}, but the input "
                              f"has {channels} channels (full input shape is {tuple(input_shape)}).")
-        self.kernel = self.add_weight(shape=self.kernel_size + (channels // self.groups, self.filters),
-                                      initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-                                      constraint=self.kernel_constraint, name="kernel")
+        shape = self.kernel_size + (channels // self.groups, self.filters)
+        if self._quantization_mode:
+            self.kernel = self._add_int8_weight("kernel", shape)
+        else:
+            self.kernel = self.add_weight(shape=shape, initializer=self.kernel_initializer,
+                                          regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+                                          name="kernel")
         if self.use_bias:
             self.bias = self.add_weight(shape=(self.filters,), initializer=self.bias_initializer,
                                         regularizer=self.bias_regularizer, constraint=self.bias_constraint,
                                         name="bias")
+        if self._quantization_mode:
+            self.kernel_scale = self._add_scale_weight("kernel_scale", (self.filters,))
 
     def _output_shape_last(self, input_shape):
         who = f"{type(self).__name__} '{self.name}'"
@@ -174,12 +188,59 @@ class _Conv(_DataFormat, _AnySpatialSize, _OutputActivation, Layer):
                 spatial.append((size - span) // s + 1)
         return (input_shape[0],) + tuple(spatial) + (self.filters,)
 
+    def _int8_unsupported(self):
+        return "groups > 1" if self.groups > 1 else None
+
+    def _int8_quantize(self):
+        axes = tuple(range(self.kernel.value.ndim - 1))
+        values, scale = quantizers.abs_max_quantize(self.kernel.value, axis=axes)  # per filter
+        self._swap_to_int8([("kernel", values)], [("kernel_scale", scale.reshape(self.filters))])
+
+    def _patches(self, x):
+        """im2col of a channels_last input: (rows, k1·k2·channels) in the kernel's (k1, k2, in)
+        order, and the output's spatial shape."""
+        spatial_axes = tuple(range(1, x.ndim - 1))
+        pads, spans = [(0, 0)], []
+        for size, k, s, d in zip(x.shape[1:-1], self.kernel_size, self.strides, self.dilation_rate):
+            span = (k - 1) * d + 1
+            if self.padding == "valid":
+                pads.append((0, 0))
+            elif self.padding == "causal":
+                pads.append((span - 1, 0))
+            else:  # "same", TensorFlow's rule: the odd padding after
+                total = max((-(-size // s) - 1) * s + span - size, 0)
+                pads.append((total // 2, total - total // 2))
+            spans.append(span)
+        pads.append((0, 0))
+        xp = np.pad(x, pads) if any(p != (0, 0) for p in pads) else x
+        windows = np.lib.stride_tricks.sliding_window_view(xp, spans, axis=spatial_axes)
+        rank = len(spans)
+        index = (slice(None),) + tuple(slice(None, None, s) for s in self.strides) + (slice(None),) + \
+            tuple(slice(None, None, d) for d in self.dilation_rate)
+        windows = windows[index]  # (batch, *out, channels, *kernel)
+        out_shape = windows.shape[1:1 + rank]
+        order = (0,) + tuple(range(1, 1 + rank)) + tuple(range(2 + rank, 2 + 2 * rank)) + (1 + rank,)
+        patches = np.ascontiguousarray(windows.transpose(order)).reshape(-1, self.kernel.value[..., 0].size)
+        return patches, out_shape
+
+    def _int8_forward(self, x, logits):
+        act = self._act
+        fused, after = _quantization.int8_activation(act, logits)
+        patches, out_shape = self._patches(x)
+        w = self.kernel.value.reshape(-1, self.filters)
+        bias = self.bias.value if self.use_bias else None
+        y = quantizers.int8_dense(patches, self._int8_packed(w), self.kernel_scale.value, bias, fused)
+        y = y.reshape((x.shape[0],) + tuple(out_shape) + (self.filters,)).astype(self._dtype, copy=False)
+        return (act.forward(y) if after else y), None
+
     def _conv(self, x, activation=None, alpha=0.0, return_preactivation=False):
         bias = self.bias.value if self.use_bias else None
         return ops.conv(x, self.kernel.value, self.strides, self.padding, dilation_rate=self.dilation_rate,
                         bias=bias, activation=activation, alpha=alpha, return_preactivation=return_preactivation)
 
     def _forward_last(self, x, training=False, logits=False):
+        if self._quantization_mode:
+            return self._int8_forward(x, logits)
         act = self._act
         if logits or act.kind is None:  # linear here (a custom callable: its traced function after)
             z = self._conv(x)
@@ -194,6 +255,8 @@ class _Conv(_DataFormat, _AnySpatialSize, _OutputActivation, Layer):
         return y, ((x, z, y, act) if training else None)
 
     def _backward_last(self, cache, dy, need_input_grad=True, accumulate=False):
+        if self._quantization_mode:
+            raise self._int8_backward_error()
         x, z, y, act = cache
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
         kind, alpha = None, 0.0

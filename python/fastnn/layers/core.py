@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 
-from .. import activations, constraints, initializers, ops, regularizers
+from .. import activations, constraints, initializers, ops, quantizers, regularizers
 from ..keras_tensor import KerasTensor
 from ..ops.pool import standardize_data_format
 from ..utils import rng
-from . import _validation
+from . import _quantization, _validation
 from .base import Layer, _as_shape, _unique_name, trainable_grad
 
 
@@ -126,12 +126,18 @@ class _OutputActivation:
         return name if name in ("softmax", "sigmoid") else None
 
 
-class Dense(_OutputActivation, Layer):
+class Dense(_quantization.Int8Quantizable, _OutputActivation, Layer):
     """Densely connected layer: ``activation(x @ kernel + bias)`` over the last axis.
 
     Forward is one C++ call (GEMM with the bias added inside the product, then the
     activation); backward is one call (activation derivative, the two products, the bias
     sum).
+
+    Quantized (``model.quantize("int8")`` or ``dtype="int8_from_float32"``), as Keras 3: the
+    kernel is int8 (non-trainable) with a float ``kernel_scale`` of shape (units,), the
+    weights are kernel, bias, kernel_scale; each input row is quantized at run time and
+    ``activation((x_q @ kernel) / (x_scale · kernel_scale) + bias)`` runs in one int8 call
+    (``fastnn.quantizers.int8_dense``: AVX-512 VNNI, AVX2 or plain C++). Inference only.
 
     Args:
         units: int > 0, output size.
@@ -175,12 +181,21 @@ class Dense(_OutputActivation, Layer):
 
     def build(self, input_shape):
         self.compute_output_shape(input_shape)
-        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), initializer=self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
-                                      name="kernel")
+        if self._quantization_mode:
+            self.kernel = self._add_int8_weight("kernel", (input_shape[-1], self.units))
+        else:
+            self.kernel = self.add_weight(shape=(input_shape[-1], self.units), initializer=self.kernel_initializer,
+                                          regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+                                          name="kernel")
         if self.use_bias:
             self.bias = self.add_weight(shape=(self.units,), initializer=self.bias_initializer,
                                         regularizer=self.bias_regularizer, constraint=self.bias_constraint, name="bias")
+        if self._quantization_mode:
+            self.kernel_scale = self._add_scale_weight("kernel_scale", (self.units,))
+
+    def _int8_quantize(self):
+        values, scale = quantizers.abs_max_quantize(self.kernel.value, axis=0)  # per output unit
+        self._swap_to_int8([("kernel", values)], [("kernel_scale", scale.reshape(self.units))])
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) < 2:
@@ -195,6 +210,11 @@ class Dense(_OutputActivation, Layer):
     def forward(self, x, training=False, logits=False):
         act = self._act
         bias = self.bias.value if self.use_bias else None
+        if self._quantization_mode:
+            fused, after = _quantization.int8_activation(act, logits)
+            y = quantizers.int8_dense(x, self._int8_packed(self.kernel.value), self.kernel_scale.value, bias, fused)
+            y = y.astype(self._dtype, copy=False)
+            return (act.forward(y) if after else y), None
         if logits or act.kind is None:  # linear here (a custom callable: its traced function after)
             z = ops.dense(x, self.kernel.value, bias)
             if logits:
@@ -208,6 +228,8 @@ class Dense(_OutputActivation, Layer):
         return y, ((x, z, y, act) if training else None)
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if self._quantization_mode:
+            raise self._int8_backward_error()
         x, z, y, act = cache
         kind, alpha = None, 0.0
         if act is not None and act.kind is None:

@@ -18,13 +18,13 @@ import re
 
 import numpy as np
 
-from .. import constraints, activations, initializers, ops, regularizers
-from . import _validation
+from .. import constraints, activations, initializers, ops, quantizers, regularizers
+from . import _quantization, _validation
 from .base import Layer, trainable_grad
 from .core import _OutputActivation
 
 
-class EinsumDense(_OutputActivation, Layer):
+class EinsumDense(_quantization.Int8Quantizable, _OutputActivation, Layer):
     """A dense layer computing ``activation(einsum(equation, inputs, kernel) + bias)``.
 
     The equation names the axes of the input, of the kernel and of the output, as in
@@ -48,8 +48,17 @@ class EinsumDense(_OutputActivation, Layer):
     equations transpose to a batched matrix product.
 
     A None entry of ``output_shape`` at an axis the input also has takes the input's size
-    (Keras leaves it None). LoRA and quantization are not supported: those arguments must
-    keep their defaults.
+    (Keras leaves it None). LoRA is not supported, nor a ``quantization_config``: those
+    arguments must keep their defaults.
+
+    Quantized (``model.quantize("int8")``), as Keras 3: the kernel is int8 with one scale per
+    output element of the kernel (abs-max over the contracted axes); ``kernel_scale`` has the
+    output's rank, size 1 on the axes the kernel lacks (Keras' layout: "abc,cde->abde" gives
+    (1, 1, d, e)); weights kernel, bias, kernel_scale. The inputs are quantized over their
+    contracted axes at run time and ``(einsum(x_q, kernel) / (x_scale · kernel_scale)) + bias``
+    then the activation: one ``fastnn.quantizers.int8_dense`` call when the equation is a
+    plain matrix product (attention's projections), else an exact integer einsum in NumPy.
+    Inference only.
 
     Args:
         equation: str: the einsum equation, ``"ab,bc->ac"``, ``"...ab,bc->...ac"`` or
@@ -130,16 +139,60 @@ class EinsumDense(_OutputActivation, Layer):
 
     def build(self, input_shape):
         shapes = self._analysis(input_shape)
-        self.kernel = self.add_weight(shape=shapes.kernel_shape, initializer=self._kernel_init(shapes),
-                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
-                                      name="kernel")
+        if self._quantization_mode:
+            self.kernel = self._add_int8_weight("kernel", shapes.kernel_shape)
+        else:
+            self.kernel = self.add_weight(shape=shapes.kernel_shape, initializer=self._kernel_init(shapes),
+                                          regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+                                          name="kernel")
         if shapes.bias_shape is not None:
             self.bias = self.add_weight(shape=shapes.bias_shape, initializer=self.bias_initializer,
                                         regularizer=self.bias_regularizer, constraint=self.bias_constraint,
                                         name="bias")
         self.full_output_shape = shapes.output_shape
         self._plan = _Plan(shapes)
+        self._labels = (shapes.in_labels, shapes.kernel_labels, shapes.out_labels)
+        if self._quantization_mode:
+            self.kernel_scale = self._add_scale_weight("kernel_scale", self._int8_scale_shape())
         return shapes.output_shape
+
+    # ---- int8 ------------------------------------------------------------------------------------------
+    def _int8_axes(self, spec):
+        """The axes of `spec` (labels) an abs-max scale spans: those not in the output (Keras)."""
+        return tuple(i for i, d in enumerate(spec) if d not in self._labels[2])
+
+    def _int8_scale_shape(self):
+        ker, out = self._labels[1], self._labels[2]
+        size = dict(zip(ker, self.kernel.shape))
+        return tuple(size[d] if d in ker else 1 for d in out)
+
+    def _int8_quantize(self):
+        values, scale = quantizers.abs_max_quantize(self.kernel.value, axis=self._int8_axes(self._labels[1]))
+        self._swap_to_int8([("kernel", values)], [("kernel_scale", _to_output_layout(scale, self._labels[1],
+                                                                                   self._labels[2]))])
+
+    def _int8_forward(self, x, logits):
+        plan, act = self._plan, self._act
+        bias = None if self.bias is None else self.bias.value
+        fused_act, after = _quantization.int8_activation(act, logits)
+        if plan.fused:
+            if fused_act is not None and not plan.fuses(act):
+                fused_act, after = None, True
+            packed = self._int8_packed(self.kernel.value.reshape(plan.k, plan.m))
+            y = quantizers.int8_dense(x.reshape(plan.rows(x), plan.k), packed, self.kernel_scale.value.reshape(plan.m),
+                                      None if bias is None else bias.reshape(plan.m), fused_act)
+            y = y.reshape(x.shape[:plan.n_free] + plan.kernel_free_shape)
+        else:  # Keras' formula with an exact integer einsum
+            ins, ker, out = self._labels
+            x_q, x_scale = quantizers.abs_max_quantize(x, axis=self._int8_axes(ins))
+            z = np.einsum(f"{''.join(ins)},{''.join(ker)}->{''.join(out)}", x_q.astype(np.int32),
+                          self.kernel.value.astype(np.int32))
+            y = z.astype(np.float32) / (_to_output_layout(x_scale, ins, out) * self.kernel_scale.value)
+            if bias is not None:
+                y += bias
+            after = after or fused_act is not None
+        y = y.astype(self._dtype, copy=False)
+        return (act.forward(y) if after else y), None
 
     def compute_output_shape(self, input_shape):
         shapes = self._analysis(input_shape)
@@ -164,6 +217,8 @@ class EinsumDense(_OutputActivation, Layer):
     def forward(self, x, training=False, logits=False):
         plan = self._plan
         plan.check_input(x, self.name)
+        if self._quantization_mode:
+            return self._int8_forward(x, logits)
         if plan.fused:
             return self._fused_forward(x, training, logits)
         z, contraction = plan.contract(x, self.kernel.value)
@@ -174,6 +229,8 @@ class EinsumDense(_OutputActivation, Layer):
         return y, ((contraction, z if act is not None and act.needs_input else None, y, act) if training else None)
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if self._quantization_mode:
+            raise self._int8_backward_error()
         if self._plan.fused:
             return self._fused_backward(cache, dy, need_input_grad, accumulate)
         contraction, z, y, act = cache
@@ -233,6 +290,17 @@ class EinsumDense(_OutputActivation, Layer):
                    kernel_constraint=constraints.serialize(self.kernel_constraint),
                    bias_constraint=constraints.serialize(self.bias_constraint), quantization_config=None)
         return cfg  # (Keras writes lora_rank / lora_alpha only when LoRA is on: never here)
+
+
+def _to_output_layout(scale, spec, out):
+    """An abs-max scale (keepdims, over the `spec` axes not in the output) laid out to broadcast
+    against the output: its axes in the output's order, size 1 where `spec` lacks the label."""
+    kept = [d for d in spec if d in out]
+    values = scale.reshape([n for d, n in zip(spec, scale.shape) if d in out])
+    ordered = [d for d in out if d in spec]
+    values = values.transpose([kept.index(d) for d in ordered])
+    return np.ascontiguousarray(values.reshape([values.shape[ordered.index(d)] if d in spec else 1 for d in out]),
+                                dtype=np.float32)
 
 
 # ---- the equation ------------------------------------------------------------------------------------

@@ -2,18 +2,22 @@
 
 import numpy as np
 
-from .. import constraints, initializers, ops, regularizers
-from . import _validation
+from .. import constraints, initializers, ops, quantizers, regularizers
+from . import _quantization, _validation
 from .base import Layer, _as_input, _as_shape, trainable_grad
 
 
-class Embedding(Layer):
+class Embedding(_quantization.Int8Quantizable, Layer):
     """Turns integer ids into dense vectors: ``embeddings[ids]``.
 
     Forward gathers rows in one C++ call; backward scatter-adds the output gradient into
     the table's gradient (duplicate ids summed in position order: the same bits on any
     thread count). Ids outside [0, input_dim) raise ValueError. Ids may come as integers or
     as integer-valued floats (a model's float inputs); other floats raise ValueError.
+
+    Quantized (``model.quantize("int8")``), as Keras 3: ``embeddings`` is int8 with one scale
+    per row (``embeddings_scale``, shape (input_dim,)); a lookup returns
+    ``embeddings[ids] / embeddings_scale[ids]``. Inference only.
 
     Args:
         input_dim: int > 0, the vocabulary size (largest id + 1).
@@ -63,10 +67,14 @@ class Embedding(Layer):
         return "int64"
 
     def build(self, input_shape):
-        self.embeddings = self.add_weight(shape=(self.input_dim, self.output_dim),
-                                          initializer=self.embeddings_initializer,
-                                          regularizer=self.embeddings_regularizer,
-                                          constraint=self.embeddings_constraint, name="embeddings")
+        if self._quantization_mode:
+            self.embeddings = self._add_int8_weight("embeddings", (self.input_dim, self.output_dim))
+            self.embeddings_scale = self._add_scale_weight("embeddings_scale", (self.input_dim,))
+        else:
+            self.embeddings = self.add_weight(shape=(self.input_dim, self.output_dim),
+                                              initializer=self.embeddings_initializer,
+                                              regularizer=self.embeddings_regularizer,
+                                              constraint=self.embeddings_constraint, name="embeddings")
         if self._initial_weights is not None:
             self.set_weights(self._initial_weights)
             self._initial_weights = None
@@ -83,9 +91,25 @@ class Embedding(Layer):
     def forward(self, x, training=False):
         if x.dtype.kind == "f":  # integer-valued floats (checked) as ids
             x = _as_input(x, np.int64, self.name)
+        if self._quantization_mode:
+            return self._int8_lookup(x), None
         return ops.embedding(x, self.embeddings.value), (x if training else None)
 
+    def _int8_quantize(self):
+        values, scale = quantizers.abs_max_quantize(self.embeddings.value, axis=-1)  # per row
+        self._swap_to_int8([("embeddings", values)], [("embeddings_scale", scale.reshape(self.input_dim))])
+
+    def _int8_lookup(self, ids):
+        ids = np.asarray(ids)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.input_dim):
+            raise ValueError(f"Embedding '{self.name}': ids must lie in [0, {self.input_dim}), got values in "
+                             f"[{ids.min()}, {ids.max()}]")
+        rows = self.embeddings.value[ids].astype(self._dtype)
+        return rows / self.embeddings_scale.value[ids][..., None].astype(self._dtype)
+
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if self._quantization_mode:
+            raise self._int8_backward_error()
         grad = trainable_grad(self.embeddings)
         if grad is not None:
             ops.embedding_backward(cache, np.ascontiguousarray(dy, grad.dtype), self.input_dim, out=grad,

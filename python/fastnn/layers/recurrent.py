@@ -9,10 +9,10 @@ import abc
 
 import numpy as np
 
-from .. import constraints, initializers, ops, regularizers
+from .. import constraints, initializers, ops, quantizers, regularizers
 from ..ops.rnn import RNN_ACTIVATIONS
 from ..utils import rng
-from . import _validation
+from . import _quantization, _validation
 from .base import Layer, trainable_grad
 
 # The kernel computes each with Keras' default parameters: a partial (elu with another
@@ -166,9 +166,12 @@ class RNN(Layer, metaclass=abc.ABCMeta):
     def build(self, input_shape):
         self.compute_output_shape(input_shape)
         width = self._gates * self.units
-        self.kernel = self.add_weight(shape=(input_shape[-1], width), initializer=self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
-                                      name="kernel")
+        if self._quantization_mode:
+            self.kernel = self._add_int8_weight("kernel", (input_shape[-1], width))
+        else:
+            self.kernel = self.add_weight(shape=(input_shape[-1], width), initializer=self.kernel_initializer,
+                                          regularizer=self.kernel_regularizer, constraint=self.kernel_constraint,
+                                          name="kernel")
         self.recurrent_kernel = self.add_weight(shape=(self.units, width), initializer=self.recurrent_initializer,
                                                 regularizer=self.recurrent_regularizer,
                                                 constraint=self.recurrent_constraint, name="recurrent_kernel")
@@ -176,6 +179,26 @@ class RNN(Layer, metaclass=abc.ABCMeta):
             self.bias = self.add_weight(shape=self._bias_shape(), initializer=self._bias_initializer(),
                                         regularizer=self.bias_regularizer, constraint=self.bias_constraint,
                                         name="bias")
+        if self._quantization_mode:
+            self.kernel_scale = self._add_scale_weight("kernel_scale", (width,))
+
+    # ---- int8 (LSTM, GRU) --------------------------------------------------------------------------
+    def _int8_quantize(self):
+        values, scale = quantizers.abs_max_quantize(self.kernel.value, axis=0)  # per gate column
+        self._swap_to_int8([("kernel", values)], [("kernel_scale", scale.reshape(-1))])
+
+    def _int8_projection(self, x):
+        """(x·kernel of every step as int8 products, the identity): the recurrent kernel takes
+        inputs and a kernel, so it gets the projections and an identity kernel (exact: each
+        output is one projection times 1)."""
+        batch, steps, features = x.shape
+        width = self.kernel.shape[1]
+        projected = quantizers.int8_dense(x.reshape(batch * steps, features), self._int8_packed(self.kernel.value),
+                                          self.kernel_scale.value)
+        identity = self.__dict__.get("_int8_identity")
+        if identity is None or identity.dtype != self._dtype:
+            identity = self._int8_identity = np.eye(width, dtype=self._dtype)
+        return projected.reshape(batch, steps, width).astype(self._dtype, copy=False), identity
 
     def ensure_built(self, input_shape, dtypes=None):
         # A stateful layer keeps states per batch row: it needs the batch size, which the
@@ -248,7 +271,10 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         if training and self.recurrent_dropout > 0:
             scale = self._dropout_mask(self.recurrent_dropout, (batch, self.units))
         kwargs = {"recurrent_activation": self.recurrent_activation} if self._has_recurrent_activation else {}
-        outputs, *finals, rnn_cache = self._run(x, self.kernel.value, self.recurrent_kernel.value,
+        kernel = self.kernel.value
+        if self._quantization_mode:
+            x, kernel = self._int8_projection(x)
+        outputs, *finals, rnn_cache = self._run(x, kernel, self.recurrent_kernel.value,
                                                 bias=self.bias.value if self.use_bias else None,
                                                 initial_state=initial_state, mask=mask, go_backwards=self.go_backwards,
                                                 activation=self.activation, recurrent_dropout_mask=scale,
@@ -274,6 +300,8 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         return y, (rnn_cache, input_mask, has_initial, last_is_state, batch, steps, kept)
 
     def backward(self, cache, dy, need_input_grad=True, accumulate=False):
+        if self._quantization_mode:
+            raise self._int8_backward_error()
         rnn_cache, input_mask, has_initial, last_is_state, batch, steps, kept = cache
         n = self._n_states
         needs = list(need_input_grad) if isinstance(need_input_grad, (list, tuple)) else [need_input_grad] * (1 + n)
@@ -325,8 +353,17 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         return cfg
 
 
-class LSTM(RNN):
+class LSTM(_quantization.Int8Quantizable, RNN):
     """Long Short-Term Memory layer (Hochreiter 1997), Keras' arguments and weight layout.
+
+    Quantized (``model.quantize("int8")``; fastnn's extension, Keras does not quantize
+    recurrent layers): the input kernel (features, 4·units) is int8 with one scale per
+    column (``kernel_scale``); weights kernel, recurrent_kernel, bias, kernel_scale. The
+    input projections of all steps are one ``fastnn.quantizers.int8_dense`` call (each
+    step's input quantized per row); the recurrent kernel stays float32. The recurrent C++
+    kernel has no entry for precomputed projections, so they go in as its inputs with an
+    identity (4·units, 4·units) kernel: exact, but an extra float product per step.
+    Inference only.
 
     Per step: ``z = x·kernel + h·recurrent_kernel + bias`` with gates i, f, c, o;
     ``c = f·c + i·activation(z_c)``, ``h = o·activation(c)`` (i, f, o through
@@ -368,8 +405,11 @@ class LSTM(RNN):
         return cfg
 
 
-class GRU(RNN):
+class GRU(_quantization.Int8Quantizable, RNN):
     """Gated Recurrent Unit (Cho et al. 2014), Keras' two forms (gates z, r, h).
+
+    Quantized (``model.quantize("int8")``): as LSTM, the input kernel (features, 3·units)
+    int8 per column, its projections through ``int8_dense``; inference only.
 
     ``reset_after=True`` (Keras' default since TF 2): ``xz = x·kernel + bias[0]``,
     ``rh = h·recurrent_kernel + bias[1]``; ``z, r = recurrent_activation(xz + rh)``,

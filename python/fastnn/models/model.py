@@ -398,6 +398,7 @@ class Model(Layer):
         A subclass's ``train_step`` (and ``test_step`` for validation) is called for each
         batch when it overrides Model's.
         """
+        self._check_not_quantized("fit")
         return trainer.fit(self, x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
                            validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
                            class_weight=class_weight, sample_weight=sample_weight, initial_epoch=initial_epoch,
@@ -553,6 +554,7 @@ class Model(Layer):
         are metrics or several outputs (metrics over this batch alone), or a dict with
         return_dict=True.
         """
+        self._check_not_quantized("train_on_batch")
         return trainer.train_on_batch(self, x, y, sample_weight=sample_weight, class_weight=class_weight,
                                       return_dict=return_dict)
 
@@ -565,6 +567,55 @@ class Model(Layer):
         flat = trainer.prepare_inputs(self, x, "predict_on_batch", finite=False)
         outputs, _ = loop_guard.infer(self, self._run, flat, False)
         return self._structure_outputs(outputs)
+
+    # ---- quantization ----------------------------------------------------------------------------------
+    def quantize(self, mode, filters=None, verbose=True, **kwargs):
+        """Quantizes the model's weights for inference (Keras 3's ``model.quantize``).
+
+        ``"int8"`` (Keras' W8A8 dynamic scheme): every Dense, EinsumDense (so
+        MultiHeadAttention's projections) and Embedding gets an int8 kernel with one scale
+        per output channel (symmetric abs-max, values ``round(clip(w · scale, ±127))``), its
+        inputs quantized per row at run time; beyond Keras, Conv1D/Conv2D (per filter; the
+        activations quantized per image patch) and the input projection of LSTM/GRU (the
+        kernel per gate column; the recurrent kernel stays float). Other layers with weights
+        stay float and are named in one warning. The quantized layers' dtype policy becomes
+        ``"int8_from_float32"``; their int8 weights are non-trainable, named as in Keras
+        (``kernel`` + ``kernel_scale``, ``embeddings`` + ``embeddings_scale``) and saved as int8.
+
+        A quantized model predicts and evaluates; it cannot be trained (``fit`` and
+        ``train_on_batch`` raise a ValueError naming its quantized layers): train the float
+        model, then quantize it.
+
+        Args:
+            mode: "int8" (the one mode fastnn implements).
+            filters: optional regex string, list of them, or callable ``layer -> bool``: only
+                the layers whose name matches (or for which it returns True) are quantized
+                (Keras' argument). Default None: all that can be.
+            verbose: bool, default True: warn about the layers left in float.
+            **kwargs: ``config`` (must be None) and ``type_check`` are accepted for Keras
+                compatibility.
+
+        Returns:
+            dict: ``{"quantized": [layer names], "skipped": [layer names]}``.
+
+        Raises:
+            ValueError: the model is not built; an unknown mode; the model is already
+                quantized.
+
+        Example:
+            >>> model = fastnn.Sequential([fastnn.Input((10,)), fastnn.layers.Dense(4)])
+            >>> model.quantize("int8")
+            {'quantized': ['dense'], 'skipped': []}
+        """
+        from ..quantizers import quantize_model
+
+        return quantize_model.quantize_model(self, mode, filters=filters, verbose=verbose, **kwargs)
+
+    def _check_not_quantized(self, who):
+        """fit / train_on_batch refuse a quantized model (inference only), naming its layers."""
+        from ..quantizers import quantize_model
+
+        quantize_model.check_trainable(self, who)
 
     # ---- weights ---------------------------------------------------------------------------------------
     def get_weights(self):
@@ -591,12 +642,13 @@ class Model(Layer):
     def _pack_if_free(self):
         """Packs the weights unless another model's flat buffer already holds some of them (a
         sub-model made from a trained model's layers shares them; packing happens at fit)."""
-        if all(getattr(v, "_buffer", None) is None for v in self._variables):
+        if all(getattr(v, "_buffer", None) is None for v in self._variables if v.dtype.kind == "f"):
             self._pack_weights()
 
     def _pack_weights(self):
-        """Moves every Variable into the flat buffers (trainable ones first, in layer order)."""
-        variables = self._variables
+        """Moves every float Variable into the flat buffers (trainable ones first, in layer
+        order); a quantized layer's int8 weights stay arrays of their own (non-trainable)."""
+        variables = [v for v in self._variables if v.dtype.kind == "f"]
         trainable = [v for v in variables if v._trainable_now()]
         frozen = [v for v in variables if not v._trainable_now()]
         dtypes = {v.dtype for v in variables}
@@ -629,7 +681,7 @@ class Model(Layer):
 
     def _ensure_packed(self):
         """Repacks when layers were frozen or unfrozen, or the weights moved to another model's buffer."""
-        variables = self._variables
+        variables = [v for v in self._variables if v.dtype.kind == "f"]
         current = [v for v in variables if v._trainable_now()]
         if self._params is None or current != self._packed or \
                 any(getattr(v, "_buffer", None) is not self._params for v in variables):

@@ -5,8 +5,6 @@ import numbers
 import sys
 import textwrap
 
-import numpy as np
-
 from ..operation import FunctionOperation
 from . import functional
 
@@ -41,7 +39,19 @@ def _shape_text(layer, model):
     return str(shape)
 
 
-def _rows(model, show_trainable, expand_nested, indent=""):
+def _quantized(model):
+    """Whether any layer of the model is quantized: the table then has a "Dtype" column."""
+    from ..quantizers import quantize_model
+
+    return bool(quantize_model.quantized_layers(model))
+
+
+def _dtype_text(layer):
+    policy = getattr(layer, "dtype_policy", None)
+    return policy.name if policy is not None else "-"
+
+
+def _rows(model, show_trainable, expand_nested, indent="", show_dtype=False):
     """The table's rows for `model`'s layers (and, with expand_nested, its nested models')."""
     graph_like = model._functional and not _is_chain(model)
     layers = functional.graph_layers(model._graph, include_ops=True) if graph_like else model.layers
@@ -56,14 +66,16 @@ def _rows(model, show_trainable, expand_nested, indent=""):
             params = f"{layer.count_params():,}" if (layer.built or layer._is_input_layer) else "0 (unbuilt)"
             trainable = "Y" if layer.trainable else "N"
         row = [name, _shape_text(layer, model), params]
+        if show_dtype:
+            row.append("-" if isinstance(layer, FunctionOperation) else _dtype_text(layer))
         if graph_like:
             row.append(", ".join(links.get(id(layer), [])) or "-")
         if show_trainable:
             row.append(trainable)
         rows.append(row)
         if expand_nested and hasattr(layer, "_functional") and layer.built and layer is not model:
-            for inner in _rows(layer, show_trainable, expand_nested, indent + "| "):
-                rows.append(inner[:3] + (["-"] if graph_like else []) + inner[-1:] * show_trainable)
+            for inner in _rows(layer, show_trainable, expand_nested, indent + "| ", show_dtype):
+                rows.append(inner[:3 + show_dtype] + (["-"] if graph_like else []) + inner[-1:] * show_trainable)
     return rows
 
 
@@ -81,8 +93,10 @@ def print_summary(model, line_length=None, positions=None, print_fn=None, expand
     """
     print_fn = print_fn or print
     graph_like = model._functional and not _is_chain(model)
-    rows = _rows(model, show_trainable, expand_nested)
-    headers = [" Layer (type)", "Output Shape", "Param #"] + (["Connected to"] if graph_like else []) + \
+    show_dtype = _quantized(model)
+    rows = _rows(model, show_trainable, expand_nested, show_dtype=show_dtype)
+    headers = [" Layer (type)", "Output Shape", "Param #"] + (["Dtype"] if show_dtype else []) + \
+        (["Connected to"] if graph_like else []) + \
         (["Trainable"] if show_trainable else [])
     natural = [max(len(h), *(len(r[i]) for r in rows)) + 2 if rows else len(h) + 2 for i, h in enumerate(headers)]
     if line_length is None and positions is None and print_fn is print and _stdout_is_a_terminal():
@@ -112,10 +126,12 @@ def print_summary(model, line_length=None, positions=None, print_fn=None, expand
     print_fn("=" * width)
     trainable = sum(v.value.size for v in model.trainable_weights)
     frozen = sum(v.value.size for v in model.non_trainable_weights)
-    itemsize = np.dtype(model._float_dtype()).itemsize
-    print_fn(f"Total params: {trainable + frozen:,} ({_memory(trainable + frozen, itemsize)})")
-    print_fn(f"Trainable params: {trainable:,} ({_memory(trainable, itemsize)})")
-    print_fn(f"Non-trainable params: {frozen:,} ({_memory(frozen, itemsize)})")
+    # bytes as stored: a quantized layer's int8 weights take one byte each
+    trainable_bytes = sum(v.value.nbytes for v in model.trainable_weights)
+    frozen_bytes = sum(v.value.nbytes for v in model.non_trainable_weights)
+    print_fn(f"Total params: {trainable + frozen:,} ({_memory(trainable_bytes + frozen_bytes, 1)})")
+    print_fn(f"Trainable params: {trainable:,} ({_memory(trainable_bytes, 1)})")
+    print_fn(f"Non-trainable params: {frozen:,} ({_memory(frozen_bytes, 1)})")
     print_fn("_" * width)
 
 

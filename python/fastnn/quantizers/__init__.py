@@ -2,7 +2,7 @@
 
 ``abs_max_quantize`` is Keras' symmetric quantizer; ``pack_int8``, ``int8_matmul`` and
 ``int8_dense`` run the int8 kernels (AVX-512 VNNI, AVX2 or plain C++, chosen at run time).
-``model.quantize("int8")`` applies them to a whole model.
+``model.quantize("int8")`` applies them to a whole model (``quantize_model``).
 """
 
 from .abs_max import AbsMaxQuantizer, abs_max_quantize

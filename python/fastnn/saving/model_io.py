@@ -496,12 +496,17 @@ def _layer_mismatch(layer, variables, items):
             return f"the model's weight {_describe_var(layer, var)} does not match the file's {_describe(entry)}"
         if array.dtype.kind not in "fiub":
             return f"the file's weight {_describe(entry)} is not numeric"
+        if (var.dtype.kind == "f") != (array.dtype.kind == "f"):  # a quantized layer's int8 weight
+            return (f"the model's weight {_describe_var(layer, var)} is {var.dtype.name} but the file's "
+                    f"{_describe(entry)} is {array.dtype.name} (a quantized model and a float one differ)")
     return None
 
 
 def _assign(pairs):
     for var, array in pairs:
         var.value[...] = array  # in place: the variables are views of the model's flat buffer
+        if var._on_change is not None:  # a quantized layer packs its int8 kernel again
+            var._on_change()
 
 
 def _restore_layer_states(model, loaded, strict):
