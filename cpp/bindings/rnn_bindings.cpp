@@ -44,7 +44,7 @@ struct CheckedRnn {
 template <typename T>
 CheckedRnn<T> check_rnn(RnnKind kind, py::handle x, py::handle kernel, py::handle recurrent,
                  py::handle bias, py::handle h0, py::handle c0, py::handle mask,
-                 py::handle scale, bool go_backwards, int act, int ract) {
+                 py::handle scale, bool go_backwards, int act, int ract, bool projected = false) {
   const char* fn = kind_name(kind);
   CheckedRnn<T> c;
   RnnArgs<T>& a = c.args;
@@ -56,9 +56,13 @@ CheckedRnn<T> check_rnn(RnnKind kind, py::handle x, py::handle kernel, py::handl
   if (c.x.ndim() != 3)
     throw py::value_error(cat(fn, ": 'inputs' must be 3-D (batch, timesteps, features), got ",
                               describe(c.x)));
-  c.kernel = input_array<T>(fn, {"kernel", kernel});
+  if (projected && !kernel.is_none())
+    throw py::value_error(cat(fn, ": 'kernel' must be None when the inputs are the projections"));
+  if (!projected) {
+    c.kernel = input_array<T>(fn, {"kernel", kernel});
+    require_ndim(fn, "kernel", c.kernel, 2, 2);
+  }
   c.recurrent = input_array<T>(fn, {"recurrent_kernel", recurrent});
-  require_ndim(fn, "kernel", c.kernel, 2, 2);
   require_ndim(fn, "recurrent_kernel", c.recurrent, 2, 2);
   a.batch = c.x.shape(0);
   a.steps = c.x.shape(1);
@@ -68,12 +72,18 @@ CheckedRnn<T> check_rnn(RnnKind kind, py::handle x, py::handle kernel, py::handl
   if (a.input == 0) throw py::value_error(cat(fn, ": 'inputs' has 0 features"));
   if (a.units == 0) throw py::value_error(cat(fn, ": 'recurrent_kernel' has 0 units"));
   require_shape(fn, "recurrent_kernel", c.recurrent, {a.units, width});
-  if (c.kernel.shape(0) != a.input)
-    throw py::value_error(cat(fn, ": 'inputs' has ", a.input, " features but 'kernel' expects ",
-                              c.kernel.shape(0), " (kernel.shape=", shape_str(shape_of(c.kernel)), ")"));
-  require_shape(fn, "kernel", c.kernel, {a.input, width});
+  if (projected) {
+    if (a.input != width)
+      throw py::value_error(cat(fn, ": the projected 'inputs' must have ", width, " features (gates × units), got ",
+                                a.input));
+  } else {
+    if (c.kernel.shape(0) != a.input)
+      throw py::value_error(cat(fn, ": 'inputs' has ", a.input, " features but 'kernel' expects ",
+                                c.kernel.shape(0), " (kernel.shape=", shape_str(shape_of(c.kernel)), ")"));
+    require_shape(fn, "kernel", c.kernel, {a.input, width});
+  }
   a.x = c.x.data();
-  a.kernel = c.kernel.data();
+  a.kernel = projected ? nullptr : c.kernel.data();
   a.recurrent = c.recurrent.data();
   if (!bias.is_none()) {
     c.bias = input_array<T>(fn, {"bias", bias});
@@ -137,8 +147,8 @@ py::tuple new_tape(const RnnArgs<T>& a, RnnTape<T>& tape) {
 template <typename T>
 py::tuple rnn_forward_impl(RnnKind kind, py::handle x, py::handle kernel, py::handle recurrent,
                        py::handle bias, py::handle h0, py::handle c0, py::handle mask,
-                       py::handle scale, bool go_backwards, int act, int ract) {
-  auto c = check_rnn<T>(kind, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards, act, ract);
+                       py::handle scale, bool go_backwards, int act, int ract, bool projected) {
+  auto c = check_rnn<T>(kind, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards, act, ract, projected);
   RnnTape<T> tape;
   py::tuple out = new_tape(c.args, tape);
   {
@@ -307,7 +317,7 @@ void register_rnn(py::module_& m) {
       "rnn_forward",
       [](int kind, py::handle x, py::handle kernel, py::handle recurrent, py::handle bias,
          py::handle h0, py::handle c0, py::handle mask, py::handle scale, bool go_backwards, int act,
-         int ract) {
+         int ract, bool projected) {
         const RnnKind k = make_kind(kind);
         const DType dt = resolve_dtype(kind_name(k), {{"inputs", x}, {"kernel", kernel},
                                                       {"recurrent_kernel", recurrent}, {"bias", bias},
@@ -316,13 +326,13 @@ void register_rnn(py::module_& m) {
         return dispatch(dt, [&](auto t) {
           using T = decltype(t);
           return rnn_forward_impl<T>(k, x, kernel, recurrent, bias, h0, c0, mask, scale, go_backwards, act,
-                                 ract);
+                                 ract, projected);
         });
       },
       py::arg("kind"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("h0"), py::arg("c0"), py::arg("mask"), py::arg("recurrent_scale"), py::arg("go_backwards"),
       py::arg("activation"),
-      py::arg("recurrent_activation"),
+      py::arg("recurrent_activation"), py::arg("projected") = false,
       "Runs an LSTM (kind 0), GRU (1; 3: reset_after=False) or SimpleRNN (2) over a sequence; returns the tape "
       "(h, c, act_c, gates, rh). Use fastnn.ops.lstm / gru / simple_rnn.");
   m.def(

@@ -115,7 +115,10 @@ void forward_impl(const RnnArgs<T>& a, const RnnTape<T>& tape) {
   const Index* rows = step_row_offsets(a);
   // Pre-activations of every step: one product for the inputs of all steps.
   T* z = lstm || gru || gru_rb ? tape.gates : thread_scratch<T>(ScratchSlot::RnnGateGrads, S * B * ldz);
-  {
+  if (!a.kernel) {  // the projections are given: reorder them by step (and add the bias)
+    for (Index r = 0; r < S * B; ++r)
+      for (Index j = 0; j < W; ++j) z[r * ldz + j] = a.x[rows[r] + j] + (a.bias ? a.bias[j] : T(0));
+  } else {
     GemmArgs<T> g;
     g.m = S * B;
     g.n = W;

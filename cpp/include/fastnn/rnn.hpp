@@ -72,7 +72,8 @@ struct RnnArgs {
   Index batch = 0, steps = 0, input = 0, units = 0;
   bool go_backwards = false;
   const T* x = nullptr;          // (batch, steps, input)
-  const T* kernel = nullptr;     // (input, G·units)
+  const T* kernel = nullptr;     // (input, G·units); null: x already holds the input projections
+                                 //   x·kernel (input = G·units), e.g. from int8 products
   const T* recurrent = nullptr;  // (units, G·units)
   const T* bias = nullptr;       // optional: (G·units); reset_after GRU (2, 3·units)
   const T* h0 = nullptr;         // optional (batch, units): zeros when null

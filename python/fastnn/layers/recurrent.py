@@ -10,6 +10,7 @@ import abc
 import numpy as np
 
 from .. import constraints, initializers, ops, quantizers, regularizers
+from ..ops import rnn as ops_rnn
 from ..ops.rnn import RNN_ACTIVATIONS
 from ..utils import rng
 from . import _quantization, _validation
@@ -188,17 +189,13 @@ class RNN(Layer, metaclass=abc.ABCMeta):
         self._swap_to_int8([("kernel", values)], [("kernel_scale", scale.reshape(-1))])
 
     def _int8_projection(self, x):
-        """(x·kernel of every step as int8 products, the identity): the recurrent kernel takes
-        inputs and a kernel, so it gets the projections and an identity kernel (exact: each
-        output is one projection times 1)."""
+        """(x·kernel of every step as one int8 product, the marker telling the recurrent
+        kernel that its inputs are these projections)."""
         batch, steps, features = x.shape
         width = self.kernel.shape[1]
         projected = quantizers.int8_dense(x.reshape(batch * steps, features), self._int8_packed(self.kernel.value),
                                           self.kernel_scale.value)
-        identity = self.__dict__.get("_int8_identity")
-        if identity is None or identity.dtype != self._dtype:
-            identity = self._int8_identity = np.eye(width, dtype=self._dtype)
-        return projected.reshape(batch, steps, width).astype(self._dtype, copy=False), identity
+        return projected.reshape(batch, steps, width).astype(self._dtype, copy=False), ops_rnn.PROJECTED_INPUTS
 
     def ensure_built(self, input_shape, dtypes=None):
         # A stateful layer keeps states per batch row: it needs the batch size, which the

@@ -79,6 +79,11 @@ def _flag(value, name, fn):
     return bool(value)
 
 
+# Given as the kernel by fastnn's quantized LSTM/GRU: the inputs are already x·kernel (int8
+# products), and the recurrent kernel reads them as its input projections.
+PROJECTED_INPUTS = object()
+
+
 def _forward(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask, go_backwards,
              activation, recurrent_activation, recurrent_scale=None):
     h0, c0 = _states(initial_state, kind)
@@ -86,9 +91,12 @@ def _forward(kind, inputs, kernel, recurrent_kernel, bias, initial_state, mask, 
     act = _activation(activation, _NAMES[kind], "activation")
     ract = _activation(recurrent_activation, _NAMES[kind], "recurrent_activation")
     go_backwards = _flag(go_backwards, "go_backwards", _NAMES[kind])
+    projected = kernel is PROJECTED_INPUTS
+    if projected:
+        kernel = None
     args = (inputs, kernel, recurrent_kernel, bias, h0, c0, mask, recurrent_scale, go_backwards, act, ract)
     with public_names(_NAMES[kind], "rnn_forward", recurrent_scale="recurrent_dropout_mask"):
-        tape = _core.rnn_forward(kind, *args)
+        tape = _core.rnn_forward(kind, *args, projected)
     h_seq = tape[0][1:].transpose(1, 0, 2)  # time-major in the kernel
     seen = None
     if mask is not None and h0 is not None:
