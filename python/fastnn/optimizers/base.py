@@ -257,16 +257,19 @@ class Optimizer:
     def _apply_pruning_masks(self):
         """Pruning (fastnn.pruning): each masked variable and every state slot of it (moments,
         accumulators, the moving average) multiplied by its 0/1 mask, last in the step (after the
-        constraints), so that pruned weights and their state are exactly +0.0 after every update.
-        One multiply and one add (turning -0.0 into +0.0) per array segment: no per-element Python."""
+        constraints), so that pruned weights and their state are exactly 0.0 after every update.
+        One multiply per array segment, no per-element Python; the weights and their moving
+        average (which may become the weights) get one add more, which turns -0.0 into +0.0
+        (saved files compress better)."""
         offsets = self._offsets
         for i, mask_var in self._masked:
             mask = mask_var.value.reshape(-1)
-            segments = [self._variables[i].value.reshape(-1)]
-            segments += [slot[offsets[i]:offsets[i + 1]] for slot in self._state.values()]
-            for segment in segments:
+            a, b = offsets[i], offsets[i + 1]
+            weight = self._variables[i].value.reshape(-1)
+            for name, segment in [("weight", weight)] + [(k, s[a:b]) for k, s in self._state.items()]:
                 np.multiply(segment, mask, out=segment)
-                np.add(segment, 0.0, out=segment)
+                if name in ("weight", "ema"):
+                    np.add(segment, 0.0, out=segment)
 
     def _update_ema(self):
         if not self.use_ema:
