@@ -19,7 +19,7 @@ PUBLIC_MODULES = [
     "fastnn.datasets", "fastnn.distribution",
     "fastnn.datasets.digits", "fastnn.datasets.mnist", "fastnn.initializers", "fastnn.layers", "fastnn.losses",
     "fastnn.metrics", "fastnn.models", "fastnn.ops", "fastnn.optimizers", "fastnn.optimizers.schedules",
-    "fastnn.preprocessing", "fastnn.preprocessing.sequence", "fastnn.quantizers", "fastnn.regularizers", "fastnn.saving", "fastnn.utils",
+    "fastnn.preprocessing", "fastnn.preprocessing.sequence", "fastnn.pruning", "fastnn.quantizers", "fastnn.regularizers", "fastnn.saving", "fastnn.utils",
     "fastnn.wrappers",
 ]
 

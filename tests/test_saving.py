@@ -799,7 +799,8 @@ def test_loss_function_wrapper_config_keeps_the_function_arguments():
 _KIND_BASES = {"layer": layers.Layer, "loss": fastnn.losses.Loss, "metric": fastnn.metrics.Metric,
                "optimizer": fastnn.optimizers.Optimizer,
                "learning-rate schedule": fastnn.optimizers.schedules.LearningRateSchedule,
-               "initializer": fastnn.initializers.Initializer, "regularizer": fastnn.regularizers.Regularizer}
+               "initializer": fastnn.initializers.Initializer, "regularizer": fastnn.regularizers.Regularizer,
+               "pruning schedule": fastnn.pruning.PruningSchedule}
 
 
 def _public_classes():
@@ -853,6 +854,9 @@ _MAKE = {  # the classes whose constructor needs arguments; every other class is
     fastnn.optimizers.schedules.PiecewiseConstantDecay:
         lambda: fastnn.optimizers.schedules.PiecewiseConstantDecay([10], [0.1, 0.01]),
     fastnn.optimizers.schedules.PolynomialDecay: lambda: fastnn.optimizers.schedules.PolynomialDecay(**_SCHEDULE_ARGS),
+    fastnn.pruning.PruneLowMagnitude: lambda: fastnn.pruning.PruneLowMagnitude(layers.Dense(3)),
+    fastnn.pruning.ConstantSparsity: lambda: fastnn.pruning.ConstantSparsity(0.5, begin_step=0),
+    fastnn.pruning.PolynomialDecay: lambda: fastnn.pruning.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=10),
 }
 
 

@@ -20,7 +20,7 @@ _core = _load_core()  # before anything else: the OpenMP runtime reads its setti
 from . import config
 from .config import get_num_threads, set_num_threads, show_config
 from . import (activations, autodiff, callbacks, constraints, datasets, distribution, initializers, layers, losses, metrics,
-               models, ops, optimizers, preprocessing, quantizers, regularizers, saving, utils, wrappers)
+               models, ops, optimizers, preprocessing, pruning, quantizers, regularizers, saving, utils, wrappers)
 from .keras_tensor import KerasTensor
 from .layers import Input, Layer, Variable
 from .models import Model, Sequential
@@ -32,5 +32,5 @@ from .operation import Operation
 __all__ = ["Sequential", "Model", "Input", "KerasTensor", "Layer", "Variable", "Operation", "layers", "losses",
            "optimizers", "metrics", "initializers", "activations", "regularizers", "constraints", "callbacks", "utils", "datasets",
            "distribution", "quantizers",
-           "models", "ops", "preprocessing", "saving", "wrappers", "autodiff", "config", "get_num_threads",
+           "models", "ops", "preprocessing", "pruning", "saving", "wrappers", "autodiff", "config", "get_num_threads",
            "set_num_threads", "show_config"]

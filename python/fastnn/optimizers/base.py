@@ -3,7 +3,8 @@
 In Keras' order: gradient clipping (``clipnorm`` per variable, ``global_clipnorm``,
 ``clipvalue``), decoupled weight decay ``w -= lr·λ·w``, the algorithm's update (a
 subclass's ``_update``: one fused kernel), the iteration count, and an exponential moving
-average of the weights (``use_ema``).
+average of the weights (``use_ema``); after the update, the weights' constraints, then the
+pruning masks (``fastnn.pruning``: a masked weight and all its state slots times its mask).
 
 A model keeps its parameters (and gradients) in one flat buffer, so one kernel call
 updates the whole model; the state (moments, accumulators) lives in flat arrays of the
@@ -87,6 +88,7 @@ class Optimizer:
         self._state = {}
         self._flat = None  # (params, grads) when the variables live in one flat buffer
         self._constrained = []  # the variables with a constraint, after build
+        self._masked = []  # (index, mask Variable) of the pruned variables, after build
         # data parallelism (fastnn.distribution): sums apply()'s gradients over the processes
         self._gradient_reducer = None
 
@@ -132,6 +134,9 @@ class Optimizer:
                                      for v in self._variables], dtype=bool)
         # only the constrained variables: an empty list (no cost) when no layer has a constraint
         self._constrained = [v for v in self._variables if getattr(v, "constraint", None) is not None]
+        # the pruned variables (fastnn.pruning): (index, mask Variable); empty without pruning
+        self._masked = [(i, v._pruning_mask) for i, v in enumerate(self._variables)
+                        if getattr(v, "_pruning_mask", None) is not None]
         self._extra_state_init()
 
     def _slot_names(self):
@@ -246,6 +251,25 @@ class Optimizer:
                 raise ValueError(f"{self.name}: the constraint {var.constraint!r} of '{var.name}' returned shape "
                                  f"{projected.shape}, expected the weight's {var.value.shape}")
             var.value[...] = projected
+        if getattr(self, "_masked", None):  # (absent from optimizers pickled before pruning)
+            self._apply_pruning_masks()
+
+    def _apply_pruning_masks(self):
+        """Pruning (fastnn.pruning): each masked variable and every state slot of it (moments,
+        accumulators, the moving average) multiplied by its 0/1 mask, last in the step (after the
+        constraints), so that pruned weights and their state are exactly 0.0 after every update.
+        One multiply per array segment, no per-element Python; the weights and their moving
+        average (which may become the weights) get one add more, which turns -0.0 into +0.0
+        (saved files compress better)."""
+        offsets = self._offsets
+        for i, mask_var in self._masked:
+            mask = mask_var.value.reshape(-1)
+            a, b = offsets[i], offsets[i + 1]
+            weight = self._variables[i].value.reshape(-1)
+            for name, segment in [("weight", weight)] + [(k, s[a:b]) for k, s in self._state.items()]:
+                np.multiply(segment, mask, out=segment)
+                if name in ("weight", "ema"):
+                    np.add(segment, 0.0, out=segment)
 
     def _update_ema(self):
         if not self.use_ema:

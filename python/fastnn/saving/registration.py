@@ -5,11 +5,12 @@ Two tables:
 * the user's: classes and functions decorated with ``register_keras_serializable``
   (``"package>name" -> object``), plus those given to an active ``custom_object_scope``;
 * fastnn's own classes by kind ("layer", "model", "loss", "metric", "optimizer",
-  "learning-rate schedule", "initializer", "regularizer"), filled by the classes themselves:
-  each base class (``Layer``, ``Model``, ``Loss``, ``Metric``, ``Optimizer``,
-  ``LearningRateSchedule``, ``Initializer``, ``Regularizer``, ``Constraint``) calls
-  ``register_builtin(cls, kind)`` from its ``__init_subclass__`` (and registers itself
-  unless it is abstract); the last four through ``Configurable`` below. Only classes defined in fastnn's modules count: a user's subclass
+  "learning-rate schedule", "initializer", "regularizer", "constraint", "pruning schedule"),
+  filled by the classes themselves: each base class (``Layer``, ``Model``, ``Loss``,
+  ``Metric``, ``Optimizer``, ``LearningRateSchedule``, ``Initializer``, ``Regularizer``,
+  ``Constraint``, ``PruningSchedule``) calls ``register_builtin(cls, kind)`` from its
+  ``__init_subclass__`` (and registers itself unless it is abstract); the last five through
+  ``Configurable`` below. Only classes defined in fastnn's modules count: a user's subclass
   is not a built-in, so, as in Keras, it needs ``register_keras_serializable`` or
   ``custom_objects`` to be found again.
 
@@ -23,7 +24,7 @@ import inspect
 import threading
 
 KINDS = ("layer", "model", "loss", "metric", "optimizer", "learning-rate schedule", "initializer", "regularizer",
-         "constraint")
+         "constraint", "pruning schedule")
 
 # ---- fastnn's own classes, by kind ------------------------------------------------------------------
 _BUILTINS = {kind: {} for kind in KINDS}

@@ -21,6 +21,9 @@ from .registration import CustomObjectScope
 
 FUNCTION = "function"  # the class_name of a function reference
 _NESTED_KINDS = ("initializer", "regularizer", "learning-rate schedule", "constraint")  # what layer configs hold
+# Config keys whose objects are of one kind, whatever their class name (fastnn.pruning's PolynomialDecay
+# is not the learning-rate PolynomialDecay).
+_KEY_KINDS = {"pruning_schedule": "pruning schedule"}
 
 
 def serialize_keras_object(obj):
@@ -155,6 +158,8 @@ def _decode_config(config):
         if isinstance(value, dict) and "class_name" in value:
             if value["class_name"] == FUNCTION:
                 out[key] = _resolve_function(value, key)
+            elif key in _KEY_KINDS:
+                out[key] = _deserialize(value, _KEY_KINDS[key])
             elif _custom_class(value) is not None:
                 out[key] = _deserialize(value, key)
             elif registration.builtin_class("layer", value["class_name"]) is not None:  # a wrapper's inner layer
