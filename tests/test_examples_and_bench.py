@@ -65,3 +65,14 @@ def test_readme_graph_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "model.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(namespace["history"].history) == ["digit_accuracy", "digit_loss", "ink_loss", "loss"]
     assert namespace["mlp"].evaluate(namespace["x_test"], namespace["y_test"], verbose=0)[1] > 0.85
+
+
+def test_compress_example_prunes_and_quantizes():
+    example = runpy.run_path(str(ROOT / "examples" / "compress.py"))
+    results = example["main"](["--dataset", "digits"])
+    for kind in ("mlp", "cnn"):
+        float32, pruned, int8 = results[kind].values()
+        assert float32[0] > 0.9
+        assert pruned[0] > float32[0] - 0.05  # 80 % of the kernels zero, fine-tuned
+        assert abs(int8[0] - pruned[0]) <= 0.01  # int8 costs at most a point
+        assert float32[1] > 2.5 * pruned[1] and pruned[1] > 1.5 * int8[1]  # the weights file shrinks

@@ -139,35 +139,38 @@ def _patches_2d(x, k, stride, padding):
 def test_conv2d_quantizes_per_filter_and_each_patch(stride, padding):
     rng = np.random.default_rng(3)
     layer = layers.Conv2D(5, 3, strides=stride, padding=padding, activation="relu")
-    model = _model(layer, (7, 6, 2))
+    model = _model(layer, (7, 6, 8))  # patches of 3·3·8 = 72 values (shorter ones stay float)
     w, b = layer.kernel.numpy(), rng.normal(size=5).astype(np.float32)
     layer.bias.assign(b)
     model.quantize("int8")
     w_q, w_scale = _abs_max(w, (0, 1, 2))
     np.testing.assert_array_equal(layer.kernel.numpy(), w_q)
     np.testing.assert_array_equal(layer.kernel_scale.numpy(), w_scale.reshape(5))
-    x = rng.normal(size=(2, 7, 6, 2)).astype(np.float32)
+    x = rng.normal(size=(2, 7, 6, 8)).astype(np.float32)
     patches, out = _patches_2d(x, 3, stride, padding)
     z = _int8_product(patches, w_q.reshape(-1, 5), w_scale.reshape(5), b)
     np.testing.assert_allclose(model.predict(x, verbose=0), np.maximum(z, 0).reshape(out + (5,)), rtol=2e-6,
                                atol=2e-6)
 
 
-def test_conv1d_causal_and_grouped_conv_stays_float():
+def test_conv1d_causal_and_grouped_or_short_patch_convs_stay_float():
     rng = np.random.default_rng(4)
-    x = rng.normal(size=(2, 9, 4)).astype(np.float32)
+    x = rng.normal(size=(2, 9, 40)).astype(np.float32)
     layer = layers.Conv1D(3, 2, padding="causal")
-    model = _model(layer, (9, 4))
+    model = _model(layer, (9, 40))
     w, b = layer.kernel.numpy(), layer.bias.numpy()
     model.quantize("int8")
     w_q, w_scale = _abs_max(w, (0, 1))
     padded = np.pad(x, [(0, 0), (1, 0), (0, 0)])
-    patches = np.stack([padded[:, t:t + 2].reshape(2, -1) for t in range(9)], axis=1).reshape(-1, 8)
+    patches = np.stack([padded[:, t:t + 2].reshape(2, -1) for t in range(9)], axis=1).reshape(-1, 80)
     z = _int8_product(patches, w_q.reshape(-1, 3), w_scale.reshape(3), b).reshape(2, 9, 3)
     np.testing.assert_allclose(model.predict(x, verbose=0), z, rtol=2e-6, atol=2e-6)
     grouped = _model(layers.Conv2D(4, 3, groups=2, name="grouped"), (5, 5, 2))
     with pytest.warns(UserWarning, match=r"grouped \(Conv2D: groups > 1\)"):
         assert grouped.quantize("int8") == {"quantized": [], "skipped": ["grouped"]}
+    short = _model(layers.Conv2D(4, 3, name="short"), (5, 5, 2))  # 18 multiply-adds per output
+    with pytest.warns(UserWarning, match=r"short \(Conv2D: patches of 18 values \(< 64\)"):
+        assert short.quantize("int8") == {"quantized": [], "skipped": ["short"]}
 
 
 @pytest.mark.parametrize("make", [lambda: layers.LSTM(6, return_sequences=True), lambda: layers.GRU(5),

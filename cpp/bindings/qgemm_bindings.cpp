@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "activation_args.hpp"
@@ -125,6 +126,55 @@ void register_qgemm(py::module_& m) {
       py::arg("x"), py::arg("packed"), py::arg("col_sums"), py::arg("n"), py::arg("kernel_scale"), py::arg("bias"),
       py::arg("kind"), py::arg("alpha") = 0.0,
       "act(int8(x) @ packed / (x_scale * kernel_scale) + bias), x quantized per row.");
+  m.def(
+      "int8_conv",
+      [](py::handle x_obj, py::handle rows_obj, py::handle taps_obj, Index channels, py::handle packed,
+         py::handle col_sums, Index n, py::handle scale_obj, py::handle bias_obj, int kind, double alpha) {
+        const char* fn = "int8_conv";
+        const Activation act = make_activation(fn, kind, alpha);
+        auto x = exact_array<float>(fn, "x", x_obj, "float32");
+        auto rows = exact_array<int64_t>(fn, "row_offsets", rows_obj, "int64");
+        auto taps = exact_array<int64_t>(fn, "tap_offsets", taps_obj, "int64");
+        require_ndim(fn, "row_offsets", rows, 1, 1);
+        require_ndim(fn, "tap_offsets", taps, 1, 1);
+        if (channels <= 0) throw py::value_error(cat(fn, ": 'channels' must be > 0, got ", channels));
+        const Index m = rows.shape(0), t = taps.shape(0);
+        const PackedArgs p = packed_args(fn, packed, col_sums, checked_mul(fn, "taps × channels", t, channels), n);
+        // every gathered run inside x
+        if (m && t) {
+          const auto* r = rows.data();
+          const auto* o = taps.data();
+          const auto [rmin, rmax] = std::minmax_element(r, r + m);
+          const auto [omin, omax] = std::minmax_element(o, o + t);
+          if (*rmin < 0 || *omin < 0 || *rmax > x.size() || *omax > x.size() ||
+              *rmax + *omax + channels > x.size())
+            throw py::value_error(cat(fn, ": the offsets reach outside 'x' (", x.size(), " values)"));
+        }
+        auto scale = exact_array<float>(fn, "kernel_scale", scale_obj, "float32");
+        require_shape(fn, "kernel_scale", scale, {n});
+        py::array_t<float> bias;
+        if (!bias_obj.is_none()) {
+          bias = exact_array<float>(fn, "bias", bias_obj, "float32");
+          require_shape(fn, "bias", bias, {n});
+        }
+        auto y = new_array<float>(checked_shape(fn, {m, n}, 4));
+        GatheredRows g;
+        g.x = x.data();
+        g.row_offsets = reinterpret_cast<const Index*>(rows.data());
+        g.tap_offsets = reinterpret_cast<const Index*>(taps.data());
+        g.taps = t;
+        g.channels = channels;
+        {
+          py::gil_scoped_release nogil;
+          int8_conv_forward(g, m, p.view, scale.data(), bias_obj.is_none() ? nullptr : bias.data(), act,
+                            y.mutable_data());
+        }
+        return y;
+      },
+      py::arg("x"), py::arg("row_offsets"), py::arg("tap_offsets"), py::arg("channels"), py::arg("packed"),
+      py::arg("col_sums"), py::arg("n"), py::arg("kernel_scale"), py::arg("bias"), py::arg("kind"),
+      py::arg("alpha") = 0.0,
+      "The quantized convolution over gathered patch rows (see fastnn.quantizers.int8_conv).");
   m.def("int8_path", [] { return std::string(int8_path_name(int8_path())); },
         "The int8 path products use now: 'vnni', 'avx2' or 'scalar'.");
   m.def("int8_best_path", [] { return std::string(int8_path_name(int8_best_path())); },

@@ -6,6 +6,7 @@
 // panel of B (16-64 columns × k) stays in cache while the rows pass. Integer sums are exact,
 // so any partition gives the same bits.
 #include "fastnn/qgemm.hpp"
+#include "fastnn/scratch.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -411,34 +412,70 @@ void int8_gemm(Index m, const int8_t* a, Index lda, const Int8Packed& b, int32_t
   });
 }
 
-void int8_dense_forward(const float* x, Index m, const Int8Packed& b, const float* scale_b, const float* bias,
-                        const Activation& act, float* y) {
+namespace {
+
+constexpr Index kChunkRows = 4096;  // rows quantized, then multiplied, at a time
+
+/// The quantized Dense over rows that `row(i, scratch)` provides (a pointer to row i's k
+/// floats, or row i gathered into `scratch`): chunk by chunk, rows quantized into a panel,
+/// then the tiles, dequantized with bias and activation.
+template <typename RowSource>
+void dense_rows(Index m, const RowSource& row, const Int8Packed& b, const float* scale_b, const float* bias,
+                const Activation& act, float* y) {
   check_k(b.k);
   if (m <= 0 || b.n <= 0) return;
   const Int8Path path = int8_path();  // (read once: set_int8_path may run meanwhile)
   const PathTiles& tiles = tiles_for(path);
   const Index k = b.k, n = b.n;
-  const Panel panel(m, k);
-  std::unique_ptr<float[]> scale_x(new float[size_t(m)]);
+  const Index chunk = std::min(m, kChunkRows);
+  const Panel panel(chunk, k);
+  std::unique_ptr<float[]> scale_x(new float[size_t(chunk)]);
   const uint8_t flip = tiles.unsigned_a ? 0x80 : 0x00;
-  parallel_for(m, threads_for(4.0 * double(m) * double(k)),
-               [&](Index i) { quantize_row(path, x + i * k, k, panel.row(i), &scale_x[size_t(i)], flip); });
   const bool correct = tiles.unsigned_a;
   const bool fuse_activation = act.kind != ActivationKind::Linear && act.kind != ActivationKind::Softmax;
-  for_each_tile(tiles, panel, m, b, [&](Index i, int rows, Index j, Index cols, const int32_t* tile) {
-    for (int r = 0; r < rows; ++r) {
-      float* out = y + (i + r) * n + j;
-      const float sx = scale_x[size_t(i + r)];
-      for (Index t = 0; t < cols; ++t) {
-        const int32_t acc = tile[r * kTileStride + t] - (correct ? 128 * b.col_sums[j + t] : 0);
-        float v = static_cast<float>(acc) / (sx * scale_b[j + t]);  // Keras: divide by the scales' product
-        if (bias) v += bias[j + t];
-        out[t] = v;
+  for (Index c0 = 0; c0 < m; c0 += chunk) {
+    const Index rows = std::min(chunk, m - c0);
+    parallel_for((rows + 63) / 64, threads_for(4.0 * double(rows) * double(k)), [&](Index t) {
+      float* scratch = thread_scratch<float>(ScratchSlot::Int8Row, k);
+      for (Index i = t * 64; i < std::min(rows, t * 64 + 64); ++i)
+        quantize_row(path, row(c0 + i, scratch), k, panel.row(i), &scale_x[size_t(i)], flip);
+    });
+    float* yc = y + c0 * n;
+    for_each_tile(tiles, panel, rows, b, [&](Index i, int tile_rows, Index j, Index cols, const int32_t* tile) {
+      for (int r = 0; r < tile_rows; ++r) {
+        float* out = yc + (i + r) * n + j;
+        const float sx = scale_x[size_t(i + r)];
+        for (Index t = 0; t < cols; ++t) {
+          const int32_t acc = tile[r * kTileStride + t] - (correct ? 128 * b.col_sums[j + t] : 0);
+          float v = static_cast<float>(acc) / (sx * scale_b[j + t]);  // Keras: divide by the scales' product
+          if (bias) v += bias[j + t];
+          out[t] = v;
+        }
+        if (fuse_activation) activation_forward_serial(act, out, out, cols);
       }
-      if (fuse_activation) activation_forward_serial(act, out, out, cols);
-    }
-  });
+    });
+  }
   if (act.kind == ActivationKind::Softmax) activation_forward(act, y, y, m * n, n);
+}
+
+}  // namespace
+
+void int8_dense_forward(const float* x, Index m, const Int8Packed& b, const float* scale_b, const float* bias,
+                        const Activation& act, float* y) {
+  const Index k = b.k;
+  dense_rows(m, [&](Index i, float*) { return x + i * k; }, b, scale_b, bias, act, y);
+}
+
+void int8_conv_forward(const GatheredRows& rows, Index m, const Int8Packed& b, const float* scale_b,
+                       const float* bias, const Activation& act, float* y) {
+  if (rows.taps * rows.channels != b.k)
+    throw std::invalid_argument("int8_conv_forward: taps · channels must equal the kernel's k");
+  const size_t bytes = sizeof(float) * size_t(rows.channels);
+  dense_rows(m, [&](Index i, float* scratch) {
+    const float* base = rows.x + rows.row_offsets[i];
+    for (Index t = 0; t < rows.taps; ++t) std::memcpy(scratch + t * rows.channels, base + rows.tap_offsets[t], bytes);
+    return static_cast<const float*>(scratch);
+  }, b, scale_b, bias, act, y);
 }
 
 }  // namespace fastnn

@@ -68,4 +68,20 @@ void int8_quantize_rows(const float* x, Index m, Index k, int8_t* q, float* scal
 void int8_dense_forward(const float* x, Index m, const Int8Packed& b, const float* scale_b, const float* bias,
                         const Activation& act, float* y);
 
+/// Rows of A gathered from a float tensor (a convolution's patches, never formed): row r
+/// holds, for each tap t in order, the `channels` contiguous values at
+/// x + row_offsets[r] + tap_offsets[t] (k = taps·channels).
+struct GatheredRows {
+  const float* x = nullptr;
+  const Index* row_offsets = nullptr;  // m entries
+  const Index* tap_offsets = nullptr;  // taps entries
+  Index taps = 0, channels = 0;
+};
+
+/// int8_dense_forward with gathered rows: the quantized convolution (NHWC input padded
+/// beforehand, output rows = output positions). Rows are gathered and quantized in chunks,
+/// so the quantized patches need a few MB whatever the batch.
+void int8_conv_forward(const GatheredRows& rows, Index m, const Int8Packed& b, const float* scale_b,
+                       const float* bias, const Activation& act, float* y);
+
 }  // namespace fastnn

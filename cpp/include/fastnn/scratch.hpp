@@ -35,6 +35,7 @@ enum class ScratchSlot : int {
   RnnRowTemp,
   RnnOffsets,
   EmbeddingOrder,
+  Int8Row,
   AttentionQueries,
   AttentionScores,
   AttentionProbs,

@@ -189,48 +189,28 @@ class _Conv(_quantization.Int8Quantizable, _DataFormat, _AnySpatialSize, _Output
         return (input_shape[0],) + tuple(spatial) + (self.filters,)
 
     def _int8_unsupported(self):
-        return "groups > 1" if self.groups > 1 else None
+        if self.groups > 1:
+            return "groups > 1"
+        patch = self.kernel.value[..., 0].size  # multiply-adds per output value
+        if patch < quantizers.int8.MIN_CONV_PATCH:
+            # (measured: a 3×3 kernel on 1 channel ran 10-16x slower in int8 than fastnn's
+            # float convolution, on 32 channels even; a first layer also stays float in
+            # most deployments, for accuracy)
+            return f"patches of {patch} values (< {quantizers.int8.MIN_CONV_PATCH}): int8 gains nothing there"
+        return None
 
     def _int8_quantize(self):
         axes = tuple(range(self.kernel.value.ndim - 1))
         values, scale = quantizers.abs_max_quantize(self.kernel.value, axis=axes)  # per filter
         self._swap_to_int8([("kernel", values)], [("kernel_scale", scale.reshape(self.filters))])
 
-    def _patches(self, x):
-        """im2col of a channels_last input: (rows, k1·k2·channels) in the kernel's (k1, k2, in)
-        order, and the output's spatial shape."""
-        spatial_axes = tuple(range(1, x.ndim - 1))
-        pads, spans = [(0, 0)], []
-        for size, k, s, d in zip(x.shape[1:-1], self.kernel_size, self.strides, self.dilation_rate):
-            span = (k - 1) * d + 1
-            if self.padding == "valid":
-                pads.append((0, 0))
-            elif self.padding == "causal":
-                pads.append((span - 1, 0))
-            else:  # "same", TensorFlow's rule: the odd padding after
-                total = max((-(-size // s) - 1) * s + span - size, 0)
-                pads.append((total // 2, total - total // 2))
-            spans.append(span)
-        pads.append((0, 0))
-        xp = np.pad(x, pads) if any(p != (0, 0) for p in pads) else x
-        windows = np.lib.stride_tricks.sliding_window_view(xp, spans, axis=spatial_axes)
-        rank = len(spans)
-        index = (slice(None),) + tuple(slice(None, None, s) for s in self.strides) + (slice(None),) + \
-            tuple(slice(None, None, d) for d in self.dilation_rate)
-        windows = windows[index]  # (batch, *out, channels, *kernel)
-        out_shape = windows.shape[1:1 + rank]
-        order = (0,) + tuple(range(1, 1 + rank)) + tuple(range(2 + rank, 2 + 2 * rank)) + (1 + rank,)
-        patches = np.ascontiguousarray(windows.transpose(order)).reshape(-1, self.kernel.value[..., 0].size)
-        return patches, out_shape
-
     def _int8_forward(self, x, logits):
         act = self._act
         fused, after = _quantization.int8_activation(act, logits)
-        patches, out_shape = self._patches(x)
         w = self.kernel.value.reshape(-1, self.filters)
         bias = self.bias.value if self.use_bias else None
-        y = quantizers.int8_dense(patches, self._int8_packed(w), self.kernel_scale.value, bias, fused)
-        y = y.reshape((x.shape[0],) + tuple(out_shape) + (self.filters,)).astype(self._dtype, copy=False)
+        y = quantizers.int8_conv(x, self._int8_packed(w), self.kernel_scale.value, self.kernel_size, self.strides,
+                                 self.padding, self.dilation_rate, bias, fused).astype(self._dtype, copy=False)
         return (act.forward(y) if after else y), None
 
     def _conv(self, x, activation=None, alpha=0.0, return_preactivation=False):

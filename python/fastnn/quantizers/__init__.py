@@ -6,7 +6,7 @@
 """
 
 from .abs_max import AbsMaxQuantizer, abs_max_quantize
-from .int8 import PackedInt8, int8_best_path, int8_dense, int8_matmul, int8_path, pack_int8, set_int8_path
+from .int8 import PackedInt8, int8_best_path, int8_conv, int8_dense, int8_matmul, int8_path, pack_int8, set_int8_path
 
-__all__ = ["AbsMaxQuantizer", "PackedInt8", "abs_max_quantize", "int8_best_path", "int8_dense", "int8_matmul",
+__all__ = ["AbsMaxQuantizer", "PackedInt8", "abs_max_quantize", "int8_best_path", "int8_conv", "int8_dense", "int8_matmul",
            "int8_path", "pack_int8", "set_int8_path"]

@@ -122,6 +122,99 @@ def int8_dense(x, kernel, kernel_scale, bias=None, activation=None):
     return y.reshape(x.shape[:-1] + (kernel.n,))
 
 
+# Convolutions whose patches are shorter stay float under model.quantize (layers/conv.py).
+MIN_CONV_PATCH = 64
+
+_GEOMETRY = {}  # (input shape, kernel geometry) -> (pads, output spatial shape, row and tap offsets)
+
+
+def _conv_geometry(shape, itemsize, sizes, steps, dilations, padding, fn):
+    """The padding, output shape and gather offsets of a convolution (cached per shape)."""
+    key = (shape, itemsize, sizes, steps, dilations, padding)
+    found = _GEOMETRY.get(key)
+    if found is not None:
+        return found
+    rank = len(sizes)
+    pads, out = [(0, 0)], []
+    for size, k, s, d in zip(shape[1:-1], sizes, steps, dilations):
+        span = (k - 1) * d + 1
+        if padding == "valid":
+            pads.append((0, 0))
+        elif padding == "causal" and rank == 1:
+            pads.append((span - 1, 0))
+        elif padding == "same":
+            total = max((-(-size // s) - 1) * s + span - size, 0)
+            pads.append((total // 2, total - total // 2))
+        else:
+            raise ValueError(f"{fn}: 'padding' must be 'valid', 'same' or (1 spatial axis) 'causal', got {padding!r}")
+        out.append(max((size + sum(pads[-1]) - span) // s + 1, 0))
+    pads.append((0, 0))
+    padded = [s + a + b for s, (a, b) in zip(shape, pads)]
+    element = np.cumprod([1] + padded[:0:-1])[::-1].astype(np.int64)  # C-order strides, in elements
+    grid = np.meshgrid(*[np.arange(o, dtype=np.int64) * s * e for o, s, e in zip(out, steps, element[1:-1])],
+                       indexing="ij")
+    positions = sum(grid).reshape(-1) if out else np.zeros(1, np.int64)
+    rows = np.ascontiguousarray((np.arange(shape[0], dtype=np.int64)[:, None] * element[0]
+                                 + positions[None, :]).reshape(-1))
+    taps = np.meshgrid(*[np.arange(k, dtype=np.int64) * d * e for k, d, e in zip(sizes, dilations, element[1:-1])],
+                       indexing="ij")
+    taps = np.ascontiguousarray(sum(taps).reshape(-1))
+    if len(_GEOMETRY) > 32:
+        _GEOMETRY.clear()
+    found = _GEOMETRY[key] = (pads, tuple(out), rows, taps)
+    return found
+
+
+def int8_conv(x, kernel, kernel_scale, kernel_size, strides=1, padding="valid", dilation_rate=1, bias=None,
+              activation=None):
+    """The quantized convolution of a channels_last input: each output position's patch
+    quantized as one row (``abs_max_quantize(patch, axis=-1)``), then ``int8_dense``'s
+    product, dequantization, bias and activation; the patches are gathered from the input
+    in the kernel, never formed.
+
+    Args:
+        x: float array (batch, *spatial, channels), 1 or 2 spatial axes.
+        kernel: a PackedInt8 of the kernel reshaped to (prod(kernel_size)·channels, filters)
+            (Keras' (k1, k2, in, filters) order).
+        kernel_scale: float (filters,).
+        kernel_size, strides, dilation_rate: ints or tuples, one per spatial axis.
+        padding: "valid" (default), "same" (TensorFlow's rule: the odd pixel after) or
+            "causal" (1 spatial axis).
+        bias: None (default) or float (filters,). activation: as in int8_dense.
+
+    Returns:
+        float32 array (batch, *output spatial, filters).
+    """
+    fn = "int8_conv"
+    x = np.asarray(x, dtype=np.float32)
+    rank = x.ndim - 2
+    if rank not in (1, 2):
+        raise ValueError(f"{fn}: 'x' must be (batch, *spatial, channels) with 1 or 2 spatial axes, got shape {x.shape}")
+
+    def per_axis(value, name):
+        values = (value,) * rank if isinstance(value, (int, np.integer)) else tuple(value)
+        if len(values) != rank or any(int(v) < 1 for v in values):
+            raise ValueError(f"{fn}: '{name}' must be {rank} ints >= 1, got {value!r}")
+        return tuple(int(v) for v in values)
+
+    sizes, steps, dilations = per_axis(kernel_size, "kernel_size"), per_axis(strides, "strides"), \
+        per_axis(dilation_rate, "dilation_rate")
+    channels = x.shape[-1]
+    if not isinstance(kernel, PackedInt8) or kernel.k != int(np.prod(sizes)) * channels:
+        raise ValueError(f"{fn}: 'kernel' must be a PackedInt8 of ({int(np.prod(sizes)) * channels}, filters), got "
+                         f"{kernel!r}")
+    pads, out, rows, taps = _conv_geometry(x.shape, x.itemsize, sizes, steps, dilations, padding, fn)
+    xp = np.ascontiguousarray(np.pad(x, pads) if any(p != (0, 0) for p in pads) else x)
+    scale = np.ascontiguousarray(kernel_scale, dtype=np.float32).reshape(-1)
+    if bias is not None:
+        bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
+    if rows.size == 0 or channels == 0:
+        return np.zeros((x.shape[0], *out, kernel.n), np.float32) + (0 if bias is None else bias)
+    y = _core.int8_conv(xp, rows, taps, channels, kernel.packed, kernel.col_sums, kernel.n,
+                        scale, bias, _kind(activation, fn))
+    return y.reshape((x.shape[0], *out, kernel.n))
+
+
 def int8_path():
     """The path int8 products use: "vnni" (AVX-512 VNNI), "avx2" or "scalar"."""
     return _core.int8_path()
