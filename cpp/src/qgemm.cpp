@@ -233,21 +233,28 @@ float row_scale(float top, bool finite) {
   return finite ? 127.0f / (top + 1e-7f) : std::numeric_limits<float>::quiet_NaN();
 }
 
+/// The scalar end of a row's scan (values j..k), and the scale; false (the row's bytes all
+/// `flip`, i.e. 0) when the row holds NaN or inf.
+bool finish_scan(const float* x, Index j, Index k, float top, bool finite, uint8_t* q, float* scale, uint8_t flip) {
+  for (; j < k; ++j) {
+    const float v = std::fabs(x[j]);
+    finite &= v <= std::numeric_limits<float>::max();
+    top = std::max(top, v);
+  }
+  *scale = row_scale(top, finite);
+  if (!finite) std::memset(q, flip, size_t(k));
+  return finite;
+}
+
 int8_t quantize_value(float v, float s) {
   const float r = std::nearbyint(v * s);  // round half to even, as NumPy's rint
   return static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, r)));
 }
 
 void quantize_row_scalar(const float* x, Index k, uint8_t* q, float* scale, uint8_t flip) {
-  float top = 0.0f;
-  bool finite = true;
-  for (Index j = 0; j < k; ++j) {
-    const float v = std::fabs(x[j]);
-    finite &= v <= std::numeric_limits<float>::max();
-    top = std::max(top, v);
-  }
-  const float s = *scale = row_scale(top, finite);
-  for (Index j = 0; j < k; ++j) q[j] = finite ? static_cast<uint8_t>(quantize_value(x[j], s)) ^ flip : flip;
+  if (!finish_scan(x, 0, k, 0.0f, true, q, scale, flip)) return;
+  const float s = *scale;
+  for (Index j = 0; j < k; ++j) q[j] = static_cast<uint8_t>(quantize_value(x[j], s)) ^ flip;
 }
 
 #ifdef FASTNN_INT8_X86
@@ -262,18 +269,8 @@ FASTNN_TARGET_VNNI void quantize_row_avx512(const float* x, Index k, uint8_t* q,
     bad |= _mm512_cmp_ps_mask(v, largest, _CMP_NLE_UQ);  // inf or NaN
     top16 = _mm512_max_ps(top16, v);
   }
-  float top = _mm512_reduce_max_ps(top16);
-  bool finite = bad == 0;
-  for (; j < k; ++j) {
-    const float v = std::fabs(x[j]);
-    finite &= v <= std::numeric_limits<float>::max();
-    top = std::max(top, v);
-  }
-  const float s = *scale = row_scale(top, finite);
-  if (!finite) {
-    std::memset(q, flip, size_t(k));
-    return;
-  }
+  if (!finish_scan(x, j, k, _mm512_reduce_max_ps(top16), bad == 0, q, scale, flip)) return;
+  const float s = *scale;
   const __m512 vs = _mm512_set1_ps(s), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
   const __m128i vflip = _mm_set1_epi8(static_cast<char>(flip));
   for (j = 0; j + 16 <= k; j += 16) {
@@ -301,17 +298,8 @@ FASTNN_TARGET_AVX2 void quantize_row_avx2(const float* x, Index k, uint8_t* q, f
   _mm256_store_ps(lanes, top8);
   float top = 0.0f;
   for (float v : lanes) top = std::max(top, v);
-  bool finite = _mm256_movemask_ps(bad) == 0;
-  for (; j < k; ++j) {
-    const float v = std::fabs(x[j]);
-    finite &= v <= std::numeric_limits<float>::max();
-    top = std::max(top, v);
-  }
-  const float s = *scale = row_scale(top, finite);
-  if (!finite) {
-    std::memset(q, flip, size_t(k));
-    return;
-  }
+  if (!finish_scan(x, j, k, top, _mm256_movemask_ps(bad) == 0, q, scale, flip)) return;
+  const float s = *scale;
   const __m256 vs = _mm256_set1_ps(s), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
   const __m128i vflip = _mm_set1_epi8(static_cast<char>(flip));
   for (j = 0; j + 8 <= k; j += 8) {
