@@ -425,3 +425,9 @@ def test_list_and_single_layer_forms():
     assert model.built and model.input_shape == (None, 3)
     with pruning.prune_scope():
         pass
+
+
+def test_a_prunable_layer_without_get_prunable_weights_is_refused_where_it_is_defined():
+    with pytest.raises(TypeError, match="must implement get_prunable_weights"):
+        class Incomplete(layers.Layer, pruning.PrunableLayer):
+            pass

@@ -52,9 +52,12 @@ class PrunableLayer:
         ...         return [self.kernel]
     """
 
-    def get_prunable_weights(self):
-        """The Variables of this layer to prune (a list)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement get_prunable_weights()")
+    def __init_subclass__(cls, **kwargs):
+        # tfmot's abstract method: a subclass without it is refused where it is defined
+        super().__init_subclass__(**kwargs)
+        if not callable(getattr(cls, "get_prunable_weights", None)):
+            raise TypeError(f"{cls.__name__}: a PrunableLayer must implement get_prunable_weights(), returning the "
+                            "Variables to prune")
 
 
 # ---- which weights of which layers ------------------------------------------------------------------------
