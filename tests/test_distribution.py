@@ -321,3 +321,13 @@ def test_launch_detection_reads_the_launchers_variables():
     assert world_module.launched_by_mpi({"PMI_RANK": "0"})
     assert world_module.launched_by_mpi({"OMPI_COMM_WORLD_SIZE": "4"})
     assert world_module.launched_by_mpi({"PMIX_RANK": "3"})
+
+
+@needs_mpi
+def test_the_data_parallel_example_trains_on_two_processes(tmp_path):
+    command = [MPIEXEC, "-n", "2", sys.executable, str(HERE.parent / "examples" / "data_parallel.py"), "--epochs", "3"]
+    result = subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = [row for row in result.stdout.splitlines() if "process(es): test accuracy" in row]
+    assert len(line) == 1 and line[0].startswith("2 process(es)")  # printed by rank 0 alone
+    assert float(line[0].split("test accuracy ")[1].split(",")[0]) > 0.85
