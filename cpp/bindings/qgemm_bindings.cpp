@@ -38,6 +38,25 @@ PackedArgs packed_args(const char* fn, py::handle packed, py::handle col_sums, I
   return p;
 }
 
+/// The per-column kernel scales and optional bias of a quantized product (n values each).
+struct ScaleBias {
+  py::array_t<float> scale, bias;
+  bool has_bias = false;
+  const float* bias_data() const { return has_bias ? bias.data() : nullptr; }
+};
+
+ScaleBias scale_bias_args(const char* fn, py::handle scale_obj, py::handle bias_obj, Index n) {
+  ScaleBias sb;
+  sb.scale = exact_array<float>(fn, "kernel_scale", scale_obj, "float32");
+  require_shape(fn, "kernel_scale", sb.scale, {n});
+  if (!bias_obj.is_none()) {
+    sb.bias = exact_array<float>(fn, "bias", bias_obj, "float32");
+    require_shape(fn, "bias", sb.bias, {n});
+    sb.has_bias = true;
+  }
+  return sb;
+}
+
 Int8Path path_named(const std::string& name) {
   if (name == "vnni") return Int8Path::Vnni;
   if (name == "avx2") return Int8Path::Avx2;
@@ -108,17 +127,11 @@ void register_qgemm(py::module_& m) {
         require_ndim(fn, "x", x, 2, 2);
         const Index m = x.shape(0), k = x.shape(1);
         const PackedArgs p = packed_args(fn, packed, col_sums, k, n);
-        auto scale = exact_array<float>(fn, "kernel_scale", scale_obj, "float32");
-        require_shape(fn, "kernel_scale", scale, {n});
-        py::array_t<float> bias;
-        if (!bias_obj.is_none()) {
-          bias = exact_array<float>(fn, "bias", bias_obj, "float32");
-          require_shape(fn, "bias", bias, {n});
-        }
+        const ScaleBias sb = scale_bias_args(fn, scale_obj, bias_obj, n);
         auto y = new_array<float>(checked_shape(fn, {m, n}, 4));
         {
           py::gil_scoped_release nogil;
-          int8_dense_forward(x.data(), m, p.view, scale.data(), bias_obj.is_none() ? nullptr : bias.data(), act,
+          int8_dense_forward(x.data(), m, p.view, sb.scale.data(), sb.bias_data(), act,
                              y.mutable_data());
         }
         return y;
@@ -150,13 +163,7 @@ void register_qgemm(py::module_& m) {
               *rmax + *omax + channels > x.size())
             throw py::value_error(cat(fn, ": the offsets reach outside 'x' (", x.size(), " values)"));
         }
-        auto scale = exact_array<float>(fn, "kernel_scale", scale_obj, "float32");
-        require_shape(fn, "kernel_scale", scale, {n});
-        py::array_t<float> bias;
-        if (!bias_obj.is_none()) {
-          bias = exact_array<float>(fn, "bias", bias_obj, "float32");
-          require_shape(fn, "bias", bias, {n});
-        }
+        const ScaleBias sb = scale_bias_args(fn, scale_obj, bias_obj, n);
         auto y = new_array<float>(checked_shape(fn, {m, n}, 4));
         GatheredRows g;
         g.x = x.data();
@@ -166,7 +173,7 @@ void register_qgemm(py::module_& m) {
         g.channels = channels;
         {
           py::gil_scoped_release nogil;
-          int8_conv_forward(g, m, p.view, scale.data(), bias_obj.is_none() ? nullptr : bias.data(), act,
+          int8_conv_forward(g, m, p.view, sb.scale.data(), sb.bias_data(), act,
                             y.mutable_data());
         }
         return y;
