@@ -87,6 +87,12 @@ def reference(kind, c, go_backwards=False, activation="tanh", recurrent_activati
     return f(*args64, **kwargs)
 
 
+def _seed(*parts):
+    """A seed from the case's parameters, the same in every process (Python's hash of a
+    string is salted per process, which drew new data, and a new rounding error, each run)."""
+    return zlib.crc32(repr(parts).encode())
+
+
 SHAPES = [(1, 1, 1, 1), (2, 3, 4, 5), (3, 7, 2, 9), (5, 4, 6, 3), (4, 11, 3, 16), (2, 2, 17, 33)]
 
 
@@ -96,7 +102,7 @@ SHAPES = [(1, 1, 1, 1), (2, 3, 4, 5), (3, 7, 2, 9), (5, 4, 6, 3), (4, 11, 3, 16)
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("options", ["plain", "mask", "initial+mask", "nobias", "scale"])
 def test_forward_matches_the_step_loop(kind, dtype, shape, go_backwards, options):
-    rng = np.random.default_rng(hash((kind, shape, go_backwards, options)) % 2**32)
+    rng = np.random.default_rng(_seed(kind, shape, go_backwards, options))
     c = make_case(kind, *shape, dtype, rng, bias=options != "nobias", initial="initial" in options,
                   mask="mask" in options, scale=options == "scale")
     got = run(kind, c, go_backwards)
@@ -192,7 +198,7 @@ def loss_and_weights(kind, c, rng):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("options", ["plain", "mask+initial", "backwards+mask", "scale", "nobias"])
 def test_backward_through_time_matches_finite_differences(kind, options):
-    rng = np.random.default_rng(hash((kind, options)) % 2**32)
+    rng = np.random.default_rng(_seed(kind, options))
     c = make_case(kind, 3, 5, 4, 3, np.float64, rng, bias=options != "nobias", initial=True,
                   mask="mask" in options, scale=options == "scale")
     go_backwards = "backwards" in options
