@@ -21,7 +21,7 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define FASTNN_INT8_X86 1
-#define FASTNN_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define FASTNN_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni")))
 #define FASTNN_TARGET_AVX2 __attribute__((target("avx2")))
 #endif
 
@@ -36,7 +36,7 @@ Int8Path detect() {
 #ifdef FASTNN_INT8_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vnni"))
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni"))
     return Int8Path::Vnni;
   if (__builtin_cpu_supports("avx2")) return Int8Path::Avx2;
 #endif
