@@ -180,6 +180,8 @@ const PathTiles& tiles_for(Int8Path path) {
   static const PathTiles avx2 = avx2_tiles();
   if (path == Int8Path::Vnni) return vnni;
   if (path == Int8Path::Avx2) return avx2;
+#else
+  (void)path;  // only the scalar path exists off x86-64 (int8_best_path() is Scalar there)
 #endif
   return scalar;
 }
@@ -320,6 +322,8 @@ void quantize_row(Int8Path path, const float* x, Index k, uint8_t* q, float* sca
 #ifdef FASTNN_INT8_X86
   if (path == Int8Path::Vnni) return quantize_row_avx512(x, k, q, scale, flip);
   if (path == Int8Path::Avx2) return quantize_row_avx2(x, k, q, scale, flip);
+#else
+  (void)path;
 #endif
   quantize_row_scalar(x, k, q, scale, flip);
 }
