@@ -17,7 +17,7 @@ import fastnn
 PUBLIC_MODULES = [
     "fastnn", "fastnn.activations", "fastnn.autodiff", "fastnn.callbacks", "fastnn.config", "fastnn.constraints",
     "fastnn.datasets", "fastnn.distribution",
-    "fastnn.datasets.digits", "fastnn.datasets.mnist", "fastnn.initializers", "fastnn.layers", "fastnn.losses",
+    "fastnn.datasets.digits", "fastnn.datasets.mnist", "fastnn.initializers", "fastnn.isa", "fastnn.layers", "fastnn.losses",
     "fastnn.metrics", "fastnn.models", "fastnn.ops", "fastnn.optimizers", "fastnn.optimizers.schedules",
     "fastnn.preprocessing", "fastnn.preprocessing.sequence", "fastnn.pruning", "fastnn.quantizers", "fastnn.regularizers", "fastnn.saving", "fastnn.utils",
     "fastnn.wrappers",

@@ -18,6 +18,7 @@ void register_config(py::module_& m) {
         d["compiler"] = info.compiler;
         d["flags"] = info.flags;
         d["arch"] = info.arch;
+        d["level"] = info.level;
         d["simd"] = info.simd;
         d["eigen"] = info.eigen_version;
         d["openmp"] = info.openmp;

@@ -84,7 +84,7 @@ PYBIND11_MODULE(_core, m) {
     throw py::import_error(
         "fastnn was compiled for a CPU with " + missing +
         ", which this CPU lacks. Reinstall it on this machine (pip install --force-reinstall "
-        "--no-cache-dir fastnn), or build a portable copy with FASTNN_ARCH=x86-64-v3 or generic.");
+        "--no-cache-dir fastnn), or build a portable copy with FASTNN_ARCH=portable.");
   m.doc() = "fastnn's C++ kernels (Eigen + OpenMP). Use fastnn.ops for the documented interface.";
   register_config(m);
   register_gemm(m);

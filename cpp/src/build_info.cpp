@@ -99,6 +99,7 @@ BuildInfo build_info() {
   info.compiler = FASTNN_COMPILER;
   info.flags = FASTNN_CXX_FLAGS;
   info.arch = FASTNN_ARCH;
+  info.level = FASTNN_LEVEL;
   info.simd = eigen_simd();
   info.eigen_version = std::to_string(EIGEN_WORLD_VERSION) + "." +
                        std::to_string(EIGEN_MAJOR_VERSION) + "." +

@@ -17,7 +17,7 @@ from ._version import __version__
 from .runtime import load_core as _load_core
 
 _core = _load_core()  # before anything else: the OpenMP runtime reads its settings as it loads
-from . import config
+from . import config, isa
 from .config import get_num_threads, set_num_threads, show_config
 from . import (activations, autodiff, callbacks, constraints, datasets, distribution, initializers, layers, losses, metrics,
                models, ops, optimizers, preprocessing, pruning, quantizers, regularizers, saving, utils, wrappers)
@@ -31,6 +31,6 @@ from .operation import Operation
 # importing module's own; it is read as ``fastnn.__version__``.
 __all__ = ["Sequential", "Model", "Input", "KerasTensor", "Layer", "Variable", "Operation", "layers", "losses",
            "optimizers", "metrics", "initializers", "activations", "regularizers", "constraints", "callbacks", "utils", "datasets",
-           "distribution", "quantizers",
+           "distribution", "quantizers", "isa",
            "models", "ops", "preprocessing", "pruning", "saving", "wrappers", "autodiff", "config", "get_num_threads",
            "set_num_threads", "show_config"]

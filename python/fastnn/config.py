@@ -5,7 +5,7 @@ import platform
 
 import numpy as np
 
-from . import _core, runtime, thread_tuner
+from . import _core, isa, runtime, thread_tuner
 
 _FLOATX = "float32"
 _EPSILON = 1e-7
@@ -101,6 +101,11 @@ def build_config():
 
     info = dict(_core.build_info())
     info.update(
+        isa_level=isa.level(),
+        isa_reason=isa.level_reason(),
+        isa_levels=isa.built_levels(),
+        cpu=isa.cpu_name(),
+        cpu_features=sorted(isa.cpu_features()),
         threads=get_num_threads(),
         processors=_core.num_processors(),
         omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
@@ -117,16 +122,19 @@ def build_config():
 def show_config():
     """Prints how fastnn was built and how it will run.
 
-    Shows the compiler and flags, ``FASTNN_ARCH``, the SIMD instruction sets Eigen
-    actually compiled in (read from its ``EIGEN_VECTORIZE_*`` macros), the Eigen and
-    OpenMP versions, and the thread count.
+    Shows the instruction-set level that runs and why (``fastnn.isa``: the best of the build's
+    levels this CPU runs, or the one ``FASTNN_ISA`` forces), the CPU, the compiler and the level's
+    flags, ``FASTNN_ARCH``, the SIMD instruction sets Eigen actually compiled in (read from its
+    ``EIGEN_VECTORIZE_*`` macros), the Eigen and OpenMP versions, and the thread count.
     """
     c = build_config()
     rows = [
         ("fastnn", c["version"]),
         ("compiler", c["compiler"]),
         ("flags", " ".join(c["flags"].split())),
-        ("FASTNN_ARCH", c["arch"]),
+        ("ISA level", f"{c['isa_level']}: {c['isa_reason']}"),
+        ("CPU", c["cpu"] or "unknown"),
+        ("FASTNN_ARCH", f"{c['arch']} (levels built: {', '.join(c['isa_levels'])})"),
         ("SIMD (Eigen)", " ".join(c["simd"])),
         ("Eigen", c["eigen"]),
         ("OpenMP", c["openmp"] or "not available (kernels run on one thread)"),

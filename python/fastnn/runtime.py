@@ -22,6 +22,8 @@ import math
 import os
 import time
 
+from . import isa
+
 SPIN_COUNT = 30_000
 _SPIN_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
@@ -32,6 +34,8 @@ _state = {"spin": None, "processors": None}
 def load_core():
     """Imports the C++ extension with fastnn's OpenMP settings and returns it.
 
+    The extension is the kernel module of the instruction-set level ``fastnn.isa`` chooses.
+
     The OpenMP runtime reads its environment once, when it is loaded, so the spin count is set
     for the duration of the import only.
     """
@@ -41,7 +45,7 @@ def load_core():
     if user_set is None:
         os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     try:
-        from . import _core
+        _core = isa.load()
     finally:
         if user_set is None:
             del os.environ["GOMP_SPINCOUNT"]

@@ -23,7 +23,8 @@ struct BuildInfo {
   std::string version;        // fastnn version
   std::string compiler;       // e.g. "GNU 12.2.0"
   std::string flags;          // optimisation and -march flags of the kernels
-  std::string arch;           // FASTNN_ARCH as configured
+  std::string arch;           // FASTNN_ARCH as configured ("native", "portable", ...)
+  std::string level;          // this module's level: native, v2, v3, v4, neon, generic, custom
   std::vector<std::string> simd;  // Eigen's vectorisation actually compiled in
   std::string eigen_version;
   std::string openmp;         // "4.5 (201511)" or "" without OpenMP
