@@ -50,3 +50,16 @@ def float64():
     fastnn.config.set_floatx("float64")
     yield
     fastnn.config.set_floatx("float32")
+
+
+# The quick suite, ``python -m pytest -m quick tests``: the kernels' own tests (each against NumPy or
+# finite differences, and bit-identical on 1 and 2 threads) and the instruction-set checks. It is what a
+# built wheel is tested with at each level (.ci/quick, cibuildwheel), in a couple of minutes.
+QUICK_FILES = {"test_isa.py", "test_config.py", "test_layernorm.py", "test_quantizers.py", "test_core_arguments.py",
+               "test_size_arithmetic.py", "test_optimizers.py", "test_cnn_training.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in QUICK_FILES or item.path.name.startswith("test_ops_"):
+            item.add_marker(pytest.mark.quick)
