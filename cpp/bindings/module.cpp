@@ -5,6 +5,8 @@
 // check below runs before any AVX/AVX-512 instruction could fault.
 #include <pybind11/pybind11.h>
 
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -31,9 +33,12 @@ void register_rnn(py::module_& m);
 void register_qgemm(py::module_& m);
 
 namespace {
-// Names of the features the build needs but this CPU lacks ("" when all are present).
-std::string missing_isa() {
-  std::string missing;
+// Writes the names of the features the build needs but this CPU lacks into `out` ("" when all
+// are present). Only C strings: a std::string helper instantiated here could be merged at link
+// time with the kernels' copy, compiled for the very instructions this CPU may lack (the kernels
+// themselves run no code before this check: they have no static initialisers).
+void missing_isa(char* out, std::size_t size) {
+  out[0] = '\0';
 #if defined(__x86_64__) || defined(__i386__)
   const unsigned need = required_isa();
   __builtin_cpu_init();
@@ -52,9 +57,13 @@ std::string missing_isa() {
       {kIsaAvx512vl, "avx512vl", bool(__builtin_cpu_supports("avx512vl"))},
   };
   for (const auto& f : features)
-    if ((need & f.bit) && !f.present) missing += std::string(missing.empty() ? "" : ", ") + f.name;
+    if ((need & f.bit) && !f.present) {
+      if (out[0]) std::strncat(out, ", ", size - std::strlen(out) - 1);
+      std::strncat(out, f.name, size - std::strlen(out) - 1);
+    }
+#else
+  (void)size;
 #endif
-  return missing;
 }
 
 // Every function gets a second overload taking anything. pybind11 tries all overloads without
@@ -79,12 +88,17 @@ void add_argument_diagnostics(py::module_& m) {
 
 PYBIND11_MODULE(_core, m) {
   using namespace fastnn::bindings;
-  const std::string missing = missing_isa();
-  if (!missing.empty())
-    throw py::import_error(
-        "fastnn was compiled for a CPU with " + missing +
-        ", which this CPU lacks. Reinstall it on this machine (pip install --force-reinstall "
-        "--no-cache-dir fastnn), or build a portable copy with FASTNN_ARCH=portable.");
+  char missing[128];
+  missing_isa(missing, sizeof missing);
+  if (missing[0]) {
+    char message[512];
+    std::snprintf(message, sizeof message,
+                  "fastnn was compiled for a CPU with %s, which this CPU lacks. Reinstall it on this machine "
+                  "(pip install --force-reinstall --no-cache-dir fastnn), or build a portable copy with "
+                  "FASTNN_ARCH=portable.",
+                  missing);
+    throw py::import_error(message);
+  }
   m.doc() = "fastnn's C++ kernels (Eigen + OpenMP). Use fastnn.ops for the documented interface.";
   register_config(m);
   register_gemm(m);
