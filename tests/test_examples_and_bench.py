@@ -47,6 +47,24 @@ def test_bench_runs_and_prints_a_table():
     assert "OMP_PROC_BIND=true" in out.stdout
 
 
+def test_isa_levels_bench_times_each_level_and_writes_a_table(tmp_path):
+    # The installed build stands in for both the native and the portable one (CI's main suite
+    # has one level): the script runs each configuration in its own process and tabulates them.
+    import fastnn
+
+    packages = str(pathlib.Path(fastnn.__file__).resolve().parents[1])
+    out = tmp_path / "ISA.md"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "isa_levels.py"), "--native", packages, "--portable", packages,
+                    "--rounds", "1", "--batch-seconds", "0.001", "--threads", "1", "--out", str(out)],
+                   capture_output=True, text=True, check=True)
+    table = out.read_text()
+    level = fastnn.isa.level()
+    assert f"| row | threads | native ms | portable {level} ms | portable {level} / native |" in table
+    assert "| matmul 1024×1024 @ 1024×1024 f32 | 1 |" in table
+    assert "| LSTM 32×100×128 → 256 f32 fwd+bwd | 1 |" in table
+    assert f"The slowest row of portable {level} against native:" in table
+
+
 def test_readme_graph_example_runs(tmp_path, monkeypatch):
     """README's functional / subclassing example runs as written (fewer epochs)."""
     import re
