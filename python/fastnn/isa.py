@@ -53,7 +53,7 @@ _ALIASES = {"x86-64-v2": "v2", "x86-64-v3": "v3", "x86-64-v4": "v4", "armv8-a": 
 ENV_VARIABLE = "FASTNN_ISA"
 
 # What load() chose, for show_config.
-_loaded = {"level": None, "reason": None, "path": None}
+_loaded = {"level": None, "reason": None}
 
 
 def cpu_features():
@@ -72,7 +72,7 @@ def cpu_features():
 
 
 def cpu_name():
-    """The CPU's model name as it reports it (a str; "" where unknown)."""
+    """The CPU's model name as it reports it (a str; its vendor, or the machine's name, where it has none)."""
     from . import _cpu
 
     return _cpu.brand() or _cpu.vendor() or platform.processor() or platform.machine()
@@ -127,6 +127,7 @@ def choose_level(built, features, requested=None):
     Raises:
         ValueError: ``requested`` is not one of the built levels.
         RuntimeError: the CPU lacks features ``requested`` needs, or runs none of the built levels.
+        ImportError: ``built`` is empty (an incomplete installation).
     """
     built = tuple(built)
     if not built:
@@ -179,7 +180,7 @@ def load():
     except BaseException:
         del sys.modules[name]
         raise
-    _loaded.update(level=level, reason=reason, path=spec.origin)
+    _loaded.update(level=level, reason=reason)
     return module
 
 
