@@ -1,5 +1,7 @@
 """fastnn.ops.conv / conv_backward against a direct NumPy convolution and finite differences."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -223,6 +225,60 @@ def test_bit_identical_on_one_and_two_threads(case):
             results.append((y, dx, dw, db))
     finally:
         fastnn.config.set_num_threads(saved)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+# Depthwise (one group per channel), one output per channel: (batch, h, w, c, kh, kw, strides, padding,
+# dilation). Channel counts around the SIMD widths (4, 8, 16 floats) exercise the vector tails; wide
+# rows pair neighbouring pixels.
+DEPTHWISE = [
+    (2, 9, 11, 37, 3, 3, (1, 1), "same", (1, 1)),
+    (2, 9, 11, 16, 3, 3, (1, 1), "valid", (1, 1)),
+    (3, 10, 12, 3, 3, 3, (2, 2), "same", (1, 1)),
+    (2, 12, 10, 33, 3, 3, (1, 1), "same", (2, 2)),
+    (1, 7, 13, 8, 1, 5, (1, 1), "same", (1, 1)),
+    (2, 8, 9, 40, 2, 4, (1, 2), "valid", (1, 1)),
+    (1, 3, 2, 5, 3, 3, (1, 1), "same", (1, 1)),      # narrower than the kernel
+    (2, 6, 6, 1, 3, 3, (1, 1), "same", (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", DEPTHWISE)
+def test_depthwise_matches_numpy_per_channel(case, dtype):
+    n, h, wd, c, kh, kw, strides, padding, dilation = case
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
+    x = rng.standard_normal((n, h, wd, c)).astype(dtype)
+    w = rng.standard_normal((kh, kw, 1, c)).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    y = ops.conv(x, w, strides, padding, dilation_rate=dilation, bias=b)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dw, db = np.empty_like(w), np.empty_like(b)
+    dx = ops.conv_backward(x, w, dy, y, dw, db, strides, padding, dilation)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for g in range(c):  # channel g alone is an ordinary one-channel convolution
+        ref = reference_conv(x[..., g:g + 1], w[..., g:g + 1], b[g:g + 1], strides, padding, dilation)
+        ref_dx, ref_dw = reference_grads(x[..., g:g + 1], w[..., g:g + 1], dy[..., g:g + 1], strides, padding,
+                                         dilation)
+        for got, want in ((y[..., g:g + 1], ref), (dx[..., g:g + 1], ref_dx), (dw[..., g:g + 1], ref_dw)):
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max()))
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 1, 2)), rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("case", [DEPTHWISE[0], DEPTHWISE[3], DEPTHWISE[5]])
+def test_depthwise_is_bit_identical_on_one_and_two_threads(case, threads):
+    n, h, wd, c, kh, kw, strides, padding, dilation = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((8 * n, h, wd, c)).astype(np.float32)
+    w = rng.standard_normal((kh, kw, 1, c)).astype(np.float32)
+    results = []
+    for count in (1, 2):
+        threads(count)
+        y = ops.conv(x, w, strides, padding, dilation_rate=dilation)
+        dw = np.empty_like(w)
+        dx = ops.conv_backward(x, w, np.cos(y), y, dw, None, strides, padding, dilation)
+        results.append((y, dx, dw))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
 

@@ -1,6 +1,7 @@
 // Convolution kernels (see fastnn/conv.hpp): implicit GEMM per chunk of images.
 #include "fastnn/conv.hpp"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -170,6 +171,212 @@ void for_each_tap(const ConvShape& s, Index i, Index j, Body&& body) {
 
 bool is_depthwise(const ConvShape& s) { return s.groups > 1 && s.groups == s.c; }
 
+namespace ei = Eigen::internal;
+
+// One or two neighbouring pixels of a depthwise convolution with one output per channel (m = 1):
+// o = init + Σ over the taps `visit` walks of a[pos]·b[tap], channel by channel, the sums kept in
+// SIMD registers (two vectors of channels at a time) until the taps are done. The second pixel
+// (Two) has the same taps, each reading a[pos + next], and is written to o + c: four independent
+// chains of multiply-adds instead of two.
+template <typename T, bool Two, typename Visit>
+void gather_pixels(Visit&& visit, const T* a, const T* b, const T* init, Index c, Index next, T* o) {
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr Index P = ei::unpacket_traits<Packet>::size;
+  const Index shift = next * c;
+  Index k = 0;
+  for (; k + 2 * P <= c; k += 2 * P) {
+    Packet a0 = init ? ei::ploadu<Packet>(init + k) : ei::pset1<Packet>(T(0));
+    Packet a1 = init ? ei::ploadu<Packet>(init + k + P) : ei::pset1<Packet>(T(0));
+    Packet b0 = a0, b1 = a1;
+    visit([&](Index pos, Index tap) {
+      const T* av = a + pos * c + k;
+      const Packet w0 = ei::ploadu<Packet>(b + tap * c + k), w1 = ei::ploadu<Packet>(b + tap * c + k + P);
+      a0 = ei::pmadd(ei::ploadu<Packet>(av), w0, a0);
+      a1 = ei::pmadd(ei::ploadu<Packet>(av + P), w1, a1);
+      if (Two) {
+        b0 = ei::pmadd(ei::ploadu<Packet>(av + shift), w0, b0);
+        b1 = ei::pmadd(ei::ploadu<Packet>(av + shift + P), w1, b1);
+      }
+    });
+    ei::pstoreu(o + k, a0);
+    ei::pstoreu(o + k + P, a1);
+    if (Two) {
+      ei::pstoreu(o + c + k, b0);
+      ei::pstoreu(o + c + k + P, b1);
+    }
+  }
+  for (; k + P <= c; k += P) {
+    Packet a0 = init ? ei::ploadu<Packet>(init + k) : ei::pset1<Packet>(T(0));
+    Packet b0 = a0;
+    visit([&](Index pos, Index tap) {
+      const Packet w0 = ei::ploadu<Packet>(b + tap * c + k);
+      a0 = ei::pmadd(ei::ploadu<Packet>(a + pos * c + k), w0, a0);
+      if (Two) b0 = ei::pmadd(ei::ploadu<Packet>(a + pos * c + k + shift), w0, b0);
+    });
+    ei::pstoreu(o + k, a0);
+    if (Two) ei::pstoreu(o + c + k, b0);
+  }
+  for (; k < c; ++k) {
+    T a0 = init ? init[k] : T(0), b0 = a0;
+    visit([&](Index pos, Index tap) {
+      a0 += a[pos * c + k] * b[tap * c + k];
+      if (Two) b0 += a[pos * c + k + shift] * b[tap * c + k];
+    });
+    o[k] = a0;
+    if (Two) o[c + k] = b0;
+  }
+}
+
+// The taps of input pixel (row, col) of a stride-1 depthwise convolution with one output per
+// channel, as the output pixels that read it: (i, j) = (row + pad_top - p·dh, col + pad_left - q·dw).
+template <typename T, typename Body>
+void for_each_reader(const ConvShape& s, Index row, Index col, Body&& body) {
+  for (Index p = s.kh - 1; p >= 0; --p) {
+    const Index i = row + s.pad_top - p * s.dh;
+    if (i < 0 || i >= s.oh) continue;
+    for (Index q = s.kw - 1; q >= 0; --q) {
+      const Index j = col + s.pad_left - q * s.dw;
+      if (j < 0 || j >= s.ow) continue;
+      body(i * s.ow + j, p * s.kw + q);
+    }
+  }
+}
+
+// acc[0..n) += a[0..n) · b[0..n), a SIMD vector at a time.
+template <typename T>
+void multiply_add(const T* a, const T* b, Index n, T* acc) {
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr Index P = ei::unpacket_traits<Packet>::size;
+  Index k = 0;
+  for (; k + P <= n; k += P)
+    ei::pstoreu(acc + k, ei::pmadd(ei::ploadu<Packet>(a + k), ei::ploadu<Packet>(b + k), ei::ploadu<Packet>(acc + k)));
+  for (; k < n; ++k) acc[k] += a[k] * b[k];
+}
+
+// The output columns [*first, *last) whose tap column q falls inside the image.
+void tap_columns(const ConvShape& s, Index q, Index* first, Index* last) {
+  const Index offset = q * s.dw - s.pad_left;  // input column of output column 0
+  const Index lo = offset >= 0 ? 0 : (-offset + s.sw - 1) / s.sw;
+  const Index hi = s.w - 1 - offset < 0 ? 0 : std::min(s.ow, (s.w - 1 - offset) / s.sw + 1);
+  *first = lo;
+  *last = std::max(lo, hi);
+}
+
+// acc[k] += Σ_j x[j·x_step + k]·d[j·c + k] for j = 0..n-1, k < c: the sums stay in SIMD registers
+// over the j loop, two vectors of channels at a time, the even and the odd j in separate sums
+// (four independent chains of multiply-adds) added at the end.
+template <typename T>
+void accumulate_products(const T* x, Index x_step, const T* d, Index n, Index c, T* acc) {
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr Index P = ei::unpacket_traits<Packet>::size;
+  Index k = 0;
+  for (; k + 2 * P <= c; k += 2 * P) {
+    Packet a0 = ei::ploadu<Packet>(acc + k), a1 = ei::ploadu<Packet>(acc + k + P);
+    Packet b0 = ei::pset1<Packet>(T(0)), b1 = ei::pset1<Packet>(T(0));
+    Index j = 0;
+    for (; j + 2 <= n; j += 2) {
+      const T* xv = x + j * x_step + k;
+      const T* dv = d + j * c + k;
+      a0 = ei::pmadd(ei::ploadu<Packet>(xv), ei::ploadu<Packet>(dv), a0);
+      a1 = ei::pmadd(ei::ploadu<Packet>(xv + P), ei::ploadu<Packet>(dv + P), a1);
+      b0 = ei::pmadd(ei::ploadu<Packet>(xv + x_step), ei::ploadu<Packet>(dv + c), b0);
+      b1 = ei::pmadd(ei::ploadu<Packet>(xv + x_step + P), ei::ploadu<Packet>(dv + c + P), b1);
+    }
+    if (j < n) {
+      const T* xv = x + j * x_step + k;
+      const T* dv = d + j * c + k;
+      a0 = ei::pmadd(ei::ploadu<Packet>(xv), ei::ploadu<Packet>(dv), a0);
+      a1 = ei::pmadd(ei::ploadu<Packet>(xv + P), ei::ploadu<Packet>(dv + P), a1);
+    }
+    ei::pstoreu(acc + k, ei::padd(a0, b0));
+    ei::pstoreu(acc + k + P, ei::padd(a1, b1));
+  }
+  for (; k + P <= c; k += P) {
+    Packet a = ei::ploadu<Packet>(acc + k);
+    for (Index j = 0; j < n; ++j)
+      a = ei::pmadd(ei::ploadu<Packet>(x + j * x_step + k), ei::ploadu<Packet>(d + j * c + k), a);
+    ei::pstoreu(acc + k, a);
+  }
+  for (; k < c; ++k) {
+    T a = acc[k];
+    for (Index j = 0; j < n; ++j) a += x[j * x_step + k] * d[j * c + k];
+    acc[k] = a;
+  }
+}
+
+// dw += the chunk's x · dz for one output per channel, tap by tap along each output row: each
+// row's sum of a tap is kept in registers instead of going through memory at every pixel. The
+// order of the additions depends on the shapes only, so the result does not depend on threads.
+template <typename T>
+void depthwise_kernel_gradient_m1(const ConvShape& s, const T* x, const T* dz, Index images, T* dw) {
+  const Index c = s.c;
+  for (Index img = 0; img < images; ++img) {
+    const T* xi = x + img * s.h * s.w * c;
+    for (Index i = 0; i < s.oh; ++i) {
+      const T* drow = dz + (img * s.oh + i) * s.ow * c;
+      for (Index p = 0; p < s.kh; ++p) {
+        const Index row = i * s.sh + p * s.dh - s.pad_top;
+        if (row < 0 || row >= s.h) continue;
+        for (Index q = 0; q < s.kw; ++q) {
+          Index first, last;
+          tap_columns(s, q, &first, &last);
+          if (first == last) continue;
+          const T* xv = xi + (row * s.w + first * s.sw + q * s.dw - s.pad_left) * c;
+          accumulate_products(xv, s.sw * c, drow + first * c, last - first, c, dw + (p * s.kw + q) * c);
+        }
+      }
+    }
+  }
+}
+
+// dx (overwritten) = the taps' dz · w for one output per channel, along each output row. Each
+// element receives its terms in the same order as pixel by pixel (for stride and dilation >= 1, a
+// later tap column meets the same input column at an earlier output column, hence q descending),
+// but consecutive stores go to different elements, so they need not wait for each other.
+template <typename T>
+void depthwise_input_gradient_m1(const ConvShape& s, const T* w, const T* dz, Index images, T* dx) {
+  const Index c = s.c;
+  if (s.sh == 1 && s.sw == 1) {
+    // Stride 1: each input pixel gathers its taps (output pixels i = row + pad - p·dh, j likewise)
+    // in registers and is stored once, its terms added in the same order (p, q descending).
+    auto inside = [&](Index col) {  // every tap column's output column exists
+      return col < s.w && col + s.pad_left - (s.kw - 1) * s.dw >= 0 && col + s.pad_left < s.ow;
+    };
+    for (Index img = 0; img < images; ++img)
+      for (Index row = 0; row < s.h; ++row)
+        for (Index col = 0; col < s.w; ++col) {
+          const T* dzi = dz + img * s.oh * s.ow * c;
+          T* o = dx + ((img * s.h + row) * s.w + col) * c;
+          auto readers = [&](auto&& body) { for_each_reader<T>(s, row, col, body); };
+          if (inside(col) && inside(col + 1)) {
+            gather_pixels<T, true>(readers, dzi, w, static_cast<const T*>(nullptr), c, 1, o);
+            ++col;
+          } else {
+            gather_pixels<T, false>(readers, dzi, w, static_cast<const T*>(nullptr), c, 1, o);
+          }
+        }
+    return;
+  }
+  std::fill(dx, dx + images * s.h * s.w * c, T(0));
+  for (Index img = 0; img < images; ++img) {
+    T* dxi = dx + img * s.h * s.w * c;
+    for (Index i = 0; i < s.oh; ++i) {
+      const T* drow = dz + (img * s.oh + i) * s.ow * c;
+      for (Index p = 0; p < s.kh; ++p) {
+        const Index row = i * s.sh + p * s.dh - s.pad_top;
+        if (row < 0 || row >= s.h) continue;
+        for (Index q = s.kw - 1; q >= 0; --q) {
+          Index first, last;
+          tap_columns(s, q, &first, &last);
+          const T* wv = w + (p * s.kw + q) * c;
+          for (Index j = first; j < last; ++j)
+            multiply_add(drow + j * c, wv, c, dxi + (row * s.w + j * s.sw + q * s.dw - s.pad_left) * c);
+        }
+      }
+    }
+  }
+}
+
 // z (images of one chunk) = depthwise conv + bias.
 template <typename T>
 void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias, Index images, T* out) {
@@ -179,16 +386,26 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
     for (Index i = 0; i < s.oh; ++i)
       for (Index j = 0; j < s.ow; ++j) {
         T* o = out + ((img * s.oh + i) * s.ow + j) * f;
+        if (m == 1) {
+          // Output columns whose taps all fall inside the image go two at a time.
+          auto inside = [&](Index jj) {
+            return jj < s.ow && jj * s.sw - s.pad_left >= 0 && jj * s.sw + (s.kw - 1) * s.dw - s.pad_left < s.w;
+          };
+          auto taps = [&](auto&& body) { for_each_tap<T>(s, i, j, body); };
+          if (inside(j) && inside(j + 1)) {
+            gather_pixels<T, true>(taps, xi, w, bias, c, s.sw, o);
+            ++j;
+          } else {
+            gather_pixels<T, false>(taps, xi, w, bias, c, s.sw, o);
+          }
+          continue;
+        }
         for (Index k = 0; k < f; ++k) o[k] = bias ? bias[k] : T(0);
         for_each_tap<T>(s, i, j, [&](Index pos, Index tap) {
           const T* xv = xi + pos * c;
           const T* wv = w + tap * f;
-          if (m == 1) {
-            for (Index k = 0; k < f; ++k) o[k] += xv[k] * wv[k];
-          } else {
-            for (Index g = 0; g < c; ++g)
-              for (Index k = 0; k < m; ++k) o[g * m + k] += xv[g] * wv[g * m + k];
-          }
+          for (Index g = 0; g < c; ++g)
+            for (Index k = 0; k < m; ++k) o[g * m + k] += xv[g] * wv[g * m + k];
         });
       }
   }
@@ -198,6 +415,7 @@ void depthwise_forward(const ConvShape& s, const T* x, const T* w, const T* bias
 template <typename T>
 void depthwise_kernel_gradient(const ConvShape& s, const T* x, const T* dz, Index images, T* dw) {
   const Index f = s.f, m = s.group_f(), c = s.c;
+  if (m == 1) return depthwise_kernel_gradient_m1(s, x, dz, images, dw);
   for (Index img = 0; img < images; ++img) {
     const T* xi = x + img * s.h * s.w * c;
     for (Index i = 0; i < s.oh; ++i)
@@ -206,12 +424,8 @@ void depthwise_kernel_gradient(const ConvShape& s, const T* x, const T* dz, Inde
         for_each_tap<T>(s, i, j, [&](Index pos, Index tap) {
           const T* xv = xi + pos * c;
           T* g = dw + tap * f;
-          if (m == 1) {
-            for (Index k = 0; k < f; ++k) g[k] += xv[k] * d[k];
-          } else {
-            for (Index ch = 0; ch < c; ++ch)
-              for (Index k = 0; k < m; ++k) g[ch * m + k] += xv[ch] * d[ch * m + k];
-          }
+          for (Index ch = 0; ch < c; ++ch)
+            for (Index k = 0; k < m; ++k) g[ch * m + k] += xv[ch] * d[ch * m + k];
         });
       }
   }
@@ -221,6 +435,7 @@ void depthwise_kernel_gradient(const ConvShape& s, const T* x, const T* dz, Inde
 template <typename T>
 void depthwise_input_gradient(const ConvShape& s, const T* w, const T* dz, Index images, T* dx) {
   const Index f = s.f, m = s.group_f(), c = s.c;
+  if (m == 1) return depthwise_input_gradient_m1(s, w, dz, images, dx);
   std::fill(dx, dx + images * s.h * s.w * c, T(0));
   for (Index img = 0; img < images; ++img) {
     T* dxi = dx + img * s.h * s.w * c;
@@ -230,14 +445,10 @@ void depthwise_input_gradient(const ConvShape& s, const T* w, const T* dz, Index
         for_each_tap<T>(s, i, j, [&](Index pos, Index tap) {
           T* g = dxi + pos * c;
           const T* wv = w + tap * f;
-          if (m == 1) {
-            for (Index k = 0; k < f; ++k) g[k] += d[k] * wv[k];
-          } else {
-            for (Index ch = 0; ch < c; ++ch) {
-              T sum = 0;
-              for (Index k = 0; k < m; ++k) sum += d[ch * m + k] * wv[ch * m + k];
-              g[ch] += sum;
-            }
+          for (Index ch = 0; ch < c; ++ch) {
+            T sum = 0;
+            for (Index k = 0; k < m; ++k) sum += d[ch * m + k] * wv[ch * m + k];
+            g[ch] += sum;
           }
         });
       }
