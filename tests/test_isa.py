@@ -1,9 +1,9 @@
 """Instruction-set levels (python/fastnn/isa.py, cpp/cpu/cpu_module.cpp): the CPU probe, the choice
 of a kernel module, FASTNN_ISA, and the results of every level this build has.
 
-The tests that compare levels need a portable build (FASTNN_ARCH=portable: v2, v3, v4). On a
-one-level build they skip, unless FASTNN_REQUIRE_LEVELS (e.g. "v2,v3,v4", as .ci/quick sets it)
-says which levels must be there.
+The comparison across levels needs a portable build (FASTNN_ARCH=portable: v2, v3, v4); on a
+one-level build only it skips. FASTNN_REQUIRE_LEVELS (e.g. "v2,v3,v4", as .ci/quick sets it) makes
+a missing level a failure.
 """
 
 import os
@@ -154,18 +154,12 @@ def _required_levels():
     return [level for level in value.split(",") if level]
 
 
-def test_the_required_levels_are_built():
-    required = _required_levels()
-    if not required:
-        pytest.skip("FASTNN_REQUIRE_LEVELS is not set (only .ci/quick requires a portable build)")
-    assert set(required) <= set(isa.runnable_levels()), (required, isa.built_levels())
-
-
 @pytest.fixture(scope="module")
 def level_results(tmp_path_factory):
+    """Every level this CPU runs, each computed in its own process (FASTNN_ISA), by level name."""
     levels = isa.runnable_levels()
-    if len(levels) < 2 and not _required_levels():
-        pytest.skip(f"this build has one level ({', '.join(isa.built_levels())}); FASTNN_ARCH=portable builds three")
+    required = _required_levels()
+    assert set(required) <= set(levels), f"FASTNN_REQUIRE_LEVELS={required}, this build and CPU run {levels}"
     results = {}
     for level in levels:
         out = tmp_path_factory.mktemp(f"isa_{level}") / "results.npz"
@@ -188,6 +182,9 @@ def test_each_level_is_bit_identical_on_one_and_two_threads(level_results):
 
 def test_levels_agree_to_float32_rounding(level_results):
     levels = list(level_results)
+    if len(levels) < 2:
+        pytest.skip(f"this build has one level ({', '.join(isa.built_levels())}) to compare; "
+                    "FASTNN_ARCH=portable builds three (CI tests them through .ci/quick)")
     reference = level_results[levels[-1]]  # the narrowest
     for level in levels[:-1]:
         for key, expected in reference.items():
